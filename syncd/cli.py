@@ -1,0 +1,138 @@
+"""The command line: argparse, output formats, exit codes.  No logic lives
+here; every error is a ``SyncdError`` mapped once, in ``main``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+from syncd import __version__
+from syncd.errors import SyncdError, UsageError
+from syncd.findings import Finding
+from syncd.policy import DEFAULT_POLICY, POLICY_FILE, parse_policy
+from syncd.validate import Report, validate_network
+from syncd.worktree import read_hosts_dir, read_policy
+
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_TRANSIENT = 0, 1, 2, 3
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="syncd",
+        description="Keep a tinc VPN's host files in sync from a signed git repository.",
+    )
+    parser.add_argument("--version", action="version", version=f"syncd {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    check = commands.add_parser(
+        "check",
+        help="validate a repository of tinc host files",
+        description=(
+            "Validate host files exactly as tincd reads them, and the network as a whole "
+            "(names, subnets, keys) against the repository's syncd.yaml. "
+            "Exit 0: clean; 1: findings; 2: usage error."
+        ),
+    )
+    check.add_argument("repo", nargs="?", default=None, metavar="REPO", help="repository working tree (default: .)")
+    check.add_argument(
+        "--hosts-dir",
+        metavar="DIR",
+        help="check this directory of host files (e.g. /etc/tinc/NET/hosts); "
+        "the policy comes from REPO/syncd.yaml when REPO is given, else the defaults",
+    )
+    check.add_argument("--format", choices=("text", "json", "github"), default="text", help="output format")
+    check.add_argument("--strict", action="store_true", help="warnings fail the check too")
+    check.set_defaults(handler=cmd_check)
+    return parser
+
+
+def run_check(repo: Path | None, hosts_dir: Path | None) -> Report:
+    """Read a working tree (or a bare hosts directory) and validate it."""
+    policy, policy_findings = DEFAULT_POLICY, []
+    if repo is not None or hosts_dir is None:
+        root = repo if repo is not None else Path(".")
+        if not root.is_dir():
+            raise UsageError(f"{root}: no such directory")
+        data = read_policy(root)
+        if data is not None:
+            policy, policy_findings = parse_policy(data, POLICY_FILE)
+    if hosts_dir is not None:
+        directory, shown = hosts_dir, str(hosts_dir)
+    else:
+        directory, shown = root / policy.hosts_dir, policy.hosts_dir
+    entries = read_hosts_dir(directory, policy.max_file_bytes)
+    return validate_network(policy, entries, shown, policy_findings)
+
+
+def cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    repo = Path(args.repo) if args.repo is not None else None
+    hosts_dir = Path(args.hosts_dir) if args.hosts_dir is not None else None
+    report = run_check(repo, hosts_dir)
+    if args.format == "json":
+        json.dump(report_json(report), out, indent=2)
+        out.write("\n")
+    elif args.format == "github":
+        for finding in report.findings:
+            out.write(format_github(finding) + "\n")
+    else:
+        for finding in report.findings:
+            out.write(finding.format_text() + "\n")
+        err.write(
+            f"syncd check: {report.nodes} nodes, {report.subnets} subnets: "
+            f"{report.errors} errors, {report.warnings} warnings\n"
+        )
+    return EXIT_REFUSED if report.failed(args.strict) else EXIT_OK
+
+
+def report_json(report: Report) -> dict[str, object]:
+    return {
+        "findings": [
+            {
+                "path": f.path,
+                "line": f.line,
+                "severity": str(f.severity),
+                "code": f.code,
+                "message": f.message,
+                "related": [{"path": r.path, "line": r.line} for r in f.related],
+            }
+            for f in report.findings
+        ],
+        "nodes": report.nodes,
+        "subnets": report.subnets,
+    }
+
+
+def _escape_data(text: str) -> str:
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _escape_property(text: str) -> str:
+    return _escape_data(text).replace(":", "%3A").replace(",", "%2C")
+
+
+def format_github(finding: Finding) -> str:
+    """A GitHub Actions workflow command that annotates the file and line."""
+    return (
+        f"::{finding.severity} file={_escape_property(finding.path)},line={finding.line},"
+        f"title={_escape_property(finding.code)}::{_escape_data(finding.message)}"
+    )
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    out = out if out is not None else sys.stdout
+    err = err if err is not None else sys.stderr
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
+        return int(exc.code or 0)
+    try:
+        code: int = args.handler(args, out, err)
+    except SyncdError as exc:
+        err.write(f"syncd {args.command}: {exc.message}\n")
+        return exc.exit_code
+    return code

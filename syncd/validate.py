@@ -1,0 +1,230 @@
+"""A whole network (policy + host-file entries) → sorted findings (pure).
+
+The validator takes names and bytes, never paths on disk: ``syncd check``
+reads a working tree into ``TreeEntry`` values and the agent reads a git tree
+into the same values, so both run this one function.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from syncd.findings import Finding, Location, Severity, error
+from syncd.hostfile import NAME_RE, HostFile, parse_host_file
+from syncd.policy import DEFAULT_POLICY, POLICY_FILE, Policy, parse_policy
+from syncd.subnet import Claim, Kind, format_subnet, overlapping_pairs
+
+
+class EntryKind(enum.StrEnum):
+    FILE = "file"
+    SYMLINK = "symlink"
+    DIRECTORY = "directory"
+    SUBMODULE = "submodule"
+    OTHER = "other"
+
+
+@dataclass(frozen=True, slots=True)
+class TreeEntry:
+    """One entry of the hosts directory.  ``data`` is None when it was not
+    read (not a regular file, or over ``max_file_bytes``)."""
+
+    name: str
+    kind: EntryKind
+    size: int
+    data: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    findings: tuple[Finding, ...]
+    hosts: Mapping[str, HostFile]  # the valid nodes, by name
+    policy: Policy
+    subnets: int
+
+    @property
+    def nodes(self) -> int:
+        return len(self.hosts)
+
+    @property
+    def errors(self) -> int:
+        return sum(1 for f in self.findings if f.severity is Severity.ERROR)
+
+    @property
+    def warnings(self) -> int:
+        return sum(1 for f in self.findings if f.severity is Severity.WARNING)
+
+    def failed(self, strict: bool = False) -> bool:
+        return self.errors > 0 or (strict and self.warnings > 0)
+
+
+def is_ignored(name: str) -> bool:
+    """Dot files (``.gitkeep``, ``.gitattributes``) are repository plumbing,
+    never host files; tincd skips them too."""
+    return name.startswith(".")
+
+
+def validate_tree(policy_data: bytes | None, entries: Iterable[TreeEntry], hosts_dir: str | None = None) -> Report:
+    """Validate a repository tree: its ``syncd.yaml`` (if any) and host files."""
+    if policy_data is None:
+        policy, policy_findings = DEFAULT_POLICY, []
+    else:
+        policy, policy_findings = parse_policy(policy_data, POLICY_FILE)
+    return validate_network(policy, entries, hosts_dir or policy.hosts_dir, policy_findings)
+
+
+def validate_network(
+    policy: Policy,
+    entries: Iterable[TreeEntry],
+    hosts_dir: str,
+    policy_findings: Iterable[Finding] = (),
+) -> Report:
+    findings: list[Finding] = list(policy_findings)
+    hosts: dict[str, HostFile] = {}
+    prefix = f"{hosts_dir.rstrip('/')}/" if hosts_dir else ""
+
+    for entry in entries:
+        if is_ignored(entry.name):
+            continue
+        path = prefix + entry.name
+        if entry.kind is not EntryKind.FILE:
+            findings.append(error(path, 1, "file-type", _file_type_message(entry.kind)))
+            continue
+        if not NAME_RE.match(entry.name):
+            findings.append(error(path, 1, "name-invalid", _name_message(entry.name)))
+            continue
+        if entry.size > policy.max_file_bytes or entry.data is None:
+            findings.append(
+                error(
+                    path,
+                    1,
+                    "file-too-large",
+                    f"{entry.size} bytes, over the policy's max_file_bytes ({policy.max_file_bytes})",
+                )
+            )
+            continue
+        host = parse_host_file(path, entry.data, tinc=policy.tinc, min_rsa_bits=policy.min_rsa_bits)
+        hosts[entry.name] = host
+        findings.extend(host.findings)
+
+    findings.extend(_name_collisions(hosts))
+    findings.extend(_policy_mentions(policy, hosts))
+    claims = [Claim(subnet, name, line) for name, host in hosts.items() for subnet, line in host.subnets]
+    findings.extend(_outside_prefixes(policy, hosts, claims))
+    findings.extend(_overlaps(policy, hosts, claims))
+    findings.extend(_duplicate_keys(hosts))
+    findings.sort(key=Finding.sort_key)
+    return Report(tuple(findings), hosts, policy, len(claims))
+
+
+def _file_type_message(kind: EntryKind) -> str:
+    return {
+        EntryKind.SYMLINK: "a symlink: syncd installs only regular files (a link could point anywhere on the node)",
+        EntryKind.DIRECTORY: "a directory inside the hosts directory; host files are plain files",
+        EntryKind.SUBMODULE: "a git submodule inside the hosts directory; host files are plain files",
+        EntryKind.OTHER: "not a regular file",
+    }[kind]
+
+
+def _name_message(name: str) -> str:
+    for suffix in ("-up", "-down"):
+        if name.endswith(suffix) and NAME_RE.match(name[: -len(suffix)]):
+            return (
+                f"{name!r} is a tinc script name: tincd runs hosts/{name} as root when the node "
+                f"{'connects' if suffix == '-up' else 'disconnects'}; syncd never installs scripts"
+            )
+    return f"{name!r} is not a valid tinc node name (1-64 of A-Z, a-z, 0-9, _); tincd ignores this file"
+
+
+def _name_collisions(hosts: Mapping[str, HostFile]) -> Iterable[Finding]:
+    groups: dict[str, list[str]] = defaultdict(list)
+    for name in hosts:
+        groups[name.lower()].append(name)
+    for names in groups.values():
+        if len(names) < 2:
+            continue
+        for name in names:
+            others = sorted(n for n in names if n != name)
+            yield error(
+                hosts[name].path,
+                1,
+                "name-collision",
+                f"{name!r} differs from {', '.join(map(repr, others))} only in case; they clash on "
+                "case-insensitive file systems",
+                tuple(Location(hosts[n].path, 1) for n in others),
+            )
+
+
+def _policy_mentions(policy: Policy, hosts: Mapping[str, HostFile]) -> Iterable[Finding]:
+    for node, key, line in policy.node_mentions:
+        if node not in hosts:
+            yield error(POLICY_FILE, line, "policy-invalid", f"{key}: names {node!r}, which has no host file")
+
+
+def _outside_prefixes(policy: Policy, hosts: Mapping[str, HostFile], claims: list[Claim]) -> Iterable[Finding]:
+    if not policy.prefixes:
+        return
+    for claim in claims:
+        subnet = claim.subnet
+        if subnet.kind is Kind.MAC or policy.is_route(claim.node, subnet):
+            continue
+        if not any(p.contains(subnet) for p in policy.prefixes):
+            allowed = ", ".join(format_subnet(p) for p in policy.prefixes)
+            yield error(
+                hosts[claim.node].path,
+                claim.line,
+                "subnet-outside-prefix",
+                f"{format_subnet(subnet)} lies outside the network's prefixes ({allowed}); "
+                "list it under routes in syncd.yaml if this node routes it on purpose",
+            )
+
+
+def _overlap_allowed(policy: Policy, outer: Claim, inner: Claim) -> bool:
+    if outer.subnet.network == inner.subnet.network:
+        # Identical subnets cover each other: both sides must be declared.
+        return (policy.is_route(outer.node, outer.subnet) and policy.is_route(inner.node, inner.subnet)) or (
+            policy.shared_entry(outer.node, outer.subnet) is not None
+            and policy.shared_entry(inner.node, inner.subnet) is not None
+        )
+    return policy.is_route(outer.node, outer.subnet) or policy.shared_entry(outer.node, outer.subnet) is not None
+
+
+def _overlaps(policy: Policy, hosts: Mapping[str, HostFile], claims: list[Claim]) -> Iterable[Finding]:
+    for outer, inner in overlapping_pairs(claims):
+        if _overlap_allowed(policy, outer, inner):
+            continue
+        inner_path, outer_path = hosts[inner.node].path, hosts[outer.node].path
+        inner_text, outer_text = format_subnet(inner.subnet), format_subnet(outer.subnet)
+        if outer.subnet.network == inner.subnet.network:
+            what = f"{inner_text} is also announced by node {outer.node} ({outer_path}:{outer.line})"
+            hint = "list it under shared in syncd.yaml if both announce it on purpose"
+        else:
+            what = f"{inner_text} overlaps {outer_text} of node {outer.node} ({outer_path}:{outer.line})"
+            hint = (
+                f"the more specific subnet wins in tinc; list {outer_text} under routes for "
+                f"{outer.node} in syncd.yaml if it is an intended route"
+            )
+        yield error(inner_path, inner.line, "subnet-overlap", f"{what}; {hint}", (Location(outer_path, outer.line),))
+
+
+def _duplicate_keys(hosts: Mapping[str, HostFile]) -> Iterable[Finding]:
+    holders: dict[bytes, list[tuple[str, int]]] = defaultdict(list)
+    for name, host in hosts.items():
+        for key, line in host.keys:
+            holders[key.identity].append((name, line))
+    for places in holders.values():
+        nodes = sorted({name for name, _ in places})
+        if len(nodes) < 2:
+            continue
+        for name, line in places:
+            others = [n for n in nodes if n != name]
+            related = tuple(Location(hosts[n].path, ln) for n, ln in places if n != name)
+            yield error(
+                hosts[name].path,
+                line,
+                "key-duplicate",
+                f"the same public key is used by {', '.join([name, *others])}: each node needs its own key pair",
+                related,
+            )
