@@ -13,6 +13,12 @@ $(BIN)/syncd: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
+# Wheels of syncd's dependencies (and the build backend), so that the
+# pre-commit test installs the hook offline, from this folder only.
+$(VENV)/wheelhouse/.done: $(BIN)/syncd
+	$(BIN)/python -m pip wheel --quiet --wheel-dir $(VENV)/wheelhouse . 'setuptools>=69' wheel
+	touch $@
+
 demo: $(BIN)/syncd
 	PATH="$(abspath $(BIN)):$$PATH" bash examples/demo.sh
 
@@ -23,8 +29,8 @@ lint: $(BIN)/syncd
 typecheck: $(BIN)/syncd
 	$(BIN)/mypy --strict
 
-pytest: $(BIN)/syncd
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pytest
+pytest: $(BIN)/syncd $(VENV)/wheelhouse/.done
+	PATH="$(abspath $(BIN)):$$PATH" SYNCD_WHEELHOUSE="$(abspath $(VENV)/wheelhouse)" $(BIN)/pytest
 
 test: lint typecheck pytest
 
