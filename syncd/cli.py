@@ -54,7 +54,7 @@ def run_check(repo: Path | None, hosts_dir: Path | None) -> Report:
     """Read a working tree (or a bare hosts directory) and validate it."""
     policy, policy_findings = DEFAULT_POLICY, []
     if repo is not None or hosts_dir is None:
-        root = repo if repo is not None else Path(".")
+        root = repo if repo is not None else Path()
         if not root.is_dir():
             raise UsageError(f"{root}: no such directory")
         data = read_policy(root)

@@ -159,17 +159,63 @@ LOCAL_PATH_VARIABLES = {v.lower(): v for v in ("PublicKeyFile", "Ed25519PublicKe
 SERVER_VARIABLES = {
     v.lower(): v
     for v in (
-        "AddressFamily AutoConnect BindToAddress BindToInterface Broadcast BroadcastSubnet "
-        "ConnectTo DecrementTTL Device DeviceStandby DeviceType DirectOnly "
-        "Ed25519PrivateKeyFile ExperimentalProtocol Forwarding FWMark GraphDumpFile Hostnames "
-        "IffOneQueue Interface InvitationExpire KeyExpire ListenAddress LocalDiscovery "
-        "LocalDiscoveryAddress LogLevel MACExpire MaxConnectionBurst MaxOutputBufferSize "
-        "MaxTimeout Mode Name PingInterval PingTimeout PriorityInheritance PrivateKey "
-        "PrivateKeyFile ProcessPriority Proxy ReplayWindow ScriptsExtension ScriptsInterpreter "
-        "StrictSubnets TunnelServer UDPDiscovery UDPDiscoveryKeepaliveInterval "
-        "UDPDiscoveryInterval UDPDiscoveryTimeout UDPInfoInterval UDPRcvBuf UDPSndBuf UPnP "
-        "UPnPDiscoverWait UPnPRefreshPeriod VDEGroup VDEPort"
-    ).split()
+        "AddressFamily",
+        "AutoConnect",
+        "BindToAddress",
+        "BindToInterface",
+        "Broadcast",
+        "BroadcastSubnet",
+        "ConnectTo",
+        "DecrementTTL",
+        "Device",
+        "DeviceStandby",
+        "DeviceType",
+        "DirectOnly",
+        "Ed25519PrivateKeyFile",
+        "ExperimentalProtocol",
+        "Forwarding",
+        "FWMark",
+        "GraphDumpFile",
+        "Hostnames",
+        "IffOneQueue",
+        "Interface",
+        "InvitationExpire",
+        "KeyExpire",
+        "ListenAddress",
+        "LocalDiscovery",
+        "LocalDiscoveryAddress",
+        "LogLevel",
+        "MACExpire",
+        "MaxConnectionBurst",
+        "MaxOutputBufferSize",
+        "MaxTimeout",
+        "Mode",
+        "Name",
+        "PingInterval",
+        "PingTimeout",
+        "PriorityInheritance",
+        "PrivateKey",
+        "PrivateKeyFile",
+        "ProcessPriority",
+        "Proxy",
+        "ReplayWindow",
+        "ScriptsExtension",
+        "ScriptsInterpreter",
+        "StrictSubnets",
+        "TunnelServer",
+        "UDPDiscovery",
+        "UDPDiscoveryKeepaliveInterval",
+        "UDPDiscoveryInterval",
+        "UDPDiscoveryTimeout",
+        "UDPInfoInterval",
+        "UDPRcvBuf",
+        "UDPSndBuf",
+        "UPnP",
+        "UPnPDiscoverWait",
+        "UPnPRefreshPeriod",
+        "VDEGroup",
+        "VDEPort",
+    )
 }
 _SECRET_VARIABLES = {"privatekey", "privatekeyfile", "ed25519privatekeyfile"}
 
@@ -495,7 +541,7 @@ def _load_keys(host: HostFile, tinc: str, min_rsa_bits: int) -> None:
         )
         try:
             add(keys.rsa_from_hex(hex_key.value), hex_key.line)
-        except keys.KeyProblem as exc:
+        except keys.KeyFormatError as exc:
             host.findings.append(error(path, hex_key.line, "key-invalid", f"PublicKey: {exc}"))
     rsa_loaded = hex_key is not None
     for label in RSA_LABELS:
@@ -506,7 +552,7 @@ def _load_keys(host: HostFile, tinc: str, min_rsa_bits: int) -> None:
                 continue  # already reported as syntax
             try:
                 key = keys.rsa_from_pem_body(label, list(block.body))
-            except keys.KeyProblem as exc:
+            except keys.KeyFormatError as exc:
                 host.findings.append(error(path, block.begin, "key-invalid", f"{label}: {exc}"))
                 continue
             if rsa_loaded:
@@ -524,14 +570,14 @@ def _load_keys(host: HostFile, tinc: str, min_rsa_bits: int) -> None:
         try:
             add(keys.ed25519_from_text(ed_entry.value), ed_entry.line)
             ed_loaded = True
-        except keys.KeyProblem as exc:
+        except keys.KeyFormatError as exc:
             host.findings.append(error(path, ed_entry.line, "key-invalid", f"Ed25519PublicKey: {exc}"))
     for block in host.pem_blocks:
         if block.label != ED25519_LABEL or block.end is None:
             continue
         try:
             key = keys.ed25519_from_text("".join(line.strip() for line in block.body))
-        except keys.KeyProblem as exc:
+        except keys.KeyFormatError as exc:
             host.findings.append(error(path, block.begin, "key-invalid", f"{ED25519_LABEL}: {exc}"))
             continue
         if not ed_loaded:

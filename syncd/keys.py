@@ -29,7 +29,7 @@ _ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 _DECODE: dict[str, int] = {c: i for i, c in enumerate(_ALPHABET)} | {"-": 62, "_": 63}
 
 
-class KeyProblem(ValueError):
+class KeyFormatError(ValueError):
     """A key tincd would fail to load (``key-invalid``)."""
 
 
@@ -52,13 +52,13 @@ class PublicKey:
 
 
 def tinc_b64decode(text: str) -> bytes:
-    """Decode tinc's base64 (``b64decode_tinc``); raise ``KeyProblem``."""
+    """Decode tinc's base64 (``b64decode_tinc``); raise ``KeyFormatError``."""
     out = bytearray()
     triplet = 0
     for i, char in enumerate(text):
         value = _DECODE.get(char)
         if value is None:
-            raise KeyProblem(f"character {char!r} at position {i + 1} is not in tinc's base64 alphabet")
+            raise KeyFormatError(f"character {char!r} at position {i + 1} is not in tinc's base64 alphabet")
         triplet |= value << (6 * (i & 3))
         if i & 3 == 3:
             out += triplet.to_bytes(3, "little")
@@ -69,7 +69,7 @@ def tinc_b64decode(text: str) -> bytes:
     elif rest == 2:
         out += (triplet & 0xFF).to_bytes(1, "little")
     elif rest == 1:
-        raise KeyProblem("length is not a whole number of bytes")
+        raise KeyFormatError("length is not a whole number of bytes")
     return bytes(out)
 
 
@@ -119,12 +119,14 @@ def is_ed25519_point(key: bytes) -> bool:
 
 
 def ed25519_from_text(text: str) -> PublicKey:
-    """An ``Ed25519PublicKey`` value or ED25519 PEM body → key; raise ``KeyProblem``."""
+    """An ``Ed25519PublicKey`` value or ED25519 PEM body → key; raise ``KeyFormatError``."""
     if len(text) != ED25519_TEXT_LENGTH:
-        raise KeyProblem(f"an Ed25519 public key is {ED25519_TEXT_LENGTH} characters of tinc's base64, not {len(text)}")
+        raise KeyFormatError(
+            f"an Ed25519 public key is {ED25519_TEXT_LENGTH} characters of tinc's base64, not {len(text)}"
+        )
     raw = tinc_b64decode(text)
     if not is_ed25519_point(raw):
-        raise KeyProblem("the 32 bytes are not a point on the Ed25519 curve (damaged key?)")
+        raise KeyFormatError("the 32 bytes are not a point on the Ed25519 curve (damaged key?)")
     return PublicKey("ed25519", 256, raw)
 
 
@@ -140,11 +142,11 @@ def rsa_from_pem_body(label: str, body: list[str]) -> PublicKey:
     """
     text = "".join(line.rstrip(" \t\r") for line in body)
     if any(c.isspace() for c in text):
-        raise KeyProblem("the key's base64 contains blanks inside a line")
+        raise KeyFormatError("the key's base64 contains blanks inside a line")
     try:
         der = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise KeyProblem(f"the key is not valid base64 ({exc})") from None
+        raise KeyFormatError(f"the key is not valid base64 ({exc})") from None
     return rsa_from_der(label, der)
 
 
@@ -159,11 +161,11 @@ def rsa_from_der(label: str, der: bytes) -> PublicKey:
         else:
             key = load_der_public_key(der)
     except (ValueError, TypeError) as exc:
-        raise KeyProblem(f"OpenSSL cannot load this {label} block: {_first_line(exc)}") from None
+        raise KeyFormatError(f"OpenSSL cannot load this {label} block: {_first_line(exc)}") from None
     except Exception as exc:  # cryptography raises UnsupportedAlgorithm too
-        raise KeyProblem(f"OpenSSL cannot load this {label} block: {_first_line(exc)}") from None
+        raise KeyFormatError(f"OpenSSL cannot load this {label} block: {_first_line(exc)}") from None
     if not isinstance(key, rsa.RSAPublicKey):
-        raise KeyProblem(f"the {label} block holds a {type(key).__name__}, not an RSA key; tinc 1.0 needs RSA")
+        raise KeyFormatError(f"the {label} block holds a {type(key).__name__}, not an RSA key; tinc 1.0 needs RSA")
     numbers = key.public_numbers()
     return _rsa_key(numbers.n, numbers.e)
 
@@ -171,16 +173,18 @@ def rsa_from_der(label: str, der: bytes) -> PublicKey:
 def rsa_from_hex(text: str) -> PublicKey:
     """The obsolete ``PublicKey = HEX`` modulus (exponent 0xFFFF, as tinc sets it)."""
     if not text or any(c not in "0123456789abcdefABCDEF" for c in text):
-        raise KeyProblem("PublicKey must be the RSA modulus in hexadecimal")
+        raise KeyFormatError("PublicKey must be the RSA modulus in hexadecimal")
     return _rsa_key(int(text, 16), 0xFFFF)
 
 
 def _rsa_key(n: int, e: int) -> PublicKey:
     bits = n.bit_length()
     if bits > MAX_RSA_BITS:
-        raise KeyProblem(f"RSA modulus of {bits} bits: tincd refuses keys over {MAX_RSA_BITS} bits")
+        raise KeyFormatError(f"RSA modulus of {bits} bits: tincd refuses keys over {MAX_RSA_BITS} bits")
     if bits < 512 or n % 2 == 0:
-        raise KeyProblem(f"an RSA modulus of {bits} bits{' that is even' if n % 2 == 0 else ''} is not a usable key")
+        raise KeyFormatError(
+            f"an RSA modulus of {bits} bits{' that is even' if n % 2 == 0 else ''} is not a usable key"
+        )
     size = (bits + 7) // 8
     identity = n.to_bytes(size, "big") + b"/" + e.to_bytes((e.bit_length() + 7) // 8 or 1, "big")
     return PublicKey("rsa", bits, identity)

@@ -253,7 +253,7 @@ def _shared(node: yaml.Node, problems: _Problems, mentions: list[tuple[str, str,
             names = [_node_name(n, problems, f"{key}.nodes", mentions) for n in nodes_node.value]
             nodes = frozenset(n for n in names if n is not None)
         else:
-            problems.add(nodes_node, f"{key}.nodes", "must be a non-empty list of node names or \"*\"")
+            problems.add(nodes_node, f"{key}.nodes", 'must be a non-empty list of node names or "*"')
             continue
         if subnet is not None:
             out.append(Shared(subnet, nodes, item.start_mark.line + 1))

@@ -206,7 +206,7 @@ def _parse_strict(text: str) -> Subnet:
         network = Subnet(kind, address & ~host_mask, prefixlen, weight)
         raise SubnetError(
             "subnet-host-bits",
-            f"{text!r} has host bits set beyond /{prefixlen} (tincd: \"Network address and prefix "
+            f'{text!r} has host bits set beyond /{prefixlen} (tincd: "Network address and prefix '
             f'length do not match"); did you mean {format_subnet(network)}?',
         )
     return Subnet(kind, address, prefixlen, weight)

@@ -43,7 +43,7 @@ def read_hosts_dir(directory: Path, max_file_bytes: int) -> list[TreeEntry]:
         elif stat.S_ISLNK(st.st_mode):
             kind = EntryKind.SYMLINK
         elif stat.S_ISDIR(st.st_mode):
-            kind = EntryKind.DIRECTORY if not os.path.exists(os.path.join(item.path, ".git")) else EntryKind.SUBMODULE
+            kind = EntryKind.SUBMODULE if (Path(item.path) / ".git").exists() else EntryKind.DIRECTORY
         else:
             kind = EntryKind.OTHER
         data = None

@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from hypothesis import given
 from hypothesis import strategies as st
 
-from syncd.keys import KeyProblem, ed25519_from_text, is_ed25519_point, tinc_b64decode, tinc_b64encode
+from syncd.keys import KeyFormatError, ed25519_from_text, is_ed25519_point, tinc_b64decode, tinc_b64encode
 
 # b64encode_tinc packs each 3-byte group least significant bit first:
 # bytes 00 01 02 → triplet 0x020100 → 6-bit digits 0, 4, 32, 0 → "AEgA",
@@ -46,16 +46,18 @@ def test_round_trip(raw: bytes) -> None:
 
 
 def test_bad_characters_and_lengths() -> None:
-    with pytest.raises(KeyProblem, match="alphabet"):
+    with pytest.raises(KeyFormatError, match="alphabet"):
         tinc_b64decode("AB=C")
-    with pytest.raises(KeyProblem, match="whole number"):
+    with pytest.raises(KeyFormatError, match="whole number"):
         tinc_b64decode("ABCDE")
 
 
 def test_real_ed25519_keys_are_points() -> None:
     for _ in range(20):
-        raw = ed25519.Ed25519PrivateKey.generate().public_key().public_bytes(
-            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        raw = (
+            ed25519.Ed25519PrivateKey.generate()
+            .public_key()
+            .public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
         )
         assert is_ed25519_point(raw)
         key = ed25519_from_text(tinc_b64encode(raw))

@@ -65,7 +65,7 @@ BAD = [
 
 @pytest.mark.parametrize(("data", "line", "message"), BAD)
 def test_policy_invalid_names_key_and_line(data: bytes, line: int, message: str) -> None:
-    policy, findings = parse_policy(data)
+    _policy, findings = parse_policy(data)
     assert [f.code for f in findings] == ["policy-invalid"], findings
     assert findings[0].path == "syncd.yaml"
     assert findings[0].line == line

@@ -152,9 +152,7 @@ def claims(*items: tuple[str, str]) -> list[Claim]:
 
 
 def pairs(found: list[Claim]) -> set[tuple[str, str, str, str]]:
-    return {
-        (o.node, format_subnet(o.subnet), i.node, format_subnet(i.subnet)) for o, i in overlapping_pairs(found)
-    }
+    return {(o.node, format_subnet(o.subnet), i.node, format_subnet(i.subnet)) for o, i in overlapping_pairs(found)}
 
 
 def test_sweep_finds_nested_and_identical_pairs_only_across_nodes() -> None:

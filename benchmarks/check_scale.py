@@ -1,0 +1,107 @@
+"""`syncd check` at scale: 1k, 10k and 100k nodes.
+
+Each node has two subnets (its IPv6 /64 and an IPv4 /32) and a real Ed25519
+key.  Both commands run as fresh processes, so interpreter start-up counts on
+both sides:
+
+* `syncd check REPO` — wall time and peak RSS (the child's ru_maxrss);
+* a bare Python read of the same files (scandir + read every file).
+
+Each is run several times over a warm page cache; the best time is shown.
+Goals: 10k nodes in <= 1 s and <= 3x the bare read; 100k within 12x of 10k.
+
+    python benchmarks/check_scale.py [--sizes 1000,10000,100000] [--runs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from syncd.keys import tinc_b64encode
+
+BARE_READ = """
+import os, sys
+total = 0
+for entry in os.scandir(sys.argv[1]):
+    with open(entry.path, "rb") as fh:
+        total += len(fh.read())
+print(total)
+"""
+
+
+def make_network(root: Path, nodes: int) -> None:
+    hosts = root / "hosts"
+    hosts.mkdir(parents=True)
+    (root / "syncd.yaml").write_text("tinc: '1.1'\nprefixes: ['fd00::/8', 10.0.0.0/8]\n")
+    for i in range(nodes):
+        raw = ed25519.Ed25519PrivateKey.generate().public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+        (hosts / f"node{i}").write_text(
+            f"# node {i}\nAddress = node{i}.vpn.example.org 655\n"
+            f"Subnet = fd00:{i >> 16:x}:{i & 0xFFFF:x}::/64\n"
+            f"Subnet = 10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}\n"
+            f"Ed25519PublicKey = {tinc_b64encode(raw)}\n"
+        )
+
+
+def timed(argv: list[str]) -> tuple[float, float, str]:
+    """Wall seconds, peak RSS in MiB and stdout+stderr of one child process."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert proc.stdout is not None
+    output = proc.stdout.read().decode()
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{' '.join(argv)} failed:\n{output}")
+    return wall, usage.ru_maxrss / 1024, output
+
+
+def best(argv: list[str], runs: int) -> tuple[float, float, str]:
+    results = [timed(argv) for _ in range(runs)]
+    return min(r[0] for r in results), max(r[1] for r in results), results[-1][2]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="1000,10000,100000")
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="syncd-bench-") as tmp:
+        for nodes in sizes:
+            root = Path(tmp) / f"net{nodes}"
+            t0 = time.perf_counter()
+            make_network(root, nodes)
+            print(f"generated {nodes} nodes in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+            bare, _, _ = best([sys.executable, "-c", BARE_READ, str(root / "hosts")], args.runs)
+            check, rss, output = best([sys.executable, "-m", "syncd", "check", str(root)], args.runs)
+            if f"{nodes} nodes, {2 * nodes} subnets: 0 errors" not in output:
+                raise SystemExit(f"unexpected check output for {nodes} nodes:\n{output[-2000:]}")
+            rows.append((nodes, check, rss, bare))
+
+    print()
+    print("| nodes | syncd check (s) | peak RSS (MiB) | bare read (s) | check / bare | per node (us) |")
+    print("|------:|----------------:|---------------:|--------------:|-------------:|--------------:|")
+    for nodes, check, rss, bare in rows:
+        print(f"| {nodes} | {check:.3f} | {rss:.0f} | {bare:.3f} | {check / bare:.2f}x | {check / nodes * 1e6:.0f} |")
+    by_size = {nodes: check for nodes, check, _, _ in rows}
+    if 10_000 in by_size and 100_000 in by_size:
+        print(f"\n100k / 10k: {by_size[100_000] / by_size[10_000]:.1f}x (goal <= 12x)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
