@@ -43,8 +43,10 @@ def make_network(root: Path, nodes: int) -> None:
     hosts.mkdir(parents=True)
     (root / "syncd.yaml").write_text("tinc: '1.1'\nprefixes: ['fd00::/8', 10.0.0.0/8]\n")
     for i in range(nodes):
-        raw = ed25519.Ed25519PrivateKey.generate().public_key().public_bytes(
-            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        raw = (
+            ed25519.Ed25519PrivateKey.generate()
+            .public_key()
+            .public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
         )
         (hosts / f"node{i}").write_text(
             f"# node {i}\nAddress = node{i}.vpn.example.org 655\n"

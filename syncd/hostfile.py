@@ -23,12 +23,15 @@ The parser never raises on any input; everything wrong is a ``Finding``.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+import socket
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from syncd import keys
 from syncd.findings import Finding, Location, error, warning
-from syncd.subnet import Subnet, SubnetError, is_short_mac, parse_subnet
+from syncd.subnet import IPV4_RE as _IPV4_RE
+from syncd.subnet import Kind, Subnet, SubnetError, is_short_mac, parse_subnet
 
 MAX_LINE_BYTES = 2048  # fgets(buffer, MAX_STRING_SIZE = 2049, fp)
 NAME_RE = re.compile(r"[A-Za-z0-9_]{1,64}\Z")  # check_id() in src/utils.c, plus a length cap
@@ -78,32 +81,28 @@ def _port(value: str, _tinc: str) -> str | None:
     return _port_problem(value)
 
 
-_LABEL_RE = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\Z")
+# A DNS name: dot-separated labels of letters, digits, '_' and inner '-',
+# 1-63 characters each, 253 in all, with an optional final dot.
+_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+_DNS_NAME_RE = re.compile(rf"(?=[^ ]{{1,253}}\.?\Z){_LABEL}(?:\.{_LABEL})*\.?\Z")
 _DOTTED_RE = re.compile(r"[0-9.]+\Z")
 
 
 def host_problem(host: str) -> str | None:
     """Why ``host`` is not an IPv4 address, bare IPv6 address or DNS name."""
-    import ipaddress
-
     if _DOTTED_RE.match(host):
-        try:
-            ipaddress.IPv4Address(host)
-        except ValueError:
-            return f"{host!r} is not a valid IPv4 address"
-        return None
+        return None if _IPV4_RE.match(host) else f"{host!r} is not a valid IPv4 address"
     if ":" in host:
         if host.startswith("[") or "%" in host:
             return f"{host!r}: write IPv6 addresses without brackets or zone (tincd passes HOST to getaddrinfo)"
         try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
+            socket.inet_pton(socket.AF_INET6, host)
+        except OSError:
             return f"{host!r} is not a valid IPv6 address"
         return None
-    name = host[:-1] if host.endswith(".") else host
-    if not name or len(name) > 253 or not all(_LABEL_RE.match(label) for label in name.split(".")):
-        return f"{host!r} is not an IP address or a DNS name"
-    return None
+    if _DNS_NAME_RE.match(host):
+        return None
+    return f"{host!r} is not an IP address or a DNS name"
 
 
 def _address(value: str, _tinc: str) -> str | None:
@@ -227,8 +226,7 @@ _PRIVATE_LABEL_RE = re.compile(r"(?:[A-Z0-9 ]* )?PRIVATE KEY\Z")
 # --- the parsed file ------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
+class Entry(NamedTuple):
     """One ``Variable = value`` line that tincd stores."""
 
     line: int
@@ -256,26 +254,31 @@ class HostFile:
     stopped_at: int | None = None  # line where tincd stops reading
     line_count: int = 0
     findings: list[Finding] = field(default_factory=list)
+    firsts: dict[str, Entry] = field(default_factory=dict)  # lower-case name -> first entry
 
     def first(self, variable: str) -> Entry | None:
-        wanted = variable.lower()
-        return next((e for e in self.entries if e.variable.lower() == wanted), None)
+        """The entry tincd uses for a single-valued variable (the first one)."""
+        return self.firsts.get(variable.lower())
 
     def all(self, variable: str) -> list[Entry]:
         wanted = variable.lower()
         return [e for e in self.entries if e.variable.lower() == wanted]
 
 
-@dataclass(frozen=True, slots=True)
-class _Line:
-    number: int  # the physical line number an editor shows
-    text: str  # one fgets() chunk, \n and one \r stripped, cut at NUL
+def _lines(path: str, data: bytes) -> tuple[Iterable[tuple[int, str]], list[Finding]]:
+    """``readline()``: physical lines → the ``(line number, text)`` chunks
+    tincd parses, plus the findings about the lines themselves.
 
-
-def _split_lines(path: str, data: bytes) -> tuple[list[_Line], list[Finding]]:
-    """``readline()``: physical lines → the chunks tincd parses, plus the
-    findings about the lines themselves (length, encoding)."""
-    chunks: list[_Line] = []
+    Almost every host file is short ASCII without CR or NUL: for those the
+    chunks are just the lines.  Anything else takes the exact path below.
+    """
+    if data.isascii() and b"\r" not in data and b"\0" not in data:
+        lines = data.decode("ascii").split("\n")
+        if lines[-1] == "":
+            lines.pop()
+        if len(data) <= MAX_LINE_BYTES or max(map(len, lines), default=0) <= MAX_LINE_BYTES:
+            return enumerate(lines, 1), []
+    chunks: list[tuple[int, str]] = []
     problems: list[Finding] = []
     raw_lines = data.split(b"\n")
     ends_with_newline = raw_lines[-1] == b""
@@ -307,53 +310,58 @@ def _split_lines(path: str, data: bytes) -> tuple[list[_Line], list[Finding]]:
                 )
             )
         for piece in pieces:
-            text = piece.split(b"\0", 1)[0].decode("utf-8", "replace")
-            chunks.append(_Line(number, text))
+            # C strings end at NUL: tincd never sees what follows one
+            chunks.append((number, piece.split(b"\0", 1)[0].decode("utf-8", "replace")))
     if bad_encoding_line:
         kind = "a NUL byte" if b"\0" in raw_lines[bad_encoding_line - 1] else "bytes that are not UTF-8"
         problems.append(error(path, bad_encoding_line, "encoding", f"line holds {kind}; host files must be UTF-8 text"))
     return chunks, problems
 
 
+# read_config_file(): the variable runs to the first space, tab or '=', then
+# blanks, one optional '=', blanks.  Applied after trailing blanks are cut.
+_SPLIT = re.compile(r"([^\t =]*)[\t ]*(?:=[\t ]*)?")
+
+
 def parse_host_file(path: str, data: bytes, *, tinc: str = "1.0", min_rsa_bits: int = 2048) -> HostFile:
     """Parse ``data`` as tincd reads a host file; findings carry ``path``."""
     host = HostFile(path)
-    chunks, host.findings = _split_lines(path, data)
+    chunks, host.findings = _lines(path, data)
     host.line_count = data.count(b"\n") + (0 if data.endswith(b"\n") or not data else 1)
 
     pem: PemBlock | None = None
     pem_body: list[str] = []
-    seen_single: dict[str, int] = {}
-    for chunk in chunks:
-        line, text = chunk.number, chunk.text
+    for line, text in chunks:
         if not text or text[0] == "#":
             continue
-        if pem is not None:
+        if text[0] == "-":
+            if pem is not None:
+                if text.startswith("-----END"):
+                    host.pem_blocks.append(PemBlock(pem.begin, line, pem.label, tuple(pem_body)))
+                    pem = None
+                else:
+                    pem_body.append(text)
+                continue
+            if text.startswith("-----BEGIN"):
+                label = text[len("-----BEGIN") :].strip(" \t\r")
+                pem = PemBlock(line, None, label.removesuffix("-----").strip(), ())
+                pem_body = []
+                continue
             if text.startswith("-----END"):
-                host.pem_blocks.append(PemBlock(pem.begin, line, pem.label, tuple(pem_body)))
-                pem = None
-            else:
-                pem_body.append(text)
-            continue
-        if text.startswith("-----BEGIN"):
-            label = text[len("-----BEGIN") :].strip(" \t\r")
-            pem = PemBlock(line, None, label.removesuffix("-----").strip(), ())
-            pem_body = []
-            continue
-        if text.startswith("-----END"):
-            host.findings.append(
-                warning(path, line, "syntax", "PEM end line without a BEGIN line; tincd ignores the line")
-            )
+                host.findings.append(
+                    warning(path, line, "syntax", "PEM end line without a BEGIN line; tincd ignores the line")
+                )
+                continue
+        elif pem is not None:
+            pem_body.append(text)
             continue
 
         if host.stopped_at is not None:
             continue  # tincd never reads past the stop; only PEM blocks (OpenSSL) still count
         stripped = text.rstrip(" \t")
-        cut = min((i for i in (stripped.find(" "), stripped.find("\t"), stripped.find("=")) if i >= 0), default=-1)
-        variable = stripped if cut < 0 else stripped[:cut]
-        value = "" if cut < 0 else stripped[cut:].lstrip(" \t")
-        if value.startswith("="):
-            value = value[1:].lstrip(" \t")
+        match = _SPLIT.match(stripped)
+        assert match is not None  # every group in the pattern may be empty
+        variable, value = match[1], stripped[match.end() :]
 
         if not value:
             what = f"no value for {variable!r}" if variable else "a line of only blanks"
@@ -375,7 +383,7 @@ def parse_host_file(path: str, data: bytes, *, tinc: str = "1.0", min_rsa_bits: 
                 error(path, line, "syntax", "indented line: tincd reads it as a nameless variable and ignores it")
             )
             continue
-        _check_entry(host, Entry(line, variable, value), tinc, seen_single)
+        _check_entry(host, Entry(line, variable, value), tinc)
 
     if pem is not None:
         host.findings.append(
@@ -393,54 +401,17 @@ def parse_host_file(path: str, data: bytes, *, tinc: str = "1.0", min_rsa_bits: 
     return host
 
 
-def _check_entry(host: HostFile, entry: Entry, tinc: str, seen_single: dict[str, int]) -> None:
-    path, line, key = host.path, entry.line, entry.variable.lower()
+_NAME_ENDS = frozenset(" \t=")
+
+
+def _check_entry(host: HostFile, entry: Entry, tinc: str) -> None:
+    """One ``Variable = value`` line: where it belongs, and its value."""
+    key = entry.variable.lower()
     spec = HOST_VARIABLES.get(key)
     if spec is None:
-        if key in LOCAL_PATH_VARIABLES:
-            host.findings.append(
-                error(
-                    path,
-                    line,
-                    "variable-local-path",
-                    f"{entry.variable} points into one node's disk; in a shared host file it means "
-                    "nothing to the others: put the key itself in the file",
-                )
-            )
-        elif key in _SECRET_VARIABLES:
-            host.findings.append(
-                error(
-                    path,
-                    line,
-                    "variable-server-only",
-                    f"{entry.variable} belongs in the node's own tinc.conf, never in a host file that "
-                    "every node receives: if this is a real private key, it is now public: replace it",
-                )
-            )
-        elif key in SERVER_VARIABLES:
-            host.findings.append(
-                error(
-                    path,
-                    line,
-                    "variable-server-only",
-                    f"{SERVER_VARIABLES[key]} is a tinc.conf variable; in a host file it does not do what it seems",
-                )
-            )
-        elif key.endswith(":") and (key[:-1] in HOST_VARIABLES or key[:-1] in SERVER_VARIABLES):
-            host.findings.append(
-                error(
-                    path,
-                    line,
-                    "syntax",
-                    f"{entry.variable!r} is not a variable name, so tincd ignores the line: "
-                    f"write '{entry.variable[:-1]} = {entry.value}'",
-                )
-            )
-        else:
-            host.findings.append(
-                warning(path, line, "variable-unknown", f"unknown variable {entry.variable!r}; tincd ignores it")
-            )
+        host.findings.append(_misplaced_variable(host.path, entry, key))
         return
+    path, line, value = host.path, entry.line, entry.value
     if tinc not in spec.tinc:
         host.findings.append(
             warning(
@@ -450,37 +421,73 @@ def _check_entry(host: HostFile, entry: Entry, tinc: str, seen_single: dict[str,
                 f"{spec.name} is a tinc {'/'.join(spec.tinc)} variable; tincd {tinc} ignores it",
             )
         )
-    if re.match(re.escape(entry.variable) + r"[ \t=]", entry.value, re.IGNORECASE):
+    n = len(key)
+    if value[n : n + 1] in _NAME_ENDS and value[:n].lower() == key:
         host.findings.append(
             error(
                 path,
                 line,
                 "value-invalid",
-                f"the value repeats the variable name ({entry.value[:60]!r}): "
-                f"write '{spec.name} = {entry.value[len(entry.variable) :].lstrip(' =')[:60]}'",
+                f"the value repeats the variable name ({value[:60]!r}): "
+                f"write '{spec.name} = {value[n:].lstrip(' =')[:60]}'",
             )
         )
         return
     host.entries.append(entry)
-    if not spec.multi:
-        first_line = seen_single.setdefault(key, line)
-        if first_line != line:
-            host.findings.append(
-                warning(
-                    path,
-                    line,
-                    "variable-duplicate",
-                    f"{spec.name} is set again; tincd uses the first value (line {first_line}) and ignores this one",
-                    (Location(path, first_line),),
-                )
+    first = host.firsts.setdefault(key, entry)
+    if first is not entry and not spec.multi:
+        host.findings.append(
+            warning(
+                path,
+                line,
+                "variable-duplicate",
+                f"{spec.name} is set again; tincd uses the first value (line {first.line}) and ignores this one",
+                (Location(path, first.line),),
             )
-            return
+        )
+        return
     if spec.name == "Subnet":
         _check_subnet(host, entry)
     elif spec.check is not None:
-        problem = spec.check(entry.value, tinc)
+        problem = spec.check(value, tinc)
         if problem is not None:
             host.findings.append(error(path, line, "value-invalid", f"{spec.name}: {problem}"))
+
+
+def _misplaced_variable(path: str, entry: Entry, key: str) -> Finding:
+    """The finding for a variable that has no place in a host file."""
+    line, variable = entry.line, entry.variable
+    if key in LOCAL_PATH_VARIABLES:
+        return error(
+            path,
+            line,
+            "variable-local-path",
+            f"{variable} points into one node's disk; in a shared host file it means "
+            "nothing to the others: put the key itself in the file",
+        )
+    if key in _SECRET_VARIABLES:
+        return error(
+            path,
+            line,
+            "variable-server-only",
+            f"{variable} belongs in the node's own tinc.conf, never in a host file that "
+            "every node receives: if this is a real private key, it is now public: replace it",
+        )
+    if key in SERVER_VARIABLES:
+        return error(
+            path,
+            line,
+            "variable-server-only",
+            f"{SERVER_VARIABLES[key]} is a tinc.conf variable; in a host file it does not do what it seems",
+        )
+    if key.endswith(":") and (key[:-1] in HOST_VARIABLES or key[:-1] in SERVER_VARIABLES):
+        return error(
+            path,
+            line,
+            "syntax",
+            f"{variable!r} is not a variable name, so tincd ignores the line: write '{variable[:-1]} = {entry.value}'",
+        )
+    return warning(path, line, "variable-unknown", f"unknown variable {variable!r}; tincd ignores it")
 
 
 def _check_subnet(host: HostFile, entry: Entry) -> None:
@@ -489,7 +496,7 @@ def _check_subnet(host: HostFile, entry: Entry) -> None:
     except SubnetError as exc:
         host.findings.append(error(host.path, entry.line, exc.code, f"Subnet {exc.message}"))
         return
-    if is_short_mac(entry.value):
+    if subnet.kind is Kind.MAC and is_short_mac(entry.value):
         host.findings.append(
             warning(
                 host.path,

@@ -25,8 +25,9 @@ from __future__ import annotations
 import enum
 import ipaddress
 import re
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+import socket
+from collections.abc import Iterable, Iterator
+from typing import NamedTuple
 
 DEFAULT_WEIGHT = 10  # subnet_parse.c: DEFAULT_WEIGHT
 
@@ -42,23 +43,33 @@ class Kind(enum.IntEnum):
 _BITS = {Kind.MAC: 48, Kind.IPV4: 32, Kind.IPV6: 128}
 
 
-@dataclass(frozen=True, slots=True)
-class Subnet:
-    """One tinc subnet.  ``address`` is the integer value of the address."""
-
+class _SubnetFields(NamedTuple):
     kind: Kind
     address: int
     prefixlen: int
     weight: int = DEFAULT_WEIGHT
 
-    def __post_init__(self) -> None:
-        bits = _BITS[self.kind]
-        if not 0 <= self.prefixlen <= bits:
-            raise ValueError(f"prefix length {self.prefixlen} out of range for {self.kind.name}")
-        if not 0 <= self.address < (1 << bits):
+
+class Subnet(_SubnetFields):
+    """One tinc subnet.  ``address`` is the integer value of the address.
+
+    An immutable value that validates when built.  It is a tuple underneath
+    because a network has as many of these as lines in its host files:
+    ``parse_subnet`` builds the ones it has already validated with
+    ``tuple.__new__``, four times cheaper than a dataclass.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, kind: Kind, address: int, prefixlen: int, weight: int = DEFAULT_WEIGHT) -> Subnet:
+        bits = _BITS[kind]
+        if not 0 <= prefixlen <= bits:
+            raise ValueError(f"prefix length {prefixlen} out of range for {kind.name}")
+        if not 0 <= address < (1 << bits):
             raise ValueError("address out of range")
-        if self.address & self.host_mask:
+        if address & ((1 << (bits - prefixlen)) - 1):
             raise ValueError("host bits set")
+        return super().__new__(cls, kind, address, prefixlen, weight)
 
     @property
     def bits(self) -> int:
@@ -80,6 +91,9 @@ class Subnet:
     def network(self) -> tuple[Kind, int, int]:
         """The subnet without its weight: what routing and overlap look at."""
         return (self.kind, self.address, self.prefixlen)
+
+    def __repr__(self) -> str:
+        return f"Subnet({format_subnet(self)!r})"
 
     def contains(self, other: Subnet) -> bool:
         return (
@@ -137,8 +151,7 @@ _MAC = re.compile(r"([0-9A-Fa-f]{1,2})(?::([0-9A-Fa-f]{1,2})){5}\Z")
 _MAC_GROUPS = re.compile(r"[0-9A-Fa-f]{1,2}")
 # IPv4 dotted quad, decimal, no leading zeros.
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9][0-9]|[0-9])"
-_IPV4 = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}\Z")
-_IPV6_CHARS = re.compile(r"[0-9A-Fa-f:.]+\Z")
+IPV4_RE = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}\Z")
 
 
 def parse_subnet(text: str) -> Subnet:
@@ -181,18 +194,22 @@ def _parse_strict(text: str) -> Subnet:
         prefixlen = int(prefix_text)
 
     kind: Kind
-    if _MAC.match(rest):
+    if rest.count(":") == 5 and _MAC.match(rest):
+        # tincd tries MAC first: six short groups are a MAC, never IPv6
         if prefixlen is not None:
             raise SubnetError("subnet-invalid", f"{text!r}: a MAC address takes no prefix length")
         kind, address, prefixlen = Kind.MAC, int("".join(f"{int(g, 16):02x}" for g in rest.split(":")), 16), 48
-    elif _IPV4.match(rest):
-        kind, address = Kind.IPV4, int(ipaddress.IPv4Address(rest))
-    elif ":" in rest and _IPV6_CHARS.match(rest):
+    elif ":" in rest:
+        # inet_pton() accepts exactly the IPv6 forms tincd reads alike
+        # (one '::', 1-4 hex digits a group, a dotted quad at the end), and
+        # rejects zones and brackets, which tincd rejects too.
         try:
-            address = int(ipaddress.IPv6Address(rest))
-        except ValueError:
+            address = int.from_bytes(socket.inet_pton(socket.AF_INET6, rest), "big")
+        except OSError:
             raise SubnetError("subnet-invalid", f"{text!r} is not a valid IPv6 address") from None
         kind = Kind.IPV6
+    elif IPV4_RE.match(rest):
+        kind, address = Kind.IPV4, int.from_bytes(socket.inet_aton(rest), "big")
     else:
         raise SubnetError("subnet-invalid", f"{text!r} is not a MAC address, IPv4 or IPv6 subnet")
 
@@ -209,7 +226,10 @@ def _parse_strict(text: str) -> Subnet:
             f'{text!r} has host bits set beyond /{prefixlen} (tincd: "Network address and prefix '
             f'length do not match"); did you mean {format_subnet(network)}?',
         )
-    return Subnet(kind, address, prefixlen, weight)
+    return _new_subnet(Subnet, (kind, address, prefixlen, weight))
+
+
+_new_subnet = tuple.__new__  # the fields were validated just above
 
 
 def is_short_mac(text: str) -> bool:
@@ -340,13 +360,25 @@ def _expand_ipv6_like_tinc(text: str) -> str | None:
 # --- overlaps ----------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Claim:
-    """A subnet as announced by one node, with where it was written."""
+class Claim(NamedTuple):
+    """A subnet as announced by one node, with where it was written.
 
-    subnet: Subnet
+    A plain tuple whose field order is the sweep's sort order, so that
+    sorting compares in C: family, first address, widest prefix first, then
+    node and line (which make the order total and the output deterministic).
+    """
+
+    kind: int
+    first: int
+    prefixlen: int
     node: str
     line: int
+    last: int
+    subnet: Subnet
+
+    @classmethod
+    def of(cls, subnet: Subnet, node: str, line: int) -> Claim:
+        return cls(subnet.kind, subnet.address, subnet.prefixlen, node, line, subnet.last, subnet)
 
 
 def overlapping_pairs(claims: Iterable[Claim]) -> Iterator[tuple[Claim, Claim]]:
@@ -360,20 +392,11 @@ def overlapping_pairs(claims: Iterable[Claim]) -> Iterator[tuple[Claim, Claim]]:
     with its ancestors on the stack (at most ``bits + 1`` distinct prefixes
     deep), never with every other claim.
     """
-    ordered = sorted(
-        claims,
-        key=lambda c: (c.subnet.kind, c.subnet.first, c.subnet.prefixlen, c.node, c.line),
-    )
     stack: list[Claim] = []
-    for claim in ordered:
-        while stack and (stack[-1].subnet.kind != claim.subnet.kind or stack[-1].subnet.last < claim.subnet.first):
+    for claim in sorted(claims):
+        while stack and (stack[-1].kind != claim.kind or stack[-1].last < claim.first):
             stack.pop()
         for outer in stack:
             if outer.node != claim.node:
                 yield outer, claim
         stack.append(claim)
-
-
-def covering(subnets: Sequence[Subnet], subnet: Subnet) -> bool:
-    """True when one of ``subnets`` contains ``subnet``."""
-    return any(s.contains(subnet) for s in subnets)

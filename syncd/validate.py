@@ -69,7 +69,7 @@ def is_ignored(name: str) -> bool:
 def validate_tree(policy_data: bytes | None, entries: Iterable[TreeEntry], hosts_dir: str | None = None) -> Report:
     """Validate a repository tree: its ``syncd.yaml`` (if any) and host files."""
     if policy_data is None:
-        policy, policy_findings = DEFAULT_POLICY, []
+        policy, policy_findings = DEFAULT_POLICY, list[Finding]()
     else:
         policy, policy_findings = parse_policy(policy_data, POLICY_FILE)
     return validate_network(policy, entries, hosts_dir or policy.hosts_dir, policy_findings)
@@ -111,9 +111,8 @@ def validate_network(
 
     findings.extend(_name_collisions(hosts))
     findings.extend(_policy_mentions(policy, hosts))
-    claims = [Claim(subnet, name, line) for name, host in hosts.items() for subnet, line in host.subnets]
-    findings.extend(_outside_prefixes(policy, hosts, claims))
-    findings.extend(_overlaps(policy, hosts, claims))
+    claims = [Claim.of(subnet, name, line) for name, host in hosts.items() for subnet, line in host.subnets]
+    findings.extend(_subnet_findings(policy, hosts, claims))
     findings.extend(_duplicate_keys(hosts))
     findings.sort(key=Finding.sort_key)
     return Report(tuple(findings), hosts, policy, len(claims))
@@ -163,24 +162,6 @@ def _policy_mentions(policy: Policy, hosts: Mapping[str, HostFile]) -> Iterable[
             yield error(POLICY_FILE, line, "policy-invalid", f"{key}: names {node!r}, which has no host file")
 
 
-def _outside_prefixes(policy: Policy, hosts: Mapping[str, HostFile], claims: list[Claim]) -> Iterable[Finding]:
-    if not policy.prefixes:
-        return
-    for claim in claims:
-        subnet = claim.subnet
-        if subnet.kind is Kind.MAC or policy.is_route(claim.node, subnet):
-            continue
-        if not any(p.contains(subnet) for p in policy.prefixes):
-            allowed = ", ".join(format_subnet(p) for p in policy.prefixes)
-            yield error(
-                hosts[claim.node].path,
-                claim.line,
-                "subnet-outside-prefix",
-                f"{format_subnet(subnet)} lies outside the network's prefixes ({allowed}); "
-                "list it under routes in syncd.yaml if this node routes it on purpose",
-            )
-
-
 def _overlap_allowed(policy: Policy, outer: Claim, inner: Claim) -> bool:
     if outer.subnet.network == inner.subnet.network:
         # Identical subnets cover each other: both sides must be declared.
@@ -191,22 +172,50 @@ def _overlap_allowed(policy: Policy, outer: Claim, inner: Claim) -> bool:
     return policy.is_route(outer.node, outer.subnet) or policy.shared_entry(outer.node, outer.subnet) is not None
 
 
-def _overlaps(policy: Policy, hosts: Mapping[str, HostFile], claims: list[Claim]) -> Iterable[Finding]:
-    for outer, inner in overlapping_pairs(claims):
-        if _overlap_allowed(policy, outer, inner):
+def _subnet_findings(policy: Policy, hosts: Mapping[str, HostFile], claims: list[Claim]) -> Iterable[Finding]:
+    """Overlaps between nodes and subnets outside the prefixes, in one sweep.
+
+    The policy's prefixes join the sweep as claims of the node "" (which
+    sorts before every real name): a claim with such an ancestor lies inside
+    a prefix.
+    """
+    prefixes = [Claim.of(prefix, "", 0) for prefix in policy.prefixes]
+    inside: set[tuple[str, int]] = set()
+    for outer, inner in overlapping_pairs(claims + prefixes):
+        if not inner.node:
+            continue  # a prefix inside some node's subnet (a default route, say)
+        if not outer.node:
+            inside.add((inner.node, inner.line))
+        elif not _overlap_allowed(policy, outer, inner):
+            yield _overlap_finding(hosts, outer, inner)
+    if not prefixes:
+        return
+    allowed = ", ".join(format_subnet(p) for p in policy.prefixes)
+    for claim in claims:
+        if (claim.node, claim.line) in inside or claim.kind == Kind.MAC or policy.is_route(claim.node, claim.subnet):
             continue
-        inner_path, outer_path = hosts[inner.node].path, hosts[outer.node].path
-        inner_text, outer_text = format_subnet(inner.subnet), format_subnet(outer.subnet)
-        if outer.subnet.network == inner.subnet.network:
-            what = f"{inner_text} is also announced by node {outer.node} ({outer_path}:{outer.line})"
-            hint = "list it under shared in syncd.yaml if both announce it on purpose"
-        else:
-            what = f"{inner_text} overlaps {outer_text} of node {outer.node} ({outer_path}:{outer.line})"
-            hint = (
-                f"the more specific subnet wins in tinc; list {outer_text} under routes for "
-                f"{outer.node} in syncd.yaml if it is an intended route"
-            )
-        yield error(inner_path, inner.line, "subnet-overlap", f"{what}; {hint}", (Location(outer_path, outer.line),))
+        yield error(
+            hosts[claim.node].path,
+            claim.line,
+            "subnet-outside-prefix",
+            f"{format_subnet(claim.subnet)} lies outside the network's prefixes ({allowed}); "
+            "list it under routes in syncd.yaml if this node routes it on purpose",
+        )
+
+
+def _overlap_finding(hosts: Mapping[str, HostFile], outer: Claim, inner: Claim) -> Finding:
+    inner_path, outer_path = hosts[inner.node].path, hosts[outer.node].path
+    inner_text, outer_text = format_subnet(inner.subnet), format_subnet(outer.subnet)
+    if outer.subnet.network == inner.subnet.network:
+        what = f"{inner_text} is also announced by node {outer.node} ({outer_path}:{outer.line})"
+        hint = "list it under shared in syncd.yaml if both announce it on purpose"
+    else:
+        what = f"{inner_text} overlaps {outer_text} of node {outer.node} ({outer_path}:{outer.line})"
+        hint = (
+            f"the more specific subnet wins in tinc; list {outer_text} under routes for "
+            f"{outer.node} in syncd.yaml if it is an intended route"
+        )
+    return error(inner_path, inner.line, "subnet-overlap", f"{what}; {hint}", (Location(outer_path, outer.line),))
 
 
 def _duplicate_keys(hosts: Mapping[str, HostFile]) -> Iterable[Finding]:

@@ -5,7 +5,6 @@ and a file over the size limit is not read at all."""
 from __future__ import annotations
 
 import os
-import stat
 from pathlib import Path
 
 from syncd.errors import UsageError
@@ -33,26 +32,43 @@ def read_hosts_dir(directory: Path, max_file_bytes: int) -> list[TreeEntry]:
     except OSError as exc:
         raise UsageError(f"{directory}: cannot read: {exc.strerror}") from None
     entries = []
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
     for item in scan:
-        try:
-            st = item.stat(follow_symlinks=False)
-        except OSError as exc:
-            raise UsageError(f"{item.path}: cannot stat: {exc.strerror}") from None
-        if stat.S_ISREG(st.st_mode):
-            kind = EntryKind.FILE
-        elif stat.S_ISLNK(st.st_mode):
-            kind = EntryKind.SYMLINK
-        elif stat.S_ISDIR(st.st_mode):
+        # d_type from the directory listing: no stat() per entry
+        if item.is_symlink():
+            entries.append(TreeEntry(item.name, EntryKind.SYMLINK, 0, None))
+            continue
+        if item.is_dir(follow_symlinks=False):
             kind = EntryKind.SUBMODULE if (Path(item.path) / ".git").exists() else EntryKind.DIRECTORY
-        else:
-            kind = EntryKind.OTHER
-        data = None
-        if kind is EntryKind.FILE and st.st_size <= max_file_bytes:
-            try:
-                with open(item.path, "rb") as fh:
-                    data = fh.read(max_file_bytes + 1)
-            except OSError as exc:
-                raise UsageError(f"{item.path}: cannot read: {exc.strerror}") from None
-        entries.append(TreeEntry(item.name, kind, st.st_size if data is None else len(data), data))
+            entries.append(TreeEntry(item.name, kind, 0, None))
+            continue
+        if not item.is_file(follow_symlinks=False):
+            entries.append(TreeEntry(item.name, EntryKind.OTHER, 0, None))
+            continue
+        try:
+            # O_NOFOLLOW: a file swapped for a symlink after the listing is
+            # refused, not followed.
+            fd = os.open(item.path, flags)
+        except OSError as exc:
+            raise UsageError(f"{item.path}: cannot open: {exc.strerror}") from None
+        try:
+            data = _read_at_most(fd, max_file_bytes + 1)
+            size = len(data) if len(data) <= max_file_bytes else os.fstat(fd).st_size
+        except OSError as exc:
+            raise UsageError(f"{item.path}: cannot read: {exc.strerror}") from None
+        finally:
+            os.close(fd)
+        entries.append(TreeEntry(item.name, EntryKind.FILE, size, data if size <= max_file_bytes else None))
     entries.sort(key=lambda e: e.name)
     return entries
+
+
+def _read_at_most(fd: int, limit: int) -> bytes:
+    chunks = []
+    while limit > 0:
+        chunk = os.read(fd, limit)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        limit -= len(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)

@@ -27,10 +27,12 @@ def corpora() -> Path:
     return path
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, None, None]:
-    outcome = yield
-    report = outcome.get_result()
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
     if report.skipped and item.get_closest_marker("e2e") is not None and os.environ.get("SYNCD_REQUIRE_E2E") == "1":
         report.outcome = "failed"
         report.longrepr = f"end-to-end test skipped, but SYNCD_REQUIRE_E2E=1: {report.longrepr}"
+    return report

@@ -275,7 +275,7 @@ def test_ed25519_only_node_lacks_a_key_in_tinc_10() -> None:
     [
         ("abc", "43 characters"),
         ("A" * 42 + "!", "not in tinc's base64"),
-        ("/" * 43, "not a point"),  # y = 2^255 - 1 >= p: no such point
+        ("/" * 42 + "H", "not a canonical"),  # y = 2^255 - 1 >= 2^255 - 19
     ],
 )
 def test_ed25519_value_checks(value: str, problem: str) -> None:

@@ -148,7 +148,7 @@ def test_containment() -> None:
 
 
 def claims(*items: tuple[str, str]) -> list[Claim]:
-    return [Claim(parse_subnet(text), node, i + 1) for i, (node, text) in enumerate(items)]
+    return [Claim.of(parse_subnet(text), node, i + 1) for i, (node, text) in enumerate(items)]
 
 
 def pairs(found: list[Claim]) -> set[tuple[str, str, str, str]]:
@@ -196,7 +196,7 @@ _subnets = st.one_of(
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from("abcd"), _subnets), max_size=40))
 def test_sweep_equals_pairwise_comparison(items: list[tuple[str, Subnet]]) -> None:
-    found = [Claim(s, node, i) for i, (node, s) in enumerate(items)]
+    found = [Claim.of(s, node, i) for i, (node, s) in enumerate(items)]
     swept = {(o.line, i.line) for o, i in overlapping_pairs(found)}
     brute = {
         frozenset((x.line, y.line))
@@ -208,3 +208,44 @@ def test_sweep_equals_pairwise_comparison(items: list[tuple[str, Subnet]]) -> No
     by_line = {c.line: c for c in found}
     for outer, inner in swept:
         assert by_line[outer].subnet.contains(by_line[inner].subnet)
+
+
+_subnet_text = st.text(alphabet="0123456789abcdefABCDEF:./#-+ x", min_size=1, max_size=45)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(_subnet_text)
+def test_strict_parser_agrees_with_tincd_10(text: str) -> None:
+    """Whatever syncd accepts, tincd 1.0's str2net() reads as the same subnet."""
+    from syncd.subnet import _lenient_tinc10
+
+    try:
+        strict = parse_subnet(text)
+    except SubnetError:
+        return
+    assert _lenient_tinc10(text) == strict
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(
+        st.ip_addresses(v=4).map(str),
+        st.ip_addresses(v=6).map(lambda a: str(a).split("%")[0]),
+    ),
+    st.integers(0, 128),
+)
+def test_every_address_and_length_is_parsed_or_flagged_like_ipaddress(address: str, prefixlen: int) -> None:
+    text = f"{address}/{prefixlen}"
+    network = ipaddress.ip_network(address).version
+    bits = 32 if network == 4 else 128
+    try:
+        subnet = parse_subnet(text)
+    except SubnetError as exc:
+        if prefixlen > bits:
+            assert exc.code == "subnet-invalid"
+        else:
+            assert exc.code == "subnet-host-bits"
+            assert ipaddress.ip_network(text, strict=False).network_address != ipaddress.ip_address(address)
+        return
+    assert prefixlen <= bits
+    assert ipaddress.ip_network(text) == ipaddress.ip_network(format_subnet(subnet))
