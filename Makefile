@@ -16,7 +16,7 @@ $(BIN)/syncd: pyproject.toml
 # Wheels of syncd's dependencies (and the build backend), so that the
 # pre-commit test installs the hook offline, from this folder only.
 $(VENV)/wheelhouse/.done: $(BIN)/syncd
-	$(BIN)/python -m pip wheel --quiet --wheel-dir $(VENV)/wheelhouse . 'setuptools>=69' wheel
+	$(BIN)/python -m pip wheel --quiet --wheel-dir $(VENV)/wheelhouse . 'setuptools>=77' wheel
 	touch $@
 
 demo: $(BIN)/syncd

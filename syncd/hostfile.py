@@ -108,10 +108,12 @@ def host_problem(host: str) -> str | None:
 def _address(value: str, _tinc: str) -> str | None:
     # tincd splits at the first space only: "HOST PORT"; a third word ends up
     # in the port and getaddrinfo() fails on it.
+    # getaddrinfo() reads the service with strtoul(), which skips leading
+    # blanks: "HOST  655" works.
     host, sep, port = value.partition(" ")
     problem = host_problem(host)
     if problem is None and sep:
-        problem = _port_problem(port)
+        problem = _port_problem(port.lstrip(" \t"))
     return problem
 
 
