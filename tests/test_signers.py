@@ -1,0 +1,205 @@
+"""SSHSIG verification against signatures made by real ssh-keygen and git."""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from syncd.signers import (
+    AllowedSignersError,
+    SignatureError,
+    parse_allowed_signers,
+    parse_signature,
+    verify,
+    verify_signed_object,
+)
+from tests.gitutil import SshKey, allowed_signers, commit, git, init_repo, make_key, verify_with_git
+
+KEY_KINDS = [("ed25519", None), ("ecdsa", 256), ("ecdsa", 384), ("ecdsa", 521), ("rsa", 2048)]
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, SshKey]:
+    directory = tmp_path_factory.mktemp("keys")
+    return {f"{kind}{bits or ''}": make_key(directory, f"{kind}{bits or ''}", kind, bits) for kind, bits in KEY_KINDS}
+
+
+def ssh_sign(key: SshKey, message: Path, namespace: str = "git", hash_alg: str | None = None) -> bytes:
+    args = ["ssh-keygen", "-q", "-Y", "sign", "-n", namespace, "-f", str(key.private)]
+    if hash_alg:
+        args += ["-O", f"hashalg={hash_alg}"]
+    subprocess.run([*args, str(message)], check=True, capture_output=True)
+    return message.with_name(message.name + ".sig").read_bytes()
+
+
+@pytest.mark.parametrize("name", [f"{k}{b or ''}" for k, b in KEY_KINDS])
+@pytest.mark.parametrize("hash_alg", ["sha256", "sha512"])
+def test_ssh_keygen_signatures_verify(keys: dict[str, SshKey], name: str, hash_alg: str, tmp_path: Path) -> None:
+    message = tmp_path / "msg"
+    message.write_bytes(b"Subnet = 2002:102:304:4::/64\n")
+    sig = parse_signature(ssh_sign(keys[name], message, hash_alg=hash_alg))
+    assert sig.hash_algorithm == hash_alg
+    verify(sig, message.read_bytes(), "git")
+    with pytest.raises(SignatureError, match="bad signature"):
+        verify(sig, message.read_bytes() + b"x", "git")
+
+
+def test_rsa_signatures_are_rsa_sha2(keys: dict[str, SshKey], tmp_path: Path) -> None:
+    message = tmp_path / "msg"
+    message.write_bytes(b"x")
+    sig = parse_signature(ssh_sign(keys["rsa2048"], message))
+    sig_type = sig.signature[4 : 4 + int.from_bytes(sig.signature[:4], "big")]
+    assert sig_type in (b"rsa-sha2-256", b"rsa-sha2-512")
+
+
+def test_sha1_rsa_signature_is_refused(keys: dict[str, SshKey], tmp_path: Path) -> None:
+    message = tmp_path / "msg"
+    message.write_bytes(b"x")
+    sig = parse_signature(ssh_sign(keys["rsa2048"], message))
+    inner = sig.signature
+    n = int.from_bytes(inner[:4], "big")
+    forged = type(sig)(sig.public_key, sig.namespace, sig.hash_algorithm, b"\0\0\0\x07ssh-rsa" + inner[4 + n :], b"")
+    with pytest.raises(SignatureError, match="SHA-1 is refused"):
+        verify(forged, b"x", "git")
+
+
+def test_wrong_namespace(keys: dict[str, SshKey], tmp_path: Path) -> None:
+    message = tmp_path / "msg"
+    message.write_bytes(b"x")
+    sig = parse_signature(ssh_sign(keys["ed25519"], message, namespace="file"))
+    with pytest.raises(SignatureError, match="namespace 'file'"):
+        verify(sig, b"x", "git")
+
+
+def test_truncated_and_garbled_signatures(keys: dict[str, SshKey], tmp_path: Path) -> None:
+    message = tmp_path / "msg"
+    message.write_bytes(b"x")
+    armored = ssh_sign(keys["ed25519"], message)
+    lines = armored.strip().splitlines()
+    raw = base64.b64decode(b"".join(lines[1:-1]))
+    for cut in (10, 30, len(raw) - 5):
+        body = base64.encodebytes(raw[:cut])
+        with pytest.raises(SignatureError, match="truncated"):
+            parse_signature(lines[0] + b"\n" + body + lines[-1])
+    with pytest.raises(SignatureError, match="base64"):
+        parse_signature(lines[0] + b"\n!!!!\n" + lines[-1])
+    with pytest.raises(SignatureError, match="armour"):
+        parse_signature(b"-----BEGIN PGP SIGNATURE-----\n")
+
+
+ALLOWED_OK = """
+# admins
+alice@example.org {ed}
+"bob@example.org,carol@example.org" namespaces="git,file" {ec}
+dave@example.org valid-after="20240101",valid-before="20991231235959Z" {ed}
+*@example.org namespaces="!git,*" {ec}
+"""
+
+
+def test_allowed_signers_format(keys: dict[str, SshKey]) -> None:
+    text = ALLOWED_OK.format(ed=keys["ed25519"].public_line(), ec=keys["ecdsa256"].public_line())
+    signers = parse_allowed_signers(text, "f")
+    assert [s.principals for s in signers] == [
+        ("alice@example.org",),
+        ("bob@example.org", "carol@example.org"),
+        ("dave@example.org",),
+        ("*@example.org",),
+    ]
+    assert signers[1].namespaces == ("git", "file") and signers[1].allows_namespace("git")
+    assert not signers[3].allows_namespace("git") and signers[3].allows_namespace("file")
+    assert signers[2].valid_after is not None and signers[2].valid_before is not None
+    assert signers[2].valid_at(int(time.time()))
+    assert [s.line for s in signers] == [3, 4, 5, 6]
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('alice@example.org cert-authority {ed}', "cert-authority is not supported"),
+        ("alice@example.org sk-ssh-ed25519@openssh.com AAAA", "security-key"),
+        ("alice@example.org ssh-ed25519-cert-v01@openssh.com AAAA", "certificates are not supported"),
+        ('alice@example.org valid-after="2024" {ed}', "YYYYMMDD"),
+        ('alice@example.org frobnicate="x" {ed}', "unknown option"),
+        ("alice@example.org ssh-ed25519 !!!", "base64"),
+        ("alice@example.org", "expected"),
+        ('"alice@example.org {ed}', "unterminated quote"),
+        ("alice@example.org ssh-rsa {ed_blob}", "key type ssh-rsa but the key is ssh-ed25519"),
+    ],
+)
+def test_allowed_signers_errors_name_the_line(keys: dict[str, SshKey], line: str, message: str) -> None:
+    ed = keys["ed25519"].public_line()
+    text = "# header\n" + line.format(ed=ed, ed_blob=ed.split()[1]) + "\n"
+    with pytest.raises(AllowedSignersError, match=message) as info:
+        parse_allowed_signers(text, "/etc/syncd/inet6.allowed_signers")
+    assert info.value.message.startswith("/etc/syncd/inet6.allowed_signers:2:")
+    assert info.value.exit_code == 2
+
+
+# --- git commits -------------------------------------------------------------------
+
+
+def commit_parts(repo: Path, rev: str) -> tuple[bytes, bytes | None, int]:
+    from dulwich.repo import Repo
+
+    with Repo(str(repo)) as r:
+        c = r[rev.encode()]
+        payload, sig, _ = c.extract_signature()  # type: ignore[attr-defined]
+        return payload, sig, c.commit_time  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("name", [f"{k}{b or ''}" for k, b in KEY_KINDS])
+def test_git_signed_commits_agree_with_git_verify_commit(keys: dict[str, SshKey], name: str, tmp_path: Path) -> None:
+    repo = init_repo(tmp_path / "repo")
+    (repo / "f").write_text("x\n")
+    rev = commit(repo, "signed", keys[name])
+    signers_file = allowed_signers(tmp_path / "allowed", (keys[name], ""))
+    signers = parse_allowed_signers(signers_file.read_text())
+    payload, sig, when = commit_parts(repo, rev)
+    verified = verify_signed_object(payload, sig, signers, when)
+    assert verified.principal == keys[name].principal
+    assert verify_with_git(repo, rev, signers_file)
+
+
+def test_commit_verdicts_match_git(keys: dict[str, SshKey], tmp_path: Path) -> None:
+    repo = init_repo(tmp_path / "repo")
+    (repo / "f").write_text("x\n")
+    good = commit(repo, "good", keys["ed25519"])
+    (repo / "f").write_text("y\n")
+    unsigned = commit(repo, "unsigned", None)
+    (repo / "f").write_text("z\n")
+    stranger = commit(repo, "stranger", keys["ecdsa384"])
+    old = commit(repo, "dated", keys["ecdsa256"], date="2020-01-01T00:00:00Z", allow_empty=True)
+    signers_file = allowed_signers(
+        tmp_path / "allowed", (keys["ed25519"], ""), (keys["ecdsa256"], 'valid-after="20230101"')
+    )
+    signers = parse_allowed_signers(signers_file.read_text())
+    cases = {
+        good: None,
+        unsigned: "not signed",
+        stranger: "not an allowed signer",
+        old: "not valid at 2020-01-01",
+    }
+    for rev, problem in cases.items():
+        payload, sig, when = commit_parts(repo, rev)
+        if problem is None:
+            verify_signed_object(payload, sig, signers, when)
+        else:
+            with pytest.raises(SignatureError, match=problem):
+                verify_signed_object(payload, sig, signers, when)
+        assert verify_with_git(repo, rev, signers_file) == (problem is None), rev
+
+
+def test_tampered_commit_payload(keys: dict[str, SshKey], tmp_path: Path) -> None:
+    repo = init_repo(tmp_path / "repo")
+    (repo / "f").write_text("x\n")
+    rev = commit(repo, "signed", keys["ed25519"])
+    signers = parse_allowed_signers(allowed_signers(tmp_path / "a", (keys["ed25519"], "")).read_text())
+    payload, sig, when = commit_parts(repo, rev)
+    tampered = payload.replace(b"signed", b"signeD")
+    with pytest.raises(SignatureError, match="bad signature"):
+        verify_signed_object(tampered, sig, signers, when)
+    git(repo, "log", "-1")  # the repository itself is untouched
