@@ -48,6 +48,25 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--format", choices=("text", "json", "github"), default="text", help="output format")
     check.add_argument("--strict", action="store_true", help="warnings fail the check too")
     check.set_defaults(handler=cmd_check)
+
+    sync = commands.add_parser(
+        "sync",
+        help="fetch, verify and install the host files once",
+        description=(
+            "One pass: fetch the repository, check that the new commits are signed by an allowed signer "
+            "and descend from the last applied one, validate the tree as `syncd check` does, and install "
+            "the host files that changed. Exit 0: applied or already current; 1: refused (nothing "
+            "changed); 2: config error; 3: transient failure (retry later)."
+        ),
+    )
+    sync.add_argument("-c", "--config", required=True, metavar="CONFIG", help="node config, e.g. /etc/syncd/NET.yaml")
+    sync.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    sync.add_argument(
+        "--allow-rewind",
+        action="store_true",
+        help="accept a tip that does not descend from the last applied commit (after an admin rewrote history)",
+    )
+    sync.set_defaults(handler=cmd_sync)
     return parser
 
 
@@ -94,6 +113,36 @@ def cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             f"{report.errors} errors, {report.warnings} warnings\n"
         )
     return EXIT_REFUSED if report.failed(args.strict) else EXIT_OK
+
+
+def cmd_sync(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from syncd.agent import sync_once
+    from syncd.config import load_config
+
+    config = load_config(Path(args.config))
+    result = sync_once(config, dry_run=args.dry_run, allow_rewind=args.allow_rewind)
+    for warning in result.warnings:
+        err.write(f"warning: {warning}\n")
+    plan = result.plan
+    counts = f"{len(plan.add)} added, {len(plan.update)} updated, {len(plan.remove)} removed"
+    head = f"{result.commit[:12]} signed by {result.signer}"
+    if result.status == "planned":
+        out.write(f"plan for {head} from {result.url}: {counts}\n")
+        for line in plan.describe():
+            out.write(f"  {line}\n")
+    elif result.status == "unchanged":
+        out.write(f"already current at {head}\n")
+    else:
+        if result.previous is None:
+            history = "first sync"
+        elif result.previous == result.commit:
+            history = "re-applied"
+        else:
+            history = f"{result.new_commits} new commits since {result.previous[:12]}"
+        out.write(f"applied {head} ({history}): {counts}\n")
+        for line in plan.describe():
+            out.write(f"  {line}\n")
+    return EXIT_OK
 
 
 def report_json(report: Report) -> dict[str, object]:

@@ -159,17 +159,17 @@ def rsa_from_der(label: str, der: bytes) -> PublicKey:
     if not isinstance(key, rsa.RSAPublicKey):
         raise KeyFormatError(f"the {label} block holds a {type(key).__name__}, not an RSA key; tinc 1.0 needs RSA")
     numbers = key.public_numbers()
-    return _rsa_key(numbers.n, numbers.e)
+    return rsa_key(numbers.n, numbers.e)
 
 
 def rsa_from_hex(text: str) -> PublicKey:
     """The obsolete ``PublicKey = HEX`` modulus (exponent 0xFFFF, as tinc sets it)."""
     if not text or any(c not in "0123456789abcdefABCDEF" for c in text):
         raise KeyFormatError("PublicKey must be the RSA modulus in hexadecimal")
-    return _rsa_key(int(text, 16), 0xFFFF)
+    return rsa_key(int(text, 16), 0xFFFF)
 
 
-def _rsa_key(n: int, e: int) -> PublicKey:
+def rsa_key(n: int, e: int) -> PublicKey:
     bits = n.bit_length()
     if bits > MAX_RSA_BITS:
         raise KeyFormatError(f"RSA modulus of {bits} bits: tincd refuses keys over {MAX_RSA_BITS} bits")

@@ -219,7 +219,10 @@ def _verify_raw(key_blob: bytes, sig_blob: bytes, signed: bytes) -> None:
         elif key_type == "ssh-rsa":
             e, n = key.mpint(), key.mpint()
             key.done()
-            rsa_hashes: dict[str, hashes.HashAlgorithm] = {"rsa-sha2-256": hashes.SHA256(), "rsa-sha2-512": hashes.SHA512()}
+            rsa_hashes: dict[str, hashes.HashAlgorithm] = {
+                "rsa-sha2-256": hashes.SHA256(),
+                "rsa-sha2-512": hashes.SHA512(),
+            }
             if sig_type not in rsa_hashes:
                 raise SignatureError(
                     f"{sig_type} signature: RSA signatures must use rsa-sha2-256 or rsa-sha2-512 (SHA-1 is refused)"
@@ -311,7 +314,9 @@ def _split_fields(text: str) -> list[str]:
 
 
 def _split_options(text: str) -> list[str]:
-    options, current, quoted = [], [], False
+    options: list[str] = []
+    current: list[str] = []
+    quoted = False
     for char in text:
         if char == '"':
             quoted = not quoted

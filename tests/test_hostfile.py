@@ -135,7 +135,8 @@ def test_nul_and_non_utf8_are_encoding_findings() -> None:
 
 VALUES_OK = [
     "Address = 1.2.3.4", "Address = 1.2.3.4 655", "Address = 2001:db8::1 655", "Address = vpn.example.org",
-    "Address = vpn.example.org tinc", "Address = 1.2.3.4  655", "Address = gw01n01.gw.freifunk-stuttgart.de", "Port = 655", "Port = 65535",
+    "Address = vpn.example.org tinc", "Address = 1.2.3.4  655", "Address = gw01n01.gw.freifunk-stuttgart.de",
+    "Port = 655", "Port = 65535",
     "Port = tinc", "IndirectData = yes", "TCPOnly = NO", "ClampMSS = Yes", "PMTUDiscovery = no", "PMTU = 1280",
     "MACLength = 4", "Cipher = aes-256-cbc", "Cipher = none", "Digest = sha256", "Compression = 0",
     "Compression = 11",

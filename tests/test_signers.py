@@ -119,7 +119,7 @@ def test_allowed_signers_format(keys: dict[str, SshKey]) -> None:
 @pytest.mark.parametrize(
     ("line", "message"),
     [
-        ('alice@example.org cert-authority {ed}', "cert-authority is not supported"),
+        ("alice@example.org cert-authority {ed}", "cert-authority is not supported"),
         ("alice@example.org sk-ssh-ed25519@openssh.com AAAA", "security-key"),
         ("alice@example.org ssh-ed25519-cert-v01@openssh.com AAAA", "certificates are not supported"),
         ('alice@example.org valid-after="2024" {ed}', "YYYYMMDD"),

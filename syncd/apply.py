@@ -1,0 +1,240 @@
+"""Carry out a ``Plan`` in ``tinc.dir/hosts`` and keep syncd's state.
+
+Crash safety, point by point (the next run must converge whatever happens):
+
+* Each write goes to ``.syncd-NAME.XXXX`` in the hosts directory, is
+  fsync'd, then renamed over ``NAME``: a reader (tincd) sees the old file or
+  the new one, never half of one.  Leftover temp files from a crash are
+  removed at the start of the next apply; tincd ignores them meanwhile
+  (a leading dot is not a valid node name).
+* The directory is fsync'd after the renames and removals, and the state
+  file (manifest and last applied commit) is written last, the same way.
+  If the run dies before that, the next run finds files whose stat no longer
+  matches the old manifest, hashes them, sees they already equal the repo,
+  and only records them: no rewrite, so no mtime change for tincd.
+* Only files whose bytes differ are written; unchanged ones keep their inode
+  and mtime (tincd 1.0 drops the connection of a peer whose host file has a
+  newer mtime at reload).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import secrets
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from syncd.errors import SyncdError, TransientError
+from syncd.hostfile import NAME_RE
+from syncd.plan import Plan, digest
+
+TEMP_PREFIX = ".syncd-"
+STATE_FILE = "state.json"
+LOCK_FILE = "lock"
+FILE_MODE = 0o644
+
+
+@dataclass(frozen=True, slots=True)
+class FileStat:
+    """What a manifest remembers of a file it installed, to notice changes
+    without reading it: content hash plus the stat that changes on any write."""
+
+    sha256: str
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    ino: int
+
+    def matches(self, st: os.stat_result) -> bool:
+        return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino) == (
+            self.size,
+            self.mtime_ns,
+            self.ctime_ns,
+            self.ino,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class State:
+    last_applied: str | None = None
+    signer: str | None = None
+    commit_time: int | None = None
+    applied_at: float | None = None
+    manifest: Mapping[str, FileStat] = field(default_factory=dict)
+    extra: Mapping[str, object] = field(default_factory=dict)  # fields later versions add
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "version": 1,
+            **self.extra,
+            "last_applied": self.last_applied,
+            "signer": self.signer,
+            "commit_time": self.commit_time,
+            "applied_at": self.applied_at,
+            "manifest": {
+                name: {"sha256": f.sha256, "size": f.size, "mtime_ns": f.mtime_ns, "ctime_ns": f.ctime_ns, "ino": f.ino}
+                for name, f in sorted(self.manifest.items())
+            },
+        }
+
+
+class StateError(SyncdError):
+    exit_code = 2
+    reason = "state"
+
+
+def load_state(state_dir: Path) -> State:
+    path = state_dir / STATE_FILE
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        return State()
+    except (OSError, ValueError) as exc:
+        raise StateError(f"{path}: unreadable state ({exc}); move it away to start over") from None
+    try:
+        manifest = {str(n): FileStat(**v) for n, v in raw.get("manifest", {}).items()}
+        known = {"version", "last_applied", "signer", "commit_time", "applied_at", "manifest"}
+        return State(
+            raw.get("last_applied"),
+            raw.get("signer"),
+            raw.get("commit_time"),
+            raw.get("applied_at"),
+            manifest,
+            {k: v for k, v in raw.items() if k not in known},
+        )
+    except (TypeError, AttributeError) as exc:
+        raise StateError(f"{path}: malformed state ({exc}); move it away to start over") from None
+
+
+def write_atomic(path: Path, data: bytes, mode: int = FILE_MODE) -> os.stat_result:
+    """Write ``data`` to ``path`` so that a reader sees the old or the new
+    file, never a mix; returns the new file's stat.  The caller fsyncs the
+    directory."""
+    temp = path.with_name(f"{TEMP_PREFIX}{path.name}.{secrets.token_hex(4)}")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        os.fchmod(fd, mode)  # whatever the umask
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        temp.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+    temp.replace(path)
+    return path.lstat()  # after the rename, which changes the ctime
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_state(state_dir: Path, state: State) -> None:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    write_atomic(state_dir / STATE_FILE, (json.dumps(state.to_json(), indent=1) + "\n").encode(), 0o600)
+    fsync_dir(state_dir)
+
+
+def read_installed(hosts_dir: Path, manifest: Mapping[str, FileStat]) -> tuple[dict[str, str], set[str]]:
+    """name → sha256 of every valid-named regular file in ``hosts_dir``, and
+    the names whose stat no longer matches the manifest (written by someone
+    else, or by a run that crashed before saving its state).
+
+    A file whose stat still matches the manifest is not read again."""
+    installed: dict[str, str] = {}
+    stale: set[str] = set()
+    try:
+        entries = list(os.scandir(hosts_dir))
+    except FileNotFoundError:
+        return installed, stale
+    for entry in entries:
+        name = entry.name
+        if not NAME_RE.match(name) or not entry.is_file(follow_symlinks=False):
+            continue
+        st = entry.stat(follow_symlinks=False)
+        known = manifest.get(name)
+        if known is not None and known.matches(st):
+            installed[name] = known.sha256
+            continue
+        if known is not None:
+            stale.add(name)
+        try:
+            fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            continue
+        with os.fdopen(fd, "rb") as fh:
+            installed[name] = digest(fh.read())
+    return installed, stale
+
+
+def clean_temp_files(hosts_dir: Path) -> list[str]:
+    removed = []
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(hosts_dir):
+            if entry.name.startswith(TEMP_PREFIX) and entry.is_file(follow_symlinks=False):
+                Path(entry.path).unlink()
+                removed.append(entry.name)
+    return removed
+
+
+def apply_plan(hosts_dir: Path, plan: Plan, manifest: Mapping[str, FileStat]) -> dict[str, FileStat]:
+    """Write and remove what the plan says; return the new manifest.
+
+    The caller saves the manifest (in the state) after this returns."""
+    hosts_dir.mkdir(parents=True, exist_ok=True)
+    clean_temp_files(hosts_dir)
+    new_manifest: dict[str, FileStat] = {}
+    for name in plan.writes:
+        data = plan.desired[name]
+        st = write_atomic(hosts_dir / name, data)
+        new_manifest[name] = FileStat(digest(data), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+    for name in plan.remove:
+        (hosts_dir / name).unlink(missing_ok=True)
+    fsync_dir(hosts_dir)
+    for name, data in plan.desired.items():
+        if name in new_manifest:
+            continue
+        known = manifest.get(name)
+        st = os.lstat(hosts_dir / name)
+        if known is not None and known.matches(st):
+            new_manifest[name] = known
+        else:
+            new_manifest[name] = FileStat(digest(data), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+    return dict(sorted(new_manifest.items()))
+
+
+@contextlib.contextmanager
+def locked(state_dir: Path, timeout: float) -> Iterator[None]:
+    """One sync at a time per network: an exclusive flock on state_dir/lock."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(state_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise TransientError(
+                        f"another syncd holds {state_dir / LOCK_FILE} (waited {timeout:.0f} s)", reason="locked"
+                    ) from None
+                time.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)
