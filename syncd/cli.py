@@ -192,4 +192,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
     except SyncdError as exc:
         err.write(f"syncd {args.command}: {exc.message}\n")
         return exc.exit_code
+    except OSError as exc:
+        # the disk, a permission, the network: nothing was refused, retry later
+        err.write(f"syncd {args.command}: {exc}\n")
+        return EXIT_TRANSIENT
     return code

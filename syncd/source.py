@@ -58,11 +58,16 @@ class CommitInfo:
 
 
 class GitStore:
-    """``state_dir/repo.git``: a bare repository only syncd writes to."""
+    """``state_dir/repo.git``: a bare repository only syncd writes to.
+
+    Open it only while holding the network's lock (``apply.locked``): it
+    then clears what a crashed run may have left behind.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         if (path / "objects").is_dir():
+            _clear_stale_locks(path)
             self.repo = Repo(str(path))
         else:
             path.mkdir(parents=True, exist_ok=True)
@@ -229,6 +234,16 @@ class GitStore:
         if size > limit:
             raise UnsafeTreeError(f"{what} is {size} bytes, over {limit}")
         return self.store[sha].as_raw_string()
+
+
+def _clear_stale_locks(path: Path) -> None:
+    """Ref lock files (``*.lock``) of a run that died while writing a ref.
+
+    dulwich would refuse to write that ref ever again.  Only syncd writes
+    this repository, and the caller holds the network's lock, so any lock
+    file here is stale."""
+    for lock in [*path.glob("refs/**/*.lock"), *path.glob("*.lock")]:
+        lock.unlink(missing_ok=True)
 
 
 def _one_line(exc: BaseException, url: str) -> str:
