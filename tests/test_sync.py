@@ -307,3 +307,26 @@ def test_missing_branch_is_transient(hub: Hub, tmp_path: Path) -> None:
     node = make_node(tmp_path / "b", str(hub.server), tmp_path / "keys" / "allowed_signers", repo__branch="nope")
     code, _, err = node.sync()
     assert code == 3 and "no branch refs/heads/nope" in err
+
+
+def test_concurrent_syncs_take_turns(hub: Hub, node: Node) -> None:
+    import subprocess
+    import sys
+
+    node.sync()
+    hub.change("add newbie", add_host("newbie", "2002:102:304:7::/64", 11))
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "syncd", "sync", "-c", str(node.config)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    results = [(p.wait(timeout=120), p.stdout.read() if p.stdout else "") for p in procs]
+    assert [code for code, _ in results] == [0, 0, 0, 0], results
+    outputs = sorted(out.split(" ")[0] for _, out in results)
+    assert outputs == ["already", "already", "already", "applied"], results
+    assert (node.hosts / "newbie").exists()
+    assert state(node)["last_applied"] == hub.tip

@@ -1,0 +1,103 @@
+"""The node config: defaults, every kind of error naming its key, redaction."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from syncd.config import ConfigError, load_config, parse_config, redact_url
+
+
+@pytest.fixture
+def signers(tmp_path: Path) -> Path:
+    path = tmp_path / "allowed_signers"
+    path.write_text("")
+    return path
+
+
+def minimal(signers: Path) -> dict[str, object]:
+    return {"net": "inet6", "node": "my_pc", "repo": {"url": "git://h/x"}, "trust": {"allowed_signers": str(signers)}}
+
+
+def test_defaults(signers: Path) -> None:
+    config = parse_config(minimal(signers))
+    assert config.tinc.dir == Path("/etc/tinc/inet6")
+    assert config.tinc.hosts_dir == Path("/etc/tinc/inet6/hosts")
+    assert config.tinc.pidfile == Path("/run/tinc.inet6.pid")
+    assert config.state_dir == Path("/var/lib/syncd/inet6")
+    assert config.repo.branch == "main" and config.repo.urls == ("git://h/x",)
+    assert config.trust.verify == "all" and config.tinc.reload == "auto" and config.interval == 300
+
+
+def test_relative_paths_are_relative_to_the_config_file(tmp_path: Path, signers: Path) -> None:
+    path = tmp_path / "etc" / "inet6.yaml"
+    path.parent.mkdir()
+    path.write_text(
+        f"net: inet6\nnode: my_pc\nrepo: {{url: /srv/hosts.git}}\ntrust: {{allowed_signers: {signers}}}\n"
+        "state_dir: state\ntinc: {dir: tinc}\n"
+    )
+    config = load_config(path)
+    assert config.state_dir == path.parent / "state"
+    assert config.tinc.dir == path.parent / "tinc"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"net": None}, "net: is required"),
+        ({"net": "in/et"}, "net: 'in/et' is not a valid tinc network name"),
+        ({"node": "my-pc"}, "node: 'my-pc' is not a valid tinc node name"),
+        ({"repo": {}}, "repo.url: is required"),
+        ({"repo": {"url": "x", "branch": "../x"}}, "repo.branch"),
+        ({"repo": {"url": "x", "mirrors": "y"}}, "repo.mirrors: must be a list"),
+        ({"repo": {"url": "x", "mirrors": [""]}}, "repo.mirrors[0]: must be a non-empty string"),
+        ({"repo": "x"}, "repo must be a mapping"),
+        ({"trust": {"allowed_signers": "/nonexistent"}}, "trust.allowed_signers: /nonexistent: no such file"),
+        ({"trust": {"allowed_signers": "{s}", "verify": "some"}}, "trust.verify: 'some' must be one of all, tip"),
+        ({"tinc": {"reload": "kill"}}, "tinc.reload: 'kill' must be one of"),
+        ({"tinc": {"reload": "command"}}, "tinc.command: is required"),
+        ({"tinc": {"dir": 5}}, "tinc.dir: must be a string, not int 5"),
+        ({"interval": 0}, "interval: 0 must be between 1 and 86400"),
+        ({"interval": True}, "interval: must be an integer, not a boolean"),
+        ({"colour": "blue"}, "colour: unknown key"),
+        ({"tinc": {"pidfile": "/run/x", "extra": 1}}, "tinc.extra: unknown key"),
+    ],
+)
+def test_errors_name_the_key(signers: Path, change: dict[str, object], message: str) -> None:
+    data = minimal(signers)
+    for key, value in change.items():
+        if isinstance(value, dict) and "allowed_signers" in value:
+            value = {k: (str(signers) if v == "{s}" else v) for k, v in value.items()}
+        if value is None:
+            data.pop(key)
+        else:
+            data[key] = value
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, "/etc/syncd/inet6.yaml")
+    assert info.value.exit_code == 2
+    assert info.value.message.startswith("/etc/syncd/inet6.yaml: ")
+    assert message in info.value.message
+
+
+def test_unreadable_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("net: [\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://deploy:s3cret@git.example.org/vpn/hosts.git", "https://deploy:***@git.example.org/vpn/hosts.git"),
+        ("https://git.example.org/hosts.git?private_token=abc", "https://git.example.org/hosts.git?private_token=***"),
+        ("ssh://git@git.example.org/vpn/hosts.git", "ssh://git@git.example.org/vpn/hosts.git"),
+        ("git://git.example.org/hosts.git", "git://git.example.org/hosts.git"),
+        ("/srv/git/hosts.git", "/srv/git/hosts.git"),
+    ],
+)
+def test_redact_url(url: str, shown: str) -> None:
+    assert redact_url(url) == shown

@@ -1,0 +1,85 @@
+"""The dulwich edge: object sizes from headers (loose, packed, deltas),
+history walks, and tree reading limits."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from syncd.source import GitStore, UnsafeTreeError, object_size
+from syncd.validate import EntryKind
+from tests.gitutil import commit, git, init_repo
+
+
+def all_objects(repo: Path) -> dict[str, int]:
+    out = subprocess.run(
+        ["git", "-C", str(repo), "cat-file", "--batch-all-objects", "--batch-check=%(objectname) %(objectsize)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return {sha: int(size) for sha, size in (line.split() for line in out.splitlines())}
+
+
+@pytest.fixture
+def history(tmp_path: Path) -> Path:
+    repo = init_repo(tmp_path / "repo")
+    (repo / "hosts").mkdir()
+    big = "".join(f"# line {i} of a long comment that compresses and deltifies well\n" for i in range(3000))
+    for i in range(4):
+        (repo / "hosts" / "gateway").write_text(big + f"Subnet = 10.0.{i}.0/24\n")
+        (repo / "hosts" / f"n{i}").write_text(f"Subnet = 10.1.{i}.0/24\n")
+        commit(repo, f"change {i}", None)
+    return repo
+
+
+def test_sizes_of_loose_objects(history: Path) -> None:
+    store = GitStore(history / ".git")
+    for sha, size in all_objects(history).items():
+        assert object_size(store.store, sha.encode()) == size  # type: ignore[arg-type]
+
+
+def test_sizes_of_packed_objects_and_deltas(history: Path) -> None:
+    git(history, "gc", "-q", "--aggressive", "--prune=now")
+    verify = subprocess.run(
+        ["git", "-C", str(history), "verify-pack", "-v", *map(str, (history / ".git/objects/pack").glob("*.idx"))],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "chain length" in verify, "the pack should contain deltas"
+    store = GitStore(history / ".git")
+    for sha, size in all_objects(history).items():
+        assert object_size(store.store, sha.encode()) == size  # type: ignore[arg-type]
+
+
+def test_walks(history: Path) -> None:
+    store = GitStore(history / ".git")
+    revs = git(history, "rev-list", "HEAD").split()
+    assert [c.sha for c in store.ancestors(revs[0])] == revs
+    assert [c.sha for c in store.ancestors(revs[0], revs[2])] == revs[:2]
+    assert store.is_ancestor(revs[3], revs[0]) and not store.is_ancestor(revs[0], revs[3])
+    assert store.commit(revs[0]).summary == "change 3"
+
+
+def test_read_hosts_kinds_and_limits(history: Path) -> None:
+    repo = history
+    (repo / "hosts" / "link").symlink_to("gateway")
+    (repo / "hosts" / "dir").mkdir()
+    (repo / "hosts" / "dir" / "x").write_text("x")
+    tip = commit(repo, "odd entries", None)
+    store = GitStore(repo / ".git")
+    entries = {e.name: e for e in store.read_hosts(tip, "hosts", 100, 1000)}
+    assert entries["link"].kind is EntryKind.SYMLINK and entries["link"].data is None
+    assert entries["dir"].kind is EntryKind.DIRECTORY
+    assert entries["gateway"].kind is EntryKind.FILE and entries["gateway"].data is None  # over 1000 bytes
+    assert entries["gateway"].size > 100_000
+    assert entries["n0"].data == b"Subnet = 10.1.0.0/24\n"
+    with pytest.raises(UnsafeTreeError, match="max_files"):
+        store.read_hosts(tip, "hosts", 3, 1000)
+    with pytest.raises(UnsafeTreeError, match="no directory"):
+        store.read_hosts(tip, "nothere", 100, 1000)
+    with pytest.raises(UnsafeTreeError, match="not a directory"):
+        store.read_hosts(tip, "hosts/n0", 100, 1000)
