@@ -9,10 +9,11 @@ stable reason and the exit code of its class.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from syncd.apply import State, apply_plan, load_state, locked, read_installed, save_state
+from syncd.apply import State, apply_plan, installed_reader, load_state, locked, read_installed, save_state
 from syncd.config import Config, ConfigError
 from syncd.errors import RefusedError
 from syncd.findings import Finding, Severity
@@ -75,7 +76,14 @@ def _sync(
     tip_info = store.commit(tip)
     signer = verify_signed_object(tip_info.payload, tip_info.signature, signers, tip_info.committer_time).principal
 
-    report, desired = read_and_validate(store, tip)
+    if tip == state.last_applied and not dry_run:
+        # Nothing new: if every managed file is still exactly as installed
+        # (by stat), there is no need to read and validate the tree again.
+        installed, stale = read_installed(config.tinc.hosts_dir, state.manifest)
+        if not stale and all(name in installed for name in state.manifest):
+            return SyncResult("unchanged", tip, signer, url, Plan(), 0, state.last_applied)
+
+    report, desired = read_and_validate(store, tip, installed_reader(config.tinc.hosts_dir))
     _check_own_key(config, report, tip)
     installed, stale = read_installed(config.tinc.hosts_dir, state.manifest)
     plan = make_plan(desired, installed, {n: f.sha256 for n, f in state.manifest.items()})
@@ -138,7 +146,9 @@ def _verify_history(
     return len(commits)
 
 
-def read_and_validate(store: GitStore, commit: str) -> tuple[Report, dict[str, bytes]]:
+def read_and_validate(
+    store: GitStore, commit: str, reuse: Callable[[str], bytes | None] | None = None
+) -> tuple[Report, dict[str, bytes]]:
     """The commit's policy and hosts directory, validated exactly as
     ``syncd check`` validates a working tree; and the host files to install
     (name → bytes).  Any error finding refuses the commit."""
@@ -148,7 +158,7 @@ def read_and_validate(store: GitStore, commit: str) -> tuple[Report, dict[str, b
             policy, policy_findings = DEFAULT_POLICY, list[Finding]()
         else:
             policy, policy_findings = parse_policy(policy_data)
-        entries = store.read_hosts(commit, policy.hosts_dir, policy.max_files, policy.max_file_bytes)
+        entries = store.read_hosts(commit, policy.hosts_dir, policy.max_files, policy.max_file_bytes, reuse)
     except UnsafeTreeError as exc:
         raise RefusedError(
             f"commit {commit[:12]}: {exc.message}; nothing was installed", reason="unsafe-tree"

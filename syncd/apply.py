@@ -26,7 +26,7 @@ import json
 import os
 import secrets
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -144,7 +144,7 @@ def fsync_dir(path: Path) -> None:
 
 def save_state(state_dir: Path, state: State) -> None:
     state_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(state_dir / STATE_FILE, (json.dumps(state.to_json(), indent=1) + "\n").encode(), 0o600)
+    write_atomic(state_dir / STATE_FILE, (json.dumps(state.to_json(), separators=(",", ":")) + "\n").encode(), 0o600)
     fsync_dir(state_dir)
 
 
@@ -178,6 +178,24 @@ def read_installed(hosts_dir: Path, manifest: Mapping[str, FileStat]) -> tuple[d
         with os.fdopen(fd, "rb") as fh:
             installed[name] = digest(fh.read())
     return installed, stale
+
+
+def installed_reader(hosts_dir: Path, limit: int = 1 << 20) -> Callable[[str], bytes | None]:
+    """``read(name)``: the bytes of the installed regular file ``name``, or
+    None (absent, a symlink, unreadable, or over ``limit`` bytes)."""
+
+    def read(name: str) -> bytes | None:
+        if not NAME_RE.match(name):
+            return None
+        try:
+            fd = os.open(hosts_dir / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            return None
+        with os.fdopen(fd, "rb") as fh:
+            data = fh.read(limit + 1)
+        return data if len(data) <= limit else None
+
+    return read
 
 
 def clean_temp_files(hosts_dir: Path) -> list[str]:

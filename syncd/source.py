@@ -1,11 +1,18 @@
 """The shared repository, fetched with dulwich (the only module importing it).
 
 The remote and every mirror are untrusted.  Fetching only adds objects to
-``state_dir/repo.git``; the one local ref syncd writes is
-``refs/syncd/applied`` (the last commit it installed), so a force-push on
-the server can change what the remote *offers* but never rewinds what this
-node has seen.  Full history is fetched (no shallow clone): the rollback
-guard walks it.
+``state_dir/repo.git``; nothing is ever deleted from it.  syncd keeps two
+local refs, both under ``refs/heads/`` because that is where a fetch looks
+for what it already has (so only new objects cross the network):
+
+* ``refs/heads/syncd-applied``: the last commit installed.  It moves only
+  when syncd applies a commit, so a force-push on the server can change what
+  the remote *offers* but never rewinds what this node applied (the
+  rollback guard itself reads the last applied commit from the state file);
+* ``refs/heads/syncd-fetched``: whatever the remote offered last, trusted
+  for nothing, so that a refused commit is not downloaded again and again.
+
+Full history is fetched (no shallow clone): the rollback guard walks it.
 
 Everything read from the store is bounded before it is read: commit and
 tree objects by a fixed cap, host-file blobs by the policy's
@@ -15,12 +22,14 @@ taken from the object headers (``object_size``) without inflating the body.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from dulwich.client import get_transport_and_path
 from dulwich.errors import NotTreeError
@@ -34,7 +43,8 @@ from syncd.errors import SyncdError, TransientError
 from syncd.policy import POLICY_FILE
 from syncd.validate import EntryKind, TreeEntry
 
-APPLIED_REF = Ref(b"refs/syncd/applied")
+APPLIED_REF = Ref(b"refs/heads/syncd-applied")
+FETCHED_REF = Ref(b"refs/heads/syncd-fetched")
 MAX_COMMIT_BYTES = 1 << 20  # a commit (with its signature) larger than this is refused
 MAX_TREE_BYTES = 64 << 20  # 100k entries of ~40 bytes fit easily
 MAX_POLICY_BYTES = 1 << 20
@@ -115,6 +125,7 @@ class GitStore:
         tip = found["tip"]
         if tip not in self.store:
             raise TransientError(f"the remote did not send commit {tip.decode()}")
+        self.repo.refs[FETCHED_REF] = tip
         return tip.decode()
 
     # --- history ------------------------------------------------------------------
@@ -181,9 +192,21 @@ class GitStore:
             raise UnsafeTreeError(f"{POLICY_FILE} in commit {commit_sha[:12]} is not a regular file")
         return self._read_blob(sha, MAX_POLICY_BYTES, POLICY_FILE)
 
-    def read_hosts(self, commit_sha: str, hosts_dir: str, max_files: int, max_file_bytes: int) -> list[TreeEntry]:
+    def read_hosts(
+        self,
+        commit_sha: str,
+        hosts_dir: str,
+        max_files: int,
+        max_file_bytes: int,
+        reuse: Callable[[str], bytes | None] | None = None,
+    ) -> list[TreeEntry]:
         """The entries of ``hosts_dir``: kinds and sizes are checked before any
-        blob is read; blobs over ``max_file_bytes`` are never read."""
+        blob is read; blobs over ``max_file_bytes`` are never read.
+
+        ``reuse(name)`` may offer bytes already at hand (the installed file);
+        they are used only if their git blob id is the tree's, which binds
+        them to the signed commit as firmly as the store's copy.
+        """
         root = self._root_tree(commit_sha)
         try:
             mode, sha = tree_lookup_path(self.store.__getitem__, root.id, hosts_dir.encode())
@@ -198,21 +221,29 @@ class GitStore:
                 f"max_files ({max_files}); nothing was read"
             )
         entries = []
-        for item in tree.iteritems():
-            name = item.path.decode("utf-8", "replace")
-            mode = item.mode
-            if mode == SUBMODULE_MODE:
-                entries.append(TreeEntry(name, EntryKind.SUBMODULE, 0, None))
-            elif stat.S_ISLNK(mode):
-                entries.append(TreeEntry(name, EntryKind.SYMLINK, 0, None))
-            elif stat.S_ISDIR(mode):
-                entries.append(TreeEntry(name, EntryKind.DIRECTORY, 0, None))
-            elif stat.S_ISREG(mode):
-                size = object_size(self.store, item.sha)
-                data = self._read_blob(item.sha, max_file_bytes, name) if size <= max_file_bytes else None
-                entries.append(TreeEntry(name, EntryKind.FILE, size, data))
-            else:
-                entries.append(TreeEntry(name, EntryKind.OTHER, 0, None))
+        sizes = ObjectSizes(self.store)
+        try:
+            for item in tree.iteritems():
+                name = item.path.decode("utf-8", "replace")
+                mode = item.mode
+                if mode == SUBMODULE_MODE:
+                    entries.append(TreeEntry(name, EntryKind.SUBMODULE, 0, None))
+                elif stat.S_ISLNK(mode):
+                    entries.append(TreeEntry(name, EntryKind.SYMLINK, 0, None))
+                elif stat.S_ISDIR(mode):
+                    entries.append(TreeEntry(name, EntryKind.DIRECTORY, 0, None))
+                elif stat.S_ISREG(mode):
+                    data = reuse(name) if reuse is not None else None
+                    if data is not None and len(data) <= max_file_bytes and blob_id(data) == item.sha:
+                        entries.append(TreeEntry(name, EntryKind.FILE, len(data), data))
+                        continue
+                    size = sizes(item.sha)
+                    data = self.store[item.sha].as_raw_string() if size <= max_file_bytes else None
+                    entries.append(TreeEntry(name, EntryKind.FILE, size, data))
+                else:
+                    entries.append(TreeEntry(name, EntryKind.OTHER, 0, None))
+        finally:
+            sizes.close()
         return entries
 
     def _root_tree(self, commit_sha: str) -> Tree:
@@ -234,6 +265,11 @@ class GitStore:
         if size > limit:
             raise UnsafeTreeError(f"{what} is {size} bytes, over {limit}")
         return self.store[sha].as_raw_string()
+
+
+def blob_id(data: bytes) -> ObjectID:
+    """git's id for a blob with this content."""
+    return ObjectID(hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest().encode())
 
 
 def _clear_stale_locks(path: Path) -> None:
@@ -261,37 +297,59 @@ def _oid(sha: str) -> ObjectID:
     return ObjectID(sha.encode("ascii"))
 
 
-def object_size(store: DiskObjectStore, sha: ObjectID) -> int:
-    """The size of an object's content, read from its header only.
+class ObjectSizes:
+    """Object sizes read from headers, with the pack list and pack files
+    opened once (a hosts tree has one blob per node)."""
 
-    Loose objects start with ``"<type> <size>\\0"`` (zlib); packed objects
-    with a type-and-size varint, and for deltas the result size is the second
-    varint at the start of the (zlib) delta.  At most a few dozen bytes are
-    inflated, whatever the object's size.
-    """
-    path = hex_to_filename(os.fspath(store.path), sha)
-    try:
-        with open(path, "rb") as fh:
-            head = _inflate_prefix(fh, 64)
-        header = head.split(b"\0", 1)[0]
-        return int(header.split(b" ", 1)[1])
-    except FileNotFoundError:
-        pass
-    except (ValueError, IndexError, zlib.error):
-        raise UnsafeTreeError(f"object {sha.decode()} has a corrupt header") from None
-    for pack in store.packs:
-        try:
-            offset = pack.index.object_offset(sha)
-        except KeyError:
-            continue
-        with open(pack.data.path, "rb") as fh:
+    def __init__(self, store: DiskObjectStore) -> None:
+        self.store = store
+        self.packs = list(store.packs)  # dulwich rescans the pack directory on each access
+        self.files: dict[str, BinaryIO] = {}
+
+    def close(self) -> None:
+        for fh in self.files.values():
+            fh.close()
+        self.files.clear()
+
+    def __call__(self, sha: ObjectID) -> int:
+        """The size of an object's content, read from its header only.
+
+        Packed objects start with a type-and-size varint, and for deltas the
+        result size is the second varint at the start of the (zlib) delta;
+        loose objects start with ``"<type> <size>\\0"`` (zlib).  At most a few
+        dozen bytes are inflated, whatever the object's size."""
+        for pack in self.packs:
+            try:
+                offset = pack.index.object_offset(sha)
+            except KeyError:
+                continue
+            path = os.fspath(pack.data.path)
+            fh = self.files.get(path)
+            if fh is None:
+                fh = self.files[path] = open(path, "rb")  # noqa: SIM115 (closed in close())
             fh.seek(offset)
             return _packed_size(fh, sha)
-    raise KeyError(sha)
+        path = hex_to_filename(os.fspath(self.store.path), sha)
+        try:
+            with open(path, "rb") as loose:
+                head = _inflate_prefix(loose, 64)
+            return int(head.split(b"\0", 1)[0].split(b" ", 1)[1])
+        except FileNotFoundError:
+            raise KeyError(sha) from None
+        except (ValueError, IndexError, zlib.error):
+            raise UnsafeTreeError(f"object {sha.decode()} has a corrupt header") from None
 
 
-def _packed_size(fh: object, sha: ObjectID) -> int:
-    read: Callable[[int], bytes] = fh.read  # type: ignore[attr-defined]
+def object_size(store: DiskObjectStore, sha: ObjectID) -> int:
+    sizes = ObjectSizes(store)
+    try:
+        return sizes(sha)
+    finally:
+        sizes.close()
+
+
+def _packed_size(fh: BinaryIO, sha: ObjectID) -> int:
+    read = fh.read
     byte = read(1)[0]
     kind = (byte >> 4) & 7
     size = byte & 0x0F
@@ -325,9 +383,9 @@ def _varint(data: bytes, pos: int) -> tuple[int, int]:
             return value, pos
 
 
-def _inflate_prefix(fh: object, want: int) -> bytes:
+def _inflate_prefix(fh: BinaryIO, want: int) -> bytes:
     """Inflate only the first ``want`` bytes of the zlib stream at ``fh``."""
-    read: Callable[[int], bytes] = fh.read  # type: ignore[attr-defined]
+    read = fh.read
     inflater = zlib.decompressobj()
     out = b""
     while len(out) < want:

@@ -1,0 +1,198 @@
+"""`syncd sync` on a 10k-node signed repository, next to `git fetch`.
+
+The repository is served by a real `git daemon` on 127.0.0.1; each node has
+two subnets and an Ed25519 key.  Printed, as a table (best of --runs):
+
+* first sync (fetch everything, verify, validate, install 10k files);
+* a no-op sync next to a no-op `git fetch` of the same repository into a
+  clone (goal: <= 1.5x);
+* a one-file change: the signed commit is fetched, verified, validated and
+  exactly one file is written (goal: <= 2x `git fetch` of the same change).
+
+    python benchmarks/sync_scale.py [--nodes 10000] [--runs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from syncd.keys import tinc_b64encode
+
+GIT_ENV = {
+    **os.environ,
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_CONFIG_GLOBAL": os.devnull,
+    "GIT_AUTHOR_NAME": "admin",
+    "GIT_AUTHOR_EMAIL": "admin@example.org",
+    "GIT_COMMITTER_NAME": "admin",
+    "GIT_COMMITTER_EMAIL": "admin@example.org",
+}
+
+
+def run(*args: str | Path, cwd: Path | None = None) -> None:
+    subprocess.run([str(a) for a in args], cwd=cwd, env=GIT_ENV, check=True, capture_output=True)
+
+
+def timed(*args: str | Path, cwd: Path | None = None) -> tuple[float, str]:
+    start = time.perf_counter()
+    result = subprocess.run([str(a) for a in args], cwd=cwd, env=GIT_ENV, capture_output=True, text=True, check=False)
+    elapsed = time.perf_counter() - start
+    if result.returncode != 0:
+        raise SystemExit(f"{' '.join(map(str, args))} failed ({result.returncode}):\n{result.stderr[-3000:]}")
+    return elapsed, result.stdout
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def snapshot(hosts: Path) -> dict[str, tuple[int, int]]:
+    return {e.name: (e.stat().st_ino, e.stat().st_mtime_ns) for e in os.scandir(hosts)}
+
+
+def commit_signed(work: Path, key: Path, message: str) -> None:
+    run("git", "add", "-A", cwd=work)
+    run("git", "-c", "gpg.format=ssh", "-c", f"user.signingkey={key}", "commit", "-q", "-S", "-m", message, cwd=work)
+    run("git", "push", "-q", "origin", "HEAD:main", cwd=work)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--nodes", type=int, default=10_000)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    syncd = [sys.executable, "-m", "syncd"]
+
+    with tempfile.TemporaryDirectory(prefix="syncd-sync-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        key = tmp / "admin"
+        run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "admin", "-f", key)
+        kind, blob = (tmp / "admin.pub").read_text().split()[:2]
+        (tmp / "allowed_signers").write_text(f"admin@example.org {kind} {blob}\n")
+
+        server = tmp / "srv" / "hosts.git"
+        run("git", "init", "-q", "--bare", "-b", "main", server)
+        work = tmp / "work"
+        (work / "hosts").mkdir(parents=True)
+        (work / "syncd.yaml").write_text("tinc: '1.1'\nprefixes: ['fd00::/8', 10.0.0.0/8]\n")
+        t0 = time.perf_counter()
+        for i in range(args.nodes):
+            raw = (
+                ed25519.Ed25519PrivateKey.generate()
+                .public_key()
+                .public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+            )
+            (work / "hosts" / f"node{i}").write_text(
+                f"Subnet = fd00:{i >> 16:x}:{i & 0xFFFF:x}::/64\n"
+                f"Subnet = 10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}\n"
+                f"Ed25519PublicKey = {tinc_b64encode(raw)}\n"
+            )
+        run("git", "init", "-q", "-b", "main", cwd=work)
+        run("git", "remote", "add", "origin", server, cwd=work)
+        commit_signed(work, key, f"{args.nodes} nodes")
+        print(f"made a {args.nodes}-node signed repository in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+
+        port = free_port()
+        daemon = subprocess.Popen(
+            ["git", "daemon", "--reuseaddr", "--export-all", f"--base-path={tmp / 'srv'}", "--listen=127.0.0.1",
+             f"--port={port}", str(tmp / "srv")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 10
+            while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
+                if time.monotonic() > deadline:
+                    raise SystemExit("git daemon did not start")
+                time.sleep(0.05)
+            url = f"git://127.0.0.1:{port}/hosts.git"
+            clone = tmp / "clone"
+            run("git", "clone", "-q", url, clone)
+
+            rows: list[tuple[str, float, float | None, str]] = []
+            first = []
+            for _ in range(args.runs):
+                node = tmp / "node"
+                shutil.rmtree(node, ignore_errors=True)
+                (node / "tinc").mkdir(parents=True)
+                config = node / "node.yaml"
+                config.write_text(
+                    f"net: bench\nnode: node0\nrepo: {{url: '{url}'}}\n"
+                    f"trust: {{allowed_signers: {tmp / 'allowed_signers'}}}\n"
+                    f"tinc: {{dir: {node / 'tinc'}, reload: none}}\nstate_dir: {node / 'state'}\n"
+                )
+                elapsed, out = timed(*syncd, "sync", "-c", config)
+                assert f"{args.nodes} added" in out, out
+                first.append(elapsed)
+            rows.append(("first sync (fetch + verify + validate + install)", min(first), None, ""))
+
+            noop = [timed(*syncd, "sync", "-c", config)[0] for _ in range(args.runs)]
+            git_noop = [timed("git", "fetch", "-q", "origin", cwd=clone)[0] for _ in range(args.runs)]
+            rows.append(("no-op sync", min(noop), min(git_noop), "<= 1.5x"))
+
+            hosts = node / "tinc" / "hosts"
+            change_times, git_change_times, written = [], [], []
+            for run_index in range(args.runs):
+                with (work / "hosts" / "node1").open("a") as fh:
+                    fh.write(f"# change {run_index}\n")
+                commit_signed(work, key, f"change {run_index}")
+                before = snapshot(hosts)
+                elapsed, out = timed(*syncd, "sync", "-c", config)
+                change_times.append(elapsed)
+                after = snapshot(hosts)
+                written.append(sorted(n for n in after if after[n] != before.get(n)))
+                git_change_times.append(timed("git", "fetch", "-q", "origin", cwd=clone)[0])
+            assert all(w == ["node1"] for w in written), written
+            rows.append(("one-file change (1 file written)", min(change_times), min(git_change_times), "<= 2x"))
+
+            # The same inside one process, as the `syncd run` loop does it:
+            # no interpreter start-up and imports on every pass.
+            from syncd.agent import sync_once
+            from syncd.config import load_config
+
+            loaded = load_config(config)
+            in_noop = []
+            for _ in range(args.runs):
+                start = time.perf_counter()
+                assert sync_once(loaded).status == "unchanged"
+                in_noop.append(time.perf_counter() - start)
+            rows.append(("no-op pass inside `syncd run`", min(in_noop), min(git_noop), "(steady state)"))
+            in_change = []
+            for run_index in range(args.runs):
+                with (work / "hosts" / "node2").open("a") as fh:
+                    fh.write(f"# change {run_index}\n")
+                commit_signed(work, key, f"in-process change {run_index}")
+                start = time.perf_counter()
+                result = sync_once(loaded)
+                in_change.append(time.perf_counter() - start)
+                assert result.plan.update == ("node2",) and not result.plan.add, result.plan
+            rows.append(("one-file change inside `syncd run`", min(in_change), min(git_change_times), "(steady state)"))
+        finally:
+            daemon.terminate()
+            daemon.wait(timeout=10)
+
+    print()
+    print(f"| {args.nodes} nodes | syncd sync (s) | git fetch (s) | ratio | goal |")
+    print("|---|---:|---:|---:|---|")
+    for name, ours, theirs, goal in rows:
+        ratio = f"{ours / theirs:.2f}x" if theirs else ""
+        print(f"| {name} | {ours:.3f} | {f'{theirs:.3f}' if theirs else ''} | {ratio} | {goal} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
