@@ -330,3 +330,14 @@ def test_concurrent_syncs_take_turns(hub: Hub, node: Node) -> None:
     assert outputs == ["already", "already", "already", "applied"], results
     assert (node.hosts / "newbie").exists()
     assert state(node)["last_applied"] == hub.tip
+
+
+@pytest.mark.parametrize(("kind", "bits"), [("ecdsa", 256), ("ecdsa", 521), ("rsa", 3072)])
+def test_admins_with_ecdsa_and_rsa_keys(tmp_path: Path, kind: str, bits: int) -> None:
+    admin = make_key(tmp_path / "keys", f"{kind}admin", kind, bits)
+    signers = allowed_signers(tmp_path / "allowed", (admin, 'namespaces="git"'))
+    hub = Hub(tmp_path / "hub", admin)
+    node = make_node(tmp_path / "node", str(hub.server), signers)
+    code, out, err = node.sync()
+    assert code == 0, err
+    assert f"signed by {kind}admin@example.org" in out
