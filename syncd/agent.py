@@ -8,18 +8,31 @@ stable reason and the exit code of its class.
 
 from __future__ import annotations
 
+import contextlib
+import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from syncd.apply import State, apply_plan, installed_reader, load_state, locked, read_installed, save_state
+from syncd.apply import (
+    State,
+    apply_plan,
+    installed_reader,
+    load_health,
+    load_state,
+    locked,
+    read_installed,
+    save_health,
+    save_state,
+)
 from syncd.config import Config, ConfigError
-from syncd.errors import RefusedError
+from syncd.errors import RefusedError, SyncdError
 from syncd.findings import Finding, Severity
 from syncd.nodekey import private_key_publics
 from syncd.plan import Plan, make_plan
 from syncd.policy import DEFAULT_POLICY, parse_policy
+from syncd.reload import Reloaded, reload_tinc
 from syncd.signers import AllowedSigner, SignatureError, parse_allowed_signers, verify_signed_object
 from syncd.source import CommitInfo, GitStore, UnsafeTreeError
 from syncd.validate import Report, validate_network
@@ -37,6 +50,7 @@ class SyncResult:
     new_commits: int = 0
     previous: str | None = None  # the commit applied before this sync
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    reloaded: Reloaded | None = None
 
     @property
     def changed(self) -> bool:
@@ -57,13 +71,46 @@ def load_signers(config: Config) -> list[AllowedSigner]:
 
 
 def sync_once(config: Config, *, dry_run: bool = False, allow_rewind: bool = False) -> SyncResult:
-    signers = load_signers(config)
-    with locked(config.state_dir, LOCK_TIMEOUT):
-        store = GitStore(config.state_dir / "repo.git")
-        try:
-            return _sync(config, store, signers, dry_run=dry_run, allow_rewind=allow_rewind)
-        finally:
-            store.close()
+    """One pass of the pipeline.  The outcome (success, or the error and its
+    reason) is recorded in ``health.json`` for ``status`` and metrics."""
+    try:
+        signers = load_signers(config)
+        with locked(config.state_dir, LOCK_TIMEOUT):
+            store = GitStore(config.state_dir / "repo.git")
+            try:
+                result = _sync(config, store, signers, dry_run=dry_run, allow_rewind=allow_rewind)
+            finally:
+                store.close()
+    except SyncdError as exc:
+        if not dry_run:
+            record_outcome(config, exc.reason, exc.message)
+        raise
+    except OSError as exc:
+        if not dry_run:
+            record_outcome(config, "io-error", str(exc))
+        raise
+    if not dry_run:
+        record_outcome(config, result.status, None)
+    return result
+
+
+def record_outcome(config: Config, outcome: str, error: str | None) -> None:
+    now = time.time()
+    health = load_health(config.state_dir)
+    if error is None:
+        health = replace(health, last_pass_at=now, last_outcome=outcome, last_success_at=now, failures=0)
+    else:
+        health = replace(
+            health,
+            last_pass_at=now,
+            last_outcome=outcome,
+            last_error=error,
+            last_error_reason=outcome,
+            last_error_at=now,
+            failures=health.failures + 1,
+        )
+    with contextlib.suppress(OSError):  # a full disk must not hide the real outcome
+        save_health(config.state_dir, health)
 
 
 def _sync(
@@ -81,7 +128,8 @@ def _sync(
         # (by stat), there is no need to read and validate the tree again.
         installed, stale = read_installed(config.tinc.hosts_dir, state.manifest)
         if not stale and all(name in installed for name in state.manifest):
-            return SyncResult("unchanged", tip, signer, url, Plan(), 0, state.last_applied)
+            reloaded = _reload(config, state) if state.reload_pending else None
+            return SyncResult("unchanged", tip, signer, url, Plan(), 0, state.last_applied, reloaded=reloaded)
 
     report, desired = read_and_validate(store, tip, installed_reader(config.tinc.hosts_dir))
     _check_own_key(config, report, tip)
@@ -98,14 +146,52 @@ def _sync(
         and not stale
         and set(state.manifest) == set(desired)
     ):
-        return SyncResult("unchanged", tip, signer, url, plan, 0, state.last_applied, warnings)
+        reloaded = _reload(config, state) if state.reload_pending else None
+        return SyncResult("unchanged", tip, signer, url, plan, 0, state.last_applied, warnings, reloaded)
+    previous = state.last_applied
+    if plan.changes_files:
+        _after_last_reload_second(state)
     manifest = apply_plan(config.tinc.hosts_dir, plan, state.manifest)
     store.pin_applied(tip)
+    state = replace(
+        state,
+        last_applied=tip,
+        signer=signer,
+        commit_time=tip_info.committer_time,
+        applied_at=time.time(),
+        manifest=manifest,
+        reload_pending=state.reload_pending or plan.changes_files,
+    )
+    save_state(config.state_dir, state)
+    reloaded = _reload(config, state) if state.reload_pending else None
+    return SyncResult("applied", tip, signer, url, plan, new_commits, previous, warnings, reloaded)
+
+
+def _after_last_reload_second(state: State) -> None:
+    """Wait, if needed, until the whole second of the last reload is over.
+
+    tincd 1.0 drops (and so re-reads) a peer whose host file's mtime is
+    *newer* than its previous reload, in whole seconds: a file written in the
+    same second as that reload would look old and be missed.  This also keeps
+    reloads at most one per second.
+    """
+    if state.last_reload is None:
+        return
+    wait = math.floor(state.last_reload) + 1 - time.time()
+    if wait > 0:
+        time.sleep(wait)
+
+
+def _reload(config: Config, state: State) -> Reloaded:
+    """Reload tincd; on success the state no longer has a reload pending.
+    On failure the files stay installed, the reload stays pending and the
+    error (exit 3) makes the next pass retry."""
+    reloaded = reload_tinc(config.tinc, config.net)
     save_state(
         config.state_dir,
-        State(tip, signer, tip_info.committer_time, time.time(), manifest, state.extra),
+        replace(state, reload_pending=False, last_reload=time.time(), reloads=state.reloads + 1),
     )
-    return SyncResult("applied", tip, signer, url, plan, new_commits, state.last_applied, warnings)
+    return reloaded
 
 
 def _verify_history(

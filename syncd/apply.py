@@ -36,6 +36,7 @@ from syncd.plan import Plan, digest
 
 TEMP_PREFIX = ".syncd-"
 STATE_FILE = "state.json"
+HEALTH_FILE = "health.json"
 LOCK_FILE = "lock"
 FILE_MODE = 0o644
 
@@ -62,26 +63,58 @@ class FileStat:
 
 @dataclass(frozen=True, slots=True)
 class State:
+    """What a node remembers between runs (``state_dir/state.json``)."""
+
     last_applied: str | None = None
     signer: str | None = None
     commit_time: int | None = None
     applied_at: float | None = None
     manifest: Mapping[str, FileStat] = field(default_factory=dict)
-    extra: Mapping[str, object] = field(default_factory=dict)  # fields later versions add
+    last_reload: float | None = None
+    reload_pending: bool = False  # files changed but tincd has not taken them yet
+    reloads: int = 0
 
     def to_json(self) -> dict[str, object]:
-        return {
-            "version": 1,
-            **self.extra,
-            "last_applied": self.last_applied,
-            "signer": self.signer,
-            "commit_time": self.commit_time,
-            "applied_at": self.applied_at,
-            "manifest": {
-                name: {"sha256": f.sha256, "size": f.size, "mtime_ns": f.mtime_ns, "ctime_ns": f.ctime_ns, "ino": f.ino}
-                for name, f in sorted(self.manifest.items())
-            },
+        data: dict[str, object] = {"version": 1}
+        for name in self.__slots__:
+            if name != "manifest":
+                data[name] = getattr(self, name)
+        data["manifest"] = {
+            name: {"sha256": f.sha256, "size": f.size, "mtime_ns": f.mtime_ns, "ctime_ns": f.ctime_ns, "ino": f.ino}
+            for name, f in sorted(self.manifest.items())
         }
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """How the passes went (``state_dir/health.json``), for ``status`` and
+    metrics.  Kept apart from the state so that a refused pass leaves the
+    state file itself byte-for-byte as it was."""
+
+    last_pass_at: float | None = None
+    last_outcome: str | None = None  # applied, unchanged, refused, config, transient, ...
+    last_success_at: float | None = None
+    last_error: str | None = None
+    last_error_reason: str | None = None
+    last_error_at: float | None = None
+    failures: int = 0  # consecutive failed passes
+
+    def to_json(self) -> dict[str, object]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+def load_health(state_dir: Path) -> Health:
+    try:
+        raw = json.loads((state_dir / HEALTH_FILE).read_text())
+        return Health(**{k: v for k, v in raw.items() if k in Health.__slots__})
+    except (OSError, ValueError, TypeError):
+        return Health()
+
+
+def save_health(state_dir: Path, health: Health) -> None:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    write_atomic(state_dir / HEALTH_FILE, (json.dumps(health.to_json()) + "\n").encode(), 0o600)
 
 
 class StateError(SyncdError):
@@ -99,15 +132,8 @@ def load_state(state_dir: Path) -> State:
         raise StateError(f"{path}: unreadable state ({exc}); move it away to start over") from None
     try:
         manifest = {str(n): FileStat(**v) for n, v in raw.get("manifest", {}).items()}
-        known = {"version", "last_applied", "signer", "commit_time", "applied_at", "manifest"}
-        return State(
-            raw.get("last_applied"),
-            raw.get("signer"),
-            raw.get("commit_time"),
-            raw.get("applied_at"),
-            manifest,
-            {k: v for k, v in raw.items() if k not in known},
-        )
+        fields = {k: v for k, v in raw.items() if k in State.__slots__ and k != "manifest"}
+        return State(manifest=manifest, **fields)
     except (TypeError, AttributeError) as exc:
         raise StateError(f"{path}: malformed state ({exc}); move it away to start over") from None
 

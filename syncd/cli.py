@@ -15,6 +15,7 @@ from syncd import __version__
 from syncd.errors import SyncdError, UsageError
 from syncd.findings import Finding
 from syncd.policy import DEFAULT_POLICY, POLICY_FILE, parse_policy
+from syncd.reload import Reloaded
 from syncd.validate import Report, validate_network
 from syncd.worktree import read_hosts_dir, read_policy
 
@@ -132,6 +133,8 @@ def cmd_sync(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             out.write(f"  {line}\n")
     elif result.status == "unchanged":
         out.write(f"already current at {head}\n")
+        if result.reloaded is not None:
+            out.write(f"  {describe_reload(result.reloaded)} (pending from an earlier pass)\n")
     else:
         if result.previous is None:
             history = "first sync"
@@ -142,7 +145,15 @@ def cmd_sync(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         out.write(f"applied {head} ({history}): {counts}\n")
         for line in plan.describe():
             out.write(f"  {line}\n")
+        if result.reloaded is not None:
+            out.write(f"  {describe_reload(result.reloaded)}\n")
     return EXIT_OK
+
+
+def describe_reload(reloaded: Reloaded) -> str:
+    if reloaded.method == "none":
+        return f"tincd not reloaded: {reloaded.detail}"
+    return f"reloaded tincd ({reloaded.method}): {reloaded.detail}"
 
 
 def report_json(report: Report) -> dict[str, object]:
