@@ -38,6 +38,7 @@ from syncd.source import CommitInfo, GitStore, UnsafeTreeError
 from syncd.validate import Report, validate_network
 
 LOCK_TIMEOUT = 300.0  # seconds to wait for another sync of the same network
+COARSE_CLOCK_MARGIN = 0.05  # seconds; a kernel tick is at most 10 ms (HZ=100)
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,11 +174,12 @@ def _after_last_reload_second(state: State) -> None:
     tincd 1.0 drops (and so re-reads) a peer whose host file's mtime is
     *newer* than its previous reload, in whole seconds: a file written in the
     same second as that reload would look old and be missed.  This also keeps
-    reloads at most one per second.
+    reloads at most one per second.  File times come from the kernel's
+    coarse clock, which may lag ``time.time()`` by a tick: hence the margin.
     """
     if state.last_reload is None:
         return
-    wait = math.floor(state.last_reload) + 1 - time.time()
+    wait = math.floor(state.last_reload) + 1 + COARSE_CLOCK_MARGIN - time.time()
     if wait > 0:
         time.sleep(wait)
 
