@@ -68,7 +68,7 @@ def test_writes_land_in_a_later_second_than_the_last_reload(setup: tuple[Hub, No
 
 
 def test_pidfile_of_another_process_is_not_signalled(setup: tuple[Hub, Node, Tincd]) -> None:
-    hub, node, tinc = setup
+    _hub, node, tinc = setup
     sleeper = subprocess.Popen(["sleep", "30"])
     try:
         tinc.pidfile.write_text(f"{sleeper.pid}\n")
