@@ -29,6 +29,7 @@ from syncd.apply import (
 from syncd.config import Config, ConfigError
 from syncd.errors import RefusedError, SyncdError
 from syncd.findings import Finding, Severity
+from syncd.metrics import write_metrics
 from syncd.nodekey import private_key_publics
 from syncd.plan import Plan, make_plan
 from syncd.policy import DEFAULT_POLICY, parse_policy
@@ -71,15 +72,18 @@ def load_signers(config: Config) -> list[AllowedSigner]:
     return signers
 
 
-def sync_once(config: Config, *, dry_run: bool = False, allow_rewind: bool = False) -> SyncResult:
+def sync_once(config: Config, *, dry_run: bool = False, allow_rewind: bool = False, fetch: bool = True) -> SyncResult:
     """One pass of the pipeline.  The outcome (success, or the error and its
-    reason) is recorded in ``health.json`` for ``status`` and metrics."""
+    reason) is recorded in ``health.json`` for ``status`` and metrics.
+
+    ``fetch=False`` re-applies the last applied commit from the local store
+    (drift repair: no network, same verification and validation)."""
     try:
         signers = load_signers(config)
         with locked(config.state_dir, LOCK_TIMEOUT):
             store = GitStore(config.state_dir / "repo.git")
             try:
-                result = _sync(config, store, signers, dry_run=dry_run, allow_rewind=allow_rewind)
+                result = _sync(config, store, signers, dry_run=dry_run, allow_rewind=allow_rewind, fetch=fetch)
             finally:
                 store.close()
     except SyncdError as exc:
@@ -112,13 +116,26 @@ def record_outcome(config: Config, outcome: str, error: str | None) -> None:
         )
     with contextlib.suppress(OSError):  # a full disk must not hide the real outcome
         save_health(config.state_dir, health)
+        if config.metrics_file is not None:
+            write_metrics(config.metrics_file, config.net, load_state(config.state_dir), health)
 
 
 def _sync(
-    config: Config, store: GitStore, signers: list[AllowedSigner], *, dry_run: bool, allow_rewind: bool
+    config: Config,
+    store: GitStore,
+    signers: list[AllowedSigner],
+    *,
+    dry_run: bool,
+    allow_rewind: bool,
+    fetch: bool = True,
 ) -> SyncResult:
     state = load_state(config.state_dir)
-    tip, url = store.fetch(config.repo.urls, config.repo.branch, config.repo.ssh_command)
+    if fetch:
+        tip, url = store.fetch(config.repo.urls, config.repo.branch, config.repo.ssh_command)
+    elif state.last_applied is None:
+        return SyncResult("unchanged", "", None, "(local store)", Plan())
+    else:
+        tip, url = state.last_applied, "(local store)"
 
     new_commits = _verify_history(config, store, signers, state, tip, allow_rewind)
     tip_info = store.commit(tip)

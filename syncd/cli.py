@@ -67,7 +67,30 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="accept a tip that does not descend from the last applied commit (after an admin rewrote history)",
     )
+    sync.add_argument("-q", "--quiet", action="store_true", help="no summary on stdout (the log events remain)")
     sync.set_defaults(handler=cmd_sync)
+
+    run = commands.add_parser(
+        "run",
+        help="the agent: sync every interval, repair drift, reload tincd",
+        description=(
+            "Run until SIGTERM: a sync every `interval` seconds (+-10%% jitter, sooner after a transient "
+            "failure), at once on SIGHUP, and a re-apply of the last verified commit within a second when a "
+            "managed host file is changed or deleted. Logs one JSON object per line off a terminal. "
+            "Supports systemd Type=notify and WatchdogSec."
+        ),
+    )
+    run.add_argument("-c", "--config", required=True, metavar="CONFIG", help="node config, e.g. /etc/syncd/NET.yaml")
+    run.set_defaults(handler=cmd_run)
+
+    status = commands.add_parser(
+        "status",
+        help="what is installed, from which commit, and how the last passes went",
+        description="Show the last applied commit, its signer, the managed files, drift and the last error.",
+    )
+    status.add_argument("-c", "--config", required=True, metavar="CONFIG", help="node config, e.g. /etc/syncd/NET.yaml")
+    status.add_argument("--format", choices=("text", "json"), default="text", help="output format")
+    status.set_defaults(handler=cmd_status)
     return parser
 
 
@@ -119,11 +142,31 @@ def cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 def cmd_sync(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from syncd.agent import sync_once
     from syncd.config import load_config
+    from syncd.log import get_logger, setup_logging
+    from syncd.runloop import log_result
 
     config = load_config(Path(args.config))
-    result = sync_once(config, dry_run=args.dry_run, allow_rewind=args.allow_rewind)
-    for warning in result.warnings:
-        err.write(f"warning: {warning}\n")
+    setup_logging(err)
+    log = get_logger()
+    try:
+        result = sync_once(config, dry_run=args.dry_run, allow_rewind=args.allow_rewind)
+    except SyncdError as exc:
+        event = (
+            "reload.failed"
+            if exc.reason == "reload-failed"
+            else "sync.refused"
+            if exc.exit_code == 1
+            else "sync.failed"
+        )
+        log.error(event, net=config.net, reason=exc.reason, error=exc.message)
+        raise
+    if args.dry_run:
+        for warning in result.warnings:
+            err.write(f"warning: {warning}\n")
+    else:
+        log_result(log, config, result)
+    if args.quiet:
+        return EXIT_OK
     plan = result.plan
     counts = f"{len(plan.add)} added, {len(plan.update)} updated, {len(plan.remove)} removed"
     head = f"{result.commit[:12]} signed by {result.signer}"
@@ -147,6 +190,30 @@ def cmd_sync(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             out.write(f"  {line}\n")
         if result.reloaded is not None:
             out.write(f"  {describe_reload(result.reloaded)}\n")
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from syncd.config import load_config
+    from syncd.log import get_logger, setup_logging
+    from syncd.runloop import RunLoop
+
+    config = load_config(Path(args.config))
+    setup_logging(err)
+    return RunLoop(config, get_logger()).run()
+
+
+def cmd_status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from syncd.config import load_config
+    from syncd.status import node_status, render_status
+
+    config = load_config(Path(args.config))
+    status = node_status(config)
+    if args.format == "json":
+        json.dump(status, out, indent=2)
+        out.write("\n")
+    else:
+        out.write(render_status(status))
     return EXIT_OK
 
 

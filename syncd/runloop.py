@@ -1,0 +1,213 @@
+"""``syncd run``: the long-running agent around ``sync_once``.
+
+The loop only decides *when* to run a pass; ``sync_once`` does the work.
+
+* Every ``interval`` seconds, ± 10 % jitter (so that a fleet of nodes does
+  not fetch in lockstep).
+* After a transient failure (no URL reachable, reload failed) it retries
+  sooner: 5 s, 10 s, 20 s, ... capped at ``interval``.  A refused commit is
+  not retried sooner: only a new commit can fix it.
+* SIGHUP: a pass now.  SIGTERM / SIGINT: finish the current pass, exit 0.
+* inotify (``watchdog``) on ``tinc.dir/hosts``: when a managed file is
+  modified or deleted behind syncd's back, the last verified commit is
+  re-applied from the local store within a second (no fetch) and
+  ``drift.repaired`` is logged.  syncd's own writes trigger a check too, which
+  finds nothing to do.
+* Under systemd: ``READY=1`` after the first pass, ``STATUS=`` after each,
+  ``WATCHDOG=1`` at half of ``WatchdogSec`` (also while a pass runs).
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from syncd.agent import SyncResult, sync_once
+from syncd.config import Config, redact_url
+from syncd.errors import SyncdError, TransientError
+from syncd.hostfile import NAME_RE
+from syncd.notify import Notifier
+
+FIRST_RETRY = 5.0
+JITTER = 0.10
+DEBOUNCE = 0.1  # seconds: let a burst of file events settle
+
+
+@dataclass
+class _Wake:
+    sync: bool = False
+    repair: bool = False
+    stop: bool = False
+
+
+class RunLoop:
+    def __init__(self, config: Config, log: Any, notifier: Notifier | None = None) -> None:
+        self.config = config
+        self.log = log
+        self.notifier = notifier or Notifier()
+        self.cond = threading.Condition()
+        self.wake = _Wake()
+        self.failures = 0
+
+    # --- triggers (signal handlers, file events) -------------------------------------
+
+    def request(self, *, sync: bool = False, repair: bool = False, stop: bool = False) -> None:
+        with self.cond:
+            self.wake.sync |= sync
+            self.wake.repair |= repair
+            self.wake.stop |= stop
+            self.cond.notify_all()
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        if signum == signal.SIGHUP:
+            self.request(sync=True)
+        else:
+            self.request(stop=True)
+
+    # --- the loop ----------------------------------------------------------------------------
+
+    def run(self) -> int:
+        for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._on_signal)
+        observer = self._watch_hosts()
+        heartbeat = self._start_heartbeat()
+        self.log.info(
+            "run.started",
+            net=self.config.net,
+            node=self.config.node,
+            url=redact_url(self.config.repo.url),
+            interval=self.config.interval,
+        )
+        try:
+            next_fetch = time.monotonic() + self._pass(fetch=True)
+            self.notifier.ready(self._status_line())
+            while True:
+                with self.cond:
+                    self.cond.wait_for(
+                        lambda: self.wake.sync or self.wake.repair or self.wake.stop,
+                        timeout=max(0.0, next_fetch - time.monotonic()),
+                    )
+                    wake = self.wake
+                    self.wake = _Wake()
+                if wake.stop:
+                    break
+                if wake.repair and not wake.sync and time.monotonic() < next_fetch:
+                    time.sleep(DEBOUNCE)
+                    with self.cond:  # events that arrived meanwhile are covered by this pass
+                        self.wake.repair = False
+                    self._pass(fetch=False)  # the fetch schedule stays as it was
+                    continue
+                next_fetch = time.monotonic() + self._pass(fetch=True)
+        finally:
+            self.notifier.stopping()
+            heartbeat.set()
+            if observer is not None:
+                observer.stop()
+                observer.join(timeout=5)
+            self.log.info("run.stopped", net=self.config.net)
+        return 0
+
+    def _pass(self, *, fetch: bool) -> float:
+        """One pass; returns the delay until the next fetch."""
+        try:
+            result = sync_once(self.config, fetch=fetch)
+        except TransientError as exc:
+            self.failures += 1
+            event = "reload.failed" if exc.reason == "reload-failed" else "sync.failed"
+            self.log.error(event, net=self.config.net, reason=exc.reason, error=exc.message, failures=self.failures)
+            self.notifier.status(f"failing ({exc.reason}): {exc.message[:200]}")
+            return self._backoff()
+        except SyncdError as exc:
+            self.failures += 1
+            self.log.error("sync.refused", net=self.config.net, reason=exc.reason, error=exc.message)
+            self.notifier.status(f"refused ({exc.reason}): {exc.message[:200]}")
+            return self._jittered()
+        except OSError as exc:
+            self.failures += 1
+            self.log.error("sync.failed", net=self.config.net, reason="io-error", error=str(exc))
+            return self._backoff()
+        self.failures = 0
+        log_result(self.log, self.config, result, repair=not fetch)
+        self.notifier.status(self._status_line(result))
+        return self._jittered()
+
+    def _backoff(self) -> float:
+        return min(float(self.config.interval), FIRST_RETRY * 2.0 ** (self.failures - 1))
+
+    def _jittered(self) -> float:
+        return float(self.config.interval) * random.uniform(1 - JITTER, 1 + JITTER)
+
+    def _status_line(self, result: SyncResult | None = None) -> str:
+        if result is None or not result.commit:
+            return "running"
+        return f"{result.status} {result.commit[:12]} signed by {result.signer}"
+
+    # --- helpers -------------------------------------------------------------------------------
+
+    def _watch_hosts(self) -> Any:
+        from watchdog.events import FileSystemEvent, FileSystemEventHandler
+        from watchdog.observers import Observer
+
+        hosts = self.config.tinc.hosts_dir
+        hosts.mkdir(parents=True, exist_ok=True)
+        loop = self
+
+        class Handler(FileSystemEventHandler):
+            def on_any_event(self, event: FileSystemEvent) -> None:
+                if event.event_type in ("opened", "closed_no_write"):
+                    return
+                for raw in (event.src_path, getattr(event, "dest_path", "")):
+                    name = Path(str(raw)).name if raw else ""
+                    if name and NAME_RE.match(name):
+                        loop.request(repair=True)
+                        return
+
+        observer = Observer()
+        observer.schedule(Handler(), str(hosts), recursive=False)
+        observer.daemon = True
+        observer.start()
+        return observer
+
+    def _start_heartbeat(self) -> threading.Event:
+        """WATCHDOG=1 from its own thread, so that a long pass does not make
+        systemd think the agent hung."""
+        done = threading.Event()
+        interval = self.notifier.watchdog_interval
+        if interval is not None:
+
+            def beat() -> None:
+                while not done.wait(interval):
+                    self.notifier.watchdog()
+
+            threading.Thread(target=beat, name="sd-watchdog", daemon=True).start()
+        return done
+
+
+def log_result(log: Any, config: Config, result: SyncResult, *, repair: bool = False) -> None:
+    """The events of one successful pass (shared by ``sync`` and ``run``)."""
+    plan = result.plan
+    fields = {
+        "net": config.net,
+        "commit": result.commit,
+        "signer": result.signer,
+        "added": len(plan.add),
+        "updated": len(plan.update),
+        "removed": len(plan.remove),
+    }
+    if result.status == "applied":
+        if repair or result.previous == result.commit:
+            log.warning("drift.repaired", **fields, files=list(plan.writes + plan.remove))
+        else:
+            log.info("sync.applied", **fields, new_commits=result.new_commits, url=redact_url(result.url))
+    elif result.status == "unchanged" and not repair:
+        log.info("sync.unchanged", net=config.net, commit=result.commit)
+    for warning in result.warnings:
+        log.warning("check.warning", net=config.net, finding=warning)
+    if result.reloaded is not None:
+        log.info("reload.done", net=config.net, method=result.reloaded.method, detail=result.reloaded.detail)
