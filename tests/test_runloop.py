@@ -1,0 +1,152 @@
+"""`syncd run` as a real process: push-to-installed latency, drift repair,
+SIGHUP, SIGTERM, sd_notify and JSON log lines."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.keyfactory import rsa_pem
+from tests.syncenv import Hub, Node, admin_and_signers, make_node
+
+INTERVAL = 2
+
+
+def wait_until(check: Callable[[], bool], timeout: float) -> float | None:
+    """Seconds until ``check()`` held, or None after ``timeout``."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if check():
+            return time.monotonic() - start
+        time.sleep(0.02)
+    return None
+
+
+class Agent:
+    def __init__(self, node: Node, tmp: Path, interval: int = INTERVAL) -> None:
+        self.node = node
+        self.notify_path = tmp / "notify.sock"
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(self.notify_path))
+        self.sock.settimeout(0.05)
+        self.messages: list[str] = []
+        self.log_path = tmp / "agent.log"
+        config = node.config.read_text().replace("interval: 300", "")
+        node.config.write_text(config + f"interval: {interval}\n")
+        env = {**os.environ, "NOTIFY_SOCKET": str(self.notify_path), "WATCHDOG_USEC": "1000000"}
+        self.log_file = self.log_path.open("w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "syncd", "run", "-c", str(node.config)],
+            stdout=subprocess.DEVNULL,
+            stderr=self.log_file,
+            env=env,
+        )
+
+    def received(self) -> list[str]:
+        while self.sock.fileno() >= 0:
+            try:
+                self.messages.append(self.sock.recv(4096).decode())
+            except (TimeoutError, BlockingIOError):
+                break
+        return self.messages
+
+    def events(self) -> list[dict[str, object]]:
+        lines = self.log_path.read_text().splitlines()
+        return [json.loads(line[3:]) for line in lines if line.startswith("<")]
+
+    def has_event(self, name: str) -> bool:
+        return any(e.get("event") == name for e in self.events())
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait(timeout=5)
+        self.received()  # what it said on the way out
+        self.sock.close()
+        self.log_file.close()
+        return code
+
+
+@pytest.fixture
+def agent(tmp_path: Path) -> Iterator[tuple[Hub, Node, Agent]]:
+    admin, signers = admin_and_signers(tmp_path / "keys")
+    hub = Hub(tmp_path / "hub", admin)
+    node = make_node(tmp_path / "node", str(hub.server), signers)
+    running = Agent(node, tmp_path)
+    try:
+        assert wait_until(lambda: any("READY=1" in m for m in running.received()), 20) is not None, (
+            running.log_path.read_text()
+        )
+        yield hub, node, running
+    finally:
+        running.stop()
+
+
+def add(name: str, subnet: str, seed: int) -> Callable[[Path], object]:
+    return lambda w: (w / "hosts" / name).write_text(f"Subnet = {subnet}\n\n{rsa_pem(seed=seed)}")
+
+
+def test_push_is_installed_within_the_interval(agent: tuple[Hub, Node, Agent]) -> None:
+    hub, node, running = agent
+    assert (node.hosts / "gateway").exists()
+    latencies = []
+    for i in range(2):
+        hub.change(f"newbie{i}", add(f"newbie{i}", f"2002:102:304:{7 + i}::/64", 50 + i))
+        latency = wait_until(lambda i=i: (node.hosts / f"newbie{i}").exists(), INTERVAL * 1.1 + 2)  # type: ignore[misc]
+        assert latency is not None, running.log_path.read_text()
+        latencies.append(latency)
+    print(f"push-to-installed latency with interval {INTERVAL} s: " + ", ".join(f"{x:.2f} s" for x in latencies))
+    assert running.has_event("sync.applied")
+    assert any(m.startswith("STATUS=applied") or "\nSTATUS=applied" in m for m in running.received())
+
+
+def test_tampered_and_deleted_files_are_restored(agent: tuple[Hub, Node, Agent]) -> None:
+    _, node, running = agent
+    original = (node.hosts / "gateway").read_bytes()
+    (node.hosts / "gateway").write_text("Subnet = ::/0\n")
+    restored = wait_until(lambda: (node.hosts / "gateway").read_bytes() == original, 2)
+    assert restored is not None, running.log_path.read_text()
+    (node.hosts / "my_laptop").unlink()
+    assert wait_until(lambda: (node.hosts / "my_laptop").exists(), 2) is not None
+    assert wait_until(lambda: running.has_event("drift.repaired"), 2) is not None
+    print(f"tampered file restored in {restored:.2f} s")
+    (node.hosts / "local_note").write_text("Subnet = 10.9.9.9\n")  # not managed: left alone
+    time.sleep(0.5)
+    assert (node.hosts / "local_note").exists()
+
+
+def test_sighup_syncs_now_and_sigterm_exits_0(tmp_path: Path) -> None:
+    admin, signers = admin_and_signers(tmp_path / "keys")
+    hub = Hub(tmp_path / "hub", admin)
+    node = make_node(tmp_path / "node", str(hub.server), signers)
+    running = Agent(node, tmp_path, interval=300)
+    try:
+        assert wait_until(lambda: any("READY=1" in m for m in running.received()), 20) is not None
+        hub.change("newbie", add("newbie", "2002:102:304:7::/64", 60))
+        time.sleep(0.3)
+        assert not (node.hosts / "newbie").exists()
+        running.proc.send_signal(signal.SIGHUP)
+        assert wait_until(lambda: (node.hosts / "newbie").exists(), 3) is not None
+        assert wait_until(lambda: any(m == "WATCHDOG=1" for m in running.received()), 2) is not None
+    finally:
+        code = running.stop()
+    assert code == 0
+    assert any("STOPPING=1" in m for m in running.messages)
+    events = running.events()
+    assert events[0]["event"] == "run.started" and events[-1]["event"] == "run.stopped"
+    for line in running.log_path.read_text().splitlines():
+        assert line.startswith(("<3>", "<4>", "<6>")), line
+        json.loads(line[3:])
