@@ -1,0 +1,47 @@
+"""The hardened units in contrib/systemd, scored by systemd-analyze itself."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+from tests.servers import require
+
+UNITS = ROOT / "contrib" / "systemd"
+
+
+@pytest.mark.parametrize("template", ["syncd@.service", "syncd-run@.service"])
+def test_exposure_is_at_most_2_5(template: str, tmp_path: Path) -> None:
+    analyze = require("systemd-analyze")
+    instance = tmp_path / template.replace("@", "@inet6")
+    shutil.copy(UNITS / template, instance)
+    result = subprocess.run(
+        [analyze, "security", "--offline=true", "--no-pager", str(instance)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", result.stdout)
+    assert match, result.stdout + result.stderr
+    score = float(match[1])
+    print(f"{instance.name}: exposure {score}")
+    assert score <= 2.5, result.stdout
+
+
+def test_units_agree_with_the_cli() -> None:
+    oneshot = (UNITS / "syncd@.service").read_text()
+    agent = (UNITS / "syncd-run@.service").read_text()
+    timer = (UNITS / "syncd@.timer").read_text()
+    assert "ExecStart=/usr/local/bin/syncd sync --quiet -c /etc/syncd/%i.yaml" in oneshot
+    assert "Type=oneshot" in oneshot
+    assert "ExecStart=/usr/local/bin/syncd run -c /etc/syncd/%i.yaml" in agent
+    assert "Type=notify" in agent and "WatchdogSec=" in agent and "Restart=on-failure" in agent
+    assert "ExecReload=/bin/kill -HUP $MAINPID" in agent
+    for unit in (oneshot, agent):
+        assert "ReadWritePaths=/etc/tinc/%i/hosts" in unit and "StateDirectory=syncd/%i" in unit
+    assert "OnUnitActiveSec=5min" in timer and "RandomizedDelaySec=" in timer and "Persistent=true" in timer
