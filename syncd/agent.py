@@ -206,10 +206,13 @@ def _reload(config: Config, state: State) -> Reloaded:
     On failure the files stay installed, the reload stays pending and the
     error (exit 3) makes the next pass retry."""
     reloaded = reload_tinc(config.tinc, config.net)
-    save_state(
-        config.state_dir,
-        replace(state, reload_pending=False, last_reload=time.time(), reloads=state.reloads + 1),
-    )
+    if reloaded.method == "none":
+        save_state(config.state_dir, replace(state, reload_pending=False))
+    else:
+        save_state(
+            config.state_dir,
+            replace(state, reload_pending=False, last_reload=time.time(), reloads=state.reloads + 1),
+        )
     return reloaded
 
 

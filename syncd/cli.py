@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TextIO
 
 from syncd import __version__
+from syncd.config import Config
 from syncd.errors import SyncdError, UsageError
 from syncd.findings import Finding
 from syncd.policy import DEFAULT_POLICY, POLICY_FILE, parse_policy
@@ -67,7 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="accept a tip that does not descend from the last applied commit (after an admin rewrote history)",
     )
-    sync.add_argument("-q", "--quiet", action="store_true", help="no summary on stdout (the log events remain)")
+    sync.add_argument(
+        "--log",
+        action="store_true",
+        help="log events (one JSON object per line off a terminal, for the journal) instead of the summary",
+    )
     sync.set_defaults(handler=cmd_sync)
 
     run = commands.add_parser(
@@ -142,31 +147,13 @@ def cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 def cmd_sync(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from syncd.agent import sync_once
     from syncd.config import load_config
-    from syncd.log import get_logger, setup_logging
-    from syncd.runloop import log_result
 
     config = load_config(Path(args.config))
-    setup_logging(err)
-    log = get_logger()
-    try:
-        result = sync_once(config, dry_run=args.dry_run, allow_rewind=args.allow_rewind)
-    except SyncdError as exc:
-        event = (
-            "reload.failed"
-            if exc.reason == "reload-failed"
-            else "sync.refused"
-            if exc.exit_code == 1
-            else "sync.failed"
-        )
-        log.error(event, net=config.net, reason=exc.reason, error=exc.message)
-        raise
-    if args.dry_run:
-        for warning in result.warnings:
-            err.write(f"warning: {warning}\n")
-    else:
-        log_result(log, config, result)
-    if args.quiet:
-        return EXIT_OK
+    if args.log:
+        return _sync_logged(config, args, err)
+    result = sync_once(config, dry_run=args.dry_run, allow_rewind=args.allow_rewind)
+    for warning in result.warnings:
+        err.write(f"warning: {warning}\n")
     plan = result.plan
     counts = f"{len(plan.add)} added, {len(plan.update)} updated, {len(plan.remove)} removed"
     head = f"{result.commit[:12]} signed by {result.signer}"
@@ -184,12 +171,39 @@ def cmd_sync(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         elif result.previous == result.commit:
             history = "re-applied"
         else:
-            history = f"{result.new_commits} new commits since {result.previous[:12]}"
+            history = (
+                f"{result.new_commits} new commit{'s' if result.new_commits != 1 else ''} since {result.previous[:12]}"
+            )
         out.write(f"applied {head} ({history}): {counts}\n")
         for line in plan.describe():
             out.write(f"  {line}\n")
         if result.reloaded is not None:
             out.write(f"  {describe_reload(result.reloaded)}\n")
+    return EXIT_OK
+
+
+def _sync_logged(config: Config, args: argparse.Namespace, err: TextIO) -> int:
+    """``sync --log``: structured events instead of the summary (for the
+    systemd timer: one JSON object per line in the journal)."""
+    from syncd.agent import sync_once
+    from syncd.log import get_logger, setup_logging
+    from syncd.runloop import log_result
+
+    setup_logging(err)
+    log = get_logger()
+    try:
+        result = sync_once(config, dry_run=args.dry_run, allow_rewind=args.allow_rewind)
+    except SyncdError as exc:
+        if exc.reason == "reload-failed":
+            event = "reload.failed"
+        else:
+            event = "sync.refused" if exc.exit_code == EXIT_REFUSED else "sync.failed"
+        log.error(event, net=config.net, reason=exc.reason, error=exc.message)
+        return exc.exit_code
+    if args.dry_run:
+        log.info("sync.planned", net=config.net, commit=result.commit, plan=result.plan.describe())
+    else:
+        log_result(log, config, result)
     return EXIT_OK
 
 
@@ -219,7 +233,7 @@ def cmd_status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 def describe_reload(reloaded: Reloaded) -> str:
     if reloaded.method == "none":
-        return f"tincd not reloaded: {reloaded.detail}"
+        return f"tincd not reloaded ({reloaded.detail})"
     return f"reloaded tincd ({reloaded.method}): {reloaded.detail}"
 
 

@@ -105,7 +105,9 @@ def reload_tinc(tinc: TincConfig, net: str) -> Reloaded:
         return _run("systemd", ["systemctl", "reload", f"tinc@{net}"])
     if method == "command":
         return _run("command", list(tinc.command))
-    return Reloaded("none", "tincd is not reloaded (tinc.reload: none, or no running tincd was found)")
+    if tinc.reload == "none":
+        return Reloaded("none", "tinc.reload: none")
+    return Reloaded("none", "tinc.reload: auto found no running tincd")
 
 
 def _signal(pidfile: Path | None) -> Reloaded:

@@ -209,5 +209,5 @@ def log_result(log: Any, config: Config, result: SyncResult, *, repair: bool = F
         log.info("sync.unchanged", net=config.net, commit=result.commit)
     for warning in result.warnings:
         log.warning("check.warning", net=config.net, finding=warning)
-    if result.reloaded is not None:
+    if result.reloaded is not None and result.reloaded.method != "none":
         log.info("reload.done", net=config.net, method=result.reloaded.method, detail=result.reloaded.detail)

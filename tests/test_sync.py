@@ -68,7 +68,7 @@ def test_only_changed_files_are_written(hub: Hub, node: Node) -> None:
     before = node.snapshot()
     hub.change("add newbie", add_host("newbie", "2002:102:304:7::/64", 11))
     code, out, _ = node.sync()
-    assert code == 0 and "1 added, 0 updated, 0 removed" in out and "1 new commits" in out
+    assert code == 0 and "1 added, 0 updated, 0 removed" in out and "1 new commit " in out
     after = node.snapshot()
     assert set(after) == set(before) | {"newbie"}
     for name in before:
@@ -341,3 +341,26 @@ def test_admins_with_ecdsa_and_rsa_keys(tmp_path: Path, kind: str, bits: int) ->
     code, out, err = node.sync()
     assert code == 0, err
     assert f"signed by {kind}admin@example.org" in out
+
+
+def test_log_mode_emits_journald_json_events(hub: Hub, node: Node) -> None:
+    import io
+
+    from syncd.cli import main
+
+    def logged() -> tuple[int, list[tuple[str, dict[str, object]]]]:
+        out, err = io.StringIO(), io.StringIO()
+        code = main(["sync", "--log", "-c", str(node.config)], out, err)
+        assert out.getvalue() == ""
+        events = [(line[:3], json.loads(line[3:])) for line in err.getvalue().splitlines()]
+        return code, events
+
+    code, events = logged()
+    assert code == 0
+    assert [(p, e["event"]) for p, e in events] == [("<6>", "sync.applied")]
+    assert events[0][1]["added"] == 3 and events[0][1]["signer"] == "admin@example.org"
+    assert [e["event"] for _, e in logged()[1]] == ["sync.unchanged"]
+    hub.change("unsigned", lambda w: None, key=None)
+    code, events = logged()
+    assert code == 1
+    assert [(p, e["event"], e["reason"]) for p, e in events] == [("<3>", "sync.refused", "signature")]

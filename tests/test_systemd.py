@@ -37,7 +37,7 @@ def test_units_agree_with_the_cli() -> None:
     oneshot = (UNITS / "syncd@.service").read_text()
     agent = (UNITS / "syncd-run@.service").read_text()
     timer = (UNITS / "syncd@.timer").read_text()
-    assert "ExecStart=/usr/local/bin/syncd sync --quiet -c /etc/syncd/%i.yaml" in oneshot
+    assert "ExecStart=/usr/local/bin/syncd sync --log -c /etc/syncd/%i.yaml" in oneshot
     assert "Type=oneshot" in oneshot
     assert "ExecStart=/usr/local/bin/syncd run -c /etc/syncd/%i.yaml" in agent
     assert "Type=notify" in agent and "WatchdogSec=" in agent and "Restart=on-failure" in agent

@@ -28,7 +28,7 @@ def sync_twice(hub: Hub, node: Node) -> None:
     hub.change("annotate", lambda w: (w / "hosts" / "gateway").open("a").write("# on call: alice\n"))
     code, out, err = node.sync()
     assert code == 0, err
-    assert "1 new commits" in out and "1 updated" in out
+    assert "1 new commit " in out and "1 updated" in out
     assert (node.hosts / "gateway").read_text().endswith("# on call: alice\n")
 
 
