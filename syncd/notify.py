@@ -33,9 +33,10 @@ class Notifier:
         address = self.address
         if address.startswith("@"):
             address = "\0" + address[1:]  # abstract socket namespace
-        # systemd gone or the socket unwritable: nothing useful to do about it
+        # Never block: a reader that does not keep up (or is gone) must not
+        # stall the agent; a dropped status line is harmless.
         with (
-            socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock,
+            socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK) as sock,
             contextlib.suppress(OSError),
         ):
             sock.sendto("\n".join(assignments).encode(), address)

@@ -150,3 +150,50 @@ def test_sighup_syncs_now_and_sigterm_exits_0(tmp_path: Path) -> None:
     for line in running.log_path.read_text().splitlines():
         assert line.startswith(("<3>", "<4>", "<6>")), line
         json.loads(line[3:])
+
+
+def test_transient_failures_back_off_exponentially_up_to_the_interval(tmp_path: Path) -> None:
+    from syncd.config import parse_config
+    from syncd.runloop import RunLoop
+
+    admin, signers = admin_and_signers(tmp_path / "keys")
+    config = parse_config(
+        {
+            "net": "inet6",
+            "node": "my_pc",
+            "repo": {"url": str(tmp_path / "nowhere")},
+            "trust": {"allowed_signers": str(signers)},
+            "tinc": {"dir": str(tmp_path / "tinc"), "reload": "none"},
+            "state_dir": str(tmp_path / "state"),
+            "interval": 30,
+        }
+    )
+
+    class Log:
+        def __init__(self) -> None:
+            self.events: list[str] = []
+
+        def __getattr__(self, level: str) -> Callable[..., None]:
+            return lambda event, **_: self.events.append(event)
+
+    log = Log()
+    loop = RunLoop(config, log)
+    delays = [loop._pass(fetch=True) for _ in range(5)]
+    assert delays == [5.0, 10.0, 20.0, 30.0, 30.0]
+    assert log.events == ["sync.failed"] * 5
+    assert loop.failures == 5
+
+
+def test_the_agent_retries_a_failed_fetch_soon(tmp_path: Path) -> None:
+    admin, signers = admin_and_signers(tmp_path / "keys")
+    node = make_node(tmp_path / "node", str(tmp_path / "not-yet"), signers)
+    hub_root = tmp_path / "not-yet-hub"
+    running = Agent(node, tmp_path, interval=300)
+    try:
+        assert wait_until(lambda: any("READY=1" in m for m in running.received()), 20) is not None
+        assert running.has_event("sync.failed")
+        hub = Hub(hub_root, admin)  # the repository appears; the agent retries after 5 s, not 300
+        (tmp_path / "not-yet").symlink_to(hub.server)
+        assert wait_until(lambda: (node.hosts / "gateway").exists(), 8) is not None, running.log_path.read_text()
+    finally:
+        assert running.stop() == 0

@@ -84,3 +84,16 @@ def test_notifier_sends_datagrams(tmp_path: Path) -> None:
     silent = Notifier({})
     assert not silent.enabled and silent.watchdog_interval is None
     silent.ready("nobody listens")  # no socket: nothing happens
+
+
+def test_notifier_never_blocks_on_a_full_socket(tmp_path: Path) -> None:
+    import time
+
+    path = tmp_path / "notify"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(path))  # never read: its queue fills up
+        notifier = Notifier({"NOTIFY_SOCKET": str(path)})
+        start = time.monotonic()
+        for _ in range(5000):
+            notifier.watchdog()
+        assert time.monotonic() - start < 5
