@@ -156,7 +156,7 @@ def test_transient_failures_back_off_exponentially_up_to_the_interval(tmp_path: 
     from syncd.config import parse_config
     from syncd.runloop import RunLoop
 
-    admin, signers = admin_and_signers(tmp_path / "keys")
+    _admin, signers = admin_and_signers(tmp_path / "keys")
     config = parse_config(
         {
             "net": "inet6",
