@@ -36,3 +36,12 @@ def pytest_runtest_makereport(
         report.outcome = "failed"
         report.longrepr = f"end-to-end test skipped, but SYNCD_REQUIRE_E2E=1: {report.longrepr}"
     return report
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    from tests.figures import FIGURES
+
+    if FIGURES:
+        terminalreporter.section("measured by the tests")
+        for name, value in FIGURES.items():
+            terminalreporter.write_line(f"{name}: {value}")

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from syncd.apply import STATE_FILE, TEMP_PREFIX
+from tests.figures import record
 from tests.keyfactory import rsa_pem
 from tests.syncenv import Hub, Node, admin_and_signers, make_node
 
@@ -101,4 +102,4 @@ def test_a_crash_at_any_step_converges(tmp_path: Path) -> None:
         raise AssertionError("the sync never got through")
     check_converged(node, hub)
     assert crashes >= 25, f"only {crashes} crash points were exercised"
-    print(f"{crashes} crash points, all converged")
+    record("crash test: kill points during one sync, all converged", str(crashes))

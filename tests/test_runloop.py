@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.figures import record
 from tests.keyfactory import rsa_pem
 from tests.syncenv import Hub, Node, admin_and_signers, make_node
 
@@ -108,7 +109,7 @@ def test_push_is_installed_within_the_interval(agent: tuple[Hub, Node, Agent]) -
         latency = wait_until(lambda i=i: (node.hosts / f"newbie{i}").exists(), INTERVAL * 1.1 + 2)  # type: ignore[misc]
         assert latency is not None, running.log_path.read_text()
         latencies.append(latency)
-    print(f"push-to-installed latency with interval {INTERVAL} s: " + ", ".join(f"{x:.2f} s" for x in latencies))
+    record(f"syncd run: push-to-installed with interval {INTERVAL} s", ", ".join(f"{x:.2f} s" for x in latencies))
     assert running.has_event("sync.applied")
     assert any(m.startswith("STATUS=applied") or "\nSTATUS=applied" in m for m in running.received())
 
@@ -122,7 +123,7 @@ def test_tampered_and_deleted_files_are_restored(agent: tuple[Hub, Node, Agent])
     (node.hosts / "my_laptop").unlink()
     assert wait_until(lambda: (node.hosts / "my_laptop").exists(), 2) is not None
     assert wait_until(lambda: running.has_event("drift.repaired"), 2) is not None
-    print(f"tampered file restored in {restored:.2f} s")
+    record("syncd run: tampered host file restored after", f"{restored:.2f} s")
     (node.hosts / "local_note").write_text("Subnet = 10.9.9.9\n")  # not managed: left alone
     time.sleep(0.5)
     assert (node.hosts / "local_note").exists()

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
+from tests.figures import record
 from tests.servers import require
 
 UNITS = ROOT / "contrib" / "systemd"
@@ -29,7 +30,7 @@ def test_exposure_is_at_most_2_5(template: str, tmp_path: Path) -> None:
     match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", result.stdout)
     assert match, result.stdout + result.stderr
     score = float(match[1])
-    print(f"{instance.name}: exposure {score}")
+    record(f"systemd-analyze security {instance.name}", f"exposure {score}")
     assert score <= 2.5, result.stdout
 
 

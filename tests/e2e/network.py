@@ -1,0 +1,265 @@
+"""The "IPv6 everywhere with tinc" network, for real, in namespaces.
+
+    inet (198.51.100.0/24)                  home LAN (192.168.1.0/24)
+    ┌──────────┐   ┌────────┐  NAT   ┌────────┬──────────┐
+    │ gateway  │───┤ router ├────────┤ my_pc  │ my_laptop│
+    │ .1       │   │ .2     │ .1     │ .2     │ .3       │
+    └──────────┘   └────────┘        └────────┴──────────┘
+    (newbie .3 joins later, on the internet side)
+
+* ``gateway`` has the public address, the network's /48 (2002:102:304::/48)
+  and announces its own /64 and ``::/0``; it serves the hosts repository
+  with ``git daemon``.
+* ``my_pc`` and ``my_laptop`` sit behind a masquerading router and connect
+  only to the gateway; ``LocalDiscovery = yes`` lets them find each other on
+  the home LAN (the router does no hairpin NAT, so without it their traffic
+  would go through the gateway).
+* Every node runs real ``tincd`` 1.0 (``StrictSubnets = yes``) and gets its
+  host files only through the ``syncd`` command line tool.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.e2e.lab import Lab, run, wait_for
+from tests.gitutil import SshKey, allowed_signers, commit, git, make_key
+
+NET = "inet6"
+PREFIX = "2002:102:304"
+POLICY = f"""hosts_dir: hosts
+tinc: "1.0"
+prefixes: ["{PREFIX}::/48"]
+routes:
+  gateway: ["::/0"]
+min_rsa_bits: 2048
+allocate: {{prefix: "{PREFIX}::/48", size: 64}}
+"""
+
+
+@dataclass
+class Node:
+    name: str
+    ns: str
+    root: Path
+    lan_ip: str
+    index: int  # its /64 is PREFIX:index::/64
+    gateway: bool = False
+    tincd: subprocess.Popen[bytes] | None = None
+    agent: subprocess.Popen[bytes] | None = None
+    pids: list[int] = field(default_factory=list)
+
+    @property
+    def tinc_dir(self) -> Path:
+        return self.root / "tinc"
+
+    @property
+    def config(self) -> Path:
+        return self.root / "syncd.yaml"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.root / "tinc.pid"
+
+    @property
+    def logfile(self) -> Path:
+        return self.root / "tinc.log"
+
+    @property
+    def vpn_ip(self) -> str:
+        return f"{PREFIX}:{self.index:x}::1"
+
+    @property
+    def subnet(self) -> str:
+        return f"{PREFIX}:{self.index:x}::/64"
+
+    def log(self) -> str:
+        return self.logfile.read_text(errors="replace") if self.logfile.exists() else ""
+
+    def closed_connections(self) -> list[str]:
+        return [line for line in self.log().splitlines() if "Closing connection with" in line]
+
+
+class IPv6Everywhere:
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.lab = Lab(workdir)
+        self.nodes: dict[str, Node] = {}
+        self.admin: SshKey | None = None
+        self.repo = workdir / "admin-clone"
+        self.served = workdir / "srv" / "hosts.git"
+
+    # --- building it -------------------------------------------------------------------
+
+    def build(self) -> None:
+        lab = self.lab
+        self.inet = lab.switch("inet")
+        self.home = lab.switch("home")
+        router = lab.ns("router")
+        lab.plug(router, self.inet, "wan", "198.51.100.2/24")
+        lab.plug(router, self.home, "lan", "192.168.1.1/24")
+        lab.exec(router, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
+        lab.exec(router, "nft", "add table ip nat")
+        lab.exec(router, "nft", "add chain ip nat post { type nat hook postrouting priority 100 ; }")
+        lab.exec(router, "nft", 'add rule ip nat post oifname "wan" masquerade')
+        self.router = router
+
+        self.add_node("gateway", "198.51.100.1", self.inet, index=0, gateway=True)
+        self.add_node("my_pc", "192.168.1.2", self.home, index=4, via="192.168.1.1")
+        self.add_node("my_laptop", "192.168.1.3", self.home, index=5, via="192.168.1.1")
+
+        keys = self.workdir / "admin"
+        self.admin = make_key(keys, "admin")
+        self.signers = allowed_signers(keys / "allowed_signers", (self.admin, 'namespaces="git"'))
+        self.stranger = make_key(self.workdir / "stranger", "stranger")
+
+        # The admin's working copy, pushed to a bare repository the gateway serves.
+        self.served.parent.mkdir(parents=True)
+        git(self.served.parent, "init", "-q", "--bare", "-b", "main", str(self.served))
+        (self.repo / "hosts").mkdir(parents=True)
+        (self.repo / "syncd.yaml").write_text(POLICY)
+        git(self.repo, "init", "-q", "-b", "main")
+        git(self.repo, "remote", "add", "origin", str(self.served))
+        for node in self.nodes.values():
+            shutil.copy(node.tinc_dir / "hosts" / node.name, self.repo / "hosts" / node.name)
+        self.push("gateway, my_pc and my_laptop")
+        self.daemon = lab.spawn(
+            self.nodes["gateway"].ns,
+            ["git", "daemon", "--reuseaddr", "--export-all", f"--base-path={self.served.parent}",
+             "--listen=198.51.100.1", "--port=9418", str(self.served.parent)],
+            log=self.workdir / "git-daemon.log",
+        )  # fmt: skip
+        if wait_for(lambda: self._daemon_up(), 10) is None:
+            raise RuntimeError("git daemon did not start")
+
+    def _daemon_up(self) -> bool:
+        gw = self.nodes["gateway"].ns
+        probe = self.lab.exec(gw, "git", "ls-remote", "git://198.51.100.1/hosts.git", check=False, timeout=10)
+        return probe.returncode == 0
+
+    def add_node(
+        self, name: str, ip: str, switch: str, index: int, gateway: bool = False, via: str | None = None
+    ) -> Node:
+        ns = self.lab.ns(name.replace("_", ""))
+        self.lab.plug(ns, switch, "eth0", f"{ip}/24", via)
+        node = Node(name, ns, self.workdir / "nodes" / name, ip, index, gateway)
+        self.nodes[name] = node
+        self._tinc_dir(node)
+        self._syncd_config(node)
+        return node
+
+    def _tinc_dir(self, node: Node) -> None:
+        """The node's tinc directory, laid out as in the classic guide."""
+        tinc = node.tinc_dir
+        (tinc / "hosts").mkdir(parents=True)
+        conf = [f"Name = {node.name}", "AddressFamily = ipv4", "Mode = router", "StrictSubnets = yes"]
+        if not node.gateway:
+            conf += ["ConnectTo = gateway", "LocalDiscovery = yes"]
+        (tinc / "tinc.conf").write_text("\n".join(conf) + "\n")
+        up = [
+            "#!/bin/sh",
+            'ip link set "$INTERFACE" up mtu 1400',
+            f'ip -6 addr add {node.vpn_ip}/48 dev "$INTERFACE"',
+        ]
+        if not node.gateway:
+            up.append('ip -6 route add default dev "$INTERFACE"')
+        (tinc / "tinc-up").write_text("\n".join(up) + "\n")
+        (tinc / "tinc-up").chmod(0o755)
+        host = []
+        if node.gateway:
+            host.append(f"Address = {node.lan_ip}")
+        host.append(f"Subnet = {node.subnet}")
+        if node.gateway:
+            host.append("Subnet = ::/0")
+        (tinc / "hosts" / node.name).write_text("\n".join(host) + "\n")
+        run(["tincd", "-c", str(tinc), "-K2048"], timeout=60)
+
+    def _syncd_config(self, node: Node) -> None:
+        node.config.write_text(
+            f"net: {NET}\nnode: {node.name}\n"
+            "repo: {url: 'git://198.51.100.1/hosts.git'}\n"
+            f"trust: {{allowed_signers: '{self.workdir / 'admin' / 'allowed_signers'}'}}\n"
+            f"tinc: {{dir: '{node.tinc_dir}', reload: auto, pidfile: '{node.pidfile}'}}\n"
+            f"state_dir: '{node.root / 'state'}'\ninterval: 1\n"
+        )
+
+    # --- the admin ------------------------------------------------------------------------
+
+    def push(self, message: str, key: SshKey | str | None = "admin") -> str:
+        signer = self.admin if key == "admin" else key
+        assert not isinstance(signer, str)
+        sha = commit(self.repo, message, signer, allow_empty=True)
+        git(self.repo, "push", "-q", "--force", "origin", "HEAD:main")
+        return sha
+
+    # --- the nodes --------------------------------------------------------------------------
+
+    def syncd(self, node: Node, *args: str) -> subprocess.CompletedProcess[bytes]:
+        """The syncd command line tool, as a user runs it, inside the node's namespace."""
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+        return subprocess.run(
+            ["ip", "netns", "exec", node.ns, sys.executable, "-m", "syncd", *args, "-c", str(node.config)],
+            capture_output=True,
+            timeout=120,
+            env=env,
+            check=False,
+        )
+
+    def sync(self, node: Node) -> str:
+        result = self.syncd(node, "sync")
+        if result.returncode != 0:
+            raise AssertionError(f"syncd sync on {node.name} exited {result.returncode}: {result.stderr.decode()}")
+        return result.stdout.decode()
+
+    def start_tincd(self, node: Node) -> None:
+        node.tincd = self.lab.spawn(
+            node.ns,
+            ["tincd", "-c", str(node.tinc_dir), "-D", f"--pidfile={node.pidfile}", f"--logfile={node.logfile}", "-d5"],
+        )
+        if wait_for(lambda: "Ready" in node.log(), 10) is None:
+            raise RuntimeError(f"tincd on {node.name} did not start:\n{node.log()}")
+        node.pids.append(node.tincd.pid)
+
+    def start_agent(self, node: Node) -> None:
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+        node.agent = self.lab.spawn(
+            node.ns, [sys.executable, "-m", "syncd", "run", "-c", str(node.config)], node.root / "agent.log", env
+        )
+
+    def stop_agent(self, node: Node) -> None:
+        if node.agent is not None and node.agent.poll() is None:
+            node.agent.terminate()
+            node.agent.wait(timeout=20)
+        node.agent = None
+
+    def ping(self, src: Node, dst: Node | str, count: int = 1, size: int = 56, timeout: float = 2) -> bool:
+        target = dst if isinstance(dst, str) else dst.vpn_ip
+        result = self.lab.exec(
+            src.ns,
+            "ping", "-6", "-n", "-q", "-c", str(count), "-i", "0.01", "-s", str(size), "-W", str(int(timeout)),
+            "-I", src.vpn_ip, target,
+            check=False,
+            timeout=timeout * count + 10,
+        )  # fmt: skip
+        return result.returncode == 0
+
+    def reachable(self, src: Node, dst: Node, timeout: float = 30) -> float | None:
+        return wait_for(lambda: self.ping(src, dst), timeout, interval=0.1)
+
+    def same_tincd(self) -> dict[str, bool]:
+        """Each running tincd is still the process started first (reloaded, not restarted)."""
+        result = {}
+        for node in self.nodes.values():
+            if node.tincd is None:
+                continue
+            pid = int(node.pidfile.read_text().split()[0])
+            result[node.name] = node.tincd.poll() is None and pid == node.pids[0] == node.tincd.pid
+        return result
+
+    def close(self) -> None:
+        self.lab.close()

@@ -1,0 +1,229 @@
+"""The mission, for real: the "IPv6 everywhere with tinc" network in network
+namespaces, with tincd 1.0 on every node and host files only from syncd.
+
+The tests run in order and share one network (see ``network.py`` for the
+topology).  Needs root, ``ip``, ``nft``, ``tincd``, ``ping`` and ``git``;
+``.ci/run`` installs them and makes a skip a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.e2e.lab import run, wait_for
+from tests.e2e.network import PREFIX, IPv6Everywhere, Node
+from tests.figures import FIGURES
+from tests.gitutil import git
+from tests.servers import require
+
+pytestmark = pytest.mark.e2e
+
+
+# A one-way UDP flow over the VPN, and a sink that answers nothing (see
+# test_lan_peers_talk_directly_after_local_discovery).
+SINK = (
+    "import socket\ns = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)\n"
+    "s.bind(('::', 9999))\nwhile True: s.recv(4096)"
+)
+SEND = (
+    "import socket, sys, time\ns = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)\n"
+    "while True:\n    s.sendto(b'x' * 64, (sys.argv[1], 9999))\n    time.sleep(0.05)"
+)
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IPv6Everywhere]:
+    if os.geteuid() != 0:
+        if os.environ.get("CI"):
+            pytest.fail("the end-to-end tests need root")
+        pytest.skip("the end-to-end tests need root (network namespaces)")
+    for program in ("ip", "nft", "tincd", "ping", "git"):
+        require(program)
+    network = IPv6Everywhere(tmp_path_factory.mktemp("e2e"))
+    try:
+        network.build()
+        for node in network.nodes.values():
+            out = network.sync(node)  # before tincd runs: reload auto finds none
+            assert "first sync" in out, out
+        for node in network.nodes.values():
+            network.start_tincd(node)
+        yield network
+    finally:
+        prefix = network.lab.prefix
+        network.close()
+        left = run(["ip", "netns", "list"]).stdout.decode()
+        assert prefix not in left, f"namespaces left behind: {left}"
+
+
+def nodes(net: IPv6Everywhere, *names: str) -> list[Node]:
+    return [net.nodes[n] for n in names]
+
+
+def closures(net: IPv6Everywhere) -> dict[str, int]:
+    return {name: len(node.closed_connections()) for name, node in net.nodes.items() if node.tincd is not None}
+
+
+def test_all_nodes_reach_each_other(net: IPv6Everywhere) -> None:
+    gw, pc, laptop = nodes(net, "gateway", "my_pc", "my_laptop")
+    for src in (gw, pc, laptop):
+        for dst in (gw, pc, laptop):
+            if src is not dst:
+                assert net.reachable(src, dst, 30) is not None, f"{src.name} cannot reach {dst.vpn_ip}"
+    # the routes are the ones the signed repository announces
+    assert (pc.tinc_dir / "hosts" / "gateway").read_text().count("Subnet = ::/0") == 1
+    assert net.same_tincd() == {"gateway": True, "my_pc": True, "my_laptop": True}
+
+
+def test_lan_peers_talk_directly_after_local_discovery(net: IPv6Everywhere) -> None:
+    """my_pc and my_laptop are behind a NAT without hairpinning: their direct
+    path exists only once LocalDiscovery has taught each its peer's LAN
+    address.  tincd 1.0 learns an unknown UDP source with one "hard" key
+    trial per second, which its own LocalDiscovery broadcasts can use up
+    when both sides probe at once; so each side is first given a one-way
+    flow to learn the other's LAN address, then both ping.  Proof: the
+    gateway's link carries nothing while they ping each other."""
+    gw, pc, laptop = nodes(net, "gateway", "my_pc", "my_laptop")
+
+    def knows(node: Node, peer: Node) -> bool:
+        return f"UDP address of {peer.name} set to {peer.lan_ip} port 655" in node.log()
+
+    def flow(src: Node, dst: Node, seconds: float) -> None:
+        """UDP from src to dst over the VPN for up to ``seconds``, until dst knows src."""
+        sink = net.lab.spawn(dst.ns, [sys.executable, "-c", SINK])
+        sender = net.lab.spawn(src.ns, [sys.executable, "-c", SEND, dst.vpn_ip])
+        try:
+            wait_for(lambda: knows(dst, src), seconds)
+        finally:
+            for proc in (sender, sink):
+                proc.terminate()
+                proc.wait(timeout=10)
+
+    before = net.lab.packets(gw.ns)
+    assert net.ping(pc, laptop, count=20)
+    relayed = net.lab.packets(gw.ns) - before
+    assert relayed >= 40, f"before discovery their traffic should go through the gateway ({relayed} packets)"
+
+    start = time.monotonic()
+    while not (knows(laptop, pc) and knows(pc, laptop)) and time.monotonic() - start < 90:
+        if not knows(laptop, pc):
+            flow(pc, laptop, 12)
+        if not knows(pc, laptop):
+            flow(laptop, pc, 12)
+    assert knows(laptop, pc), "my_laptop never learned my_pc's LAN address"
+    assert knows(pc, laptop), "my_pc never learned my_laptop's LAN address"
+
+    def direct() -> bool:
+        before = net.lab.packets(gw.ns)
+        ok = net.ping(pc, laptop, count=20)
+        return ok and net.lab.packets(gw.ns) - before < 5
+
+    assert wait_for(direct, 30, 0.1) is not None, "my_pc <-> my_laptop still goes through the gateway"
+    FIGURES["gateway packets for 20 pings my_pc <-> my_laptop"] = f"{relayed} before LocalDiscovery, < 5 after"
+    FIGURES["LocalDiscovery: both LAN addresses learned after"] = f"{time.monotonic() - start:.1f} s"
+
+
+def test_a_new_node_joins_by_a_signed_push(net: IPv6Everywhere) -> None:
+    gw, pc, laptop = nodes(net, "gateway", "my_pc", "my_laptop")
+    for node in (gw, pc, laptop):
+        net.start_agent(node)
+    assert wait_for(lambda: all(_outcome(n) == "unchanged" for n in (gw, pc, laptop)), 30) is not None
+    hups_before = {n.name: n.log().count("Got HUP signal") for n in (gw, pc, laptop)}
+    closed_before = closures(net)
+
+    newbie = net.add_node("newbie", "198.51.100.3", net.inet, index=6)
+    shutil.copy(newbie.tinc_dir / "hosts" / "newbie", net.repo / "hosts" / "newbie")
+    pushed = time.monotonic()
+    net.push("Add newbie")
+    # newbie's operator starts tincd once the gateway it connects to has its host file
+    installed = wait_for(lambda: (gw.tinc_dir / "hosts" / "newbie").exists(), 20)
+    assert installed is not None, "the gateway's agent did not install hosts/newbie"
+    out = net.sync(newbie)  # the newcomer fetches everyone else's host file, and keeps its own
+    assert "3 added" in out and "= newbie (identical; adopted)" in out, out
+    net.start_tincd(newbie)
+    reachable = wait_for(lambda: net.ping(pc, newbie), 30, 0.1)
+    assert reachable is not None, f"my_pc cannot reach newbie:\n{pc.log()[-2000:]}"
+    FIGURES["push-to-installed on the gateway (syncd run, interval 1 s)"] = f"{installed:.2f} s"
+    FIGURES["push-to-reachable from my_pc"] = f"{time.monotonic() - pushed:.2f} s"
+    for node in (gw, pc, laptop):
+        assert (node.tinc_dir / "hosts" / "newbie").exists()
+        assert node.log().count("Got HUP signal") > hups_before[node.name], f"{node.name}'s tincd was not reloaded"
+    assert net.reachable(newbie, laptop, 10) is not None
+    closed = {n: c - closed_before[n] for n, c in closures(net).items() if n in closed_before}
+    FIGURES["connections closed by the join"] = str(closed)
+    for node in (gw, pc, laptop):
+        new_lines = node.closed_connections()[closed_before[node.name] :]
+        assert all("newbie" in line for line in new_lines), new_lines  # only the changed node's, if any
+    assert closed == {"gateway": 0, "my_pc": 0, "my_laptop": 0}
+    assert all(net.same_tincd().values())
+
+
+def test_a_strangers_commit_is_refused_everywhere(net: IPv6Everywhere) -> None:
+    gw, pc, laptop, newbie = nodes(net, "gateway", "my_pc", "my_laptop", "newbie")
+    good = git(net.repo, "rev-parse", "HEAD")
+    (net.repo / "hosts" / "evil").write_text(
+        f"Subnet = {PREFIX}:6::/64\n\n" + (newbie.tinc_dir / "hosts" / "newbie").read_text().split("\n\n", 1)[-1]
+    )
+    net.push("evil claims newbie's subnet", key=net.stranger)
+    assert wait_for(lambda: all(_error_reason(n) == "signature" for n in (gw, pc, laptop)), 20) is not None
+    for node in (gw, pc, laptop):
+        assert not (node.tinc_dir / "hosts" / "evil").exists()
+    assert net.ping(pc, newbie, count=3)
+    assert all(net.same_tincd().values())
+    # the admin throws the stranger's commit away
+    git(net.repo, "reset", "-q", "--hard", good)
+    git(net.repo, "push", "-q", "--force", "origin", "HEAD:main")
+
+
+def test_a_signed_removal_cuts_the_node_off(net: IPv6Everywhere) -> None:
+    gw, pc, laptop, newbie = nodes(net, "gateway", "my_pc", "my_laptop", "newbie")
+    closed_before = closures(net)
+    (net.repo / "hosts" / "newbie").unlink()
+    net.push("Remove newbie")
+    assert wait_for(lambda: not any((n.tinc_dir / "hosts" / "newbie").exists() for n in (gw, pc, laptop)), 20)
+    assert wait_for(lambda: not net.ping(pc, newbie, timeout=1), 30) is not None, "newbie is still reachable"
+    assert wait_for(lambda: not net.ping(laptop, newbie, timeout=1), 10) is not None
+    closed = {n: c - closed_before[n] for n, c in closures(net).items()}
+    FIGURES["connections closed by the removal"] = str(closed)
+    assert closed["gateway"] >= 1  # the gateway dropped newbie: its host file is gone
+    for line in gw.closed_connections()[closed_before["gateway"] :]:
+        assert "newbie" in line, f"the gateway closed another connection: {line}"
+    for node in (pc, laptop):  # the others never had a connection with newbie
+        assert all("newbie" in line for line in node.closed_connections()[closed_before[node.name] :])
+    assert net.ping(pc, laptop) and net.ping(pc, gw)
+    assert {k: v for k, v in net.same_tincd().items() if k != "newbie"} == {
+        "gateway": True,
+        "my_pc": True,
+        "my_laptop": True,
+    }
+
+
+def test_agents_stop_cleanly(net: IPv6Everywhere) -> None:
+    for node in nodes(net, "gateway", "my_pc", "my_laptop"):
+        assert node.agent is not None and node.agent.poll() is None, f"{node.name}'s agent died"
+        net.stop_agent(node)
+        log = (node.root / "agent.log").read_text().splitlines()
+        events = [json.loads(line[3:])["event"] for line in log if line.startswith("<")]
+        assert events[0] == "run.started" and events[-1] == "run.stopped", events
+
+
+def _health(node: Node) -> dict[str, object]:
+    try:
+        data: dict[str, object] = json.loads((node.root / "state" / "health.json").read_text())
+        return data
+    except (OSError, ValueError):
+        return {}
+
+
+def _outcome(node: Node) -> object:
+    return _health(node).get("last_outcome")
+
+
+def _error_reason(node: Node) -> object:
+    return _health(node).get("last_error_reason")
