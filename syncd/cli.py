@@ -96,6 +96,28 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("-c", "--config", required=True, metavar="CONFIG", help="node config, e.g. /etc/syncd/NET.yaml")
     status.add_argument("--format", choices=("text", "json"), default="text", help="output format")
     status.set_defaults(handler=cmd_status)
+
+    add = commands.add_parser(
+        "add-node",
+        help="create a new node: keys, a free subnet, host file, tinc.conf, tinc-up/down",
+        description=(
+            "Set up a new tinc node the way the classic guide does by hand, checked against the hosts "
+            "repository: a unique name, the next free subnet of the policy, a key pair tincd reads, the "
+            "node's tinc directory, and its host file in the repository (to commit, signed, and push). "
+            "Exit 1 (nothing written) when the name, subnet or existing keys are a problem."
+        ),
+    )
+    add.add_argument("name", metavar="NAME", help="the new node's tinc Name")
+    add.add_argument("--repo", default=".", help="working clone of the hosts repository (default: .)")
+    add.add_argument("--net", help="tinc network name (default tinc dir /etc/tinc/NET)")
+    add.add_argument("--tinc-dir", help="where to write tinc.conf, hosts/NAME, keys, tinc-up/down")
+    add.add_argument("--subnet", default="auto", help="CIDR, or auto: the lowest free one of the policy (default)")
+    add.add_argument("--address", metavar="HOST [PORT]", help="public address others connect to (a gateway)")
+    add.add_argument("--connect-to", action="append", default=[], metavar="NODE", help="ConnectTo (repeatable)")
+    add.add_argument("--rsa-bits", type=int, default=4096, help="RSA key size (tinc 1.0 networks; default 4096)")
+    add.add_argument("--force", action="store_true", help="replace the keys of an existing tinc directory")
+    add.add_argument("--dry-run", action="store_true", help="print what would be written, write nothing")
+    add.set_defaults(handler=cmd_add_node)
     return parser
 
 
@@ -228,6 +250,58 @@ def cmd_status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         out.write("\n")
     else:
         out.write(render_status(status))
+    return EXIT_OK
+
+
+def cmd_add_node(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from syncd.onboard import prepare, write
+
+    if args.tinc_dir is None and args.net is None:
+        raise UsageError("give --net NET (tinc dir /etc/tinc/NET) or --tinc-dir DIR")
+    if not 2048 <= args.rsa_bits <= 8192:
+        raise UsageError("--rsa-bits must be from 2048 to 8192")
+    net = args.net or Path(args.tinc_dir).name
+    tinc_dir = Path(args.tinc_dir) if args.tinc_dir else Path("/etc/tinc") / net
+    node = prepare(
+        args.name,
+        repo=Path(args.repo),
+        tinc_dir=tinc_dir,
+        net=net,
+        subnet=args.subnet,
+        address=args.address,
+        connect_to=tuple(args.connect_to),
+        force=args.force,
+        rsa_bits=args.rsa_bits,
+    )
+    for finding in node.warnings:
+        err.write(f"note: the repository has another problem: {finding.format_text()}\n")
+    out.write(f"node {node.name}: subnet {node.subnet}, address {node.vpn_address}, ")
+    out.write(f"ConnectTo {', '.join(node.connect_to) or '(none: others connect to it)'}\n")
+    if args.dry_run:
+        for planned in node.files:
+            out.write(f"\n--- {planned.path} (mode {planned.mode:04o})\n")
+            out.write("(private key, not shown)\n" if planned.secret else planned.data.decode())
+        return EXIT_OK
+    for path in write(node):
+        out.write(f"wrote {path}\n")
+    repo = Path(args.repo)
+    host = node.files[-1].path
+    out.write(
+        f"""
+Next steps:
+  1. In {repo}: git add {host.relative_to(repo) if host.is_relative_to(repo) else host}
+     then commit it signed by an admin and push:  git commit -S -m "Add {node.name}" && git push
+  2. On {node.name}, install syncd's config as /etc/syncd/{net}.yaml:
+       net: {net}
+       node: {node.name}
+       repo: {{url: <the hosts repository URL>}}
+       trust: {{allowed_signers: /etc/syncd/{net}.allowed_signers}}
+       tinc: {{dir: {node.tinc_dir}}}
+     and the admins' allowed_signers file, then:  syncd sync -c /etc/syncd/{net}.yaml
+  3. Start tinc and keep the host files in sync:
+       systemctl enable --now tinc@{net} syncd@{net}.timer
+"""
+    )
     return EXIT_OK
 
 

@@ -54,6 +54,7 @@ class Policy:
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
     max_files: int = DEFAULT_MAX_FILES
     allocate: Allocate | None = None
+    legacy_rsa: bool = False  # tinc 1.1 networks: add-node also makes an RSA key for 1.0 peers
     # where each node name was mentioned, for "names unknown nodes" findings
     node_mentions: tuple[tuple[str, str, int], ...] = ()  # (node, key path, line)
 
@@ -114,6 +115,7 @@ def parse_policy(data: bytes, path: str = POLICY_FILE) -> tuple[Policy, list[Fin
         "max_file_bytes": lambda n, p: _int(n, p, "max_file_bytes", 1, 16 * 1024 * 1024),
         "max_files": lambda n, p: _int(n, p, "max_files", 1, 10_000_000),
         "allocate": _allocate,
+        "legacy_rsa": _bool,
     }
     seen: set[str] = set()
     for key_node, value_node in root.value:
@@ -157,6 +159,18 @@ def _tinc(node: yaml.Node, problems: _Problems) -> str | None:
         problems.add(node, "tinc", f"{text!r} must be one of {', '.join(TINC_VERSIONS)} (quote it)")
         return None
     return text
+
+
+def _bool(node: yaml.Node, problems: _Problems) -> bool | None:
+    text = _scalar(node, problems, "legacy_rsa")
+    if text is None:
+        return None
+    if text.lower() in ("true", "yes", "on"):
+        return True
+    if text.lower() in ("false", "no", "off"):
+        return False
+    problems.add(node, "legacy_rsa", f"{text!r} must be true or false")
+    return None
 
 
 def _int(node: yaml.Node, problems: _Problems, key: str, low: int, high: int) -> int | None:

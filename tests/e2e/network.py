@@ -153,6 +153,28 @@ class IPv6Everywhere:
         self._syncd_config(node)
         return node
 
+    def join_with_add_node(self, name: str, ip: str, switch: str) -> Node:
+        """A newcomer set up by `syncd add-node` in the admin's clone (next free /64, keys,
+        tinc.conf with ConnectTo gateway, tinc-up/down, hosts/NAME in the repository)."""
+        ns = self.lab.ns(name.replace("_", ""))
+        self.lab.plug(ns, switch, "eth0", f"{ip}/24")
+        root = self.workdir / "nodes" / name
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+        result = subprocess.run(
+            [sys.executable, "-m", "syncd", "add-node", name, "--repo", str(self.repo),
+             "--tinc-dir", str(root / "tinc"), "--rsa-bits", "2048"],
+            capture_output=True, text=True, timeout=120, env=env, check=False,
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise AssertionError(f"syncd add-node failed: {result.stderr}")
+        subnet = result.stdout.split("subnet ", 1)[1].split(",", 1)[0]
+        index = int(subnet.split(":")[3] or "0", 16)
+        node = Node(name, ns, root, ip, index)
+        assert node.subnet == subnet, (node.subnet, subnet)
+        self.nodes[name] = node
+        self._syncd_config(node)
+        return node
+
     def _tinc_dir(self, node: Node) -> None:
         """The node's tinc directory, laid out as in the classic guide."""
         tinc = node.tinc_dir

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -137,8 +136,9 @@ def test_a_new_node_joins_by_a_signed_push(net: IPv6Everywhere) -> None:
     hups_before = {n.name: n.log().count("Got HUP signal") for n in (gw, pc, laptop)}
     closed_before = closures(net)
 
-    newbie = net.add_node("newbie", "198.51.100.3", net.inet, index=6)
-    shutil.copy(newbie.tinc_dir / "hosts" / "newbie", net.repo / "hosts" / "newbie")
+    newbie = net.join_with_add_node("newbie", "198.51.100.3", net.inet)
+    assert newbie.subnet == f"{PREFIX}:1::/64"  # the lowest free /64 (0, 4 and 5 are taken)
+    assert (net.repo / "hosts" / "newbie").read_bytes() == (newbie.tinc_dir / "hosts" / "newbie").read_bytes()
     pushed = time.monotonic()
     net.push("Add newbie")
     # newbie's operator starts tincd once the gateway it connects to has its host file
@@ -168,7 +168,7 @@ def test_a_strangers_commit_is_refused_everywhere(net: IPv6Everywhere) -> None:
     gw, pc, laptop, newbie = nodes(net, "gateway", "my_pc", "my_laptop", "newbie")
     good = git(net.repo, "rev-parse", "HEAD")
     (net.repo / "hosts" / "evil").write_text(
-        f"Subnet = {PREFIX}:6::/64\n\n" + (newbie.tinc_dir / "hosts" / "newbie").read_text().split("\n\n", 1)[-1]
+        f"Subnet = {newbie.subnet}\n\n" + (newbie.tinc_dir / "hosts" / "newbie").read_text().split("\n\n", 1)[-1]
     )
     net.push("evil claims newbie's subnet", key=net.stranger)
     assert wait_for(lambda: all(_error_reason(n) == "signature" for n in (gw, pc, laptop)), 20) is not None

@@ -1,0 +1,245 @@
+"""`syncd add-node`: allocation, refusals that leave nothing behind, keys that
+tincd really reads, and tinc 1.1's formats."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from syncd.allocate import AllocationError, next_free
+from syncd.cli import main
+from syncd.hostfile import parse_host_file
+from syncd.keygen import ed25519_expanded, ed25519_keypair
+from syncd.keys import tinc_b64decode, tinc_b64encode
+from syncd.nodekey import private_key_publics
+from syncd.subnet import Subnet, parse_subnet
+from tests.conftest import EXAMPLE_REPO
+from tests.servers import free_port, require
+
+
+def subnets(*texts: str) -> list[Subnet]:
+    return [parse_subnet(t) for t in texts]
+
+
+# --- allocation ---------------------------------------------------------------------
+
+
+def test_first_free_skipping_taken_ones() -> None:
+    prefix = parse_subnet("2002:102:304::/48")
+    taken = subnets("2002:102:304::/64", "2002:102:304:1::/64", "2002:102:304:3::/64")
+    assert str(next_free(prefix, 64, taken)) == "2002:102:304:2::/64"
+    assert str(next_free(prefix, 64, [*taken, parse_subnet("2002:102:304:2::/63")])) == "2002:102:304:4::/64"
+    assert str(next_free(prefix, 64, [])) == "2002:102:304::/64"
+
+
+def test_alignment_and_nested_taken_space() -> None:
+    prefix = parse_subnet("10.0.0.0/24")
+    taken = subnets("10.0.0.0/26", "10.0.0.5", "10.0.0.70")
+    assert str(next_free(prefix, 26, taken)) == "10.0.0.128/26"
+    assert str(next_free(prefix, 32, taken)) == "10.0.0.64"
+
+
+def test_exhaustion() -> None:
+    prefix = parse_subnet("10.0.0.0/30")
+    with pytest.raises(AllocationError, match=r"no free /32 left in 10\.0\.0\.0/30"):
+        next_free(prefix, 32, subnets("10.0.0.0", "10.0.0.1", "10.0.0.2", "10.0.0.3"))
+    with pytest.raises(AllocationError, match="does not fit"):
+        next_free(prefix, 29, [])
+
+
+# --- the command ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    path = tmp_path / "repo"
+    shutil.copytree(EXAMPLE_REPO, path)
+    return path
+
+
+def add(repo: Path, tinc: Path, *args: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = main(["add-node", *args, "--repo", str(repo), "--tinc-dir", str(tinc), "--rsa-bits", "2048"], out, err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def everything(*dirs: Path) -> set[str]:
+    return {str(p) for d in dirs if d.exists() for p in d.rglob("*")}
+
+
+def test_a_node_in_the_seed_network(repo: Path, tmp_path: Path) -> None:
+    tinc = tmp_path / "tinc" / "inet6"
+    code, out, err = add(repo, tinc, "newbie")
+    assert code == 0, err
+    assert "subnet 2002:102:304:1::/64, address 2002:102:304:1::1/48, ConnectTo gateway" in out
+    assert (tinc / "tinc.conf").read_text() == (
+        "Name = newbie\nAddressFamily = ipv4\nStrictSubnets = yes\nConnectTo = gateway\n"
+    )
+    up = (tinc / "tinc-up").read_text()
+    assert 'ip -6 link set "$INTERFACE" up mtu 1400' in up
+    assert 'ip -6 addr add 2002:102:304:1::1/48 dev "$INTERFACE"' in up
+    assert 'ip -6 route add default dev "$INTERFACE"' in up  # the gateway announces ::/0
+    assert (tinc / "tinc-up").stat().st_mode & 0o777 == 0o755
+    assert (tinc / "tinc-down").stat().st_mode & 0o777 == 0o755
+    assert (tinc / "rsa_key.priv").stat().st_mode & 0o777 == 0o600
+    assert (tinc / "hosts" / "newbie").read_bytes() == (repo / "hosts" / "newbie").read_bytes()
+    assert main(["check", str(repo)], io.StringIO(), io.StringIO()) == 0
+    # the next one gets the next free /64
+    code, out, _ = add(repo, tmp_path / "tinc2", "second")
+    assert code == 0 and "subnet 2002:102:304:2::/64" in out
+
+
+def test_the_key_pair_is_consistent(repo: Path, tmp_path: Path) -> None:
+    tinc = tmp_path / "tinc"
+    assert add(repo, tinc, "newbie")[0] == 0
+    host = parse_host_file("hosts/newbie", (tinc / "hosts" / "newbie").read_bytes(), min_rsa_bits=2048)
+    assert host.findings == []
+    [(filename, private_public)] = private_key_publics(tinc)
+    assert filename == "rsa_key.priv"
+    assert [k.identity for k, _ in host.keys] == [private_public.identity]
+
+
+REFUSALS = [
+    (["bad-name"], "not a valid tinc node name"),
+    (["My_PC"], "already exists"),
+    (["newbie", "--subnet", "2002:102:304:4::/62"], "subnet-overlap"),
+    (["newbie", "--subnet", "10.0.0.0/24"], "subnet-outside-prefix"),
+    (["newbie", "--subnet", "2002:102:304:7::1/64"], "host bits"),
+    (["newbie", "--subnet", "2002:102:304:7::/64 # x"], "not"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), REFUSALS)
+def test_refusals_write_nothing(repo: Path, tmp_path: Path, args: list[str], message: str) -> None:
+    tinc = tmp_path / "tinc"
+    before = everything(repo)
+    code, _, err = add(repo, tinc, *args)
+    assert code == 1, err
+    assert message in err
+    assert everything(repo) == before
+    assert not tinc.exists()
+
+
+def test_existing_keys_need_force(repo: Path, tmp_path: Path) -> None:
+    tinc = tmp_path / "tinc"
+    tinc.mkdir()
+    (tinc / "rsa_key.priv").write_text("old key\n")
+    code, _, err = add(repo, tinc, "newbie")
+    assert code == 1 and "refusing to replace" in err
+    assert (tinc / "rsa_key.priv").read_text() == "old key\n"
+    assert not (repo / "hosts" / "newbie").exists()
+    assert add(repo, tinc, "newbie", "--force")[0] == 0
+    assert (tinc / "rsa_key.priv").read_text() != "old key\n"
+
+
+def test_usage_errors(repo: Path, tmp_path: Path) -> None:
+    assert add(repo, tmp_path / "t", "newbie", "--connect-to", "ghost")[0] == 2
+    assert add(repo, tmp_path / "t", "newbie", "--address", "[::1]")[0] == 2
+    assert main(["add-node", "x", "--repo", str(repo)], io.StringIO(), io.StringIO()) == 2  # no --net/--tinc-dir
+    assert not (repo / "hosts" / "newbie").exists()
+
+
+def test_dry_run(repo: Path, tmp_path: Path) -> None:
+    tinc = tmp_path / "tinc"
+    before = everything(repo)
+    code, out, _ = add(repo, tinc, "newbie", "--dry-run")
+    assert code == 0
+    assert f"--- {tinc / 'tinc.conf'} (mode 0644)" in out and "(private key, not shown)" in out
+    assert "PRIVATE KEY" not in out
+    assert everything(repo) == before and not tinc.exists()
+
+
+def test_gateway_role(repo: Path, tmp_path: Path) -> None:
+    tinc = tmp_path / "tinc"
+    code, out, _ = add(repo, tinc, "gw2", "--address", "5.6.7.8 655")
+    assert code == 0 and "ConnectTo (none: others connect to it)" in out
+    assert "ConnectTo" not in (tinc / "tinc.conf").read_text()
+    host = (tinc / "hosts" / "gw2").read_text()
+    assert host.startswith("Address = 5.6.7.8 655\nPort = 655\nSubnet = 2002:102:304:1::/64\n")
+    assert "route add default" not in (tinc / "tinc-up").read_text()
+
+
+# --- tinc 1.1 ------------------------------------------------------------------------------
+
+
+def test_tinc_11_keys(repo: Path, tmp_path: Path) -> None:
+    policy = (repo / "syncd.yaml").read_text().replace('tinc: "1.0"', 'tinc: "1.1"')
+    (repo / "syncd.yaml").write_text(policy)
+    tinc = tmp_path / "tinc"
+    assert add(repo, tinc, "newbie")[0] == 0
+    assert not (tinc / "rsa_key.priv").exists()
+    host = parse_host_file("hosts/newbie", (tinc / "hosts" / "newbie").read_bytes(), tinc="1.1")
+    assert host.findings == []
+    [(filename, from_private)] = private_key_publics(tinc)
+    assert filename == "ed25519_key.priv" and [k.identity for k, _ in host.keys] == [from_private.identity]
+    # with legacy_rsa, an RSA key too, for tinc 1.0 peers
+    (repo / "syncd.yaml").write_text(policy + "legacy_rsa: true\n")
+    assert add(repo, tmp_path / "tinc2", "legacy")[0] == 0
+    assert sorted(name for name, _ in private_key_publics(tmp_path / "tinc2")) == ["ed25519_key.priv", "rsa_key.priv"]
+
+
+def test_ed25519_private_key_format_against_rfc8032() -> None:
+    # RFC 8032, 7.1 TEST 1: secret key (seed) and public key
+    seed = bytes.fromhex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
+    public = bytes.fromhex("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a")
+    pair = ed25519_keypair(seed)
+    lines = pair.private_pem.decode().splitlines()
+    assert lines[0] == "-----BEGIN ED25519 PRIVATE KEY-----" and lines[-1] == "-----END ED25519 PRIVATE KEY-----"
+    assert [len(line) for line in lines[1:-1]] == [64, 64]  # 96 bytes = 128 characters of tinc's base64
+    blob = tinc_b64decode("".join(lines[1:-1]))
+    assert blob[64:] == public
+    assert blob[:64] == ed25519_expanded(seed)
+    assert blob[0] & 7 == 0 and blob[31] & 0xC0 == 0x40  # clamped scalar
+    assert pair.public_text == f"Ed25519PublicKey = {tinc_b64encode(public)}\n"
+
+
+# --- real tincd reads what add-node writes ---------------------------------------------------
+
+
+def test_tincd_connects_with_generated_keys(repo: Path, tmp_path: Path) -> None:
+    tincd = require("tincd")
+    port = free_port()
+    gw_dir, client_dir = tmp_path / "gw", tmp_path / "client"
+    assert add(repo, gw_dir, "hub", "--address", f"127.0.0.1 {port}")[0] == 0
+    assert add(repo, client_dir, "spoke", "--connect-to", "hub")[0] == 0
+    for directory, extra in ((gw_dir, ""), (client_dir, f"Port = {free_port()}\n")):
+        # no tun device here: a dummy device, and no interface for tinc-up to configure
+        with (directory / "tinc.conf").open("a") as fh:
+            fh.write(f"DeviceType = dummy\nBindToAddress = 127.0.0.1\n{extra}")
+        (directory / "tinc-up").write_text("#!/bin/sh\n")
+    shutil.copy(repo / "hosts" / "spoke", gw_dir / "hosts" / "spoke")
+    shutil.copy(repo / "hosts" / "hub", client_dir / "hosts" / "hub")
+    procs = []
+    try:
+        for directory in (gw_dir, client_dir):
+            procs.append(
+                subprocess.Popen(
+                    [
+                        tincd,
+                        "-c",
+                        str(directory),
+                        "-D",
+                        f"--logfile={directory / 'log'}",
+                        f"--pidfile={directory / 'pid'}",
+                        "-d1",
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+        deadline = time.monotonic() + 20
+        log = client_dir / "log"
+        while time.monotonic() < deadline:
+            if log.exists() and "Connection with hub" in log.read_text() and "activated" in log.read_text():
+                break
+            time.sleep(0.1)
+        assert "activated" in log.read_text(), log.read_text()
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(timeout=10)
