@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
             "changed); 2: config error; 3: transient failure (retry later)."
         ),
     )
-    sync.add_argument("-c", "--config", required=True, metavar="CONFIG", help="node config, e.g. /etc/syncd/NET.yaml")
+    _config_option(sync)
     sync.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     sync.add_argument(
         "--allow-rewind",
@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
             "Supports systemd Type=notify and WatchdogSec."
         ),
     )
-    run.add_argument("-c", "--config", required=True, metavar="CONFIG", help="node config, e.g. /etc/syncd/NET.yaml")
+    _config_option(run)
     run.set_defaults(handler=cmd_run)
 
     status = commands.add_parser(
@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="what is installed, from which commit, and how the last passes went",
         description="Show the last applied commit, its signer, the managed files, drift and the last error.",
     )
-    status.add_argument("-c", "--config", required=True, metavar="CONFIG", help="node config, e.g. /etc/syncd/NET.yaml")
+    _config_option(status)
     status.add_argument("--format", choices=("text", "json"), default="text", help="output format")
     status.set_defaults(handler=cmd_status)
 
@@ -119,6 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--dry-run", action="store_true", help="print what would be written, write nothing")
     add.set_defaults(handler=cmd_add_node)
     return parser
+
+
+def _config_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-c", "--config", required=True, metavar="CONFIG", help="node config, e.g. /etc/syncd/NET.yaml")
 
 
 def run_check(repo: Path | None, hosts_dir: Path | None) -> Report:

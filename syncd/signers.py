@@ -291,42 +291,25 @@ def parse_time(text: str, path: str, line: int) -> int:
     return calendar.timegm(parsed) if match[4] else int(time.mktime(parsed))
 
 
-def _split_fields(text: str) -> list[str]:
-    """Split on blanks outside double quotes (quotes are kept)."""
-    fields: list[str] = []
+def _split_unquoted(text: str, separators: str, keep_empty: bool) -> list[str]:
+    """Split at ``separators`` outside double quotes (the quotes are kept)."""
+    parts: list[str] = []
     current: list[str] = []
     quoted = False
     for char in text:
         if char == '"':
             quoted = not quoted
-            current.append(char)
-        elif char in " \t" and not quoted:
-            if current:
-                fields.append("".join(current))
-                current = []
+        if char in separators and not quoted:
+            if current or keep_empty:
+                parts.append("".join(current))
+            current = []
         else:
             current.append(char)
     if quoted:
         raise ValueError("unterminated quote")
-    if current:
-        fields.append("".join(current))
-    return fields
-
-
-def _split_options(text: str) -> list[str]:
-    options: list[str] = []
-    current: list[str] = []
-    quoted = False
-    for char in text:
-        if char == '"':
-            quoted = not quoted
-        if char == "," and not quoted:
-            options.append("".join(current))
-            current = []
-        else:
-            current.append(char)
-    options.append("".join(current))
-    return options
+    if current or keep_empty:
+        parts.append("".join(current))
+    return parts
 
 
 def _unquote(text: str) -> str:
@@ -342,7 +325,7 @@ def parse_allowed_signers(text: str, path: str = "allowed_signers") -> list[Allo
         if not line or line.startswith("#"):
             continue
         try:
-            fields = _split_fields(line)
+            fields = _split_unquoted(line, " \t", keep_empty=False)
         except ValueError:
             raise AllowedSignersError(f"{path}:{number}: unterminated quote") from None
         if len(fields) < 3:
@@ -351,7 +334,7 @@ def parse_allowed_signers(text: str, path: str = "allowed_signers") -> list[Allo
         rest = fields[1:]
         options: list[str] = []
         if not _looks_like_key_type(rest[0]):
-            options = _split_options(rest[0])
+            options = _split_unquoted(rest[0], ",", keep_empty=True)
             rest = rest[1:]
         if len(rest) < 2:
             raise AllowedSignersError(f"{path}:{number}: expected a key type and a base64 key")
