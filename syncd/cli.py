@@ -9,16 +9,18 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from syncd import __version__
-from syncd.config import Config
 from syncd.errors import SyncdError, UsageError
 from syncd.findings import Finding
 from syncd.policy import DEFAULT_POLICY, POLICY_FILE, parse_policy
-from syncd.reload import Reloaded
 from syncd.validate import Report, validate_network
 from syncd.worktree import read_hosts_dir, read_policy
+
+if TYPE_CHECKING:
+    from syncd.config import Config
+    from syncd.reload import Reloaded
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_TRANSIENT = 0, 1, 2, 3
 

@@ -6,7 +6,7 @@ Codes are a contract (DESIGN.md §3): add codes, never rename one.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
 class Severity(enum.StrEnum):
@@ -14,14 +14,12 @@ class Severity(enum.StrEnum):
     WARNING = "warning"
 
 
-@dataclass(frozen=True, slots=True, order=True)
-class Location:
+class Location(NamedTuple):
     path: str
     line: int
 
 
-@dataclass(frozen=True, slots=True)
-class Finding:
+class Finding(NamedTuple):
     """One problem.  ``line`` is 1-based; whole-file findings use line 1."""
 
     path: str

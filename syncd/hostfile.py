@@ -124,8 +124,7 @@ def _cipher(value: str, _tinc: str) -> str | None:
     return None if _CIPHER_RE.match(value) else f"{value!r} is not an OpenSSL algorithm name or 'none'"
 
 
-@dataclass(frozen=True, slots=True)
-class Variable:
+class Variable(NamedTuple):
     name: str  # canonical spelling
     multi: bool = False
     check: Validator | None = None
@@ -236,8 +235,7 @@ class Entry(NamedTuple):
     value: str
 
 
-@dataclass(frozen=True, slots=True)
-class PemBlock:
+class PemBlock(NamedTuple):
     begin: int  # line numbers, 1-based
     end: int | None  # None: never terminated
     label: str  # "RSA PUBLIC KEY" for "-----BEGIN RSA PUBLIC KEY-----"

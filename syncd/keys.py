@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from dataclasses import dataclass
+from typing import NamedTuple
 
 MAX_RSA_BITS = 8192
 ED25519_TEXT_LENGTH = 43  # ecdsa_set_base64_public_key(): strlen(p) != 43
@@ -33,8 +33,7 @@ class KeyFormatError(ValueError):
     """A key tincd would fail to load (``key-invalid``)."""
 
 
-@dataclass(frozen=True, slots=True)
-class PublicKey:
+class PublicKey(NamedTuple):
     """A loaded key: its algorithm, size in bits and a comparable identity."""
 
     algorithm: str  # "rsa" or "ed25519"

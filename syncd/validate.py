@@ -11,6 +11,7 @@ import enum
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from syncd.findings import Finding, Location, Severity, error
 from syncd.hostfile import NAME_RE, HostFile, parse_host_file
@@ -26,8 +27,7 @@ class EntryKind(enum.StrEnum):
     OTHER = "other"
 
 
-@dataclass(frozen=True, slots=True)
-class TreeEntry:
+class TreeEntry(NamedTuple):
     """One entry of the hosts directory.  ``data`` is None when it was not
     read (not a regular file, or over ``max_file_bytes``)."""
 
