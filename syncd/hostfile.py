@@ -25,7 +25,6 @@ from __future__ import annotations
 import re
 import socket
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from syncd import keys
@@ -242,19 +241,24 @@ class PemBlock(NamedTuple):
     body: tuple[str, ...]
 
 
-@dataclass(slots=True)
 class HostFile:
-    """What tincd takes from one host file, plus every finding about it."""
+    """What tincd takes from one host file, plus every finding about it.
 
-    path: str
-    entries: list[Entry] = field(default_factory=list)
-    pem_blocks: list[PemBlock] = field(default_factory=list)
-    subnets: list[tuple[Subnet, int]] = field(default_factory=list)  # (subnet, line)
-    keys: list[tuple[keys.PublicKey, int]] = field(default_factory=list)  # (key, line)
-    stopped_at: int | None = None  # line where tincd stops reading
-    line_count: int = 0
-    findings: list[Finding] = field(default_factory=list)
-    firsts: dict[str, Entry] = field(default_factory=dict)  # lower-case name -> first entry
+    A plain slotted class: one is built per node, so its construction cost
+    shows on large networks."""
+
+    __slots__ = ("entries", "findings", "firsts", "keys", "line_count", "path", "pem_blocks", "stopped_at", "subnets")
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.entries: list[Entry] = []
+        self.pem_blocks: list[PemBlock] = []
+        self.subnets: list[tuple[Subnet, int]] = []  # (subnet, line)
+        self.keys: list[tuple[keys.PublicKey, int]] = []  # (key, line)
+        self.stopped_at: int | None = None  # line where tincd stops reading
+        self.line_count = 0
+        self.findings: list[Finding] = []
+        self.firsts: dict[str, Entry] = {}  # lower-case name -> first entry
 
     def first(self, variable: str) -> Entry | None:
         """The entry tincd uses for a single-valued variable (the first one)."""
@@ -511,6 +515,15 @@ def _check_subnet(host: HostFile, entry: Entry) -> None:
 def _load_keys(host: HostFile, tinc: str, min_rsa_bits: int) -> None:
     """Every key in the file, in tinc's order of precedence, checked."""
     path = host.path
+    if not host.pem_blocks and "publickey" not in host.firsts:
+        # the common tinc 1.1 file: one Ed25519PublicKey line and nothing else
+        ed = host.firsts.get("ed25519publickey")
+        if ed is not None and tinc == "1.1":
+            try:
+                host.keys.append((keys.ed25519_from_text(ed.value), ed.line))
+                return
+            except keys.KeyFormatError:
+                pass  # the general path below reports it
     for block in host.pem_blocks:
         if _PRIVATE_LABEL_RE.match(block.label):
             host.findings.append(

@@ -110,7 +110,7 @@ def ed25519_from_text(text: str) -> PublicKey:
     # which is what standard base64 decodes (in C): one leading zero digit
     # ("A") pads the 43 digits to 44, a whole number of 4-digit groups.
     try:
-        value = int.from_bytes(base64.b64decode("A" + text[::-1].translate(_URLSAFE_TO_STANDARD), validate=True))
+        value = int.from_bytes(binascii.a2b_base64("A" + text[::-1].translate(_URLSAFE_TO_STANDARD), strict_mode=True))
     except (binascii.Error, ValueError):
         tinc_b64decode(text)  # raises, naming the position of the bad character
         raise

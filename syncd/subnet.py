@@ -378,7 +378,12 @@ class Claim(NamedTuple):
 
     @classmethod
     def of(cls, subnet: Subnet, node: str, line: int) -> Claim:
-        return cls(subnet.kind, subnet.address, subnet.prefixlen, node, line, subnet.last, subnet)
+        kind, address, prefixlen, _ = subnet
+        last = address | ((1 << (_BITS[kind] - prefixlen)) - 1)
+        return _new_claim(cls, (kind, address, prefixlen, node, line, last, subnet))
+
+
+_new_claim = tuple.__new__  # Claim.of computes every field itself
 
 
 def overlapping_pairs(claims: Iterable[Claim]) -> Iterator[tuple[Claim, Claim]]:

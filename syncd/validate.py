@@ -180,19 +180,19 @@ def _subnet_findings(policy: Policy, hosts: Mapping[str, HostFile], claims: list
     a prefix.
     """
     prefixes = [Claim.of(prefix, "", 0) for prefix in policy.prefixes]
-    inside: set[tuple[str, int]] = set()
+    inside: set[int] = set()  # id() of the claims that lie inside a prefix
     for outer, inner in overlapping_pairs(claims + prefixes):
         if not inner.node:
             continue  # a prefix inside some node's subnet (a default route, say)
         if not outer.node:
-            inside.add((inner.node, inner.line))
+            inside.add(id(inner))
         elif not _overlap_allowed(policy, outer, inner):
             yield _overlap_finding(hosts, outer, inner)
     if not prefixes:
         return
     allowed = ", ".join(format_subnet(p) for p in policy.prefixes)
     for claim in claims:
-        if (claim.node, claim.line) in inside or claim.kind == Kind.MAC or policy.is_route(claim.node, claim.subnet):
+        if id(claim) in inside or claim.kind == Kind.MAC or policy.is_route(claim.node, claim.subnet):
             continue
         yield error(
             hosts[claim.node].path,
