@@ -606,6 +606,18 @@ def _load_keys(host: HostFile, tinc: str, min_rsa_bits: int) -> None:
 
     has_rsa = any(k.algorithm == "rsa" for k, _ in host.keys)
     has_ed = any(k.algorithm == "ed25519" for k, _ in host.keys)
+    if tinc == "1.1" and has_rsa and not has_ed and not any(f.code == "key-invalid" for f in host.findings):
+        # tinc 1.1 appends the Ed25519 key it learns from a peer to that peer's
+        # host file; syncd would put the repository's version back each time.
+        host.findings.append(
+            warning(
+                path,
+                1,
+                "key-missing",
+                "no Ed25519PublicKey: tinc 1.1 will append the key it learns to this file, and syncd "
+                "restores the repository's version: add the node's Ed25519PublicKey to the repository",
+            )
+        )
     if (tinc == "1.0" and has_rsa) or (tinc == "1.1" and (has_rsa or has_ed)):
         return
     if any(f.code == "key-invalid" for f in host.findings):

@@ -162,7 +162,13 @@ def test_invalid_values(line: str) -> None:
 
 
 def test_compression_12_is_valid_for_tinc_11() -> None:
-    assert codes(parse("Compression = 12\n", tinc="1.1")) == []
+    assert codes(parse(f"Compression = 12\nEd25519PublicKey = {ed25519_text()}\n", tinc="1.1")) == []
+
+
+def test_tinc_11_file_without_ed25519_key_warns() -> None:
+    host = parse("Subnet = 10.0.0.0/24\n", tinc="1.1")
+    assert codes(host) == [(1, "warning", "key-missing")]
+    assert "tinc 1.1 will append" in host.findings[0].message
 
 
 @pytest.mark.parametrize(
