@@ -36,7 +36,7 @@ from syncd.policy import DEFAULT_POLICY, parse_policy
 from syncd.reload import Reloaded, reload_tinc
 from syncd.signers import AllowedSigner, SignatureError, parse_allowed_signers, verify_signed_object
 from syncd.source import CommitInfo, GitStore, UnsafeTreeError
-from syncd.validate import Report, validate_network
+from syncd.validate import ParseCache, Report, validate_network
 
 LOCK_TIMEOUT = 300.0  # seconds to wait for another sync of the same network
 COARSE_CLOCK_MARGIN = 0.05  # seconds; a kernel tick is at most 10 ms (HZ=100)
@@ -72,18 +72,37 @@ def load_signers(config: Config) -> list[AllowedSigner]:
     return signers
 
 
-def sync_once(config: Config, *, dry_run: bool = False, allow_rewind: bool = False, fetch: bool = True) -> SyncResult:
+def sync_once(
+    config: Config,
+    *,
+    dry_run: bool = False,
+    allow_rewind: bool = False,
+    fetch: bool = True,
+    parse_cache: ParseCache | None = None,
+) -> SyncResult:
     """One pass of the pipeline.  The outcome (success, or the error and its
     reason) is recorded in ``health.json`` for ``status`` and metrics.
 
     ``fetch=False`` re-applies the last applied commit from the local store
-    (drift repair: no network, same verification and validation)."""
+    (drift repair: no network, same verification and validation).
+    ``parse_cache`` lets a long-running caller skip re-parsing unchanged
+    host files (see ``validate_network``).
+    ``parse_cache`` lets a long-running caller skip re-parsing unchanged
+    host files (see ``validate_network``)."""
     try:
         signers = load_signers(config)
         with locked(config.state_dir, LOCK_TIMEOUT):
             store = GitStore(config.state_dir / "repo.git")
             try:
-                result = _sync(config, store, signers, dry_run=dry_run, allow_rewind=allow_rewind, fetch=fetch)
+                result = _sync(
+                    config,
+                    store,
+                    signers,
+                    dry_run=dry_run,
+                    allow_rewind=allow_rewind,
+                    fetch=fetch,
+                    parse_cache=parse_cache,
+                )
             finally:
                 store.close()
     except SyncdError as exc:
@@ -128,6 +147,7 @@ def _sync(
     dry_run: bool,
     allow_rewind: bool,
     fetch: bool = True,
+    parse_cache: ParseCache | None = None,
 ) -> SyncResult:
     state = load_state(config.state_dir)
     if fetch:
@@ -149,7 +169,7 @@ def _sync(
             reloaded = _reload(config, state) if state.reload_pending else None
             return SyncResult("unchanged", tip, signer, url, Plan(), 0, state.last_applied, reloaded=reloaded)
 
-    report, desired = read_and_validate(store, tip, installed_reader(config.tinc.hosts_dir))
+    report, desired = read_and_validate(store, tip, installed_reader(config.tinc.hosts_dir), parse_cache)
     _check_own_key(config, report, tip)
     installed, stale = read_installed(config.tinc.hosts_dir, state.manifest)
     plan = make_plan(desired, installed, {n: f.sha256 for n, f in state.manifest.items()})
@@ -255,7 +275,10 @@ def _verify_history(
 
 
 def read_and_validate(
-    store: GitStore, commit: str, reuse: Callable[[str], bytes | None] | None = None
+    store: GitStore,
+    commit: str,
+    reuse: Callable[[str], bytes | None] | None = None,
+    parse_cache: ParseCache | None = None,
 ) -> tuple[Report, dict[str, bytes]]:
     """The commit's policy and hosts directory, validated exactly as
     ``syncd check`` validates a working tree; and the host files to install
@@ -271,7 +294,7 @@ def read_and_validate(
         raise RefusedError(
             f"commit {commit[:12]}: {exc.message}; nothing was installed", reason="unsafe-tree"
         ) from None
-    report = validate_network(policy, entries, policy.hosts_dir, policy_findings)
+    report = validate_network(policy, entries, policy.hosts_dir, policy_findings, parse_cache)
     errors = [f for f in report.findings if f.severity is Severity.ERROR]
     if errors:
         codes = sorted({f.code for f in errors})

@@ -33,6 +33,7 @@ from syncd.config import Config, redact_url
 from syncd.errors import SyncdError, TransientError
 from syncd.hostfile import NAME_RE
 from syncd.notify import Notifier
+from syncd.validate import ParseCache
 
 FIRST_RETRY = 5.0
 JITTER = 0.10
@@ -54,6 +55,7 @@ class RunLoop:
         self.cond = threading.Condition()
         self.wake = _Wake()
         self.failures = 0
+        self.parse_cache: ParseCache = {}  # unchanged host files are parsed once per agent
 
     # --- triggers (signal handlers, file events) -------------------------------------
 
@@ -116,7 +118,7 @@ class RunLoop:
     def _pass(self, *, fetch: bool) -> float:
         """One pass; returns the delay until the next fetch."""
         try:
-            result = sync_once(self.config, fetch=fetch)
+            result = sync_once(self.config, fetch=fetch, parse_cache=self.parse_cache)
         except TransientError as exc:
             self.failures += 1
             event = "reload.failed" if exc.reason == "reload-failed" else "sync.failed"

@@ -75,13 +75,22 @@ def validate_tree(policy_data: bytes | None, entries: Iterable[TreeEntry], hosts
     return validate_network(policy, entries, hosts_dir or policy.hosts_dir, policy_findings)
 
 
+ParseCache = dict[tuple[str, bytes, str, int], HostFile]
+
+
 def validate_network(
     policy: Policy,
     entries: Iterable[TreeEntry],
     hosts_dir: str,
     policy_findings: Iterable[Finding] = (),
+    cache: ParseCache | None = None,
 ) -> Report:
+    """``cache``, kept by a long-running caller (``syncd run``), maps
+    (path, bytes, tinc version, min_rsa_bits) to the parsed file: parsing is
+    deterministic, so an unchanged host file is not parsed again.  Only the
+    current files are kept in it."""
     findings: list[Finding] = list(policy_findings)
+    fresh: ParseCache | None = {} if cache is not None else None
     hosts: dict[str, HostFile] = {}
     prefix = f"{hosts_dir.rstrip('/')}/" if hosts_dir else ""
 
@@ -105,10 +114,19 @@ def validate_network(
                 )
             )
             continue
-        host = parse_host_file(path, entry.data, tinc=policy.tinc, min_rsa_bits=policy.min_rsa_bits)
+        if cache is not None and fresh is not None:
+            key = (path, entry.data, policy.tinc, policy.min_rsa_bits)
+            cached = cache.get(key)
+            host = cached or parse_host_file(path, entry.data, tinc=policy.tinc, min_rsa_bits=policy.min_rsa_bits)
+            fresh[key] = host
+        else:
+            host = parse_host_file(path, entry.data, tinc=policy.tinc, min_rsa_bits=policy.min_rsa_bits)
         hosts[entry.name] = host
         findings.extend(host.findings)
 
+    if cache is not None and fresh is not None:
+        cache.clear()
+        cache.update(fresh)
     findings.extend(_name_collisions(hosts))
     findings.extend(_policy_mentions(policy, hosts))
     claims = [Claim.of(subnet, name, line) for name, host in hosts.items() for subnet, line in host.subnets]

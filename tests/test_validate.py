@@ -173,3 +173,21 @@ def test_min_rsa_bits_comes_from_the_policy() -> None:
     assert [f.code for f in check(files).findings] == ["key-weak"]
     policy, _ = parse_policy(b"min_rsa_bits: 1024\n")
     assert validate_network(policy, entries(files), "hosts").findings == ()
+
+
+def test_parse_cache_reuses_unchanged_files_and_forgets_removed_ones() -> None:
+    from syncd.validate import ParseCache
+
+    files = seed_network()
+    policy, _ = parse_policy(SEED_POLICY)
+    cache: ParseCache = {}
+    first = validate_network(policy, entries(files), "hosts", cache=cache)
+    assert len(cache) == 3
+    files["my_pc"] = host(["2002:102:304:4::/64"], 2, "Port = 656\n")
+    del files["my_laptop"]
+    second = validate_network(policy, entries(files), "hosts", cache=cache)
+    assert second.hosts["gateway"] is first.hosts["gateway"]  # unchanged: not parsed again
+    assert second.hosts["my_pc"] is not first.hosts["my_pc"]
+    assert len(cache) == 2
+    uncached = validate_network(policy, entries(files), "hosts")
+    assert second.findings == uncached.findings and second.subnets == uncached.subnets
