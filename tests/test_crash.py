@@ -53,7 +53,7 @@ def check_converged(node: Node, hub: Hub) -> None:
         assert (node.hosts / name).stat().st_mode & 0o7777 == 0o644
     state = json.loads((node.state / STATE_FILE).read_text())
     assert state["last_applied"] == hub.tip
-    assert {n: m["sha256"] for n, m in state["manifest"].items()} == {
+    assert {n: m[0] for n, m in state["manifest"].items()} == {
         n: hashlib.sha256(d).hexdigest() for n, d in files.items()
     }
 
