@@ -247,11 +247,10 @@ class HostFile:
     A plain slotted class: one is built per node, so its construction cost
     shows on large networks."""
 
-    __slots__ = ("entries", "findings", "firsts", "keys", "line_count", "path", "pem_blocks", "stopped_at", "subnets")
+    __slots__ = ("findings", "firsts", "keys", "line_count", "path", "pem_blocks", "stopped_at", "subnets")
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self.entries: list[Entry] = []
         self.pem_blocks: list[PemBlock] = []
         self.subnets: list[tuple[Subnet, int]] = []  # (subnet, line)
         self.keys: list[tuple[keys.PublicKey, int]] = []  # (key, line)
@@ -264,9 +263,6 @@ class HostFile:
         """The entry tincd uses for a single-valued variable (the first one)."""
         return self.firsts.get(variable.lower())
 
-    def all(self, variable: str) -> list[Entry]:
-        wanted = variable.lower()
-        return [e for e in self.entries if e.variable.lower() == wanted]
 
 
 def _lines(path: str, data: bytes) -> tuple[Iterable[tuple[int, str]], list[Finding]]:
@@ -437,7 +433,6 @@ def _check_entry(host: HostFile, entry: Entry, tinc: str) -> None:
             )
         )
         return
-    host.entries.append(entry)
     first = host.firsts.setdefault(key, entry)
     if first is not entry and not spec.multi:
         host.findings.append(
