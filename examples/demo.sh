@@ -26,8 +26,9 @@ cp -r "$here/repo" "$demo/hosts-repo"
 git -C "$demo/hosts-repo" init -q -b main
 git -C "$demo/hosts-repo" add -A
 git -C "$demo/hosts-repo" "${sign[@]}" commit -q -S -m "The IPv6-everywhere network: gateway, my_pc, my_laptop"
-git -C "$demo/hosts-repo" log --show-signature -1 \
-    -c "gpg.ssh.allowedSignersFile=$demo/allowed_signers" --format='%h %s' 2>/dev/null || true
+echo "git itself agrees the commit is signed by an allowed signer:"
+git -C "$demo/hosts-repo" -c "gpg.ssh.allowedSignersFile=$demo/allowed_signers" \
+    log --show-signature -1 --format='%h %s' 2>&1 | sed 's/^/    /'
 run syncd check "$demo/hosts-repo"
 
 step "The node my_pc: its syncd config"
