@@ -142,7 +142,7 @@ def run_check(repo: Path | None, hosts_dir: Path | None) -> Report:
     else:
         directory, shown = root / policy.hosts_dir, policy.hosts_dir
     entries = read_hosts_dir(directory, policy.max_file_bytes)
-    return validate_network(policy, entries, shown, policy_findings)
+    return validate_network(policy, entries, shown, policy_findings, installed=hosts_dir is not None)
 
 
 def cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:

@@ -264,7 +264,6 @@ class HostFile:
         return self.firsts.get(variable.lower())
 
 
-
 def _lines(path: str, data: bytes) -> tuple[Iterable[tuple[int, str]], list[Finding]]:
     """``readline()``: physical lines → the ``(line number, text)`` chunks
     tincd parses, plus the findings about the lines themselves.
@@ -327,6 +326,16 @@ def parse_host_file(path: str, data: bytes, *, tinc: str = "1.0", min_rsa_bits: 
     """Parse ``data`` as tincd reads a host file; findings carry ``path``."""
     host = HostFile(path)
     chunks, host.findings = _lines(path, data)
+    if data.startswith(b"\xef\xbb\xbf"):
+        host.findings.append(
+            error(
+                path,
+                1,
+                "encoding",
+                "the file starts with a UTF-8 byte order mark: tincd reads it as part of the first "
+                "variable's name and ignores that line; save the file without a BOM",
+            )
+        )
     host.line_count = data.count(b"\n") + (0 if data.endswith(b"\n") or not data else 1)
 
     pem: PemBlock | None = None

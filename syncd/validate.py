@@ -84,11 +84,16 @@ def validate_network(
     hosts_dir: str,
     policy_findings: Iterable[Finding] = (),
     cache: ParseCache | None = None,
+    installed: bool = False,
 ) -> Report:
     """``cache``, kept by a long-running caller (``syncd run``), maps
     (path, bytes, tinc version, min_rsa_bits) to the parsed file: parsing is
     deterministic, so an unchanged host file is not parsed again.  Only the
-    current files are kept in it."""
+    current files are kept in it.
+
+    ``installed``: the entries are a node's own hosts directory
+    (``check --hosts-dir``), where ``NAME-up`` / ``NAME-down`` scripts are the
+    operator's own business rather than something a repository may carry."""
     findings: list[Finding] = list(policy_findings)
     fresh: ParseCache | None = {} if cache is not None else None
     hosts: dict[str, HostFile] = {}
@@ -102,7 +107,8 @@ def validate_network(
             findings.append(error(path, 1, "file-type", _file_type_message(entry.kind)))
             continue
         if not NAME_RE.match(entry.name):
-            findings.append(error(path, 1, "name-invalid", _name_message(entry.name)))
+            if not (installed and is_script_name(entry.name)):
+                findings.append(error(path, 1, "name-invalid", _name_message(entry.name)))
             continue
         if entry.size > policy.max_file_bytes or entry.data is None:
             findings.append(
@@ -143,6 +149,11 @@ def _file_type_message(kind: EntryKind) -> str:
         EntryKind.SUBMODULE: "a git submodule inside the hosts directory; host files are plain files",
         EntryKind.OTHER: "not a regular file",
     }[kind]
+
+
+def is_script_name(name: str) -> bool:
+    """``NAME-up`` / ``NAME-down``: scripts tincd runs when NAME comes and goes."""
+    return any(name.endswith(s) and NAME_RE.match(name[: -len(s)]) is not None for s in ("-up", "-down"))
 
 
 def _name_message(name: str) -> str:

@@ -143,3 +143,16 @@ def test_python_dash_m_and_console_script() -> None:
     assert script.exists(), "the syncd console script is installed next to the interpreter"
     result = subprocess.run([str(script), "check", "--help"], capture_output=True, text=True, check=False)
     assert result.returncode == 0 and "--hosts-dir" in result.stdout
+
+
+def test_scripts_in_a_nodes_own_hosts_dir_are_not_findings(tmp_path: Path) -> None:
+    hosts = tmp_path / "hosts"
+    shutil.copytree(EXAMPLE_REPO / "hosts", hosts)
+    (hosts / "my_pc-up").write_text("#!/bin/sh\n")
+    code, out, _ = run("check", str(EXAMPLE_REPO), "--hosts-dir", str(hosts))
+    assert (code, out) == (0, "")
+    repo = tmp_path / "repo"
+    shutil.copytree(EXAMPLE_REPO, repo)
+    (repo / "hosts" / "my_pc-up").write_text("#!/bin/sh\n")
+    code, out, _ = run("check", str(repo))  # in a repository, a script is always refused
+    assert code == 1 and "tinc script name" in out

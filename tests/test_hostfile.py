@@ -328,3 +328,9 @@ def _assert_valid_lines(host: HostFile, data: bytes) -> None:
         assert 1 <= finding.line <= physical, finding
         assert finding.severity in (Severity.ERROR, Severity.WARNING)
         assert finding.code and finding.message
+
+
+def test_byte_order_mark_hides_the_first_line() -> None:
+    host = parse(b"\xef\xbb\xbfSubnet = 10.0.0.0/24\n")
+    assert (1, "error", "encoding") in codes(host)
+    assert host.subnets == []  # tincd reads the variable "\ufeffSubnet" and ignores it
