@@ -54,11 +54,6 @@ class SyncResult:
     warnings: tuple[str, ...] = field(default_factory=tuple)
     reloaded: Reloaded | None = None
 
-    @property
-    def changed(self) -> bool:
-        """Whether host files on disk changed (and tincd should reload)."""
-        return self.status == "applied" and self.plan.changes_files
-
 
 def load_signers(config: Config) -> list[AllowedSigner]:
     path = config.trust.allowed_signers

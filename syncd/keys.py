@@ -40,12 +40,6 @@ class PublicKey(NamedTuple):
     bits: int
     identity: bytes  # RSA: modulus and exponent; Ed25519: the 32 key bytes
 
-    @property
-    def fingerprint(self) -> str:
-        import hashlib
-
-        return hashlib.sha256(self.identity).hexdigest()[:16]
-
 
 # --- tinc's base64 ----------------------------------------------------------
 

@@ -17,7 +17,7 @@ import yaml
 
 from syncd.findings import Finding, error
 from syncd.hostfile import NAME_RE, TINC_VERSIONS
-from syncd.subnet import Kind, Subnet, SubnetError, format_subnet, parse_subnet
+from syncd.subnet import Kind, Subnet, SubnetError, parse_subnet
 
 POLICY_FILE = "syncd.yaml"
 DEFAULT_MAX_FILE_BYTES = 65536
@@ -292,9 +292,3 @@ def _allocate(node: yaml.Node, problems: _Problems) -> Allocate | None:
     if size is None:
         return None
     return Allocate(prefix, size)
-
-
-def describe(policy: Policy) -> str:
-    """A one-line summary, for ``check`` output."""
-    prefixes = ", ".join(format_subnet(p) for p in policy.prefixes) or "any"
-    return f"tinc {policy.tinc}, prefixes {prefixes}, min_rsa_bits {policy.min_rsa_bits}"
