@@ -153,7 +153,24 @@ class GitStore:
 
     def ancestors(self, tip: str, stop: str | None = None) -> Iterator[CommitInfo]:
         """Commits reachable from ``tip`` and not from ``stop``, newest first
-        by walk order (each once; merges' second parents included)."""
+        by walk order (each once; merges' second parents included).
+
+        A hosts repository's history is usually a line: when the first
+        parents lead from ``tip`` to ``stop`` through no merge, those commits
+        are exactly the range and nothing else is read.  Otherwise all of
+        ``stop``'s history is excluded the exact (and slower) way."""
+        if stop is not None:
+            line: list[CommitInfo] = []
+            sha = tip
+            while sha != stop:
+                info = self.commit(sha)
+                if len(info.parents) != 1:
+                    break  # a merge, or the root without meeting stop
+                line.append(info)
+                sha = info.parents[0]
+            else:
+                yield from line
+                return
         excluded: set[str] = set()
         if stop is not None:
             excluded = {c.sha for c in self._walk(stop, set())}

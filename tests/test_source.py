@@ -83,3 +83,27 @@ def test_read_hosts_kinds_and_limits(history: Path) -> None:
         store.read_hosts(tip, "nothere", 100, 1000)
     with pytest.raises(UnsafeTreeError, match="not a directory"):
         store.read_hosts(tip, "hosts/n0", 100, 1000)
+
+
+def test_range_across_a_merge(tmp_path: Path) -> None:
+    repo = init_repo(tmp_path / "repo")
+    (repo / "f").write_text("0\n")
+    base = commit(repo, "base", None)
+    git(repo, "checkout", "-q", "-b", "side")
+    (repo / "g").write_text("side\n")
+    side = commit(repo, "side", None)
+    git(repo, "checkout", "-q", "main")
+    (repo / "f").write_text("1\n")
+    applied = commit(repo, "applied", None)
+    git(repo, "merge", "-q", "--no-edit", "--no-gpg-sign", "side")
+    merge = git(repo, "rev-parse", "HEAD")
+    (repo / "f").write_text("2\n")
+    tip = commit(repo, "after the merge", None)
+    store = GitStore(repo / ".git")
+    # what git itself calls applied..tip
+    expected = git(repo, "rev-list", f"{applied}..{tip}").split()
+    assert sorted(c.sha for c in store.ancestors(tip, applied)) == sorted(expected)
+    assert set(expected) == {tip, merge, side}
+    assert base not in expected
+    # on a plain line the range is just the line
+    assert [c.sha for c in store.ancestors(applied, base)] == [applied]
