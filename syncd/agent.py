@@ -146,7 +146,7 @@ def _sync(
 ) -> SyncResult:
     state = load_state(config.state_dir)
     if fetch:
-        tip, url = store.fetch(config.repo.urls, config.repo.branch, config.repo.ssh_command)
+        tip, url = store.fetch(config.repo.urls, config.repo.branch, config.repo.ssh_command, config.repo.ca_file)
     elif state.last_applied is None:
         return SyncResult("unchanged", "", None, "(local store)", Plan())
     else:

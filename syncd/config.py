@@ -36,6 +36,7 @@ class RepoConfig:
     mirrors: tuple[str, ...] = ()
     branch: str = "main"
     ssh_command: str | None = None  # e.g. "ssh -i /etc/syncd/deploy_key -o UserKnownHostsFile=..."
+    ca_file: Path | None = None  # CA certificates for https:// (a private git server)
 
     @property
     def urls(self) -> tuple[str, ...]:
@@ -177,7 +178,11 @@ def parse_config(data: object, source: str = "config", base: Path | None = None)
     if not _BRANCH_RE.match(branch):
         raise repo_r.error("branch", f"{branch!r} is not a valid branch name")
     ssh_command = repo_r.get("ssh_command", str)
+    ca_text = repo_r.get("ca_file", str)
+    ca_file = path_of(ca_text) if ca_text else None
     repo_r.finish()
+    if ca_file is not None and not ca_file.is_file():
+        raise repo_r.error("ca_file", f"{ca_file}: no such file")
 
     trust_r = top.nested("trust")
     signers = path_of(trust_r.get("allowed_signers", str, required=True))
@@ -209,7 +214,7 @@ def parse_config(data: object, source: str = "config", base: Path | None = None)
     return Config(
         net=net,
         node=node,
-        repo=RepoConfig(url, mirrors, branch, ssh_command),
+        repo=RepoConfig(url, mirrors, branch, ssh_command, ca_file),
         trust=TrustConfig(signers, verify),
         tinc=TincConfig(tinc_dir, reload, pidfile, command),
         state_dir=state_dir,

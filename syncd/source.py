@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from dulwich.client import get_transport_and_path
+from dulwich.config import ConfigDict
 from dulwich.errors import NotTreeError
 from dulwich.object_store import DiskObjectStore, tree_lookup_path
 from dulwich.objects import Commit, ObjectID, Tree, hex_to_filename
@@ -91,7 +92,13 @@ class GitStore:
 
     # --- fetching ---------------------------------------------------------------
 
-    def fetch(self, urls: Sequence[str], branch: str, ssh_command: str | None = None) -> tuple[str, str]:
+    def fetch(
+        self,
+        urls: Sequence[str],
+        branch: str,
+        ssh_command: str | None = None,
+        ca_file: Path | None = None,
+    ) -> tuple[str, str]:
         """Fetch ``branch`` from the first URL that answers.
 
         Returns ``(tip, redacted url)``.  Raises ``TransientError`` naming
@@ -101,15 +108,18 @@ class GitStore:
         failures = []
         for url in urls:
             try:
-                return self._fetch_one(url, ref, ssh_command), redact_url(url)
+                return self._fetch_one(url, ref, ssh_command, ca_file), redact_url(url)
             except TransientError as exc:
                 failures.append(f"{redact_url(url)}: {exc.message}")
             except Exception as exc:  # dulwich raises many kinds for network trouble
                 failures.append(f"{redact_url(url)}: {type(exc).__name__}: {_one_line(exc, url)}")
         raise TransientError("no repository URL could be fetched: " + "; ".join(failures))
 
-    def _fetch_one(self, url: str, ref: Ref, ssh_command: str | None) -> str:
-        client, path = get_transport_and_path(url, ssh_command=ssh_command, quiet=True)
+    def _fetch_one(self, url: str, ref: Ref, ssh_command: str | None, ca_file: Path | None) -> str:
+        settings = ConfigDict()
+        if ca_file is not None:  # https:// with a private CA: git's http.sslCAInfo
+            settings.set((b"http",), b"sslCAInfo", os.fsencode(ca_file))
+        client, path = get_transport_and_path(url, config=settings, ssh_command=ssh_command, quiet=True)
         found: dict[str, ObjectID] = {}
 
         def wants(refs: Mapping[Ref, ObjectID], depth: int | None = None) -> list[ObjectID]:

@@ -53,6 +53,10 @@ def test_relative_paths_are_relative_to_the_config_file(tmp_path: Path, signers:
         ({"repo": {"url": "x", "mirrors": "y"}}, "repo.mirrors: must be a list"),
         ({"repo": {"url": "x", "mirrors": [""]}}, "repo.mirrors[0]: must be a non-empty string"),
         ({"repo": "x"}, "repo must be a mapping"),
+        (
+            {"repo": {"url": "https://h/x", "ca_file": "/nonexistent.pem"}},
+            "repo.ca_file: /nonexistent.pem: no such file",
+        ),
         ({"trust": {"allowed_signers": "/nonexistent"}}, "trust.allowed_signers: /nonexistent: no such file"),
         ({"trust": {"allowed_signers": "{s}", "verify": "some"}}, "trust.verify: 'some' must be one of all, tip"),
         ({"tinc": {"reload": "kill"}}, "tinc.reload: 'kill' must be one of"),

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.gitutil import make_key
-from tests.servers import git_daemon, git_http, ssh_server
+from tests.servers import git_daemon, git_http, self_signed_certificate, ssh_server
 from tests.syncenv import Hub, Node, admin_and_signers, make_node
 
 
@@ -49,6 +49,20 @@ def test_smart_http(hub: Hub, tmp_path: Path) -> None:
     with git_http(hub.server.parent) as (base, requests):
         sync_twice(hub, make_node(tmp_path / "n", f"{base}/hosts.git", tmp_path / "keys" / "allowed_signers"))
     assert any("git-upload-pack" in r for r in requests), requests  # smart protocol, not dumb HTTP
+
+
+def test_https_with_a_private_ca(hub: Hub, tmp_path: Path) -> None:
+    cert, key = self_signed_certificate(tmp_path / "tls")
+    signers = tmp_path / "keys" / "allowed_signers"
+    with git_http(hub.server.parent, tls=(cert, key)) as (base, requests):
+        assert base.startswith("https://")
+        # without the server's CA the certificate is not trusted: nothing is installed
+        untrusting = make_node(tmp_path / "n0", f"{base}/hosts.git", signers)
+        code, _, err = untrusting.sync()
+        assert code == 3 and "CERTIFICATE_VERIFY_FAILED" in err.upper().replace(" ", "_")
+        assert untrusting.snapshot() == {}
+        sync_twice(hub, make_node(tmp_path / "n", f"{base}/hosts.git", signers, repo__ca_file=str(cert)))
+    assert any("git-upload-pack" in r for r in requests)
 
 
 def test_ssh_with_known_hosts(hub: Hub, tmp_path: Path) -> None:
