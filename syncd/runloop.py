@@ -134,6 +134,12 @@ class RunLoop:
             self.failures += 1
             self.log.error("sync.failed", net=self.config.net, reason="io-error", error=str(exc))
             return self._backoff()
+        except Exception as exc:  # a bug or a library surprise: the agent stays up and retries
+            self.failures += 1
+            self.log.critical(
+                "sync.failed", net=self.config.net, reason="internal-error", error=f"{type(exc).__name__}: {exc}"
+            )
+            return self._backoff()
         self.failures = 0
         log_result(self.log, self.config, result, repair=not fetch)
         self.notifier.status(self._status_line(result))

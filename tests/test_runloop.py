@@ -185,6 +185,39 @@ def test_transient_failures_back_off_exponentially_up_to_the_interval(tmp_path: 
     assert loop.failures == 5
 
 
+def test_an_unexpected_error_does_not_stop_the_agent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from syncd import runloop
+    from syncd.config import parse_config
+
+    _admin, signers = admin_and_signers(tmp_path / "keys")
+    config = parse_config(
+        {
+            "net": "inet6",
+            "node": "my_pc",
+            "repo": {"url": "unused"},
+            "trust": {"allowed_signers": str(signers)},
+            "state_dir": str(tmp_path / "state"),
+            "interval": 60,
+        }
+    )
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise ValueError("dulwich surprise")
+
+    monkeypatch.setattr(runloop, "sync_once", broken)
+    events: list[tuple[str, dict[str, object]]] = []
+
+    class Log:
+        def __getattr__(self, level: str) -> Callable[..., None]:
+            return lambda event, **fields: events.append((event, fields))
+
+    loop = runloop.RunLoop(config, Log())
+    assert loop._pass(fetch=True) == 5.0
+    assert events == [
+        ("sync.failed", {"net": "inet6", "reason": "internal-error", "error": "ValueError: dulwich surprise"})
+    ]
+
+
 def test_the_agent_retries_a_failed_fetch_soon(tmp_path: Path) -> None:
     admin, signers = admin_and_signers(tmp_path / "keys")
     node = make_node(tmp_path / "node", str(tmp_path / "not-yet"), signers)
