@@ -6,7 +6,9 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
@@ -367,5 +369,13 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
     except OSError as exc:
         # the disk, a permission, the network: nothing was refused, retry later
         err.write(f"syncd {args.command}: {exc}\n")
+        return EXIT_TRANSIENT
+    except Exception as exc:
+        # A bug, not a verdict on the input: never exit 1 ("refused") for it.
+        if os.environ.get("SYNCD_DEBUG"):
+            traceback.print_exc(file=err)
+        err.write(
+            f"syncd {args.command}: internal error: {type(exc).__name__}: {exc} (SYNCD_DEBUG=1 shows the traceback)\n"
+        )
         return EXIT_TRANSIENT
     return code

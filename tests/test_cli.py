@@ -156,3 +156,15 @@ def test_scripts_in_a_nodes_own_hosts_dir_are_not_findings(tmp_path: Path) -> No
     (repo / "hosts" / "my_pc-up").write_text("#!/bin/sh\n")
     code, out, _ = run("check", str(repo))  # in a repository, a script is always refused
     assert code == 1 and "tinc script name" in out
+
+
+def test_an_internal_error_is_not_a_refusal(monkeypatch: pytest.MonkeyPatch) -> None:
+    import syncd.cli
+
+    def broken(*args: object) -> None:
+        raise KeyError("surprise")
+
+    monkeypatch.setattr(syncd.cli, "run_check", broken)
+    code, _, err = run("check", str(EXAMPLE_REPO))
+    assert code == 3
+    assert "internal error: KeyError: 'surprise'" in err
