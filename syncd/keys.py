@@ -83,7 +83,6 @@ _P = 2**255 - 19
 # tinc's packing makes the whole key one little-endian base-64 number: the
 # character at index i carries bits 6*i .. 6*i+5.  So 43 characters hold 258
 # bits, of which the key uses 256; the top two must be zero.
-_URLSAFE_TO_STANDARD = str.maketrans("-_", "+/")
 
 
 def ed25519_from_text(text: str) -> PublicKey:
@@ -104,15 +103,18 @@ def ed25519_from_text(text: str) -> PublicKey:
     # which is what standard base64 decodes (in C): one leading zero digit
     # ("A") pads the 43 digits to 44, a whole number of 4-digit groups.
     try:
-        value = int.from_bytes(binascii.a2b_base64("A" + text[::-1].translate(_URLSAFE_TO_STANDARD), strict_mode=True))
+        standard = text[::-1].replace("-", "+").replace("_", "/")  # tinc also reads the URL-safe digits
+        big_endian = binascii.a2b_base64("A" + standard, strict_mode=True)
     except (binascii.Error, ValueError):
         tinc_b64decode(text)  # raises, naming the position of the bad character
         raise
-    if value >> 256:
+    if big_endian[0]:  # 33 bytes: the first holds bits 256 and up
         raise KeyFormatError(f"the last character {text[-1]!r} carries bits beyond the 32 key bytes (typo?)")
-    if value & ((1 << 255) - 1) >= _P:
+    key = big_endian[:0:-1]  # the 32 key bytes, little-endian as the key is stored
+    # y >= 2^255 - 19 needs y's top byte to be 0x7f; only then is the full compare needed
+    if key[31] & 0x7F == 0x7F and int.from_bytes(key, "little") & ((1 << 255) - 1) >= _P:
         raise KeyFormatError("not a canonical Ed25519 key (y is not below 2^255 - 19)")
-    return PublicKey("ed25519", 256, value.to_bytes(32, "little"))
+    return PublicKey("ed25519", 256, key)
 
 
 # --- RSA -----------------------------------------------------------------------
