@@ -156,17 +156,15 @@ def _sync(
     tip_info = store.commit(tip)
     signer = verify_signed_object(tip_info.payload, tip_info.signature, signers, tip_info.committer_time).principal
 
-    if tip == state.last_applied and not dry_run:
-        # Nothing new: if every managed file is still exactly as installed
-        # (by stat), there is no need to read and validate the tree again.
-        installed, stale = read_installed(config.tinc.hosts_dir, state.manifest)
-        if not stale and all(name in installed for name in state.manifest):
-            reloaded = _reload(config, state) if state.reload_pending else None
-            return SyncResult("unchanged", tip, signer, url, Plan(), 0, state.last_applied, reloaded=reloaded)
+    installed, stale = read_installed(config.tinc.hosts_dir, state.manifest)
+    # Nothing new, and every managed file still exactly as installed (by
+    # stat): no need to read and validate the tree again.
+    if tip == state.last_applied and not dry_run and not stale and all(name in installed for name in state.manifest):
+        reloaded = _reload(config, state) if state.reload_pending else None
+        return SyncResult("unchanged", tip, signer, url, Plan(), 0, state.last_applied, reloaded=reloaded)
 
     report, desired = read_and_validate(store, tip, installed_reader(config.tinc.hosts_dir), parse_cache)
     _check_own_key(config, report, tip)
-    installed, stale = read_installed(config.tinc.hosts_dir, state.manifest)
     plan = make_plan(desired, installed, {n: f.sha256 for n, f in state.manifest.items()})
     warnings = tuple(f.format_text() for f in report.findings if f.severity is Severity.WARNING)
 

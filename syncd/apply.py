@@ -52,6 +52,10 @@ class FileStat(NamedTuple):
     ctime_ns: int
     ino: int
 
+    @classmethod
+    def of(cls, sha256: str, st: os.stat_result) -> FileStat:
+        return cls(sha256, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
     def matches(self, st: os.stat_result) -> bool:
         return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino) == (
             self.size,
@@ -244,7 +248,7 @@ def apply_plan(hosts_dir: Path, plan: Plan, manifest: Mapping[str, FileStat]) ->
     for name in plan.writes:
         data = plan.desired[name]
         st = write_atomic(hosts_dir / name, data)
-        new_manifest[name] = FileStat(digest(data), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+        new_manifest[name] = FileStat.of(digest(data), st)
     for name in plan.remove:
         (hosts_dir / name).unlink(missing_ok=True)
     fsync_dir(hosts_dir)
@@ -257,7 +261,7 @@ def apply_plan(hosts_dir: Path, plan: Plan, manifest: Mapping[str, FileStat]) ->
         if known is not None and known.matches(st):
             new_manifest[name] = known
         else:
-            new_manifest[name] = FileStat(digest(data), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+            new_manifest[name] = FileStat.of(digest(data), st)
     return dict(sorted(new_manifest.items()))
 
 

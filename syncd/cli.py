@@ -217,18 +217,14 @@ def _sync_logged(config: Config, args: argparse.Namespace, err: TextIO) -> int:
     systemd timer: one JSON object per line in the journal)."""
     from syncd.agent import sync_once
     from syncd.log import get_logger, setup_logging
-    from syncd.runloop import log_result
+    from syncd.runloop import failure_event, log_result
 
     setup_logging(err)
     log = get_logger()
     try:
         result = sync_once(config, dry_run=args.dry_run, allow_rewind=args.allow_rewind)
     except SyncdError as exc:
-        if exc.reason == "reload-failed":
-            event = "reload.failed"
-        else:
-            event = "sync.refused" if exc.exit_code == EXIT_REFUSED else "sync.failed"
-        log.error(event, net=config.net, reason=exc.reason, error=exc.message)
+        log.error(failure_event(exc), net=config.net, reason=exc.reason, error=exc.message)
         return exc.exit_code
     if args.dry_run:
         log.info("sync.planned", net=config.net, commit=result.commit, plan=result.plan.describe())

@@ -121,13 +121,14 @@ class RunLoop:
             result = sync_once(self.config, fetch=fetch, parse_cache=self.parse_cache)
         except TransientError as exc:
             self.failures += 1
-            event = "reload.failed" if exc.reason == "reload-failed" else "sync.failed"
-            self.log.error(event, net=self.config.net, reason=exc.reason, error=exc.message, failures=self.failures)
+            self.log.error(
+                failure_event(exc), net=self.config.net, reason=exc.reason, error=exc.message, failures=self.failures
+            )
             self.notifier.status(f"failing ({exc.reason}): {exc.message[:200]}")
             return self._backoff()
         except SyncdError as exc:
             self.failures += 1
-            self.log.error("sync.refused", net=self.config.net, reason=exc.reason, error=exc.message)
+            self.log.error(failure_event(exc), net=self.config.net, reason=exc.reason, error=exc.message)
             self.notifier.status(f"refused ({exc.reason}): {exc.message[:200]}")
             return self._jittered()
         except OSError as exc:
@@ -195,6 +196,13 @@ class RunLoop:
 
             threading.Thread(target=beat, name="sd-watchdog", daemon=True).start()
         return done
+
+
+def failure_event(exc: SyncdError) -> str:
+    """The log event of a failed pass (shared by ``sync --log`` and ``run``)."""
+    if exc.reason == "reload-failed":
+        return "reload.failed"
+    return "sync.refused" if exc.exit_code == 1 else "sync.failed"
 
 
 def log_result(log: Any, config: Config, result: SyncResult, *, repair: bool = False) -> None:

@@ -381,8 +381,6 @@ def _looks_like_key_type(field: str) -> bool:
 @dataclass(frozen=True, slots=True)
 class Verified:
     principal: str  # the first principal of the matching allowed_signers line
-    fingerprint: str
-    key_type: str
 
 
 def verify_signed_object(
@@ -404,4 +402,4 @@ def verify_signed_object(
         stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(when))
         raise SignatureError(f"key {sig.fingerprint()} ({usable[0].principals[0]}) is not valid at {stamp}")
     verify(sig, payload, namespace)
-    return Verified(in_time[0].principals[0], sig.fingerprint(), sig.key_type)
+    return Verified(in_time[0].principals[0])

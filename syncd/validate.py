@@ -41,7 +41,6 @@ class TreeEntry(NamedTuple):
 class Report:
     findings: tuple[Finding, ...]
     hosts: Mapping[str, HostFile]  # the valid nodes, by name
-    policy: Policy
     subnets: int
 
     @property
@@ -139,7 +138,7 @@ def validate_network(
     findings.extend(_subnet_findings(policy, hosts, claims))
     findings.extend(_duplicate_keys(hosts))
     findings.sort(key=Finding.sort_key)
-    return Report(tuple(findings), hosts, policy, len(claims))
+    return Report(tuple(findings), hosts, len(claims))
 
 
 def _file_type_message(kind: EntryKind) -> str:

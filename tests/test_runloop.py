@@ -231,3 +231,15 @@ def test_the_agent_retries_a_failed_fetch_soon(tmp_path: Path) -> None:
         assert wait_until(lambda: (node.hosts / "gateway").exists(), 8) is not None, running.log_path.read_text()
     finally:
         assert running.stop() == 0
+
+
+def test_failure_events() -> None:
+    from syncd.config import ConfigError
+    from syncd.errors import RefusedError, TransientError
+    from syncd.reload import ReloadError
+    from syncd.runloop import failure_event
+
+    assert failure_event(RefusedError("x", reason="signature")) == "sync.refused"
+    assert failure_event(TransientError("x")) == "sync.failed"
+    assert failure_event(ConfigError("x")) == "sync.failed"  # not a verdict on a commit
+    assert failure_event(ReloadError("x")) == "reload.failed"
