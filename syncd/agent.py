@@ -26,16 +26,16 @@ from syncd.apply import (
     save_health,
     save_state,
 )
-from syncd.config import Config, ConfigError
-from syncd.errors import RefusedError, SyncdError
+from syncd.config import Config
+from syncd.errors import ConfigError, RefusedError, SignatureError, SyncdError, UnsafeTreeError
 from syncd.findings import Finding, Severity
 from syncd.metrics import write_metrics
 from syncd.nodekey import private_key_publics
 from syncd.plan import Plan, make_plan
 from syncd.policy import DEFAULT_POLICY, parse_policy
 from syncd.reload import Reloaded, reload_tinc
-from syncd.signers import AllowedSigner, SignatureError, parse_allowed_signers, verify_signed_object
-from syncd.source import CommitInfo, GitStore, UnsafeTreeError
+from syncd.signers import AllowedSigner, parse_allowed_signers, verify_signed_object
+from syncd.source import CommitInfo, GitStore
 from syncd.validate import ParseCache, Report, validate_network
 
 LOCK_TIMEOUT = 300.0  # seconds to wait for another sync of the same network

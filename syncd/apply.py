@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-from syncd.errors import SyncdError, TransientError
+from syncd.errors import StateError, TransientError
 from syncd.hostfile import NAME_RE
 from syncd.plan import Plan, digest
 
@@ -117,11 +117,6 @@ def load_health(state_dir: Path) -> Health:
 def save_health(state_dir: Path, health: Health) -> None:
     state_dir.mkdir(parents=True, exist_ok=True)
     write_atomic(state_dir / HEALTH_FILE, (json.dumps(health.to_json()) + "\n").encode(), 0o600)
-
-
-class StateError(SyncdError):
-    exit_code = 2
-    reason = "state"
 
 
 def load_state(state_dir: Path) -> State:

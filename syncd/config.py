@@ -16,18 +16,13 @@ from typing import Any
 
 import yaml
 
-from syncd.errors import SyncdError
+from syncd.errors import ConfigError
 from syncd.hostfile import NAME_RE
 
 RELOAD_METHODS = ("auto", "signal", "tinc", "systemd", "command", "none")
 VERIFY_MODES = ("all", "tip")
 _NETNAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}\Z")  # check_netname(), strict
 _BRANCH_RE = re.compile(r"(?!.*\.\.)(?!/)(?!.*/\Z)[A-Za-z0-9._/-]{1,200}\Z")
-
-
-class ConfigError(SyncdError):
-    exit_code = 2
-    reason = "config"
 
 
 @dataclass(frozen=True, slots=True)

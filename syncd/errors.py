@@ -1,42 +1,185 @@
-"""One error root; ``cli`` maps each kind to a message and an exit code.
+"""Every error class syncd raises on purpose, and the one ``outcome(exc)``.
 
-``reason`` is a stable word for logs and metrics; ``exit_code`` follows
-DESIGN.md §3: 1 refused, 2 usage or config, 3 transient.
+Each layer raises the class that says what went wrong, with a message that
+names the file, key, commit or URL; only ``outcome`` decides what a failure
+means for the caller (DESIGN.md §3): the exit code, the stable reason (in
+``health.json``, logs and metrics), the log event, and whether ``syncd run``
+retries soon.  The cli, ``sync --log``, ``run`` and ``status`` all ask it.
+
+Exit codes: 1 refused (nothing changed; only a new commit can fix it),
+2 usage, config, or any condition retrying cannot fix (the hint says what to
+do), 3 transient (retry later), 130 interrupted.
 """
 
 from __future__ import annotations
+
+import errno
+from dataclasses import dataclass
+
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_TRANSIENT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
 class SyncdError(Exception):
     """Base of every error syncd raises on purpose."""
 
-    exit_code = 1
+    exit_code = EXIT_REFUSED
     reason = "error"
 
-    def __init__(self, message: str, reason: str | None = None) -> None:
+    def __init__(self, message: str, reason: str | None = None, hint: str | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.hint = hint
         if reason is not None:
             self.reason = reason
+
+
+# --- exit 2: retrying cannot fix it ---------------------------------------------------
 
 
 class UsageError(SyncdError):
     """Bad arguments, a missing directory, an unreadable file: exit 2."""
 
-    exit_code = 2
+    exit_code = EXIT_USAGE
     reason = "usage"
+
+
+class ConfigError(UsageError):
+    """The node's config (or a file it names) is wrong: exit 2, naming the key."""
+
+    reason = "config"
+
+
+class AllowedSignersError(ConfigError):
+    """A malformed allowed_signers file (the trust root): exit 2."""
+
+
+class StateError(UsageError):
+    """``state.json`` cannot be read: exit 2 (never discard it: it holds the
+    rollback anchor)."""
+
+    reason = "state"
+
+
+class FatalIOError(UsageError):
+    """A file-system condition retrying cannot fix (no permission, a
+    read-only file system, a corrupt node key): exit 2 with a hint."""
+
+    reason = "io-error"
+
+
+# --- exit 1: refused, nothing changed -------------------------------------------------
 
 
 class RefusedError(SyncdError):
     """The new state is not acceptable (signature, rollback, content): exit 1.
     Nothing on disk was changed."""
 
-    exit_code = 1
+    exit_code = EXIT_REFUSED
     reason = "refused"
+
+
+class SignatureError(RefusedError):
+    """A signature that does not verify, or a key or format syncd refuses."""
+
+    reason = "signature"
+
+
+class UnsafeTreeError(RefusedError):
+    """The signed tree cannot be read safely (too many entries, not a tree)."""
+
+    reason = "unsafe-tree"
+
+
+# --- exit 3: transient, retry later ---------------------------------------------------
 
 
 class TransientError(SyncdError):
     """Worth retrying later (no URL reachable, lock busy, reload failed): exit 3."""
 
-    exit_code = 3
+    exit_code = EXIT_TRANSIENT
     reason = "transient"
+
+
+class FetchError(TransientError):
+    """No URL could be fetched (each URL's failure is in the message)."""
+
+    reason = "fetch-failed"
+
+
+class FetchTimeoutError(FetchError):
+    """A URL did not finish its fetch within ``repo.timeout``."""
+
+    reason = "fetch-timeout"
+
+
+class FetchTooLargeError(FetchError):
+    """A URL sent more than ``repo.max_fetch_bytes``."""
+
+    reason = "fetch-too-large"
+
+
+class StoreRepairedError(TransientError):
+    """The local store was corrupt or missing objects; it was set aside and
+    the next pass fetches a fresh one (the rollback anchor is kept)."""
+
+    reason = "store-repaired"
+
+
+class ReloadError(TransientError):
+    """tincd did not take the new files: they stay installed, the reload stays
+    pending, the next pass retries."""
+
+    reason = "reload-failed"
+
+
+# --- the one mapping --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    exit_code: int
+    reason: str
+    event: str  # the log event of the failed pass
+    retry: bool  # ``run`` retries soon (back-off) rather than at the next interval
+    message: str
+    hint: str | None = None
+
+    def line(self) -> str:
+        """The one line a user reads: the message, then what to do."""
+        return self.message if self.hint is None else f"{self.message}\n  hint: {self.hint}"
+
+
+_FATAL_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR, errno.ELOOP}
+
+
+def outcome(exc: BaseException) -> Outcome:
+    """What a failure means: exit code, reason, log event, retry."""
+    if isinstance(exc, KeyboardInterrupt):
+        return Outcome(EXIT_INTERRUPTED, "interrupted", "sync.interrupted", False, "interrupted")
+    if isinstance(exc, SyncdError):
+        code = exc.exit_code
+        return Outcome(code, exc.reason, _event(exc.reason, code), code == EXIT_TRANSIENT, exc.message, exc.hint)
+    if isinstance(exc, OSError):
+        where = exc.filename if exc.filename is not None else "a file"
+        what = exc.strerror or str(exc)
+        message = f"{where}: {what}"
+        if exc.errno in _FATAL_ERRNOS:
+            hint = (
+                f"syncd cannot fix this by retrying: give the user running syncd access to {where} "
+                "(syncd runs as root on a node), or make that path a writable directory or file"
+            )
+            return Outcome(EXIT_USAGE, "io-error", "sync.failed", False, message, hint)
+        return Outcome(EXIT_TRANSIENT, "io-error", "sync.failed", True, message)
+    return Outcome(
+        EXIT_TRANSIENT,
+        "internal-error",
+        "sync.failed",
+        True,
+        f"internal error: {type(exc).__name__}: {exc} (SYNCD_DEBUG=1 shows the traceback)",
+    )
+
+
+def _event(reason: str, code: int) -> str:
+    if reason == "reload-failed":
+        return "reload.failed"
+    return "sync.refused" if code == EXIT_REFUSED else "sync.failed"

@@ -28,16 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from syncd.config import TincConfig
-from syncd.errors import TransientError
+from syncd.errors import ReloadError
 
 ALIVE_CHECK_SECONDS = 1.0  # how long to watch tincd after SIGHUP
 COMMAND_TIMEOUT = 30.0
-
-
-class ReloadError(TransientError):
-    """The files are installed but tincd did not take them (exit 3; retried)."""
-
-    reason = "reload-failed"
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,7 +35,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from syncd.errors import SyncdError
+from syncd.errors import AllowedSignersError, SignatureError
 
 MAGIC = b"SSHSIG"
 ARMOR_BEGIN = b"-----BEGIN SSH SIGNATURE-----"
@@ -49,19 +49,6 @@ _PLAIN_KEY_TYPES = {
     "ssh-rsa",
 }
 _HASHES = {"sha256": hashlib.sha256, "sha512": hashlib.sha512}
-
-
-class SignatureError(SyncdError):
-    """A signature that does not verify, or a key or format syncd refuses."""
-
-    reason = "signature"
-
-
-class AllowedSignersError(SyncdError):
-    """A malformed allowed_signers file (a config error: exit 2)."""
-
-    exit_code = 2
-    reason = "config"
 
 
 # --- SSH wire format ------------------------------------------------------------

@@ -40,7 +40,7 @@ from dulwich.refs import Ref
 from dulwich.repo import Repo
 
 from syncd.config import redact_url
-from syncd.errors import SyncdError, TransientError
+from syncd.errors import TransientError, UnsafeTreeError
 from syncd.policy import POLICY_FILE
 from syncd.validate import EntryKind, TreeEntry
 
@@ -50,12 +50,6 @@ MAX_COMMIT_BYTES = 1 << 20  # a commit (with its signature) larger than this is 
 MAX_TREE_BYTES = 64 << 20  # 100k entries of ~40 bytes fit easily
 MAX_POLICY_BYTES = 1 << 20
 SUBMODULE_MODE = 0o160000
-
-
-class UnsafeTreeError(SyncdError):
-    """The signed tree cannot be read safely (too many entries, not a tree)."""
-
-    reason = "unsafe-tree"
 
 
 @dataclass(frozen=True, slots=True)

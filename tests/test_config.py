@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from syncd.config import ConfigError, load_config, parse_config, redact_url
+from syncd.config import load_config, parse_config, redact_url
+from syncd.errors import ConfigError
 
 
 @pytest.fixture

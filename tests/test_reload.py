@@ -14,7 +14,8 @@ import pytest
 
 from syncd.apply import STATE_FILE
 from syncd.config import TincConfig
-from syncd.reload import ReloadError, choose, is_tincd, read_pid, reload_tinc
+from syncd.errors import ReloadError
+from syncd.reload import choose, is_tincd, read_pid, reload_tinc
 from tests.keyfactory import rsa_pem
 from tests.syncenv import Hub, Node, admin_and_signers, make_node
 from tests.tincd import Tincd, make_tinc_dir, running

@@ -234,9 +234,7 @@ def test_the_agent_retries_a_failed_fetch_soon(tmp_path: Path) -> None:
 
 
 def test_failure_events() -> None:
-    from syncd.config import ConfigError
-    from syncd.errors import RefusedError, TransientError
-    from syncd.reload import ReloadError
+    from syncd.errors import ConfigError, RefusedError, ReloadError, TransientError
     from syncd.runloop import failure_event
 
     assert failure_event(RefusedError("x", reason="signature")) == "sync.refused"

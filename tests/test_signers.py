@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from syncd.errors import AllowedSignersError, SignatureError
 from syncd.signers import (
-    AllowedSignersError,
-    SignatureError,
     parse_allowed_signers,
     parse_signature,
     verify,

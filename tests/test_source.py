@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from syncd.source import GitStore, UnsafeTreeError, object_size
+from syncd.errors import UnsafeTreeError
+from syncd.source import GitStore, object_size
 from syncd.validate import EntryKind
 from tests.gitutil import commit, git, init_repo
 
