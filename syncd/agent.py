@@ -9,6 +9,7 @@ stable reason and the exit code of its class.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import math
 import time
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from syncd.apply import (
 )
 from syncd.config import Config
 from syncd.errors import ConfigError, RefusedError, SignatureError, SyncdError, UnsafeTreeError
+from syncd.fetch import FetchLimits
 from syncd.findings import Finding, Severity
 from syncd.metrics import write_metrics
 from syncd.nodekey import private_key_publics
@@ -35,7 +37,7 @@ from syncd.plan import Plan, make_plan
 from syncd.policy import DEFAULT_POLICY, parse_policy
 from syncd.reload import Reloaded, reload_tinc
 from syncd.signers import AllowedSigner, parse_allowed_signers, verify_signed_object
-from syncd.source import CommitInfo, GitStore
+from syncd.source import STORE_DAMAGE, CommitInfo, GitStore
 from syncd.validate import ParseCache, Report, validate_network
 
 LOCK_TIMEOUT = 300.0  # seconds to wait for another sync of the same network
@@ -74,6 +76,7 @@ def sync_once(
     allow_rewind: bool = False,
     fetch: bool = True,
     parse_cache: ParseCache | None = None,
+    cancel: Callable[[], bool] | None = None,
 ) -> SyncResult:
     """One pass of the pipeline.  The outcome (success, or the error and its
     reason) is recorded in ``health.json`` for ``status`` and metrics.
@@ -81,9 +84,8 @@ def sync_once(
     ``fetch=False`` re-applies the last applied commit from the local store
     (drift repair: no network, same verification and validation).
     ``parse_cache`` lets a long-running caller skip re-parsing unchanged
-    host files (see ``validate_network``).
-    ``parse_cache`` lets a long-running caller skip re-parsing unchanged
-    host files (see ``validate_network``)."""
+    host files (see ``validate_network``); ``cancel()`` turning true stops a
+    fetch in flight (``KeyboardInterrupt``)."""
     try:
         signers = load_signers(config)
         with locked(config.state_dir, LOCK_TIMEOUT):
@@ -97,6 +99,7 @@ def sync_once(
                     allow_rewind=allow_rewind,
                     fetch=fetch,
                     parse_cache=parse_cache,
+                    cancel=cancel,
                 )
             finally:
                 store.close()
@@ -143,18 +146,27 @@ def _sync(
     allow_rewind: bool,
     fetch: bool = True,
     parse_cache: ParseCache | None = None,
+    cancel: Callable[[], bool] | None = None,
 ) -> SyncResult:
     state = load_state(config.state_dir)
+    signed_by: dict[str, str] = {}
     if fetch:
-        tip, url = store.fetch(config.repo.urls, config.repo.branch, config.repo.ssh_command, config.repo.ca_file)
+
+        def verify_tip(info: CommitInfo) -> None:
+            signed_by[info.sha] = verify_commit(info, signers)
+
+        tip, url = store.fetch(config.repo.urls, config.repo.branch, fetch_limits(config), verify_tip, cancel)
     elif state.last_applied is None:
         return SyncResult("unchanged", "", None, "(local store)", Plan())
     else:
         tip, url = state.last_applied, "(local store)"
 
-    new_commits = _verify_history(config, store, signers, state, tip, allow_rewind)
-    tip_info = store.commit(tip)
-    signer = verify_signed_object(tip_info.payload, tip_info.signature, signers, tip_info.committer_time).principal
+    try:
+        tip_info = store.commit(tip)
+        signer = signed_by.get(tip) or verify_commit(tip_info, signers)
+        new_commits = _verify_history(config, store, signers, state, tip_info, allow_rewind)
+    except STORE_DAMAGE as exc:
+        raise store.repaired(f"{type(exc).__name__}: {exc}") from None
 
     installed, stale = read_installed(config.tinc.hosts_dir, state.manifest)
     # Nothing new, and every managed file still exactly as installed (by
@@ -163,7 +175,10 @@ def _sync(
         reloaded = _reload(config, state) if state.reload_pending else None
         return SyncResult("unchanged", tip, signer, url, Plan(), 0, state.last_applied, reloaded=reloaded)
 
-    report, desired = read_and_validate(store, tip, installed_reader(config.tinc.hosts_dir), parse_cache)
+    try:
+        report, desired = read_and_validate(store, tip, installed_reader(config.tinc.hosts_dir), parse_cache)
+    except STORE_DAMAGE as exc:
+        raise store.repaired(f"{type(exc).__name__}: {exc}") from None
     _check_own_key(config, report, tip)
     plan = make_plan(desired, installed, {n: f.sha256 for n, f in state.manifest.items()})
     warnings = tuple(f.format_text() for f in report.findings if f.severity is Severity.WARNING)
@@ -196,6 +211,27 @@ def _sync(
     save_state(config.state_dir, state)
     reloaded = _reload(config, state) if state.reload_pending else None
     return SyncResult("applied", tip, signer, url, plan, new_commits, previous, warnings, reloaded)
+
+
+def fetch_limits(config: Config) -> FetchLimits:
+    repo = config.repo
+    return FetchLimits(repo.timeout, repo.max_fetch_bytes, repo.ssh_command, repo.ca_file)
+
+
+def verify_commit(info: CommitInfo, signers: list[AllowedSigner]) -> str:
+    """The principal that signed ``info``; ``SignatureError`` naming the
+    commit otherwise, and for a signature not in git's own encoding (a
+    re-encoded copy would fork this node away from the honest history)."""
+    what = f"commit {info.sha[:12]} ({info.summary!r})"
+    if info.noncanonical is not None:
+        raise SignatureError(
+            f"{what}: {info.noncanonical}: a copy of a signed commit re-encoded by the server or a mirror; "
+            "nothing was installed"
+        )
+    try:
+        return verify_signed_object(info.payload, info.signature, signers, info.committer_time).principal
+    except SignatureError as exc:
+        raise SignatureError(f"{what}: {exc.message}; nothing was installed") from None
 
 
 def _after_last_reload_second(state: State) -> None:
@@ -234,37 +270,73 @@ def _verify_history(
     store: GitStore,
     signers: list[AllowedSigner],
     state: State,
-    tip: str,
+    tip: CommitInfo,
     allow_rewind: bool,
 ) -> int:
-    """The rollback guard and the signature policy; returns how many new
-    commits there are.  Raises ``RefusedError`` naming the offending commit."""
+    """The rollback guard, the clock guard and the signature policy for the
+    commits after the last applied one (the tip itself was verified before);
+    returns how many new commits there are.  Raises ``RefusedError`` naming
+    the offending commit."""
     last = state.last_applied
-    if last is None or tip == last:
+    if last is None or tip.sha == last:
         return 0  # first sync: the tip alone is checked (by the caller)
     stop: str | None = last
-    if not store.has(last) or not store.is_ancestor(last, tip):
-        if not allow_rewind:
+    if not store.has(last) or not store.is_ancestor(last, tip.sha):
+        stop = _same_signed_content(store, last, tip.sha)
+        if stop is None and not allow_rewind:
             raise RefusedError(
-                f"the remote's {config.repo.branch} ({tip[:12]}) does not descend from the last applied commit "
-                f"{last[:12]}: history was rewound or replaced; refusing (non-fast-forward). "
-                "If an admin really rewrote it, run `syncd sync --allow-rewind` once",
+                f"the remote's {config.repo.branch} ({tip.sha[:12]}) does not descend from the last applied commit "
+                f"{last[:12]}: history was rewound or replaced; refusing (non-fast-forward)",
                 reason="non-fast-forward",
+                hint=f"if an admin really rewrote the history, run once: syncd sync -c {config.source} --allow-rewind",
             )
-        stop = last if store.has(last) else None
-    commits = list(store.ancestors(tip, stop))
+        if stop is None:
+            stop = last if store.has(last) else None
+    commits = list(store.ancestors(tip.sha, stop))
     if stop is None:
-        commits = commits[:1]  # a rewound history with nothing in common: the tip
-    to_check: list[CommitInfo] = commits if config.trust.verify == "all" else commits[:1]
-    for info in to_check:
-        try:
-            verify_signed_object(info.payload, info.signature, signers, info.committer_time)
-        except SignatureError as exc:
-            raise RefusedError(
-                f"commit {info.sha[:12]} ({info.summary!r}): {exc.message}; nothing was installed",
-                reason="signature",
-            ) from None
+        return 1  # a rewound history with nothing in common: the tip
+    _check_dates(config, state, commits, tip)
+    if config.trust.verify == "all":
+        for info in commits:
+            if info.sha != tip.sha:
+                verify_commit(info, signers)
     return len(commits)
+
+
+def _same_signed_content(store: GitStore, last: str, tip: str) -> str | None:
+    """A commit in the tip's history with the same signed content as the
+    last applied one: the honest original of a re-encoded copy this node
+    applied (or the other way round).  Walks the whole history, but only
+    when the tip does not descend from the last applied commit."""
+    if not store.has(last):
+        return None
+    wanted = store.commit(last).payload
+    return next((info.sha for info in store.ancestors(tip) if info.payload == wanted), None)
+
+
+def _check_dates(config: Config, state: State, commits: list[CommitInfo], tip: CommitInfo) -> None:
+    """On the first-parent chain, refuse a commit much older than the last
+    applied one: committer dates are the signer's to choose, so a key that
+    was retired (``valid-before``) could otherwise still sign "in the past"."""
+    if state.commit_time is None:
+        return
+    floor = state.commit_time - config.trust.max_clock_skew
+    by_sha = {c.sha: c for c in commits}
+    info: CommitInfo | None = tip
+    while info is not None:
+        if info.committer_time < floor:
+            when = _iso(info.committer_time)
+            raise RefusedError(
+                f"commit {info.sha[:12]} ({info.summary!r}) is dated {when}, more than "
+                f"{config.trust.max_clock_skew:g} s before the last applied commit ({_iso(state.commit_time)}); "
+                "refusing a backdated commit (trust.max_clock_skew); nothing was installed",
+                reason="backdated",
+            )
+        info = by_sha.get(info.parents[0]) if info.parents else None
+
+
+def _iso(ts: float) -> str:
+    return datetime.datetime.fromtimestamp(ts, tz=datetime.UTC).isoformat(timespec="seconds")
 
 
 def read_and_validate(

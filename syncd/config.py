@@ -32,6 +32,8 @@ class RepoConfig:
     branch: str = "main"
     ssh_command: str | None = None  # e.g. "ssh -i /etc/syncd/deploy_key -o UserKnownHostsFile=..."
     ca_file: Path | None = None  # CA certificates for https:// (a private git server)
+    timeout: float = 60.0
+    max_fetch_bytes: int = 256 << 20
 
     @property
     def urls(self) -> tuple[str, ...]:
@@ -42,6 +44,7 @@ class RepoConfig:
 class TrustConfig:
     allowed_signers: Path
     verify: str = "all"
+    max_clock_skew: float = 3600.0
 
 
 @dataclass(frozen=True, slots=True)

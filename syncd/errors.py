@@ -118,6 +118,15 @@ class FetchTooLargeError(FetchError):
     reason = "fetch-too-large"
 
 
+class NoBranchError(FetchError):
+    """One URL has no such branch.  When no URL has it, the fetch raises a
+    ``ConfigError`` instead: retrying will not create the branch."""
+
+
+class IncompleteError(FetchError):
+    """What a URL sent does not reach every object its commits need."""
+
+
 class StoreRepairedError(TransientError):
     """The local store was corrupt or missing objects; it was set aside and
     the next pass fetches a fresh one (the rollback anchor is kept)."""

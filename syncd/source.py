@@ -1,16 +1,24 @@
-"""The shared repository, fetched with dulwich (the only module importing it).
+"""The shared repository's local store, read with dulwich.
 
-The remote and every mirror are untrusted.  Fetching only adds objects to
-``state_dir/repo.git``; nothing is ever deleted from it.  syncd keeps two
-local refs, both under ``refs/heads/`` because that is where a fetch looks
-for what it already has (so only new objects cross the network):
+The remote and every mirror are untrusted.  syncd keeps two local refs in
+``state_dir/repo.git``, both under ``refs/heads/`` because that is where a
+fetch looks for what it already has (so only new objects cross the network):
 
 * ``refs/heads/syncd-applied``: the last commit installed.  It moves only
   when syncd applies a commit, so a force-push on the server can change what
   the remote *offers* but never rewinds what this node applied (the
   rollback guard itself reads the last applied commit from the state file);
-* ``refs/heads/syncd-fetched``: whatever the remote offered last, trusted
-  for nothing, so that a refused commit is not downloaded again and again.
+* ``refs/heads/syncd-fetched``: the last tip fetched whose signature
+  verified, so that a signed commit refused for its content is not
+  downloaded again and again.
+
+The store holds only complete histories: a fetch lands in a quarantine
+(``fetch.py``) and its pack moves in only after the tip's signature verified
+and every object the new commits reach is present (``_check_connected``).
+A ref therefore never names a commit whose trees or blobs are missing, and
+the next fetch's "have" lines are true.  A store found corrupt or missing
+objects anyway (a disk error, an older syncd) is set aside and the next pass
+fetches afresh (``set_aside``); the rollback anchor lives in ``state.json``.
 
 Full history is fetched (no shallow clone): the rollback guard walks it.
 
@@ -24,23 +32,35 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import stat
 import zlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from dulwich.client import get_transport_and_path
-from dulwich.config import ConfigDict
 from dulwich.errors import NotTreeError
 from dulwich.object_store import DiskObjectStore, tree_lookup_path
 from dulwich.objects import Commit, ObjectID, Tree, hex_to_filename
 from dulwich.refs import Ref
 from dulwich.repo import Repo
 
-from syncd.config import redact_url
-from syncd.errors import TransientError, UnsafeTreeError
+from syncd.commits import split_commit
+from syncd.errors import (
+    ConfigError,
+    FetchError,
+    FetchTimeoutError,
+    FetchTooLargeError,
+    IncompleteError,
+    NoBranchError,
+    SignatureError,
+    StoreRepairedError,
+    SyncdError,
+    UnsafeTreeError,
+)
+from syncd.fetch import FetchLimits, Received, fetch_url
+from syncd.packscan import PackFormatError, inflate_prefix, packed_size
 from syncd.policy import POLICY_FILE
 from syncd.validate import EntryKind, TreeEntry
 
@@ -50,6 +70,11 @@ MAX_COMMIT_BYTES = 1 << 20  # a commit (with its signature) larger than this is 
 MAX_TREE_BYTES = 64 << 20  # 100k entries of ~40 bytes fit easily
 MAX_POLICY_BYTES = 1 << 20
 SUBMODULE_MODE = 0o160000
+BROKEN_SUFFIX = ".broken"  # where a corrupt store is set aside (one kept, for a post-mortem)
+
+# What reading a damaged store raises (a missing object, a bad checksum or
+# zlib stream, an unparsable object): the store is repaired, not the input refused.
+STORE_DAMAGE = (KeyError, zlib.error, ValueError, AssertionError, OSError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +85,7 @@ class CommitInfo:
     committer_time: int
     parents: tuple[str, ...]
     summary: str
+    noncanonical: str | None = None  # why the signature is not in git's own encoding
 
 
 class GitStore:
@@ -75,7 +101,7 @@ class GitStore:
             _clear_stale_locks(path)
             self.repo = Repo(str(path))
         else:
-            path.mkdir(parents=True, exist_ok=True)
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)
             self.repo = Repo.init_bare(str(path))
         store = self.repo.object_store
         assert isinstance(store, DiskObjectStore)
@@ -84,53 +110,96 @@ class GitStore:
     def close(self) -> None:
         self.repo.close()
 
+    def set_aside(self) -> Path:
+        """Move a damaged store out of the way; the next ``GitStore`` starts
+        empty and the next fetch brings the whole history again."""
+        self.close()
+        broken = self.path.with_name(self.path.name + BROKEN_SUFFIX)
+        shutil.rmtree(broken, ignore_errors=True)
+        self.path.rename(broken)
+        return broken
+
+    def _ref(self, name: Ref) -> ObjectID | None:
+        try:
+            return self.repo.refs[name]
+        except KeyError:
+            return None
+
+    def repaired(self, why: str) -> StoreRepairedError:
+        broken = self.set_aside()
+        return StoreRepairedError(
+            f"the local store {self.path} was damaged: {why}. It was set aside as {broken.name}; "
+            "the next pass fetches the repository afresh (the rollback anchor in state.json is kept)"
+        )
+
     # --- fetching ---------------------------------------------------------------
 
     def fetch(
         self,
         urls: Sequence[str],
         branch: str,
-        ssh_command: str | None = None,
-        ca_file: Path | None = None,
+        limits: FetchLimits,
+        verify_tip: Callable[[CommitInfo], object],
+        cancel: Callable[[], bool] | None = None,
     ) -> tuple[str, str]:
-        """Fetch ``branch`` from the first URL that answers.
+        """Fetch ``branch`` from the first URL whose answer holds up.
 
-        Returns ``(tip, redacted url)``.  Raises ``TransientError`` naming
-        every URL (without secrets) and why it failed.
-        """
+        Per URL, in order: fetch into a quarantine (deadline, size cap);
+        ``verify_tip`` the advertised tip's commit (it raises
+        ``SignatureError`` to refuse it) before anything else is read; check
+        that every object the new commits need arrived; then move the objects
+        in and record the tip.  A URL that fails any step costs nothing and
+        the next mirror is tried.  Returns ``(tip, redacted url)``."""
+        from syncd.config import redact_url
+
         ref = Ref(f"refs/heads/{branch}".encode())
-        failures = []
+        failures: list[SyncdError] = []
         for url in urls:
+            heads = [sha for sha in map(self._ref, (APPLIED_REF, FETCHED_REF)) if sha is not None]
             try:
-                return self._fetch_one(url, ref, ssh_command, ca_file), redact_url(url)
-            except TransientError as exc:
-                failures.append(f"{redact_url(url)}: {exc.message}")
-            except Exception as exc:  # dulwich raises many kinds for network trouble
-                failures.append(f"{redact_url(url)}: {type(exc).__name__}: {_one_line(exc, url)}")
-        raise TransientError("no repository URL could be fetched: " + "; ".join(failures))
+                received = fetch_url(url, ref, self.path, list(dict.fromkeys(heads)), limits, cancel)
+            except (FetchError, SignatureError) as exc:
+                failures.append(exc)
+                continue
+            try:
+                self._accept(received, verify_tip)
+            except IncompleteError as exc:
+                if heads and not self.complete(heads):
+                    raise self.repaired(f"commits fetched before are missing objects ({exc.message})") from None
+                failures.append(FetchError(f"{redact_url(url)}: {exc.message}"))
+                continue
+            except SignatureError as exc:
+                failures.append(SignatureError(f"{exc.message} (from {redact_url(url)})"))
+                continue
+            finally:
+                received.discard()
+            return received.tip, redact_url(url)
+        raise _fetch_failure(failures, branch)
 
-    def _fetch_one(self, url: str, ref: Ref, ssh_command: str | None, ca_file: Path | None) -> str:
-        settings = ConfigDict()
-        if ca_file is not None:  # https:// with a private CA: git's http.sslCAInfo
-            settings.set((b"http",), b"sslCAInfo", os.fsencode(ca_file))
-        client, path = get_transport_and_path(url, config=settings, ssh_command=ssh_command, quiet=True)
-        found: dict[str, ObjectID] = {}
+    def _accept(self, received: Received, verify_tip: Callable[[CommitInfo], object]) -> None:
+        if received.incoming is None:
+            verify_tip(self.commit(received.tip))
+            self.repo.refs[FETCHED_REF] = _oid(received.tip)
+            return
+        incoming = DiskObjectStore(os.fspath(received.incoming))
+        try:
+            verify_tip(_commit_info(incoming, received.tip))
+            missing = _check_connected(incoming, self.store.__contains__, _oid(received.tip))
+        finally:
+            incoming.close()
+        if missing is not None:
+            raise IncompleteError(f"incomplete answer: {missing} (nothing was kept)")
+        for pack in sorted(received.incoming.glob("pack/pack-*"), key=lambda p: p.suffix != ".pack"):
+            pack.rename(Path(self.store.pack_dir) / pack.name)  # the .pack before its .idx
+        self.repo.refs[FETCHED_REF] = _oid(received.tip)
 
-        def wants(refs: Mapping[Ref, ObjectID], depth: int | None = None) -> list[ObjectID]:
-            tip = refs.get(ref)
-            if tip is None:
-                raise TransientError(f"the remote has no branch {ref.decode()}")
-            found["tip"] = tip
-            return [] if tip in self.store else [tip]
-
-        client.fetch(path, self.repo, determine_wants=wants, ref_prefix=[ref])
-        if "tip" not in found:
-            raise TransientError(f"the remote has no branch {ref.decode()}")
-        tip = found["tip"]
-        if tip not in self.store:
-            raise TransientError(f"the remote did not send commit {tip.decode()}")
-        self.repo.refs[FETCHED_REF] = tip
-        return tip.decode()
+    def complete(self, heads: Sequence[ObjectID]) -> bool:
+        """Whether every object ``heads`` reach is in the store (a full walk:
+        only for telling a damaged store from a lying server)."""
+        try:
+            return all(_check_connected(self.store, _nothing_known, head) is None for head in heads)
+        except STORE_DAMAGE:
+            return False
 
     # --- history ------------------------------------------------------------------
 
@@ -138,22 +207,7 @@ class GitStore:
         return _oid(sha) in self.store
 
     def commit(self, sha: str) -> CommitInfo:
-        size = object_size(self.store, _oid(sha))
-        if size > MAX_COMMIT_BYTES:
-            raise UnsafeTreeError(f"commit {sha} is {size} bytes, over {MAX_COMMIT_BYTES}")
-        obj = self.store[_oid(sha)]
-        if not isinstance(obj, Commit):
-            raise UnsafeTreeError(f"{sha} is a {obj.type_name.decode()}, not a commit")
-        payload, signature, _ = obj.extract_signature()
-        summary = obj.message.split(b"\n", 1)[0].decode("utf-8", "replace")
-        return CommitInfo(
-            sha,
-            payload,
-            signature,
-            obj.commit_time,
-            tuple(p.decode() for p in obj.parents),
-            summary,
-        )
+        return _commit_info(self.store, sha)
 
     def ancestors(self, tip: str, stop: str | None = None) -> Iterator[CommitInfo]:
         """Commits reachable from ``tip`` and not from ``stop``, newest first
@@ -288,6 +342,83 @@ class GitStore:
         return self.store[sha].as_raw_string()
 
 
+def _commit_info(store: DiskObjectStore, sha: str) -> CommitInfo:
+    """A commit read from ``store`` (size-checked first), its signature split
+    off exactly as git does (``commits.split_commit``)."""
+    oid = _oid(sha)
+    size = object_size(store, oid)
+    if size > MAX_COMMIT_BYTES:
+        raise UnsafeTreeError(f"commit {sha} is {size} bytes, over {MAX_COMMIT_BYTES}")
+    obj = store[oid]
+    if not isinstance(obj, Commit):
+        raise UnsafeTreeError(f"{sha} is a {obj.type_name.decode()}, not a commit")
+    signed = split_commit(obj.as_raw_string())
+    summary = obj.message.split(b"\n", 1)[0].decode("utf-8", "replace")
+    parents = tuple(p.decode() for p in obj.parents)
+    return CommitInfo(sha, signed.payload, signed.signature, obj.commit_time, parents, summary, signed.noncanonical)
+
+
+def _check_connected(store: DiskObjectStore, known: Callable[[ObjectID], bool], tip: ObjectID) -> str | None:
+    """Walk everything ``tip`` reaches in ``store``, skipping objects in
+    those ``known`` (complete by the store's invariant); return the first missing
+    object, described, or None.  Blobs are checked for presence, never read;
+    commits and trees are size-checked before they are read."""
+    seen: set[ObjectID] = set()
+    pending: list[tuple[ObjectID, str, str]] = [(tip, "commit", "the tip")]
+    sizes = ObjectSizes(store)
+    try:
+        while pending:
+            oid, kind, what = pending.pop()
+            if oid in seen or known(oid):
+                continue
+            seen.add(oid)
+            if oid not in store:
+                return f"{kind} {oid.decode()} ({what}) is missing"
+            if kind == "blob":
+                continue
+            limit = MAX_COMMIT_BYTES if kind == "commit" else MAX_TREE_BYTES
+            if sizes(oid) > limit:
+                raise UnsafeTreeError(f"{kind} {oid.decode()} is over {limit} bytes")
+            obj = store[oid]
+            if isinstance(obj, Commit) and kind == "commit":
+                pending.append((obj.tree, "tree", f"root tree of {oid.decode()[:12]}"))
+                pending.extend((p, "commit", f"parent of {oid.decode()[:12]}") for p in obj.parents)
+            elif isinstance(obj, Tree) and kind == "tree":
+                for item in obj.iteritems():
+                    if item.mode == SUBMODULE_MODE:
+                        continue  # a gitlink names a commit of another repository
+                    child = "tree" if stat.S_ISDIR(item.mode) else "blob"
+                    pending.append((item.sha, child, item.path.decode("utf-8", "replace")))
+            else:
+                return f"{oid.decode()} ({what}) is a {obj.type_name.decode()}, not a {kind}"
+    finally:
+        sizes.close()
+    return None
+
+
+def _nothing_known(_oid: ObjectID) -> bool:
+    return False
+
+
+def _fetch_failure(failures: list[SyncdError], branch: str) -> SyncdError:
+    """The one error for a fetch no URL survived: a refused signature wins
+    (exit 1: only a new commit can fix it); no URL having the branch is a
+    config error; else the URLs' failures, of one class when they agree."""
+    summary = "; ".join(f.message for f in failures)
+    refusals = [f for f in failures if isinstance(f, SignatureError)]
+    if refusals:
+        return SignatureError("; ".join(f.message for f in refusals))
+    if failures and all(isinstance(f, NoBranchError) for f in failures):
+        return ConfigError(
+            f"no repository URL has the branch {branch}: {summary}",
+            hint="check repo.branch (and repo.url) in the node's config",
+        )
+    for kind in (FetchTimeoutError, FetchTooLargeError):
+        if failures and all(isinstance(f, kind) for f in failures):
+            return kind(f"no repository URL could be fetched: {summary}")
+    return FetchError(f"no repository URL could be fetched: {summary}")
+
+
 def blob_id(data: bytes) -> ObjectID:
     """git's id for a blob with this content."""
     return ObjectID(hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest().encode())
@@ -303,15 +434,7 @@ def _clear_stale_locks(path: Path) -> None:
         lock.unlink(missing_ok=True)
 
 
-def _one_line(exc: BaseException, url: str) -> str:
-    text = str(exc).strip().splitlines()
-    message = text[0] if text else ""
-    return message.replace(url, redact_url(url))[:300]
-
-
 # --- object sizes from headers ------------------------------------------------------
-
-_OFS_DELTA, _REF_DELTA = 6, 7
 
 
 def _oid(sha: str) -> ObjectID:
@@ -335,10 +458,9 @@ class ObjectSizes:
     def __call__(self, sha: ObjectID) -> int:
         """The size of an object's content, read from its header only.
 
-        Packed objects start with a type-and-size varint, and for deltas the
-        result size is the second varint at the start of the (zlib) delta;
-        loose objects start with ``"<type> <size>\\0"`` (zlib).  At most a few
-        dozen bytes are inflated, whatever the object's size."""
+        Packed objects: see ``packscan.packed_size``; loose objects start
+        with ``"<type> <size>\\0"`` (zlib).  At most a few dozen bytes are
+        inflated, whatever the object's size."""
         for pack in self.packs:
             try:
                 offset = pack.index.object_offset(sha)
@@ -349,13 +471,19 @@ class ObjectSizes:
             if fh is None:
                 fh = self.files[path] = open(path, "rb")  # noqa: SIM115 (closed in close())
             fh.seek(offset)
-            return _packed_size(fh, sha)
+            try:
+                return packed_size(fh)
+            except PackFormatError:
+                raise UnsafeTreeError(f"object {sha.decode()} has a corrupt header") from None
         path = hex_to_filename(os.fspath(self.store.path), sha)
         try:
             with open(path, "rb") as loose:
-                head = _inflate_prefix(loose, 64)
+                head = inflate_prefix(loose, 64)
             return int(head.split(b"\0", 1)[0].split(b" ", 1)[1])
         except FileNotFoundError:
+            for alternate in self.store.alternates:  # a quarantine reads through to the store
+                if isinstance(alternate, DiskObjectStore) and sha in alternate:
+                    return object_size(alternate, sha)
             raise KeyError(sha) from None
         except (ValueError, IndexError, zlib.error):
             raise UnsafeTreeError(f"object {sha.decode()} has a corrupt header") from None
@@ -367,53 +495,3 @@ def object_size(store: DiskObjectStore, sha: ObjectID) -> int:
         return sizes(sha)
     finally:
         sizes.close()
-
-
-def _packed_size(fh: BinaryIO, sha: ObjectID) -> int:
-    read = fh.read
-    byte = read(1)[0]
-    kind = (byte >> 4) & 7
-    size = byte & 0x0F
-    shift = 4
-    while byte & 0x80:
-        byte = read(1)[0]
-        size |= (byte & 0x7F) << shift
-        shift += 7
-    if kind not in (_OFS_DELTA, _REF_DELTA):
-        return size
-    if kind == _OFS_DELTA:
-        byte = read(1)[0]
-        while byte & 0x80:
-            byte = read(1)[0]
-    else:
-        read(20)
-    delta_head = _inflate_prefix(fh, 20)
-    _, pos = _varint(delta_head, 0)  # base size
-    result, _ = _varint(delta_head, pos)
-    return result
-
-
-def _varint(data: bytes, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            return value, pos
-
-
-def _inflate_prefix(fh: BinaryIO, want: int) -> bytes:
-    """Inflate only the first ``want`` bytes of the zlib stream at ``fh``."""
-    read = fh.read
-    inflater = zlib.decompressobj()
-    out = b""
-    while len(out) < want:
-        chunk = read(256)
-        if not chunk:
-            break
-        out += inflater.decompress(chunk, want - len(out))
-        if inflater.eof:
-            break
-    return out

@@ -303,10 +303,12 @@ def test_unreachable_repository_is_transient_and_mirrors_are_tried(hub: Hub, tmp
     assert node.sync()[0] == 0
 
 
-def test_missing_branch_is_transient(hub: Hub, tmp_path: Path) -> None:
+def test_missing_branch_is_a_config_error(hub: Hub, tmp_path: Path) -> None:
+    """Retrying cannot create the branch: exit 2, naming it, and what to check."""
     node = make_node(tmp_path / "b", str(hub.server), tmp_path / "keys" / "allowed_signers", repo__branch="nope")
     code, _, err = node.sync()
-    assert code == 3 and "no branch refs/heads/nope" in err
+    assert code == 2 and "no branch refs/heads/nope" in err and "repo.branch" in err
+    assert json.loads((node.state / "health.json").read_text())["last_error_reason"] == "config"
 
 
 def test_concurrent_syncs_take_turns(hub: Hub, node: Node) -> None:
