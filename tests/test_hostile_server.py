@@ -1,0 +1,234 @@
+"""Self-tests of the hostile git server (tests/hostile.py): real git and
+dulwich talk to it, and each mode really misbehaves the way it claims."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from dulwich.client import get_transport_and_path
+from dulwich.errors import GitProtocolError, HangupException
+from dulwich.objects import ObjectID
+from dulwich.repo import Repo
+
+from tests.gitutil import git, verify_with_git
+from tests.hostile import (
+    MODES,
+    PHANTOM_TIP,
+    REENCODINGS,
+    HostileURL,
+    hostile_git,
+    reencode_signature,
+)
+from tests.syncenv import Hub, admin_and_signers
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory: pytest.TempPathFactory) -> tuple[Hub, Path]:
+    """A signed hosts repository with three commits; and its allowed_signers."""
+    root = tmp_path_factory.mktemp("hub")
+    admin, signers = admin_and_signers(root / "keys")
+    hub = Hub(root / "hub", admin)
+    hub.change("add node9", lambda w: (w / "hosts" / "node9").write_text("Subnet = 10.9.0.0/16\n"))
+    hub.change("node9 moves", lambda w: (w / "hosts" / "node9").write_text("Subnet = 10.19.0.0/16\n"))
+    return hub, signers
+
+
+@contextlib.contextmanager
+def socket_timeout(seconds: float) -> Iterator[None]:
+    """dulwich's git:// client takes its socket timeout from the default."""
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def dulwich_fetch(url: str, target: Path) -> Repo:
+    repo = Repo(str(target)) if target.exists() else Repo.init_bare(str(target), mkdir=True)
+    client, path = get_transport_and_path(url)
+    try:
+        client.fetch(path, repo)
+    finally:
+        client.close()
+    return repo
+
+
+def oid(sha: str) -> ObjectID:
+    return ObjectID(sha.encode())
+
+
+def rev(repo: Path, name: str) -> str:
+    return git(repo, "rev-parse", name)
+
+
+def assert_stopped(url: HostileURL) -> None:
+    assert url.server.leftovers() == []
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("hostile-")]
+
+
+# --- honest ---------------------------------------------------------------------------------------
+
+
+def test_real_git_clones_from_honest(hub: tuple[Hub, Path], tmp_path: Path) -> None:
+    server, tip = hub[0].server, hub[0].tip
+    with hostile_git(server, "honest") as url:
+        subprocess.run(["git", "clone", "-q", "--bare", url, str(tmp_path / "c.git")], check=True, timeout=30)
+    assert rev(tmp_path / "c.git", "main") == tip
+    git(tmp_path / "c.git", "fsck", "--full", "--strict")
+    [conn] = url.connections
+    assert conn.request == f"git-upload-pack /{server.name}"
+    assert "version=2" in conn.params  # git asks for v2 and accepts the v0 answer
+    assert set(conn.wants) == {tip} and conn.done
+    assert_stopped(url)
+
+
+def test_dulwich_fetches_from_honest_and_sends_haves(hub: tuple[Hub, Path], tmp_path: Path) -> None:
+    h = hub[0]
+    older = tmp_path / "older.git"  # the server as it was one commit ago
+    git(tmp_path, "clone", "-q", "--bare", str(h.server), str(older))
+    first = rev(older, "main~1")
+    git(older, "update-ref", "refs/heads/main", first)
+    target = tmp_path / "d.git"
+    with hostile_git(older, "honest") as old_url:
+        dulwich_fetch(old_url, target)
+    assert oid(first) in Repo(str(target)).object_store and oid(h.tip) not in Repo(str(target)).object_store
+    git(target, "update-ref", "refs/heads/main", first)  # what a fetch looks at to say what it has
+    with hostile_git(h.server, "honest") as url:
+        repo = dulwich_fetch(url, target)
+    assert oid(h.tip) in repo.object_store
+    git(target, "update-ref", "refs/heads/main", h.tip)
+    git(target, "fsck", "--full", "--strict")
+    [clone], [fetch] = old_url.connections, url.connections
+    assert clone.haves == [] and fetch.haves[0] == first
+    assert fetch.sent < clone.sent  # only what main~1 lacks crossed the wire
+    assert {"side-band-64k", "ofs-delta", "multi_ack_detailed"} <= set(fetch.capabilities)
+
+
+# --- incomplete packs --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("omit", ["tree", "blobs", "parent"])
+def test_incomplete_leaves_the_named_objects_out(hub: tuple[Hub, Path], tmp_path: Path, omit: str) -> None:
+    h = hub[0]
+    with hostile_git(h.server, "incomplete", omit=omit) as url:
+        repo = dulwich_fetch(url, tmp_path / "d.git")
+    store = repo.object_store
+    root = rev(h.server, "main^{tree}")
+    blobs = git(h.server, "ls-tree", "-r", "--object-only", "main").split()
+    trees = git(h.server, "ls-tree", "-r", "-d", "--object-only", "main").split()
+    assert oid(h.tip) in store
+    assert (oid(root) in store) == (omit != "tree")
+    assert all((oid(b) in store) == (omit != "blobs") for b in blobs)
+    assert all(oid(t) in store for t in trees)
+    assert (oid(rev(h.server, "main~1")) in store) == (omit != "parent")
+    assert_stopped(url)
+
+
+def test_real_git_notices_an_incomplete_pack(hub: tuple[Hub, Path], tmp_path: Path) -> None:
+    with hostile_git(hub[0].server, "incomplete", omit="blobs") as url:
+        result = subprocess.run(["git", "clone", "-q", "--bare", url, str(tmp_path / "c.git")], timeout=30, check=False)
+    assert result.returncode != 0
+
+
+# --- lies about the tip -----------------------------------------------------------------------
+
+
+def test_substitute_serves_a_reencoded_commit(hub: tuple[Hub, Path], tmp_path: Path) -> None:
+    h, signers = hub
+    source = tmp_path / "forged.git"
+    git(tmp_path, "clone", "-q", "--bare", str(h.server), str(source))
+    forged = reencode_signature(source, h.tip, "sha256-header")
+    with hostile_git(h.server, "substitute", tip=forged, source=source) as url:
+        repo = dulwich_fetch(url, tmp_path / "d.git")
+    assert oid(forged) in repo.object_store and oid(h.tip) not in repo.object_store
+    assert verify_with_git(tmp_path / "d.git", forged, signers)
+    assert url.connections[0].wants[0] == forged
+
+
+@pytest.mark.parametrize("pack", ["empty", "none"])
+def test_phantom_advertises_a_tip_it_never_sends(hub: tuple[Hub, Path], tmp_path: Path, pack: str) -> None:
+    with (
+        hostile_git(hub[0].server, "phantom", pack=pack) as url,
+        contextlib.suppress(GitProtocolError, HangupException, AssertionError),
+    ):
+        dulwich_fetch(url, tmp_path / "d.git")
+    assert oid(PHANTOM_TIP) not in Repo(str(tmp_path / "d.git")).object_store
+    assert url.connections[0].wants[0] == PHANTOM_TIP
+    assert_stopped(url)
+
+
+# --- stalls and slowness ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["stall", "stall_after_refs"])
+def test_stall_makes_a_socket_timeout_fire(hub: tuple[Hub, Path], tmp_path: Path, mode: str) -> None:
+    with hostile_git(hub[0].server, mode) as url, socket_timeout(0.3):
+        start = time.monotonic()
+        with pytest.raises((TimeoutError, GitProtocolError)) as raised:
+            dulwich_fetch(url, tmp_path / "d.git")
+        assert isinstance(raised.value, TimeoutError) or isinstance(raised.value.__cause__, TimeoutError)
+        assert time.monotonic() - start < 3
+    assert url.connections[0].wants == ([hub[0].tip, hub[0].tip] if mode == "stall_after_refs" else [])
+    assert_stopped(url)
+
+
+def test_stop_while_a_client_waits(hub: tuple[Hub, Path]) -> None:
+    """Exiting the server with a client still connected closes everything."""
+    with hostile_git(hub[0].server, "stall") as url:
+        client = socket.create_connection(("127.0.0.1", url.server.port), timeout=5)
+        client.sendall(b"0032git-upload-pack /hosts.git\0host=127.0.0.1\0")
+        time.sleep(0.2)
+        start = time.monotonic()
+    assert time.monotonic() - start < 2
+    assert client.recv(10) == b""  # the server closed its end without a word
+    client.close()
+    assert_stopped(url)
+
+
+# --- forged copies of signed commits -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", REENCODINGS)
+def test_reencoded_signature_still_verifies(hub: tuple[Hub, Path], tmp_path: Path, how: str) -> None:
+    h, signers = hub
+    repo = tmp_path / "r.git"
+    git(tmp_path, "clone", "-q", "--bare", str(h.server), str(repo))
+    forged = reencode_signature(repo, h.tip, how)
+    assert forged != h.tip
+    assert verify_with_git(repo, forged, signers)  # git accepts every variant (git 2.39, OpenSSH 9)
+    original, copy = Repo(str(repo))[oid(h.tip)], Repo(str(repo))[oid(forged)]
+    payload, signature, _ = copy.extract_signature()  # type: ignore[attr-defined]
+    assert payload == original.extract_signature()[0]  # type: ignore[attr-defined]
+    assert signature is not None
+    assert (copy.tree, copy.parents, copy.message) == (original.tree, original.parents, original.message)  # type: ignore[attr-defined]
+
+
+def test_reencode_refuses_an_unsigned_commit(hub: tuple[Hub, Path], tmp_path: Path) -> None:
+    repo = tmp_path / "r.git"
+    git(tmp_path, "clone", "-q", "--bare", str(hub[0].server), str(repo))
+    unsigned = git(repo, "commit-tree", "-m", "unsigned", rev(repo, "main^{tree}"))
+    with pytest.raises(ValueError, match="no gpgsig header"):
+        reencode_signature(repo, unsigned, "blank-line")
+    with pytest.raises(ValueError, match="unknown re-encoding"):
+        reencode_signature(repo, hub[0].tip, "sideways")
+
+
+def test_unknown_modes_and_options_are_refused(hub: tuple[Hub, Path]) -> None:
+    for mode, opts, message in [
+        ("sulk", {}, "unknown hostile mode"),
+        ("honest", {"omit": "tree"}, "takes no option omit"),
+        ("incomplete", {"omit": "commits"}, "needs omit="),
+        ("substitute", {"tip": PHANTOM_TIP}, "needs tip="),
+        ("flood", {}, "needs size="),
+    ]:
+        with pytest.raises(ValueError, match=message), hostile_git(hub[0].server, mode, **opts):
+            pass
+    assert set(MODES) >= {"honest", "stall", "flood", "garbage"}
