@@ -32,6 +32,8 @@ class RepoConfig:
     branch: str = "main"
     ssh_command: str | None = None  # e.g. "ssh -i /etc/syncd/deploy_key -o UserKnownHostsFile=..."
     ca_file: Path | None = None  # CA certificates for https:// (a private git server)
+    timeout: float = 60.0  # seconds for one URL's whole fetch; then the next mirror
+    max_fetch_bytes: int = 256 * 1024**2  # bytes received from one URL in one fetch
 
     @property
     def urls(self) -> tuple[str, ...]:
@@ -42,6 +44,9 @@ class RepoConfig:
 class TrustConfig:
     allowed_signers: Path
     verify: str = "all"
+    follow_repo: bool = True  # the repo's own allowed_signers takes over once an admin commits it
+    max_age: float | None = None  # seconds; an applied tip older than this is "stale"
+    max_clock_skew: float = 3600.0  # seconds a first-parent commit may predate the last applied one
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +125,32 @@ class _Reader:
                 raise self.error(f"{key}[{i}]", "must be a non-empty string")
         return tuple(items)
 
+    def duration(self, key: str, default: float, maximum: float) -> float:
+        seconds = self.optional_duration(key, maximum)
+        return default if seconds is None else seconds
+
+    def optional_duration(self, key: str, maximum: float) -> float | None:
+        value = self.get(key, (int, float, str))
+        if value is None:
+            return None
+        try:
+            seconds = parse_duration(value)
+        except ValueError as exc:
+            raise self.error(key, str(exc)) from None
+        if seconds > maximum:
+            raise self.error(key, f"{value!r} is more than {_human_seconds(maximum)}")
+        return seconds
+
+    def size(self, key: str, default: int, minimum: int, maximum: int) -> int:
+        value = self.get(key, (int, str), default)
+        try:
+            size = parse_size(value)
+        except ValueError as exc:
+            raise self.error(key, str(exc)) from None
+        if not minimum <= size <= maximum:
+            raise self.error(key, f"{value!r} must be between {minimum} bytes and {maximum // 1024**3} GiB")
+        return size
+
     def nested(self, key: str) -> _Reader:
         self.used.add(key)
         return _Reader(self.data.get(key), f"{self.prefix}{key}.", self.source)
@@ -130,9 +161,61 @@ class _Reader:
             raise self.error(unknown[0], f"unknown key (known: {', '.join(sorted(self.used))})")
 
 
+_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd]?)\Z")
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_SIZE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(B|KiB|MiB|GiB)?\Z")
+_SIZE_UNITS = {None: 1, "B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from ``90``, ``"90"``, ``"10m"``, ``"1.5h"``, ``"14d"``.
+
+    Raises ``ValueError`` with the reason; the caller names the key."""
+    if isinstance(value, bool):
+        raise ValueError("must be a duration (seconds, or a number with s, m, h, d), not a boolean")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (m := _DURATION_RE.match(value.strip())):
+        seconds = float(m[1]) * _DURATION_UNITS[m[2]]
+    else:
+        raise ValueError(f"{value!r} is not a duration (seconds, or a number with s, m, h, d: 90, 10m, 14d)")
+    if not seconds > 0 or seconds != seconds:
+        raise ValueError(f"{value!r} must be more than zero")
+    return seconds
+
+
+def parse_size(value: object) -> int:
+    """Bytes from ``1048576``, ``"64KiB"``, ``"256MiB"``, ``"1GiB"``."""
+    if isinstance(value, bool):
+        raise ValueError("must be a size (bytes, or a number with KiB, MiB, GiB), not a boolean")
+    if isinstance(value, int):
+        size = value
+    elif isinstance(value, str) and (m := _SIZE_RE.match(value.strip())):
+        size = int(float(m[1]) * _SIZE_UNITS[m[2]])
+    else:
+        raise ValueError(f"{value!r} is not a size (bytes, or a number with KiB, MiB, GiB: 65536, 256MiB)")
+    if size <= 0:
+        raise ValueError(f"{value!r} must be more than zero")
+    return size
+
+
+def _human_seconds(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size:.0f}{unit}"
+    return f"{seconds:g}s"
+
+
 def _kind_name(kind: type | tuple[type, ...]) -> str:
     kinds = kind if isinstance(kind, tuple) else (kind,)
-    names = {str: "a string", int: "an integer", list: "a list", dict: "a mapping", bool: "true or false"}
+    names = {
+        str: "a string",
+        int: "an integer",
+        float: "a number",
+        list: "a list",
+        dict: "a mapping",
+        bool: "true or false",
+    }
     return " or ".join(names.get(k, k.__name__) for k in kinds)
 
 
@@ -175,6 +258,8 @@ def parse_config(data: object, source: str = "config", base: Path | None = None)
     ssh_command = repo_r.get("ssh_command", str)
     ca_text = repo_r.get("ca_file", str)
     ca_file = path_of(ca_text) if ca_text else None
+    timeout = repo_r.duration("timeout", 60, maximum=86400)
+    max_fetch_bytes = repo_r.size("max_fetch_bytes", 256 * 1024**2, minimum=1024, maximum=64 * 1024**3)
     repo_r.finish()
     if ca_file is not None and not ca_file.is_file():
         raise repo_r.error("ca_file", f"{ca_file}: no such file")
@@ -184,6 +269,9 @@ def parse_config(data: object, source: str = "config", base: Path | None = None)
     verify = trust_r.get("verify", str, "all")
     if verify not in VERIFY_MODES:
         raise trust_r.error("verify", f"{verify!r} must be one of {', '.join(VERIFY_MODES)}")
+    follow_repo = trust_r.get("follow_repo", bool, True)
+    max_age = trust_r.optional_duration("max_age", maximum=3650 * 86400)
+    max_clock_skew = trust_r.duration("max_clock_skew", 3600, maximum=365 * 86400)
     trust_r.finish()
     if not signers.is_file():
         raise trust_r.error("allowed_signers", f"{signers}: no such file")
@@ -209,8 +297,8 @@ def parse_config(data: object, source: str = "config", base: Path | None = None)
     return Config(
         net=net,
         node=node,
-        repo=RepoConfig(url, mirrors, branch, ssh_command, ca_file),
-        trust=TrustConfig(signers, verify),
+        repo=RepoConfig(url, mirrors, branch, ssh_command, ca_file, timeout, max_fetch_bytes),
+        trust=TrustConfig(signers, verify, follow_repo, max_age, max_clock_skew),
         tinc=TincConfig(tinc_dir, reload, pidfile, command),
         state_dir=state_dir,
         interval=interval,
