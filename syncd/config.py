@@ -1,28 +1,49 @@
 """The node's config file (``/etc/syncd/NET.yaml``) → a frozen ``Config``.
 
 Parsed once at start-up; every problem is a ``ConfigError`` (exit 2) that
-names the key.  URLs may carry secrets (``https://user:token@host/...``):
+names the key.  Unknown keys are reported first, at any depth, with the
+closest known key: a typo must never surface as "X is required" or, worse,
+be silently ignored.  ``load_config`` also checks the file against the node
+(``check_node``).  URLs may carry secrets (``https://user:token@host/...``):
 ``redact_url`` is what every message and log line shows instead.
 """
 
 from __future__ import annotations
 
+import difflib
+import os
 import re
+import shlex
+import stat
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from syncd.errors import ConfigError
+from syncd.errors import ConfigError, UsageError
 from syncd.hostfile import NAME_RE
+from syncd.units import format_duration, format_size, parse_duration, parse_size
 
 RELOAD_METHODS = ("auto", "signal", "tinc", "systemd", "command", "none")
 VERIFY_MODES = ("all", "tip")
+DEFAULT_CONFIG_DIR = Path("/etc/syncd")
 _NETNAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}\Z")  # check_netname(), strict
 _BRANCH_RE = re.compile(r"(?!.*\.\.)(?!/)(?!.*/\Z)[A-Za-z0-9._/-]{1,200}\Z")
+
+# Every key the file may hold: a section maps to its own keys.
+SCHEMA: dict[str, tuple[str, ...] | None] = {
+    "net": None,
+    "node": None,
+    "repo": ("url", "mirrors", "branch", "timeout", "max_fetch_bytes", "ssh_command", "ca_file"),
+    "trust": ("allowed_signers", "verify", "follow_repo", "max_age", "max_clock_skew"),
+    "tinc": ("dir", "reload", "pidfile", "command"),
+    "state_dir": None,
+    "interval": None,
+    "metrics_file": None,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,8 +53,8 @@ class RepoConfig:
     branch: str = "main"
     ssh_command: str | None = None  # e.g. "ssh -i /etc/syncd/deploy_key -o UserKnownHostsFile=..."
     ca_file: Path | None = None  # CA certificates for https:// (a private git server)
-    timeout: float = 60.0
-    max_fetch_bytes: int = 256 << 20
+    timeout: float = 60.0  # seconds for one URL's whole fetch; then the next mirror
+    max_fetch_bytes: int = 256 * 1024**2  # bytes received from one URL in one fetch
 
     @property
     def urls(self) -> tuple[str, ...]:
@@ -44,7 +65,9 @@ class RepoConfig:
 class TrustConfig:
     allowed_signers: Path
     verify: str = "all"
-    max_clock_skew: float = 3600.0
+    follow_repo: bool = True  # the repo's own allowed_signers takes over once an admin commits it
+    max_age: float | None = None  # seconds; an applied tip older than this is "stale"
+    max_clock_skew: float = 3600.0  # seconds a first-parent commit may predate the last applied one
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +94,31 @@ class Config:
     metrics_file: Path | None = None
     source: str = ""  # the file it was read from, for messages
 
+    def command(self, args: str) -> str:
+        """The command line a user can paste to run ``args`` on this config:
+        ``command("sync --allow-rewind")`` is ``syncd sync inet6 --allow-rewind``
+        when the config is ``NET.yaml`` in the config directory, else
+        ``syncd sync -c /path/to/it.yaml --allow-rewind``."""
+        subcommand, _, rest = args.strip().partition(" ")
+        source = Path(self.source).absolute() if self.source else None
+        if source is not None and source.resolve() == config_path(self.net).resolve():
+            target = self.net
+        else:
+            target = f"-c {shlex.quote(str(source or 'CONFIG'))}"
+        return " ".join(part for part in ("syncd", subcommand, target, rest.strip()) if part)
+
+
+def config_dir() -> Path:
+    """Where ``NET`` points: ``$SYNCD_CONFIG_DIR``, else ``/etc/syncd``."""
+    return Path(os.environ.get("SYNCD_CONFIG_DIR") or DEFAULT_CONFIG_DIR)
+
+
+def config_path(net: str) -> Path:
+    """The config file the ``NET`` shorthand names: ``config_dir()/NET.yaml``."""
+    if not _NETNAME_RE.match(net):
+        raise UsageError(f"NET {net!r} is not a valid tinc network name (letters, digits, _ . -)")
+    return config_dir() / f"{net}.yaml"
+
 
 def redact_url(url: str) -> str:
     """``url`` with any password and query values replaced by ``***``."""
@@ -87,6 +135,38 @@ def redact_url(url: str) -> str:
     return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
+def unknown_keys(data: object, source: str) -> ConfigError | None:
+    """Every key of the document that ``SCHEMA`` does not know, in one error,
+    each with the closest known key; None when all are known."""
+    if not isinstance(data, Mapping):
+        return None  # reported as "must be a mapping" by the reader
+    problems = [_unknown(str(key), "", tuple(SCHEMA)) for key in data if str(key) not in SCHEMA]
+    for section, keys in SCHEMA.items():
+        nested = data.get(section)
+        if keys is not None and isinstance(nested, Mapping):
+            problems += [_unknown(str(key), f"{section}.", keys) for key in nested if str(key) not in keys]
+    if not problems:
+        return None
+    return ConfigError(f"{source}: {'; '.join(problems)}")
+
+
+def _unknown(key: str, prefix: str, known: tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    if close:
+        return f"{prefix}{key}: unknown key (did you mean {prefix}{close[0]}?)"
+    # the right key in the wrong place: `allowed_signers` at the top, `url` under trust
+    elsewhere = [
+        f"{section}.{name}" if keys is not None else name
+        for section, keys in SCHEMA.items()
+        for name in (keys if keys is not None else (section,))
+    ]
+    leaves = {name.rpartition(".")[2]: name for name in elsewhere}
+    close = difflib.get_close_matches(key, leaves, n=1, cutoff=0.8)
+    if close and leaves[close[0]] != f"{prefix}{close[0]}":
+        return f"{prefix}{key}: unknown key (did you mean {leaves[close[0]]}?)"
+    return f"{prefix}{key}: unknown key (known: {', '.join(known)})"
+
+
 class _Reader:
     """Typed access to one mapping of the YAML document, naming keys in errors."""
 
@@ -94,17 +174,16 @@ class _Reader:
         if data is None:
             data = {}
         if not isinstance(data, Mapping):
-            raise ConfigError(f"{source}: {prefix.rstrip('.') or 'the file'} must be a mapping")
+            what = prefix.rstrip(".") or "the file"
+            raise ConfigError(f"{source}: {what} must be a mapping, not {type(data).__name__} {data!r:.60}")
         self.data: Mapping[str, Any] = data
         self.prefix = prefix
         self.source = source
-        self.used: set[str] = set()
 
     def error(self, key: str, message: str) -> ConfigError:
         return ConfigError(f"{self.source}: {self.prefix}{key}: {message}")
 
     def get(self, key: str, kind: type | tuple[type, ...], default: Any = None, required: bool = False) -> Any:
-        self.used.add(key)
         if key not in self.data or self.data[key] is None:
             if required:
                 raise self.error(key, "is required")
@@ -113,7 +192,7 @@ class _Reader:
         if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
             raise self.error(key, f"must be {_kind_name(kind)}, not a boolean")
         if not isinstance(value, kind):
-            raise self.error(key, f"must be {_kind_name(kind)}, not {type(value).__name__} {value!r}")
+            raise self.error(key, f"must be {_kind_name(kind)}, not {type(value).__name__} {value!r:.60}")
         return value
 
     def strings(self, key: str) -> tuple[str, ...]:
@@ -123,40 +202,70 @@ class _Reader:
                 raise self.error(f"{key}[{i}]", "must be a non-empty string")
         return tuple(items)
 
-    def nested(self, key: str) -> _Reader:
-        self.used.add(key)
-        return _Reader(self.data.get(key), f"{self.prefix}{key}.", self.source)
+    def duration(self, key: str, default: float, maximum: float) -> float:
+        seconds = self.optional_duration(key, maximum)
+        return default if seconds is None else seconds
 
-    def finish(self) -> None:
-        unknown = sorted(str(k) for k in self.data if k not in self.used)
-        if unknown:
-            raise self.error(unknown[0], f"unknown key (known: {', '.join(sorted(self.used))})")
+    def optional_duration(self, key: str, maximum: float) -> float | None:
+        value = self.get(key, (int, float, str))
+        if value is None:
+            return None
+        try:
+            seconds = parse_duration(value)
+        except ValueError as exc:
+            raise self.error(key, str(exc)) from None
+        if seconds > maximum:
+            raise self.error(key, f"{value!r} is more than {format_duration(maximum)}")
+        return seconds
+
+    def size(self, key: str, default: int, minimum: int, maximum: int) -> int:
+        value = self.get(key, (int, str), default)
+        try:
+            size = parse_size(value)
+        except ValueError as exc:
+            raise self.error(key, str(exc)) from None
+        if not minimum <= size <= maximum:
+            raise self.error(key, f"{value!r} must be from {format_size(minimum)} to {format_size(maximum)}")
+        return size
+
+    def nested(self, key: str) -> _Reader:
+        return _Reader(self.data.get(key), f"{self.prefix}{key}.", self.source)
 
 
 def _kind_name(kind: type | tuple[type, ...]) -> str:
     kinds = kind if isinstance(kind, tuple) else (kind,)
-    names = {str: "a string", int: "an integer", list: "a list", dict: "a mapping", bool: "true or false"}
+    names = {str: "a string", int: "an integer", float: "a number", list: "a list", bool: "true or false"}
     return " or ".join(names.get(k, k.__name__) for k in kinds)
 
 
 def load_config(path: Path) -> Config:
+    """Read, parse and check the config file ``path`` against this node."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as fh:
+            mode = os.fstat(fh.fileno()).st_mode
+            raw = fh.read()
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read: {exc}") from None
+    refuse_writable(path, mode, "config file")
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    return parse_config(data, str(path), base=path.parent)
+    config = parse_config(data, str(path), base=path.parent)
+    check_node(config)
+    return config
 
 
 def parse_config(data: object, source: str = "config", base: Path | None = None) -> Config:
     """Build a ``Config`` from parsed YAML.  Relative paths are taken
     relative to ``base`` (the config file's directory)."""
     top = _Reader(data, "", source)
+    unknown = unknown_keys(data, source)
+    if unknown is not None:
+        raise unknown
 
     def path_of(value: str) -> Path:
         p = Path(value)
@@ -168,28 +277,8 @@ def parse_config(data: object, source: str = "config", base: Path | None = None)
     node = top.get("node", str, required=True)
     if not NAME_RE.match(node):
         raise top.error("node", f"{node!r} is not a valid tinc node name")
-
-    repo_r = top.nested("repo")
-    url = repo_r.get("url", str, required=True)
-    mirrors = repo_r.strings("mirrors")
-    branch = repo_r.get("branch", str, "main")
-    if not _BRANCH_RE.match(branch):
-        raise repo_r.error("branch", f"{branch!r} is not a valid branch name")
-    ssh_command = repo_r.get("ssh_command", str)
-    ca_text = repo_r.get("ca_file", str)
-    ca_file = path_of(ca_text) if ca_text else None
-    repo_r.finish()
-    if ca_file is not None and not ca_file.is_file():
-        raise repo_r.error("ca_file", f"{ca_file}: no such file")
-
-    trust_r = top.nested("trust")
-    signers = path_of(trust_r.get("allowed_signers", str, required=True))
-    verify = trust_r.get("verify", str, "all")
-    if verify not in VERIFY_MODES:
-        raise trust_r.error("verify", f"{verify!r} must be one of {', '.join(VERIFY_MODES)}")
-    trust_r.finish()
-    if not signers.is_file():
-        raise trust_r.error("allowed_signers", f"{signers}: no such file")
+    repo = _repo(top.nested("repo"), path_of)
+    trust = _trust(top.nested("trust"), path_of)
 
     tinc_r = top.nested("tinc")
     tinc_dir = path_of(tinc_r.get("dir", str, f"/etc/tinc/{net}"))
@@ -200,23 +289,120 @@ def parse_config(data: object, source: str = "config", base: Path | None = None)
     command = tinc_r.strings("command")
     if reload == "command" and not command:
         raise tinc_r.error("command", "is required (an argv list) when reload is 'command'")
-    tinc_r.finish()
 
     state_dir = path_of(top.get("state_dir", str, f"/var/lib/syncd/{net}"))
     interval = top.get("interval", int, 300)
     if not 1 <= interval <= 86400:
         raise top.error("interval", f"{interval} must be between 1 and 86400 seconds")
     metrics = top.get("metrics_file", str)
-    top.finish()
-
     return Config(
         net=net,
         node=node,
-        repo=RepoConfig(url, mirrors, branch, ssh_command, ca_file),
-        trust=TrustConfig(signers, verify),
+        repo=repo,
+        trust=trust,
         tinc=TincConfig(tinc_dir, reload, pidfile, command),
         state_dir=state_dir,
         interval=interval,
         metrics_file=path_of(metrics) if metrics else None,
         source=source,
     )
+
+
+def _repo(r: _Reader, path_of: Callable[[str], Path]) -> RepoConfig:
+    url = r.get("url", str, required=True)
+    mirrors = r.strings("mirrors")
+    branch = r.get("branch", str, "main")
+    if not _BRANCH_RE.match(branch):
+        raise r.error("branch", f"{branch!r} is not a valid branch name")
+    ssh_command = r.get("ssh_command", str)
+    ca_text = r.get("ca_file", str)
+    ca_file = path_of(ca_text) if ca_text else None
+    timeout = r.duration("timeout", 60.0, maximum=86400)
+    # below 1 KiB not even the ref advertisement fits; above 64 GiB is a typo
+    max_fetch_bytes = r.size("max_fetch_bytes", 256 * 1024**2, minimum=1024, maximum=64 * 1024**3)
+    if ca_file is not None and not ca_file.is_file():
+        raise r.error("ca_file", f"{ca_file}: no such file")
+    return RepoConfig(url, mirrors, branch, ssh_command, ca_file, timeout, max_fetch_bytes)
+
+
+def _trust(r: _Reader, path_of: Callable[[str], Path]) -> TrustConfig:
+    signers = path_of(r.get("allowed_signers", str, required=True))
+    verify = r.get("verify", str, "all")
+    if verify not in VERIFY_MODES:
+        raise r.error("verify", f"{verify!r} must be one of {', '.join(VERIFY_MODES)}")
+    follow_repo = r.get("follow_repo", bool, True)
+    max_age = r.optional_duration("max_age", maximum=3650 * 86400)
+    max_clock_skew = r.duration("max_clock_skew", 3600.0, maximum=365 * 86400)
+    if not signers.is_file():
+        raise r.error("allowed_signers", f"{signers}: no such file")
+    return TrustConfig(signers, verify, follow_repo, max_age, max_clock_skew)
+
+
+# --- the config against the node it runs on ----------------------------------------------
+
+# read_config_file() in tinc's src/conf.c: the variable runs to the first
+# space, tab or '='; then blanks, one optional '=', blanks; the rest is the value.
+_CONF_LINE_RE = re.compile(r"([^\t =]+)[\t ]*(?:=[\t ]*)?(.*)")
+
+
+def check_node(config: Config) -> None:
+    """What parsing alone cannot see: the tinc directory is there, its
+    tinc.conf names this node, and the trust root is not writable by others."""
+    tinc_dir = config.tinc.dir
+    if not tinc_dir.is_dir():
+        what = "not a directory" if tinc_dir.exists() else "no such directory"
+        raise ConfigError(
+            f"{config.source}: tinc.dir: {tinc_dir}: {what}",
+            hint=f"syncd creates only {tinc_dir / 'hosts'} inside it: set tinc.dir to the network's tinc "
+            f"directory, or create it first (syncd add-node {config.node} --tinc-dir {shlex.quote(str(tinc_dir))} "
+            "sets up a new node)",
+        )
+    conf = tinc_dir / "tinc.conf"
+    name = tinc_conf_name(conf)
+    if name is not None and not name.startswith("$") and name != config.node:
+        raise ConfigError(
+            f"{config.source}: node: {config.node!r} is not this node's tinc Name: {conf} says Name = {name}",
+            hint="node must be the Name tincd runs as, or syncd would check and install the wrong node's key",
+        )
+    with_mode = config.trust.allowed_signers
+    try:
+        mode = with_mode.stat().st_mode
+    except OSError as exc:
+        raise ConfigError(f"{config.source}: trust.allowed_signers: {with_mode}: {exc.strerror}") from None
+    refuse_writable(with_mode, mode, "allowed_signers file (the trust root)")
+
+
+def tinc_conf_name(conf: Path) -> str | None:
+    """The ``Name`` tincd takes from ``conf``: the first one, its variable
+    name case-insensitive (``Name = x``, ``name x``); None without one.
+
+    tinc 1.1 expands a value starting with ``$`` from the environment
+    (``$HOST``: the host name); the caller cannot know that value."""
+    try:
+        data = conf.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ConfigError(f"{conf}: cannot read: {exc.strerror}") from None
+    for raw in data.split(b"\n"):
+        line = raw.decode("utf-8", "replace").removesuffix("\r").rstrip(" \t")
+        if not line or line[0] == "#":
+            continue
+        match = _CONF_LINE_RE.match(line)
+        if match is None or not match[2]:
+            return None  # tincd stops reading here (and refuses to start)
+        if match[1].lower() == "name":
+            return match[2]
+    return None
+
+
+def refuse_writable(path: Path, mode: int, what: str) -> None:
+    """Refuse a file that group or others may write, as OpenSSH's
+    safe_path() refuses an authorized_keys file: whoever can edit the
+    config or the trust root can make this node install anything."""
+    if mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise ConfigError(
+            f"{path}: the {what} is writable by {'group' if mode & stat.S_IWGRP else 'others'} "
+            f"(mode {stat.S_IMODE(mode):04o}); syncd refuses it",
+            hint=f"chmod go-w {shlex.quote(str(path))}",
+        )

@@ -94,13 +94,17 @@ def make_node(
     node: str = "my_pc",
     **overrides: object,
 ) -> Node:
-    root.mkdir(parents=True, exist_ok=True)
+    # syncd creates only hosts/ inside the tinc directory: the node has the
+    # rest, as after `syncd add-node` or a manual setup
+    tinc_dir = root / "etc" / "tinc" / "inet6"
+    tinc_dir.mkdir(parents=True, exist_ok=True)
+    (tinc_dir / "tinc.conf").write_text(f"Name = {node}\n")
     config: dict[str, object] = {
         "net": "inet6",
         "node": node,
         "repo": {"url": url},
         "trust": {"allowed_signers": str(signers)},
-        "tinc": {"dir": str(root / "etc" / "tinc" / "inet6"), "reload": "none"},
+        "tinc": {"dir": str(tinc_dir), "reload": "none"},
         "state_dir": str(root / "state"),
     }
     for key, value in overrides.items():
@@ -113,6 +117,7 @@ def make_node(
             config[key] = value
     path = root / "node.yaml"
     path.write_text(yaml.safe_dump(config))
+    path.chmod(0o644)  # whatever the umask: syncd refuses a config others may write
     return Node(root, path)
 
 

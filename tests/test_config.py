@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from syncd.config import load_config, parse_config, redact_url
 from syncd.errors import ConfigError
+from syncd.units import parse_duration, parse_size
 
 
 @pytest.fixture
@@ -29,11 +31,57 @@ def test_defaults(signers: Path) -> None:
     assert config.state_dir == Path("/var/lib/syncd/inet6")
     assert config.repo.branch == "main" and config.repo.urls == ("git://h/x",)
     assert config.trust.verify == "all" and config.tinc.reload == "auto" and config.interval == 300
+    assert config.repo.timeout == 60.0 and config.repo.max_fetch_bytes == 256 * 1024 * 1024
+    assert config.trust.follow_repo is True and config.trust.max_age is None
+    assert config.trust.max_clock_skew == 3600.0
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [(90, 90.0), ("90", 90.0), ("45s", 45.0), ("10m", 600.0), ("1.5h", 5400.0), ("14d", 14 * 86400.0), (2.5, 2.5)],
+)
+def test_durations(text: object, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", [0, -5, "0s", "-1m", "10 minutes", "1w", "h", "", True, [1], "nan"])
+def test_bad_durations(text: object) -> None:
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [(65536, 65536), ("65536", 65536), ("64KiB", 65536), ("256MiB", 256 << 20), ("1GiB", 1 << 30), ("1.5KiB", 1536)],
+)
+def test_sizes(text: object, size: int) -> None:
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", [0, -1, "0MiB", "256MB", "256M", "1TiB", "KiB", 1.5, False])
+def test_bad_sizes(text: object) -> None:
+    with pytest.raises(ValueError):
+        parse_size(text)
+
+
+def test_new_keys_are_read(signers: Path) -> None:
+    data = minimal(signers)
+    data["repo"] = {"url": "git://h/x", "timeout": "2m", "max_fetch_bytes": "64MiB"}
+    data["trust"] = {
+        "allowed_signers": str(signers),
+        "follow_repo": False,
+        "max_age": "14d",
+        "max_clock_skew": "30m",
+    }
+    config = parse_config(data)
+    assert (config.repo.timeout, config.repo.max_fetch_bytes) == (120.0, 64 << 20)
+    assert config.trust.follow_repo is False
+    assert (config.trust.max_age, config.trust.max_clock_skew) == (14 * 86400.0, 1800.0)
 
 
 def test_relative_paths_are_relative_to_the_config_file(tmp_path: Path, signers: Path) -> None:
     path = tmp_path / "etc" / "inet6.yaml"
-    path.parent.mkdir()
+    (path.parent / "tinc").mkdir(parents=True)
     path.write_text(
         f"net: inet6\nnode: my_pc\nrepo: {{url: /srv/hosts.git}}\ntrust: {{allowed_signers: {signers}}}\n"
         "state_dir: state\ntinc: {dir: tinc}\n"
@@ -66,7 +114,23 @@ def test_relative_paths_are_relative_to_the_config_file(tmp_path: Path, signers:
         ({"interval": 0}, "interval: 0 must be between 1 and 86400"),
         ({"interval": True}, "interval: must be an integer, not a boolean"),
         ({"colour": "blue"}, "colour: unknown key"),
+        ({"repo": {"url": "x", "timeout": 0}}, "repo.timeout: 0 must be more than zero"),
+        ({"repo": {"url": "x", "timeout": "-3s"}}, "repo.timeout: '-3s' is not a duration"),
+        ({"repo": {"url": "x", "timeout": "2d"}}, "repo.timeout: '2d' is more than 1d"),
+        ({"repo": {"url": "x", "timeout": True}}, "repo.timeout: must be "),
+        ({"repo": {"url": "x", "max_fetch_bytes": "256MB"}}, "repo.max_fetch_bytes: '256MB' is not a size"),
+        ({"repo": {"url": "x", "max_fetch_bytes": 0}}, "repo.max_fetch_bytes: 0 must be more than zero"),
+        ({"repo": {"url": "x", "max_fetch_bytes": 100}}, "repo.max_fetch_bytes: 100 must be from 1KiB to 64GiB"),
+        ({"repo": {"url": "x", "max_fetch_bytes": "100GiB"}}, "repo.max_fetch_bytes: '100GiB' must be from 1KiB"),
+        ({"trust": {"allowed_signers": "{s}", "follow_repo": "yes"}}, "trust.follow_repo: must be true or false"),
+        ({"trust": {"allowed_signers": "{s}", "max_age": "0d"}}, "trust.max_age: '0d' must be more than zero"),
+        ({"trust": {"allowed_signers": "{s}", "max_age": "20000d"}}, "trust.max_age: '20000d' is more than"),
+        ({"trust": {"allowed_signers": "{s}", "max_clock_skew": "soon"}}, "trust.max_clock_skew: 'soon' is not"),
         ({"tinc": {"pidfile": "/run/x", "extra": 1}}, "tinc.extra: unknown key"),
+        ({"repo": {"url": "x", "mirrors": [1]}}, "repo.mirrors[0]: must be a non-empty string"),
+        ({"tinc": {"command": "reload tincd"}}, "tinc.command: must be a list, not str"),
+        ({"metrics_file": ["a"]}, "metrics_file: must be a string, not list"),
+        ({"trust": ["x"]}, "trust must be a mapping, not list"),
     ],
 )
 def test_errors_name_the_key(signers: Path, change: dict[str, object], message: str) -> None:
@@ -83,6 +147,45 @@ def test_errors_name_the_key(signers: Path, change: dict[str, object], message: 
     assert info.value.exit_code == 2
     assert info.value.message.startswith("/etc/syncd/inet6.yaml: ")
     assert message in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        # a typo is named, with the key meant, before the key it hides is missed
+        ({"trust": {"allowed_signer": "x"}}, "trust.allowed_signer: unknown key (did you mean trust.allowed_signers?)"),
+        ({"repo": {"url": "x", "brnach": "main"}}, "repo.brnach: unknown key (did you mean repo.branch?)"),
+        ({"repo": {"url": "x", "max_fetch_byte": 1}}, "repo.max_fetch_byte: unknown key (did you mean repo.max_fetch_"),
+        ({"intervall": 60}, "intervall: unknown key (did you mean interval?)"),
+        # the right key in the wrong section
+        ({"allowed_signers": "x"}, "allowed_signers: unknown key (did you mean trust.allowed_signers?)"),
+        ({"trust": {"allowed_signers": "{s}", "url": "x"}}, "trust.url: unknown key (did you mean repo.url?)"),
+        ({"tinc": {"zzz": 1}}, "tinc.zzz: unknown key (known: dir, reload, pidfile, command)"),
+        ({1: "x"}, "1: unknown key (known: net, node, repo,"),
+    ],
+)
+def test_unknown_keys_come_first_with_the_closest_known_key(
+    signers: Path, change: dict[object, object], message: str
+) -> None:
+    data: dict[object, object] = {key: value for key, value in minimal(signers).items()}
+    data.update(change)
+    trust = change.get("trust")
+    if isinstance(trust, dict) and trust.get("allowed_signers") == "{s}":
+        data["trust"] = {**trust, "allowed_signers": str(signers)}
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, "/etc/syncd/inet6.yaml")
+    assert message in info.value.message
+    assert "is required" not in info.value.message
+
+
+def test_every_unknown_key_is_reported_at_once(signers: Path) -> None:
+    data = {**minimal(signers), "colour": 1, "repo": {"url": "x", "brnach": "main"}}
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, "c.yaml")
+    assert info.value.message == (
+        "c.yaml: colour: unknown key (known: net, node, repo, trust, tinc, state_dir, interval, metrics_file); "
+        "repo.brnach: unknown key (did you mean repo.branch?)"
+    )
 
 
 def test_unreadable_files(tmp_path: Path) -> None:
@@ -106,3 +209,86 @@ def test_unreadable_files(tmp_path: Path) -> None:
 )
 def test_redact_url(url: str, shown: str) -> None:
     assert redact_url(url) == shown
+
+
+# --- the config against the node ------------------------------------------------------------
+
+
+def node_files(tmp_path: Path, tinc_conf: str | None = "Name = my_pc\n", **extra: object) -> Path:
+    """A config file, its allowed_signers and tinc directory, as on a node."""
+    signers = tmp_path / "inet6.allowed_signers"
+    signers.write_text("")
+    signers.chmod(0o644)
+    tinc = tmp_path / "tinc"
+    tinc.mkdir(exist_ok=True)
+    if tinc_conf is not None:
+        (tinc / "tinc.conf").write_text(tinc_conf)
+    data = {**minimal(signers), "tinc": {"dir": str(tinc)}, **extra}
+    path = tmp_path / "inet6.yaml"
+    path.write_text(yaml.safe_dump(data))
+    path.chmod(0o644)
+    return path
+
+
+@pytest.mark.parametrize(
+    "tinc_conf",
+    [
+        None,
+        "Name = my_pc\n",
+        "# Name = other\n\nname my_pc\nName = other\n",  # the first Name wins, in any case
+        "NAME=my_pc\r\nDeviceType = tap\n",
+        "Name = $HOST\n",  # tinc 1.1 expands it from the environment
+        "DeviceType = tap\n",
+    ],
+)
+def test_tinc_conf_naming_this_node_or_no_name(tmp_path: Path, tinc_conf: str | None) -> None:
+    assert load_config(node_files(tmp_path, tinc_conf)).node == "my_pc"
+
+
+@pytest.mark.parametrize(
+    ("tinc_conf", "name"),
+    [
+        ("Name = my_laptop\n", "my_laptop"),
+        ("Port = 655\nname\tgateway\nName = my_pc\n", "gateway"),
+        ("Name = my_PC\n", "my_PC"),  # tinc names are case-sensitive
+    ],
+)
+def test_tinc_conf_naming_another_node_is_refused(tmp_path: Path, tinc_conf: str, name: str) -> None:
+    path = node_files(tmp_path, tinc_conf)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.exit_code == 2
+    assert info.value.message == (
+        f"{path}: node: 'my_pc' is not this node's tinc Name: {tmp_path / 'tinc' / 'tinc.conf'} says Name = {name}"
+    )
+
+
+def test_tinc_dir_must_exist(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere" / "inet6"
+    path = node_files(tmp_path, tinc={"dir": str(missing)})
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.message == f"{path}: tinc.dir: {missing}: no such directory"
+    assert info.value.hint is not None and "syncd creates only" in info.value.hint
+    assert not missing.exists()
+    missing.parent.mkdir()
+    missing.write_text("")
+    with pytest.raises(ConfigError, match=r"tinc\.dir: .*: not a directory"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("which", ["config", "allowed_signers"])
+@pytest.mark.parametrize(("mode", "refused"), [(0o664, "group"), (0o646, "others"), (0o644, None), (0o600, None)])
+def test_files_others_may_write_are_refused(tmp_path: Path, which: str, mode: int, refused: str | None) -> None:
+    path = node_files(tmp_path)
+    target = path if which == "config" else tmp_path / "inet6.allowed_signers"
+    target.chmod(mode)
+    if refused is None:
+        assert load_config(path).node == "my_pc"
+        return
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.exit_code == 2
+    assert info.value.message.startswith(f"{target}: the ")
+    assert f"is writable by {refused} (mode {mode:04o}); syncd refuses it" in info.value.message
+    assert info.value.hint == f"chmod go-w {target}"
