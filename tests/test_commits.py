@@ -47,7 +47,7 @@ def test_git_written_commit_is_canonical_and_payload_is_what_git_signed(signed: 
     # git's own view of the payload: the object without the gpgsig lines
     assert b"gpgsig" not in result.payload
     assert result.payload.endswith(b"\n\na signed commit\n\nwith a body\n")
-    head, sep, message = result.payload.partition(b"\n\n")
+    head, _sep, message = result.payload.partition(b"\n\n")
     header = b"gpgsig " + result.signature.rstrip(b"\n").replace(b"\n", b"\n ") + b"\n"
     assert head + b"\n" + header + b"\n" + message == data  # the header git inserts, last
 

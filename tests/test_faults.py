@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -31,7 +32,7 @@ def node_at(hub: Hub, tmp_path: Path, url: str, name: str = "node", **overrides:
     return make_node(tmp_path / name, str(url), tmp_path / "keys" / "allowed_signers", **overrides)
 
 
-def add_host(name: str, subnet: str, seed: int) -> object:
+def add_host(name: str, subnet: str, seed: int) -> Callable[[Path], None]:
     def edit(work: Path) -> None:
         (work / "hosts" / name).write_text(f"Subnet = {subnet}\n\n{rsa_pem(seed=seed)}")
 
@@ -73,7 +74,7 @@ def health(node: Node) -> dict[str, object]:
 
 
 def converge(node: Node, hub: Hub) -> None:
-    code, out, err = node.sync()
+    code, _, err = node.sync()
     assert code == 0, err
     assert json.loads((node.state / "state.json").read_text())["last_applied"] == hub.tip
     assert node.files() == {p.name: p.read_bytes() for p in (hub.work / "hosts").iterdir()}
