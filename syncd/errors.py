@@ -207,9 +207,9 @@ def _os_hint(code: int | None, path: str) -> str | None:
     target = path if os.path.lexists(path) else str(Path(path).parent)
     if code in (errno.EACCES, errno.EPERM):
         return (
-            f"give the user running syncd (uid {os.geteuid()}) read and write permission on {target}; "
-            "its systemd unit runs it as root without CAP_DAC_OVERRIDE, so the owner and mode of "
-            f"{target} decide"
+            f"give the user running syncd (uid {os.geteuid()}) read and write permission on {target} "
+            "(syncd@.service runs it as root without CAP_DAC_OVERRIDE: there the owner and mode of "
+            f"{target} decide)"
         )
     if code == errno.EROFS:
         return (

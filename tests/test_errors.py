@@ -53,20 +53,23 @@ def test_a_reason_and_a_hint_given_at_the_raise_are_kept() -> None:
     assert (locked.exit_code, locked.reason, locked.retry) == (3, "locked", True)
 
 
+# errno → exit code: an exit 2 has a hint and waits the interval; an exit 3 is retried soon.
+ERRNOS = {
+    "EACCES": 2,
+    "EPERM": 2,
+    "EROFS": 2,
+    "ENOTDIR": 2,
+    "EISDIR": 2,
+    "ELOOP": 2,
+    "ENOSPC": 3,
+    "EIO": 3,
+    "ENOENT": 3,
+}
+
+
 @pytest.mark.parametrize(
     ("code", "exit_code", "retry"),
-    [
-        (errno.EACCES, 2, False),
-        (errno.EPERM, 2, False),
-        (errno.EROFS, 2, False),
-        (errno.ENOTDIR, 2, False),
-        (errno.EISDIR, 2, False),
-        (errno.ELOOP, 2, False),
-        (errno.ENOSPC, 3, True),
-        (errno.EIO, 3, True),
-        (errno.ENOENT, 3, True),
-    ],
-    ids=lambda v: errno.errorcode.get(v, str(v)) if isinstance(v, int) and v > 3 else str(v),
+    [pytest.param(getattr(errno, name), code, code == 3, id=name) for name, code in ERRNOS.items()],
 )
 def test_os_errors(code: int, exit_code: int, retry: bool, tmp_path: Path) -> None:
     path = tmp_path / "hosts" / "gateway"
@@ -84,11 +87,11 @@ def test_no_permission_names_the_directory_a_file_was_to_be_created_in(tmp_path:
     got = outcome(PermissionError(errno.EACCES, "Permission denied", str(temp)))
     assert got.message == f"{temp}: Permission denied"
     assert got.hint is not None
-    assert f"read and write permission on {hosts};" in got.hint and str(temp) not in got.hint
+    assert f"read and write permission on {hosts} (" in got.hint and str(temp) not in got.hint
     existing = hosts / "gateway"
     existing.write_text("")
     got = outcome(PermissionError(errno.EACCES, "Permission denied", str(existing)))
-    assert got.hint is not None and f"permission on {existing};" in got.hint
+    assert got.hint is not None and f"permission on {existing} (" in got.hint
     rofs = outcome(OSError(errno.EROFS, "Read-only file system", str(temp)))
     assert rofs.hint is not None and rofs.hint.startswith(f"{hosts} is on a read-only file system")
     assert "ReadWritePaths=" in rofs.hint

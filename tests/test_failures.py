@@ -170,7 +170,7 @@ def test_no_permission_on_the_hosts_directory_exits_2_naming_it(node: Node) -> N
     first, hint = proc.stderr.splitlines()
     assert first.startswith(f"syncd sync: {node.hosts}/") and first.endswith(": Permission denied"), first
     assert "[Errno" not in proc.stderr
-    assert hint.startswith(f"  hint: give the user running syncd (uid 0) read and write permission on {node.hosts};")
+    assert hint.startswith(f"  hint: give the user running syncd (uid 0) read and write permission on {node.hosts} (")
     assert health(node)["last_error_reason"] == "io-error"
     assert node.files() == {}
 
@@ -214,7 +214,11 @@ def test_every_command_maps_ctrl_c_to_130(command: str, monkeypatch: pytest.Monk
     monkeypatch.setattr(syncd.cli, f"cmd_{command.replace('-', '_')}", interrupted)
     args = {"check": [], "status": ["-c", "x"], "sync": ["-c", "x"], "run": ["-c", "x"], "add-node": ["n"]}[command]
     err = io.StringIO()
-    assert main([command, *args], io.StringIO(), err) == 130
+    try:
+        code = main([command, *args], io.StringIO(), err)
+    except KeyboardInterrupt:
+        pytest.fail("KeyboardInterrupt escaped main()")
+    assert code == 130
     assert err.getvalue() == f"syncd {command}: interrupted\n"
 
 

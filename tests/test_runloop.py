@@ -205,16 +205,17 @@ def test_an_unexpected_error_does_not_stop_the_agent(tmp_path: Path, monkeypatch
         raise ValueError("dulwich surprise")
 
     monkeypatch.setattr(runloop, "sync_once", broken)
-    events: list[tuple[str, dict[str, object]]] = []
+    events: list[tuple[str, str, dict[str, object]]] = []
 
     class Log:
         def __getattr__(self, level: str) -> Callable[..., None]:
-            return lambda event, **fields: events.append((event, fields))
+            return lambda event, **fields: events.append((level, event, fields))
 
     loop = runloop.RunLoop(config, Log())
     assert loop._pass(fetch=True) == 5.0
     assert events == [
         (
+            "critical",
             "sync.failed",
             {
                 "net": "inet6",
