@@ -169,7 +169,7 @@ def outcome(exc: BaseException) -> Outcome:
         "sync.failed",
         True,
         f"internal error: {type(exc).__name__}: {exc}",
-        "this is a bug in syncd: SYNCD_DEBUG=1 shows the traceback; please report it",
+        "this is a bug in syncd: please report it with this message (`SYNCD_DEBUG=1 syncd sync` shows the traceback)",
         level="critical",
     )
 
@@ -184,12 +184,11 @@ def _os_outcome(exc: OSError) -> Outcome:
     """An ``OSError`` no layer wrapped: name its path, and tell a condition
     retrying cannot fix (exit 2, with what to change) from one that may pass
     (exit 3: a full disk, an I/O error)."""
-    what = exc.strerror or str(exc)
     if exc.filename is None:
         return Outcome(EXIT_TRANSIENT, "io-error", "sync.failed", True, str(exc))
     path = _path_name(exc.filename)
     where = path if exc.filename2 is None else f"{path} -> {_path_name(exc.filename2)}"
-    message = f"{where}: {what}"
+    message = f"{where}: {exc.strerror or exc}"
     hint = _os_hint(exc.errno, path)
     if hint is None:
         return Outcome(EXIT_TRANSIENT, "io-error", "sync.failed", True, message)

@@ -299,3 +299,29 @@ def test_sync_log_and_run_log_the_same_event_and_reason(
     }[failure]
     assert (code, fields["reason"], level) == expected
     assert health(node)["failures"] == 2  # both passes recorded
+
+
+def test_an_internal_error_is_a_message_and_a_hint_and_a_traceback_only_on_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import syncd.cli
+
+    def broken(*args: object) -> None:
+        raise KeyError("surprise")
+
+    monkeypatch.setattr(syncd.cli, "run_check", broken)
+    monkeypatch.delenv("SYNCD_DEBUG", raising=False)
+    expected = [
+        "syncd check: internal error: KeyError: 'surprise'",
+        "  hint: this is a bug in syncd: please report it with this message "
+        "(`SYNCD_DEBUG=1 syncd sync` shows the traceback)",
+    ]
+    err = io.StringIO()
+    assert main(["check"], io.StringIO(), err) == 3
+    assert err.getvalue().splitlines() == expected
+    monkeypatch.setenv("SYNCD_DEBUG", "1")
+    err = io.StringIO()
+    assert main(["check"], io.StringIO(), err) == 3
+    lines = err.getvalue().splitlines()
+    assert lines[0] == "Traceback (most recent call last):" and lines[-2:] == expected
+    assert "KeyError: 'surprise'" in lines[-3]

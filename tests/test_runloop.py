@@ -221,7 +221,8 @@ def test_an_unexpected_error_does_not_stop_the_agent(tmp_path: Path, monkeypatch
                 "net": "inet6",
                 "reason": "internal-error",
                 "error": "internal error: ValueError: dulwich surprise",
-                "hint": "this is a bug in syncd: SYNCD_DEBUG=1 shows the traceback; please report it",
+                "hint": "this is a bug in syncd: please report it with this message "
+                "(`SYNCD_DEBUG=1 syncd sync` shows the traceback)",
                 "failures": 1,
             },
         )
