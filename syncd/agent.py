@@ -28,7 +28,7 @@ from syncd.apply import (
     save_state,
 )
 from syncd.config import Config
-from syncd.errors import ConfigError, RefusedError, SignatureError, SyncdError, UnsafeTreeError
+from syncd.errors import ConfigError, RefusedError, SignatureError, SyncdError, UnsafeTreeError, outcome
 from syncd.fetch import FetchLimits
 from syncd.findings import Finding, Severity
 from syncd.metrics import write_metrics
@@ -78,17 +78,20 @@ def sync_once(
     parse_cache: ParseCache | None = None,
     cancel: Callable[[], bool] | None = None,
 ) -> SyncResult:
-    """One pass of the pipeline.  The outcome (success, or the error and its
-    reason) is recorded in ``health.json`` for ``status`` and metrics.
+    """One pass of the pipeline.  Its outcome (success, or any failure with
+    ``errors.outcome``'s reason) is recorded in ``health.json`` for
+    ``status`` and metrics, while the network's lock is held: a pass that
+    could not take the lock records nothing, since the pass that holds it
+    records its own.  A Ctrl-C is not recorded: it says nothing about the node.
 
     ``fetch=False`` re-applies the last applied commit from the local store
     (drift repair: no network, same verification and validation).
     ``parse_cache`` lets a long-running caller skip re-parsing unchanged
     host files (see ``validate_network``); ``cancel()`` turning true stops a
     fetch in flight (``KeyboardInterrupt``)."""
-    try:
-        signers = load_signers(config)
-        with locked(config.state_dir, LOCK_TIMEOUT):
+    with locked(config.state_dir, LOCK_TIMEOUT):
+        try:
+            signers = load_signers(config)
             store = GitStore(config.state_dir / "repo.git")
             try:
                 result = _sync(
@@ -103,37 +106,40 @@ def sync_once(
                 )
             finally:
                 store.close()
-    except SyncdError as exc:
+        except Exception as exc:
+            if not dry_run:
+                record_outcome(config, exc)
+            raise
         if not dry_run:
-            record_outcome(config, exc.reason, exc.message)
-        raise
-    except OSError as exc:
-        if not dry_run:
-            record_outcome(config, "io-error", str(exc))
-        raise
-    if not dry_run:
-        record_outcome(config, result.status, None)
-    return result
+            record_outcome(config, result)
+        return result
 
 
-def record_outcome(config: Config, outcome: str, error: str | None) -> None:
+def record_outcome(config: Config, result: SyncResult | Exception) -> None:
+    """Record a pass in ``health.json`` and the metrics file.  The caller
+    holds the network's lock (``apply.locked``): two passes writing health at
+    once could count a failure twice or lose one."""
     now = time.time()
     health = load_health(config.state_dir)
-    if error is None:
-        health = replace(health, last_pass_at=now, last_outcome=outcome, last_success_at=now, failures=0)
+    if isinstance(result, SyncResult):
+        health = replace(health, last_pass_at=now, last_outcome=result.status, last_success_at=now, failures=0)
     else:
+        failure = outcome(result)
         health = replace(
             health,
             last_pass_at=now,
-            last_outcome=outcome,
-            last_error=error,
-            last_error_reason=outcome,
+            last_outcome=failure.reason,
+            last_error=failure.message,
+            last_error_reason=failure.reason,
             last_error_at=now,
             failures=health.failures + 1,
         )
-    with contextlib.suppress(OSError):  # a full disk must not hide the real outcome
+    # Neither a full disk nor an unreadable state file may hide the pass's
+    # own outcome, which the caller returns or raises next.
+    with contextlib.suppress(OSError, SyncdError):
         save_health(config.state_dir, health)
-        if config.metrics_file is not None:
+    if config.metrics_file is not None:
+        with contextlib.suppress(OSError, SyncdError):
             write_metrics(config.metrics_file, config.net, load_state(config.state_dir), health)
 
 

@@ -1,5 +1,5 @@
 """The command line: argparse, output formats, exit codes.  No logic lives
-here; every error is a ``SyncdError`` mapped once, in ``main``."""
+here; every failure is mapped once, by ``errors.outcome``, in ``main``."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from syncd import __version__
-from syncd.errors import SyncdError, UsageError
+from syncd.errors import EXIT_OK, EXIT_REFUSED, UsageError, outcome
+from syncd.errors import EXIT_TRANSIENT as EXIT_TRANSIENT  # the exit codes, importable from here too
+from syncd.errors import EXIT_USAGE as EXIT_USAGE
 from syncd.findings import Finding
 from syncd.policy import DEFAULT_POLICY, POLICY_FILE, parse_policy
 from syncd.validate import Report, validate_network
@@ -23,8 +25,6 @@ from syncd.worktree import read_hosts_dir, read_policy
 if TYPE_CHECKING:
     from syncd.config import Config
     from syncd.reload import Reloaded
-
-EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_TRANSIENT = 0, 1, 2, 3
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -214,18 +214,20 @@ def cmd_sync(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 def _sync_logged(config: Config, args: argparse.Namespace, err: TextIO) -> int:
     """``sync --log``: structured events instead of the summary (for the
-    systemd timer: one JSON object per line in the journal)."""
+    systemd timer: one JSON object per line in the journal).  A failure is
+    logged exactly as ``run`` logs it."""
     from syncd.agent import sync_once
     from syncd.log import get_logger, setup_logging
-    from syncd.runloop import failure_event, log_result
+    from syncd.runloop import log_failure, log_result
 
     setup_logging(err)
     log = get_logger()
     try:
         result = sync_once(config, dry_run=args.dry_run, allow_rewind=args.allow_rewind)
-    except SyncdError as exc:
-        log.error(failure_event(exc), net=config.net, reason=exc.reason, error=exc.message)
-        return exc.exit_code
+    except (Exception, KeyboardInterrupt) as exc:
+        failed = outcome(exc)
+        log_failure(log, config, failed)
+        return failed.exit_code
     if args.dry_run:
         log.info("sync.planned", net=config.net, commit=result.commit, plan=result.plan.describe())
     else:
@@ -350,28 +352,23 @@ def format_github(finding: Finding) -> str:
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """Run one command; every failure is mapped by ``errors.outcome`` to
+    its exit code and printed as one message (and a hint on a second line),
+    never a traceback (unless SYNCD_DEBUG=1, for an internal error)."""
     out = out if out is not None else sys.stdout
     err = err if err is not None else sys.stderr
-    parser = build_parser()
+    command = "syncd"
     try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
-        return int(exc.code or 0)
-    try:
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
+            return int(exc.code or 0)
+        command = f"syncd {args.command}"
         code: int = args.handler(args, out, err)
-    except SyncdError as exc:
-        err.write(f"syncd {args.command}: {exc.message}\n")
-        return exc.exit_code
-    except OSError as exc:
-        # the disk, a permission, the network: nothing was refused, retry later
-        err.write(f"syncd {args.command}: {exc}\n")
-        return EXIT_TRANSIENT
-    except Exception as exc:
-        # A bug, not a verdict on the input: never exit 1 ("refused") for it.
-        if os.environ.get("SYNCD_DEBUG"):
-            traceback.print_exc(file=err)
-        err.write(
-            f"syncd {args.command}: internal error: {type(exc).__name__}: {exc} (SYNCD_DEBUG=1 shows the traceback)\n"
-        )
-        return EXIT_TRANSIENT
+    except (Exception, KeyboardInterrupt) as exc:
+        failed = outcome(exc)
+        if failed.reason == "internal-error" and os.environ.get("SYNCD_DEBUG"):
+            traceback.print_exception(exc, file=err)
+        err.write(f"{command}: {failed.line()}\n")
+        return failed.exit_code
     return code

@@ -14,7 +14,9 @@ do), 3 transient (retry later), 130 interrupted.
 from __future__ import annotations
 
 import errno
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_TRANSIENT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -152,39 +154,32 @@ class Outcome:
     retry: bool  # ``run`` retries soon (back-off) rather than at the next interval
     message: str
     hint: str | None = None
+    level: str = "error"  # the log level of the event: "critical" for a bug in syncd
 
     def line(self) -> str:
-        """The one line a user reads: the message, then what to do."""
+        """What a user reads: the message, then what to do on a second line."""
         return self.message if self.hint is None else f"{self.message}\n  hint: {self.hint}"
-
-
-_FATAL_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR, errno.ELOOP}
 
 
 def outcome(exc: BaseException) -> Outcome:
     """What a failure means: exit code, reason, log event, retry."""
     if isinstance(exc, KeyboardInterrupt):
-        return Outcome(EXIT_INTERRUPTED, "interrupted", "sync.interrupted", False, "interrupted")
+        return Outcome(EXIT_INTERRUPTED, "interrupted", "sync.interrupted", False, "interrupted", level="warning")
     if isinstance(exc, SyncdError):
         code = exc.exit_code
         return Outcome(code, exc.reason, _event(exc.reason, code), code == EXIT_TRANSIENT, exc.message, exc.hint)
     if isinstance(exc, OSError):
-        where = exc.filename if exc.filename is not None else "a file"
-        what = exc.strerror or str(exc)
-        message = f"{where}: {what}"
-        if exc.errno in _FATAL_ERRNOS:
-            hint = (
-                f"syncd cannot fix this by retrying: give the user running syncd access to {where} "
-                "(syncd runs as root on a node), or make that path a writable directory or file"
-            )
-            return Outcome(EXIT_USAGE, "io-error", "sync.failed", False, message, hint)
-        return Outcome(EXIT_TRANSIENT, "io-error", "sync.failed", True, message)
+        return _os_outcome(exc)
+    # A bug, or a library raising what it does not document: never a verdict
+    # on the input (exit 1), and worth retrying, since it may not recur.
     return Outcome(
         EXIT_TRANSIENT,
         "internal-error",
         "sync.failed",
         True,
-        f"internal error: {type(exc).__name__}: {exc} (SYNCD_DEBUG=1 shows the traceback)",
+        f"internal error: {type(exc).__name__}: {exc}",
+        "this is a bug in syncd: please report it with this message (`SYNCD_DEBUG=1 syncd sync` shows the traceback)",
+        level="critical",
     )
 
 
@@ -192,3 +187,43 @@ def _event(reason: str, code: int) -> str:
     if reason == "reload-failed":
         return "reload.failed"
     return "sync.refused" if code == EXIT_REFUSED else "sync.failed"
+
+
+def _os_outcome(exc: OSError) -> Outcome:
+    """An ``OSError`` no layer wrapped: name its path, and tell a condition
+    retrying cannot fix (exit 2, with what to change) from one that may pass
+    (exit 3: a full disk, an I/O error)."""
+    if exc.filename is None:
+        return Outcome(EXIT_TRANSIENT, "io-error", "sync.failed", True, str(exc))
+    path = _path_name(exc.filename)
+    where = path if exc.filename2 is None else f"{path} -> {_path_name(exc.filename2)}"
+    message = f"{where}: {exc.strerror or exc}"
+    hint = _os_hint(exc.errno, path)
+    if hint is None:
+        return Outcome(EXIT_TRANSIENT, "io-error", "sync.failed", True, message)
+    return Outcome(EXIT_USAGE, "io-error", "sync.failed", False, message, hint)
+
+
+def _path_name(name: object) -> str:
+    return os.fsdecode(name) if isinstance(name, bytes) else str(name)
+
+
+def _os_hint(code: int | None, path: str) -> str | None:
+    # A file that does not exist yet was being created (a temporary file
+    # beside a host file, the lock, state.json): the directory is what
+    # refused, and what the admin has to change.
+    target = path if os.path.lexists(path) else str(Path(path).parent)
+    if code in (errno.EACCES, errno.EPERM):
+        return (
+            f"give the user running syncd (uid {os.geteuid()}) read and write permission on {target} "
+            "(syncd@.service runs it as root without CAP_DAC_OVERRIDE: there the owner and mode of "
+            f"{target} decide)"
+        )
+    if code == errno.EROFS:
+        return (
+            f"{target} is on a read-only file system: remount it read-write, or under systemd "
+            "list it in ReadWritePaths= of the unit (contrib/systemd/syncd@.service)"
+        )
+    if code in (errno.ENOTDIR, errno.EISDIR, errno.ELOOP):
+        return f"{path} is not the plain file or directory syncd expects (a symlink?): replace it or fix the config"
+    return None

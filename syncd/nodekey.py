@@ -13,52 +13,75 @@ from __future__ import annotations
 from pathlib import Path
 
 from syncd import keys
+from syncd.errors import FatalIOError
+
+# A corrupt private key is a FatalIOError (exit 2, reason io-error), not a
+# ConfigError: retrying cannot fix it, and it is tincd's file on the node's
+# disk (syncd reads it, never writes it), not a key of syncd's config, so the
+# admin has to look at that file and not at /etc/syncd.
 
 
 def private_key_publics(tinc_dir: Path) -> list[tuple[str, keys.PublicKey]]:
     """The public halves of the private keys readable in ``tinc_dir``,
-    as ``(file name, key)``.  Unreadable or absent files are skipped: the
-    check applies "when that key is readable"."""
+    as ``(file name, key)``.  Absent files, and files syncd may not read,
+    are skipped: the check applies "when that key is readable".  A key that
+    is there but cannot be parsed raises ``FatalIOError`` naming the file:
+    skipping it would let a commit cut the node off unchecked."""
     found = []
-    rsa_path = tinc_dir / "rsa_key.priv"
-    try:
-        data = rsa_path.read_bytes()
-    except OSError:
-        data = None
-    if data is not None:
-        found.append(("rsa_key.priv", _rsa_public(data, rsa_path)))
-    ed_path = tinc_dir / "ed25519_key.priv"
-    try:
-        text = ed_path.read_text("ascii")
-    except (OSError, UnicodeDecodeError):
-        text = None
-    if text is not None:
-        found.append(("ed25519_key.priv", _ed25519_public(text, ed_path)))
+    for name, parse in (("rsa_key.priv", _rsa_public), ("ed25519_key.priv", _ed25519_public)):
+        path = tinc_dir / name
+        data = _read(path)
+        if data is None:
+            continue
+        try:
+            found.append((name, parse(data)))
+        except keys.KeyFormatError as exc:
+            raise FatalIOError(
+                f"{path}: this node's private key is corrupt: {exc}",
+                hint=f"fix or replace {path} (tincd's key; syncd never writes it)",
+            ) from None
     return found
 
 
-def _rsa_public(data: bytes, path: Path) -> keys.PublicKey:
+def _read(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except (FileNotFoundError, PermissionError):
+        return None
+    except OSError as exc:
+        raise FatalIOError(
+            f"{path}: cannot read this node's private key: {exc.strerror}",
+            hint=f"fix or replace {path} (tincd's key; syncd never writes it)",
+        ) from None
+
+
+def _rsa_public(data: bytes) -> keys.PublicKey:
+    from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives.asymmetric import rsa
     from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
     try:
         private = load_pem_private_key(data, password=None)
-    except (ValueError, TypeError) as exc:
-        raise keys.KeyFormatError(f"{path}: not a readable RSA private key ({exc})") from None
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise keys.KeyFormatError(f"not a readable PEM RSA private key ({exc})") from None
     if not isinstance(private, rsa.RSAPrivateKey):
-        raise keys.KeyFormatError(f"{path}: not an RSA key")
+        raise keys.KeyFormatError(f"a {type(private).__name__}, not an RSA key")
     numbers = private.public_key().public_numbers()
     return keys.rsa_key(numbers.n, numbers.e)
 
 
-def _ed25519_public(text: str, path: Path) -> keys.PublicKey:
+def _ed25519_public(data: bytes) -> keys.PublicKey:
+    try:
+        text = data.decode("ascii")
+    except UnicodeDecodeError as exc:
+        raise keys.KeyFormatError(f"not ASCII text (byte {exc.start + 1})") from None
     lines = [line.strip() for line in text.splitlines()]
     try:
         begin = lines.index("-----BEGIN ED25519 PRIVATE KEY-----")
         end = lines.index("-----END ED25519 PRIVATE KEY-----", begin)
     except ValueError:
-        raise keys.KeyFormatError(f"{path}: no ED25519 PRIVATE KEY block") from None
+        raise keys.KeyFormatError("no ED25519 PRIVATE KEY block") from None
     raw = keys.tinc_b64decode("".join(lines[begin + 1 : end]))
     if len(raw) != 96:
-        raise keys.KeyFormatError(f"{path}: {len(raw)} bytes, tinc's Ed25519 private key has 96")
+        raise keys.KeyFormatError(f"{len(raw)} bytes, tinc's Ed25519 private key has 96")
     return keys.PublicKey("ed25519", 256, raw[64:])

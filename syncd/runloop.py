@@ -4,9 +4,10 @@ The loop only decides *when* to run a pass; ``sync_once`` does the work.
 
 * Every ``interval`` seconds, ± 10 % jitter (so that a fleet of nodes does
   not fetch in lockstep).
-* After a transient failure (no URL reachable, reload failed) it retries
-  sooner: 5 s, 10 s, 20 s, ... capped at ``interval``.  A refused commit is
-  not retried sooner: only a new commit can fix it.
+* After a failure ``errors.outcome`` calls worth retrying (transient: no URL
+  reachable, reload failed; or an internal error) it retries sooner: 5 s,
+  10 s, 20 s, ... capped at ``interval``.  A refused commit, a config error
+  or a corrupt node key is not retried sooner: someone has to act first.
 * SIGHUP: a pass now.  SIGTERM / SIGINT: finish the current pass, exit 0.
 * inotify (``watchdog``) on ``tinc.dir/hosts``: when a managed file is
   modified or deleted behind syncd's back, the last verified commit is
@@ -30,7 +31,7 @@ from typing import Any
 
 from syncd.agent import SyncResult, sync_once
 from syncd.config import Config, redact_url
-from syncd.errors import SyncdError, TransientError
+from syncd.errors import EXIT_REFUSED, Outcome, outcome
 from syncd.hostfile import NAME_RE
 from syncd.notify import Notifier
 from syncd.validate import ParseCache
@@ -116,31 +117,18 @@ class RunLoop:
         return 0
 
     def _pass(self, *, fetch: bool) -> float:
-        """One pass; returns the delay until the next fetch."""
+        """One pass; returns the delay until the next fetch: soon (back-off)
+        when ``outcome`` says retrying may help, else the jittered interval
+        (a refused commit or a broken config waits for someone to act)."""
         try:
             result = sync_once(self.config, fetch=fetch, parse_cache=self.parse_cache)
-        except TransientError as exc:
+        except Exception as exc:  # a bug or a library surprise too: the agent stays up
             self.failures += 1
-            self.log.error(
-                failure_event(exc), net=self.config.net, reason=exc.reason, error=exc.message, failures=self.failures
-            )
-            self.notifier.status(f"failing ({exc.reason}): {exc.message[:200]}")
-            return self._backoff()
-        except SyncdError as exc:
-            self.failures += 1
-            self.log.error(failure_event(exc), net=self.config.net, reason=exc.reason, error=exc.message)
-            self.notifier.status(f"refused ({exc.reason}): {exc.message[:200]}")
-            return self._jittered()
-        except OSError as exc:
-            self.failures += 1
-            self.log.error("sync.failed", net=self.config.net, reason="io-error", error=str(exc))
-            return self._backoff()
-        except Exception as exc:  # a bug or a library surprise: the agent stays up and retries
-            self.failures += 1
-            self.log.critical(
-                "sync.failed", net=self.config.net, reason="internal-error", error=f"{type(exc).__name__}: {exc}"
-            )
-            return self._backoff()
+            failed = outcome(exc)
+            log_failure(self.log, self.config, failed, failures=self.failures)
+            verdict = "refused" if failed.exit_code == EXIT_REFUSED else "failing"
+            self.notifier.status(f"{verdict} ({failed.reason}): {failed.message[:200]}")
+            return self._backoff() if failed.retry else self._jittered()
         self.failures = 0
         log_result(self.log, self.config, result, repair=not fetch)
         self.notifier.status(self._status_line(result))
@@ -198,11 +186,12 @@ class RunLoop:
         return done
 
 
-def failure_event(exc: SyncdError) -> str:
-    """The log event of a failed pass (shared by ``sync --log`` and ``run``)."""
-    if exc.reason == "reload-failed":
-        return "reload.failed"
-    return "sync.refused" if exc.exit_code == 1 else "sync.failed"
+def log_failure(log: Any, config: Config, failed: Outcome, **fields: object) -> None:
+    """The event of a failed pass, at the level ``outcome`` gives it (shared
+    by ``sync --log`` and ``run``, so both say the same of the same failure)."""
+    if failed.hint is not None:
+        fields["hint"] = failed.hint
+    getattr(log, failed.level)(failed.event, net=config.net, reason=failed.reason, error=failed.message, **fields)
 
 
 def log_result(log: Any, config: Config, result: SyncResult, *, repair: bool = False) -> None:

@@ -205,16 +205,27 @@ def test_an_unexpected_error_does_not_stop_the_agent(tmp_path: Path, monkeypatch
         raise ValueError("dulwich surprise")
 
     monkeypatch.setattr(runloop, "sync_once", broken)
-    events: list[tuple[str, dict[str, object]]] = []
+    events: list[tuple[str, str, dict[str, object]]] = []
 
     class Log:
         def __getattr__(self, level: str) -> Callable[..., None]:
-            return lambda event, **fields: events.append((event, fields))
+            return lambda event, **fields: events.append((level, event, fields))
 
     loop = runloop.RunLoop(config, Log())
     assert loop._pass(fetch=True) == 5.0
     assert events == [
-        ("sync.failed", {"net": "inet6", "reason": "internal-error", "error": "ValueError: dulwich surprise"})
+        (
+            "critical",
+            "sync.failed",
+            {
+                "net": "inet6",
+                "reason": "internal-error",
+                "error": "internal error: ValueError: dulwich surprise",
+                "hint": "this is a bug in syncd: please report it with this message "
+                "(`SYNCD_DEBUG=1 syncd sync` shows the traceback)",
+                "failures": 1,
+            },
+        )
     ]
 
 
@@ -231,13 +242,3 @@ def test_the_agent_retries_a_failed_fetch_soon(tmp_path: Path) -> None:
         assert wait_until(lambda: (node.hosts / "gateway").exists(), 8) is not None, running.log_path.read_text()
     finally:
         assert running.stop() == 0
-
-
-def test_failure_events() -> None:
-    from syncd.errors import ConfigError, RefusedError, ReloadError, TransientError
-    from syncd.runloop import failure_event
-
-    assert failure_event(RefusedError("x", reason="signature")) == "sync.refused"
-    assert failure_event(TransientError("x")) == "sync.failed"
-    assert failure_event(ConfigError("x")) == "sync.failed"  # not a verdict on a commit
-    assert failure_event(ReloadError("x")) == "reload.failed"
