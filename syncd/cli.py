@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Show the last applied commit, its signer, the managed files, drift and the last error. "
             "Usable as a Nagios-style monitoring check: the first line is the verdict "
-            "('syncd NET OK: ...' or 'syncd NET NOT HEALTHY: reason; reason', then '| perfdata'). "
+            "('syncd NET OK: ...' or 'syncd NET NOT HEALTHY: reason -- reason', then '| perfdata'). "
             "Exit 0: healthy; 1: not healthy (never synced, last pass refused or failed, reload pending, "
             "or stale: the applied commit is older than trust.max_age); 2: config error."
         ),

@@ -143,7 +143,8 @@ def verdict_line(status: dict[str, object]) -> str:
     name = f"syncd {status['net']}"
     problems = status["problems"]
     if isinstance(problems, list) and problems:
-        text = f"{name} NOT HEALTHY: {'; '.join(str(p) for p in problems)}"
+        # " -- " between problems: their messages hold "; " and "/" themselves
+        text = f"{name} NOT HEALTHY: {' -- '.join(str(p) for p in problems)}"
     else:
         applied = status["last_applied"]
         commit = applied if isinstance(applied, dict) else {}  # healthy: a commit is applied
@@ -154,7 +155,8 @@ def verdict_line(status: dict[str, object]) -> str:
     age = status["tip_age_seconds"]
     if isinstance(age, float | int):
         perf.insert(0, f"tip_age={age:.0f}s")
-    return f"{text} | {' '.join(perf)}"
+    # "|" starts the performance data: never inside the text
+    return f"{text.replace('|', '/')} | {' '.join(perf)}"
 
 
 def render_status(status: dict[str, object]) -> str:

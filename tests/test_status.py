@@ -105,6 +105,10 @@ def test_reload_pending_is_unhealthy(tmp_path: Path) -> None:
     problems = health(node, 1)["problems"]
     assert problems[0].startswith("last pass failed [reload-failed]")
     assert problems[1] == "reload pending: tincd has not taken the installed host files yet"
+    first = status(node, code=1).splitlines()[0]
+    assert first.startswith("syncd inet6 NOT HEALTHY: last pass failed [reload-failed] at ")
+    assert " -- reload pending: tincd has not taken the installed host files yet | tip_age=" in first
+    assert first.endswith(" failures=1 drift=0")
 
 
 @pytest.mark.parametrize(("max_age", "code"), [("30d", 1), ("3650d", 0), (None, 0)])
