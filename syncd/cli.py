@@ -94,8 +94,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = commands.add_parser(
         "status",
-        help="what is installed, from which commit, and how the last passes went",
-        description="Show the last applied commit, its signer, the managed files, drift and the last error.",
+        help="what is installed, from which commit, and whether the node is healthy",
+        description=(
+            "Show the last applied commit, its signer, the managed files, drift and the last error. "
+            "Usable as a Nagios-style monitoring check: the first line is the verdict "
+            "('syncd NET OK: ...' or 'syncd NET NOT HEALTHY: reason -- reason', then '| perfdata'). "
+            "Exit 0: healthy; 1: not healthy (never synced, last pass refused or failed, reload pending, "
+            "or stale: the applied commit is older than trust.max_age); 2: config error."
+        ),
     )
     _config_option(status)
     status.add_argument("--format", choices=("text", "json"), default="text", help="output format")
@@ -126,7 +132,60 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _config_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-c", "--config", required=True, metavar="CONFIG", help="node config, e.g. /etc/syncd/NET.yaml")
+    """``-c CONFIG`` or its shorthand, a positional ``NET``: exactly one.
+
+    Both land in ``args.config``.  Neither given leaves a placeholder that
+    raises the usage error when the command opens it: argparse calls the
+    actions in command-line order, so only the use can tell "missing"."""
+    parser.add_argument(
+        "-c", "--config", action=_ConfigAction, default=_NoConfig(), metavar="CONFIG", help="the node's config file"
+    )
+    parser.add_argument(
+        "net",
+        nargs="?",
+        action=_NetAction,
+        metavar="NET",
+        help="short for -c /etc/syncd/NET.yaml ($SYNCD_CONFIG_DIR replaces /etc/syncd)",
+    )
+
+
+_CONFIG_USAGE = "give the node's config as -c CONFIG or as NET, not both"
+
+
+class _NoConfig(os.PathLike[str]):
+    def __fspath__(self) -> str:
+        from syncd.config import config_dir
+
+        raise UsageError(f"which network? give -c CONFIG, or NET (short for -c {config_dir()}/NET.yaml)")
+
+    def __repr__(self) -> str:
+        return "<no config given>"
+
+
+class _ConfigAction(argparse.Action):
+    def __call__(
+        self, parser: argparse.ArgumentParser, ns: argparse.Namespace, values: object, _: object = None
+    ) -> None:
+        if getattr(ns, "net", None) is not None:
+            parser.error(_CONFIG_USAGE)
+        ns.config = values
+
+
+class _NetAction(argparse.Action):
+    def __call__(
+        self, parser: argparse.ArgumentParser, ns: argparse.Namespace, values: object, _: object = None
+    ) -> None:
+        if values is None:
+            return  # argparse calls a "?" positional even when it is absent
+        from syncd.config import config_path
+
+        if not isinstance(ns.config, _NoConfig):
+            parser.error(_CONFIG_USAGE)
+        try:
+            ns.config = str(config_path(str(values)))
+        except UsageError as exc:
+            parser.error(exc.message)
+        ns.net = values
 
 
 def run_check(repo: Path | None, hosts_dir: Path | None) -> Report:
@@ -256,7 +315,7 @@ def cmd_status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         out.write("\n")
     else:
         out.write(render_status(status))
-    return EXIT_OK
+    return EXIT_OK if status["healthy"] else EXIT_REFUSED
 
 
 def cmd_add_node(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:

@@ -5,6 +5,7 @@ e.g. ``/var/lib/node_exporter/textfile_collector/syncd_inet6.prom``)."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from syncd.apply import Health, State, write_atomic
@@ -17,10 +18,22 @@ _METRICS = (
     ("syncd_files_managed", "gauge", "Host files syncd installed and keeps in sync."),
     ("syncd_reloads_total", "counter", "tincd reloads since the state was created."),
     ("syncd_reload_pending", "gauge", "1 when host files changed but tincd has not been reloaded yet."),
+    ("syncd_tip_age_seconds", "gauge", "Age of the last applied commit (committer time) when this file was written."),
+    ("syncd_stale", "gauge", "1 when the last applied commit is older than trust.max_age."),
 )
 
 
-def render(net: str, state: State, health: Health) -> str:
+def staleness(commit_time: float | None, max_age: float | None, now: float) -> tuple[float | None, bool]:
+    """The applied commit's age, and whether that is more than ``max_age``
+    (trust.max_age; None: no limit).  A commit from the future has age 0."""
+    if commit_time is None:
+        return None, False
+    age = max(0.0, now - commit_time)
+    return age, max_age is not None and age > max_age
+
+
+def render(net: str, state: State, health: Health, max_age: float | None = None, now: float | None = None) -> str:
+    age, stale = staleness(state.commit_time, max_age, time.time() if now is None else now)
     values = {
         "syncd_last_success_timestamp_seconds": health.last_success_at,
         "syncd_last_pass_timestamp_seconds": health.last_pass_at,
@@ -29,6 +42,8 @@ def render(net: str, state: State, health: Health) -> str:
         "syncd_files_managed": len(state.manifest),
         "syncd_reloads_total": state.reloads,
         "syncd_reload_pending": int(state.reload_pending),
+        "syncd_tip_age_seconds": None if age is None else round(age),
+        "syncd_stale": None if age is None else int(stale),
     }
     label = net.replace("\\", "\\\\").replace('"', '\\"')
     lines = []
@@ -40,6 +55,6 @@ def render(net: str, state: State, health: Health) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_metrics(path: Path, net: str, state: State, health: Health) -> None:
+def write_metrics(path: Path, net: str, state: State, health: Health, max_age: float | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, render(net, state, health).encode(), 0o644)
+    write_atomic(path, render(net, state, health, max_age).encode(), 0o644)

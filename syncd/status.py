@@ -1,17 +1,40 @@
-"""``syncd status``: what a node has installed and how its passes went.
+"""``syncd status``: what a node has installed, how its passes went, and
+whether it is healthy (a monitoring check: exit 0 healthy, 1 not).
 
 Read-only: it takes no lock and touches neither the repository nor the
 hosts directory (it reads and hashes the managed files to report drift).
+Its advice is a command to paste, never "remove the state": ``state.json``
+holds the rollback anchor, the one thing a node must not forget.
 """
 
 from __future__ import annotations
 
 import datetime
 import os
+import time
 
-from syncd.apply import TEMP_PREFIX, load_health, load_state, read_installed
+from syncd.apply import TEMP_PREFIX, Health, State, load_health, load_state, read_installed
 from syncd.config import Config, redact_url
+from syncd.errors import StateError
 from syncd.hostfile import NAME_RE
+from syncd.metrics import staleness
+from syncd.units import format_duration
+
+# The reasons of a refused pass (exit 1: only a new signed commit fixes
+# them); any other recorded outcome but success is a failed pass.
+REFUSED_REASONS = frozenset(
+    {
+        "refused",
+        "signature",
+        "unauthorized",
+        "non-fast-forward",
+        "backdated",
+        "invalid-content",
+        "unsafe-tree",
+        "own-key-mismatch",
+    }
+)
+SUCCESS_OUTCOMES = frozenset({"applied", "unchanged"})
 
 
 def _iso(ts: float | None) -> str | None:
@@ -20,8 +43,23 @@ def _iso(ts: float | None) -> str | None:
     return datetime.datetime.fromtimestamp(ts, tz=datetime.UTC).isoformat(timespec="seconds")
 
 
-def node_status(config: Config) -> dict[str, object]:
-    state = load_state(config.state_dir)
+def _first_line(text: str, limit: int = 300) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def node_status(config: Config, now: float | None = None) -> dict[str, object]:
+    now = time.time() if now is None else now
+    try:
+        state = load_state(config.state_dir)
+    except StateError as exc:
+        # load_state's own advice is to move the file away: from a health
+        # check that would cost the node its rollback anchor
+        raise StateError(
+            exc.message.partition("; move it away")[0],
+            hint=f"state.json holds the last applied commit (the rollback anchor): keep it; restore it from a "
+            f"backup or repair the JSON, then run: {config.command('status')}",
+        ) from None
     health = load_health(config.state_dir)
     hosts = config.tinc.hosts_dir
     installed, _ = read_installed(hosts, state.manifest)
@@ -32,11 +70,15 @@ def node_status(config: Config) -> dict[str, object]:
         others = sorted(
             e.name for e in os.scandir(hosts) if not NAME_RE.match(e.name) and not e.name.startswith(TEMP_PREFIX)
         )
+    problems, advice = health_problems(config, state, health, now)
     return {
         "net": config.net,
         "node": config.node,
         "repository": redact_url(config.repo.url),
         "hosts_dir": str(hosts),
+        "healthy": not problems,
+        "problems": problems,
+        "advice": advice,
         "last_applied": None
         if state.last_applied is None
         else {
@@ -45,6 +87,7 @@ def node_status(config: Config) -> dict[str, object]:
             "commit_time": _iso(state.commit_time),
             "applied_at": _iso(state.applied_at),
         },
+        "tip_age_seconds": staleness(state.commit_time, config.trust.max_age, now)[0],
         "files_managed": len(state.manifest),
         "drift": drift,
         "unmanaged": unmanaged,
@@ -61,8 +104,64 @@ def node_status(config: Config) -> dict[str, object]:
     }
 
 
+def health_problems(config: Config, state: State, health: Health, now: float) -> tuple[list[str], list[str]]:
+    """Why the node is not healthy (one line each), and the commands to
+    paste that would show more or fix it; both empty when healthy."""
+    problems: list[str] = []
+    advice: list[str] = []
+    if state.last_applied is None:
+        problems.append("never synced")
+        advice.append(config.command("sync"))
+    outcome = health.last_outcome
+    if outcome is not None and outcome not in SUCCESS_OUTCOMES:
+        reason = health.last_error_reason or outcome
+        verdict = "refused" if reason in REFUSED_REASONS else "failed"
+        message = _first_line(health.last_error or "")
+        at = _iso(health.last_error_at or health.last_pass_at)
+        problems.append(f"last pass {verdict} [{reason}] at {at}: {message}")
+        if reason == "non-fast-forward":
+            advice.append(f"{config.command('sync --dry-run --allow-rewind')}  (only if an admin rewrote the history)")
+        else:
+            advice.append(config.command("sync --dry-run"))
+    if state.reload_pending:
+        problems.append("reload pending: tincd has not taken the installed host files yet")
+        advice.append(config.command("sync"))
+    age, stale = staleness(state.commit_time, config.trust.max_age, now)
+    if stale and age is not None and config.trust.max_age is not None:
+        problems.append(
+            f"stale: the applied commit was committed {format_duration(age)} ago, "
+            f"more than trust.max_age ({format_duration(config.trust.max_age)}): "
+            "an admin must push a new signed commit, or the node cannot reach it"
+        )
+        advice.append(config.command("sync --dry-run"))
+    return problems, list(dict.fromkeys(advice))
+
+
+def verdict_line(status: dict[str, object]) -> str:
+    """The first line: the verdict for a monitoring check (Nagios plugin
+    style: ``SERVICE STATE: text | perfdata``)."""
+    name = f"syncd {status['net']}"
+    problems = status["problems"]
+    if isinstance(problems, list) and problems:
+        # " -- " between problems: their messages hold "; " and "/" themselves
+        text = f"{name} NOT HEALTHY: {' -- '.join(str(p) for p in problems)}"
+    else:
+        applied = status["last_applied"]
+        commit = applied if isinstance(applied, dict) else {}  # healthy: a commit is applied
+        text = f"{name} OK: {str(commit.get('commit'))[:12]} signed by {commit.get('signer')}, "
+        text += f"committed {commit.get('commit_time')}"
+    drift = status["drift"]
+    perf = [f"failures={status['consecutive_failures']}", f"drift={len(drift) if isinstance(drift, list) else 0}"]
+    age = status["tip_age_seconds"]
+    if isinstance(age, float | int):
+        perf.insert(0, f"tip_age={age:.0f}s")
+    # "|" starts the performance data: never inside the text
+    return f"{text.replace('|', '/')} | {' '.join(perf)}"
+
+
 def render_status(status: dict[str, object]) -> str:
-    lines = [f"network {status['net']} (node {status['node']}), repository {status['repository']}"]
+    lines = [verdict_line(status)]
+    lines.append(f"network {status['net']} (node {status['node']}), repository {status['repository']}")
     applied = status["last_applied"]
     if isinstance(applied, dict):
         lines.append(
@@ -84,11 +183,15 @@ def render_status(status: dict[str, object]) -> str:
     lines.append(f"reload:     {reload} ({status['reloads']} so far)")
     last = status["last_pass"]
     if isinstance(last, dict):
-        lines.append(f"last pass:  {last['outcome'] or 'none'} at {last['at'] or '-'}")
+        at = last["at"]
+        lines.append(f"last pass:  {last['outcome']} at {at}" if at else "last pass:  never synced")
     error = status["last_error"]
     if isinstance(error, dict):
         lines.append(
             f"last error: {error['at']} [{error['reason']}] {error['message']} "
             f"({status['consecutive_failures']} failures in a row now)"
         )
+    advice = status["advice"]
+    if isinstance(advice, list):
+        lines += [f"  try: {command}" for command in advice]
     return "\n".join(lines) + "\n"

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import io
+import shutil
 from pathlib import Path
 
 import pytest
 import yaml
 
-from syncd.config import load_config, parse_config, redact_url
+from syncd.cli import main
+from syncd.config import config_path, load_config, parse_config, redact_url
 from syncd.errors import ConfigError
 from syncd.units import parse_duration, parse_size
+from tests.syncenv import Hub, admin_and_signers, make_node
 
 
 @pytest.fixture
@@ -292,3 +296,86 @@ def test_files_others_may_write_are_refused(tmp_path: Path, which: str, mode: in
     assert info.value.message.startswith(f"{target}: the ")
     assert f"is writable by {refused} (mode {mode:04o}); syncd refuses it" in info.value.message
     assert info.value.hint == f"chmod go-w {target}"
+
+
+# --- NET: short for -c $SYNCD_CONFIG_DIR/NET.yaml ------------------------------------------
+
+
+def test_command_names_the_net_when_the_config_is_its_default_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SYNCD_CONFIG_DIR", str(tmp_path))
+    config = load_config(node_files(tmp_path))  # tmp_path/inet6.yaml
+    assert config.command("sync --allow-rewind") == "syncd sync inet6 --allow-rewind"
+    assert config.command("status") == "syncd status inet6"
+    monkeypatch.setenv("SYNCD_CONFIG_DIR", str(tmp_path / "elsewhere"))
+    assert config.command("sync --allow-rewind") == f"syncd sync -c {tmp_path / 'inet6.yaml'} --allow-rewind"
+    monkeypatch.delenv("SYNCD_CONFIG_DIR")
+    assert config_path("inet6") == Path("/etc/syncd/inet6.yaml")
+    odd = tmp_path / "my node.yaml"
+    odd.write_bytes((tmp_path / "inet6.yaml").read_bytes())
+    odd.chmod(0o600)
+    assert load_config(odd).command("sync") == f"syncd sync -c '{odd}'"
+
+
+def test_command_gives_an_absolute_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = node_files(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert load_config(Path(path.name)).command("run") == f"syncd run -c {path}"
+
+
+def cli(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = main(list(argv), out, err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_net_shorthand_for_every_command_that_takes_c(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    admin, signers = admin_and_signers(tmp_path / "keys")
+    hub = Hub(tmp_path / "hub", admin)
+    node = make_node(tmp_path / "node", str(hub.server), signers)
+    etc = tmp_path / "etc-syncd"
+    etc.mkdir()
+    shutil.copy(node.config, etc / "inet6.yaml")
+    monkeypatch.setenv("SYNCD_CONFIG_DIR", str(etc))
+    code, out, err = cli("sync", "inet6", "--dry-run")
+    assert code == 0, err
+    assert out.startswith(f"plan for {hub.tip[:12]}")
+    code, out, err = cli("sync", "--dry-run", "inet6")
+    assert code == 0, err
+    assert cli("sync", "inet6")[0] == 0
+    assert node.files()  # the shorthand synced the node the file describes
+    code, out, _ = cli("status", "inet6")
+    assert code == 0 and out.startswith("syncd inet6 OK: ")
+    code, _, err = cli("status", "inet7")
+    assert (code, err) == (2, f"syncd status: {etc / 'inet7.yaml'}: no such config file\n")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (("sync",), "syncd sync: which network? give -c CONFIG, or NET (short for -c {etc}/NET.yaml)\n"),
+        (("status", "--format", "json"), "syncd status: which network? give -c CONFIG, or NET"),
+        (("run",), "syncd run: which network? give -c CONFIG, or NET"),
+        (
+            ("sync", "-c", "x.yaml", "inet6"),
+            "syncd sync: error: give the node's config as -c CONFIG or as NET, not both",
+        ),
+        (
+            ("sync", "inet6", "-c", "x.yaml"),
+            "syncd sync: error: give the node's config as -c CONFIG or as NET, not both",
+        ),
+        (("status", "in/et"), "syncd status: error: NET 'in/et' is not a valid tinc network name"),
+    ],
+)
+def test_net_or_config_exactly_one(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    argv: tuple[str, ...],
+    message: str,
+) -> None:
+    monkeypatch.setenv("SYNCD_CONFIG_DIR", str(tmp_path))
+    code, _, err = cli(*argv)
+    assert code == 2
+    assert message.format(etc=tmp_path) in err + capsys.readouterr().err
