@@ -102,7 +102,7 @@ def test_an_absent_key_is_skipped_and_a_directory_in_its_place_is_not(tmp_path: 
 @pytest.mark.parametrize("name", sorted(CORRUPT_KEYS))
 def test_sync_with_a_corrupt_node_key_exits_2_and_records_it(node: Node, name: str) -> None:
     key = node.hosts.parent / name
-    key.parent.mkdir(parents=True)
+    key.parent.mkdir(parents=True, exist_ok=True)
     key.write_bytes(CORRUPT_KEYS[name])
     code, out, err = node.sync()
     assert code == 2, err
@@ -118,7 +118,7 @@ def test_sync_with_a_corrupt_node_key_exits_2_and_records_it(node: Node, name: s
 
 def test_run_waits_the_interval_after_a_corrupt_node_key(node: Node) -> None:
     key = node.hosts.parent / "rsa_key.priv"
-    key.parent.mkdir(parents=True)
+    key.parent.mkdir(parents=True, exist_ok=True)
     key.write_bytes(CORRUPT_KEYS["rsa_key.priv"])
     config = load_config(node.config)
     log = Log()
@@ -137,7 +137,7 @@ def test_a_good_node_key_still_passes(node: Node, hub: Hub) -> None:
 
     private = rsa_private(2048, 21)
     key = node.hosts.parent / "rsa_key.priv"
-    key.parent.mkdir(parents=True)
+    key.parent.mkdir(parents=True, exist_ok=True)
     key.write_bytes(
         private.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
@@ -271,7 +271,7 @@ def test_sync_log_and_run_log_the_same_event_and_reason(
     failure: str, node: Node, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     if failure == "corrupt-key":
-        node.hosts.parent.mkdir(parents=True)
+        node.hosts.parent.mkdir(parents=True, exist_ok=True)
         (node.hosts.parent / "rsa_key.priv").write_bytes(CORRUPT_KEYS["rsa_key.priv"])
     elif failure == "store-is-a-file":
         node.state.mkdir()
@@ -294,7 +294,7 @@ def test_sync_log_and_run_log_the_same_event_and_reason(
     expected = {
         "corrupt-key": (2, "io-error", "error"),
         "store-is-a-file": (3, "io-error", "error"),
-        "unreachable": (3, "transient", "error"),
+        "unreachable": (3, "fetch-failed", "error"),
         "internal": (3, "internal-error", "critical"),
     }[failure]
     assert (code, fields["reason"], level) == expected

@@ -12,6 +12,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,7 +29,7 @@ def hub(tmp_path: Path) -> Hub:
     return Hub(tmp_path / "hub", admin)
 
 
-def node_at(hub: Hub, tmp_path: Path, url: str, name: str = "node", **overrides: object) -> Node:
+def node_at(hub: Hub, tmp_path: Path, url: str, name: str = "node", **overrides: Any) -> Node:
     return make_node(tmp_path / name, str(url), tmp_path / "keys" / "allowed_signers", **overrides)
 
 
