@@ -108,7 +108,7 @@ def test_allowed_signers_format(keys: dict[str, SshKey]) -> None:
         ("dave@example.org",),
         ("*@example.org",),
     ]
-    assert signers[1].namespaces == ("git", "file") and signers[1].allows_namespace("git")
+    assert signers[1].namespaces == "git,file" and signers[1].allows_namespace("git")
     assert not signers[3].allows_namespace("git") and signers[3].allows_namespace("file")
     assert signers[2].valid_after is not None and signers[2].valid_before is not None
     assert signers[2].valid_at(int(time.time()))
