@@ -18,7 +18,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from syncd.errors import AllowedSignersError, SignatureError
-from syncd.signers import match_pattern, match_pattern_list, parse_allowed_signers, verify_signed_object
+from syncd.signers import (
+    match_pattern,
+    match_pattern_list,
+    parse_allowed_signers,
+    parse_signature,
+    verify_signed_object,
+)
 from tests.gitutil import SshKey, commit, env, init_repo, make_key
 
 
@@ -37,6 +43,14 @@ def repo(tmp_path_factory: pytest.TempPathFactory, keys: dict[str, SshKey]) -> t
         (path / "f").write_text(f"{name}\n")
         revs[name] = commit(path, f"by {name}", key)
     return path, revs
+
+
+@pytest.fixture(scope="module")
+def sigfile(tmp_path_factory: pytest.TempPathFactory, keys: dict[str, SshKey]) -> tuple[Path, Path]:
+    """A message and alice's signature over it, namespace git."""
+    message = tmp_path_factory.mktemp("sig") / "message"
+    message.write_bytes(b"x")
+    return message, keygen_sign(keys["alice"], message, "git")
 
 
 def commit_parts(repo: Path, rev: str) -> tuple[bytes, bytes | None, int]:
@@ -406,3 +420,77 @@ def test_match_pattern_does_not_backtrack_exponentially() -> None:
     started = time.monotonic()
     assert not match_pattern(b"a" * 2000, b"*a" * 40 + b"b")
     assert time.monotonic() - started < 5
+
+
+# --- differential: random lines against ssh-keygen itself -----------------------------
+
+TOKENS = [
+    "alice",
+    "*",
+    "!alice",
+    "a?ice",
+    "[a]lice",
+    '"alice',
+    'alice"',
+    '"al ice"',
+    'al"ice b"ob',
+    ",",
+    "alice,bob",
+    "alice,,bob",
+    'namespaces="git"',
+    'namespaces="gi*,!x"',
+    'namespaces="[g]it"',
+    'namespaces="!git,*"',
+    "namespaces=git",
+    'NAMESPACES="git"',
+    'namespaces="git",namespaces="git"',
+    'valid-after="20200101"',
+    'valid-before="20200101"',
+    'valid-before="20991231Z"',
+    ',namespaces="git"',
+    'namespaces="git",',
+    'namespaces="g\\"it,git"',
+    '"',
+    "\\",
+    "#",
+    "comment",
+    "cert-authority",
+    "ssh-ed25519",
+    "ssh-rsa",
+    "{blob}",
+    "{key}",
+    "{key}",
+    "{key}",
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.sampled_from(TOKENS), min_size=1, max_size=6),
+    st.lists(st.sampled_from([" ", "\t", "  ", ""]), min_size=6, max_size=6),
+)
+def test_random_lines_never_trust_more_than_ssh_keygen(
+    keys: dict[str, SshKey], sigfile: tuple[Path, Path], tokens: list[str], blanks: list[str]
+) -> None:
+    """One line made of allowed_signers-ish tokens: syncd says yes to
+    ``-I alice -n git`` exactly when ssh-keygen does, except that it refuses
+    some lines OpenSSH reads (an empty principal in a list)."""
+    alice = keys["alice"]
+    message, sig = sigfile
+    kind, blob = alice.public_line().split()
+    line = "".join(t.format(key=f"{kind} {blob}", blob=blob) + b for t, b in zip(tokens, blanks, strict=False))
+    signers_file = message.with_name("random_signers")
+    signers_file.write_text(line + "\n")
+    expected = keygen_verifies(signers_file, "alice", "git", message, sig)
+    try:
+        signers = parse_allowed_signers(signers_file.read_bytes(), "f")
+    except AllowedSignersError as exc:
+        assert not expected or "empty principal" in exc.message, (line, exc.message)
+        return
+    now = int(time.time())
+    ours = any(
+        s.allows_principal("alice") and s.allows_namespace("git") and s.valid_at(now)
+        for s in signers
+        if s.public_key == parse_signature(sig.read_bytes()).public_key
+    )
+    assert ours == expected, line
