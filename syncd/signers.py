@@ -475,9 +475,9 @@ def _parse_line(text: str, where: str, number: int) -> AllowedSigner | None:
             raise AllowedSignersError(f"{where}: unterminated quote in the options")
         opts, rest = rest[:end], rest[end:].lstrip(" \t")
         if not rest or (key := _read_key(rest, where)) is None:
-            first = opts.split(",")[0]
-            if first.startswith(("ssh-", "ecdsa-", "sk-", "rsa-sha2-")) or "-cert-" in first:
-                raise AllowedSignersError(f"{where}: {_unsupported(first).message}")
+            for word in (opts.split(",")[0], rest.replace("\t", " ").split(" ")[0]):
+                if word.startswith(("ssh-", "ecdsa-", "sk-", "rsa-sha2-")) or "-cert-" in word:
+                    raise AllowedSignersError(f"{where}: {_unsupported(word).message}")
             raise AllowedSignersError(f"{where}: expected a key type and a base64 key after {opts!r}")
     namespaces, after, before = _parse_options(opts, where)
     return AllowedSigner(patterns, key[1], key[0], namespaces, after, before, number)

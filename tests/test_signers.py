@@ -127,6 +127,12 @@ def test_allowed_signers_format(keys: dict[str, SshKey]) -> None:
         ("alice@example.org", "expected"),
         ('"alice@example.org {ed}', "unterminated quote"),
         ("alice@example.org ssh-rsa {ed_blob}", "key type ssh-rsa but the key is ssh-ed25519"),
+        ("alice@example.org namespaces=git {ed}", "namespaces= needs a double-quoted value"),
+        ('alice@example.org namespaces="git", {ed}', "the options end with a comma"),
+        ('alice@example.org namespaces="git",Namespaces="file" {ed}', "more than one namespaces option"),
+        ('alice@example.org valid-after="20300101",valid-before="20200101" {ed}', "valid-before is not after"),
+        ("alice@example.org,,bob@example.org {ed}", "empty principal"),
+        ('alice@example.org namespaces="git" ssh-dss AAAA', "key type 'ssh-dss' is not supported"),
     ],
 )
 def test_allowed_signers_errors_name_the_line(keys: dict[str, SshKey], line: str, message: str) -> None:
