@@ -335,6 +335,9 @@ _OPENSSH_KEY_NAMES = (
 )
 
 
+_NOT_PRINTABLE_ASCII = re.compile(r"[^\t\x20-\x7e]")
+
+
 def _line_text(raw: bytes, where: str) -> str:
     """One line as text: UTF-8, and no character that would make what an
     editor shows differ from what OpenSSH reads (its lines end at ``\\n``
@@ -349,10 +352,9 @@ def _line_text(raw: bytes, where: str) -> str:
             f"{where}: byte 0x{raw[exc.start]:02x} at column {exc.start + 1} is not UTF-8"
         ) from None
     text = text.removesuffix("\r")
-    for column, char in enumerate(text, 1):
-        if char != "\t" and (
-            unicodedata.category(char) in ("Cc", "Cf", "Cs", "Zl", "Zp") or (char.isspace() and char != " ")
-        ):
+    for found in _NOT_PRINTABLE_ASCII.finditer(text):
+        char, column = found[0], found.start() + 1
+        if char.isspace() or unicodedata.category(char) in ("Cc", "Cf", "Cs", "Zl", "Zp"):
             raise AllowedSignersError(
                 f"{where}: column {column}: control character or unusual blank U+{ord(char):04X}: OpenSSH ends "
                 "lines at a newline only, so this line would not read as it looks; remove it"
