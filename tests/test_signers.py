@@ -8,9 +8,13 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from syncd.errors import AllowedSignersError, SignatureError
 from syncd.signers import (
+    match_pattern,
+    match_pattern_list,
     parse_allowed_signers,
     parse_signature,
     verify,
@@ -108,7 +112,7 @@ def test_allowed_signers_format(keys: dict[str, SshKey]) -> None:
         ("dave@example.org",),
         ("*@example.org",),
     ]
-    assert signers[1].namespaces == ("git", "file") and signers[1].allows_namespace("git")
+    assert signers[1].namespaces == "git,file" and signers[1].allows_namespace("git")
     assert not signers[3].allows_namespace("git") and signers[3].allows_namespace("file")
     assert signers[2].valid_after is not None and signers[2].valid_before is not None
     assert signers[2].valid_at(int(time.time()))
@@ -127,6 +131,12 @@ def test_allowed_signers_format(keys: dict[str, SshKey]) -> None:
         ("alice@example.org", "expected"),
         ('"alice@example.org {ed}', "unterminated quote"),
         ("alice@example.org ssh-rsa {ed_blob}", "key type ssh-rsa but the key is ssh-ed25519"),
+        ("alice@example.org namespaces=git {ed}", "namespaces= needs a double-quoted value"),
+        ('alice@example.org namespaces="git", {ed}', "the options end with a comma"),
+        ('alice@example.org namespaces="git",Namespaces="file" {ed}', "more than one namespaces option"),
+        ('alice@example.org valid-after="20300101",valid-before="20200101" {ed}', "valid-before is not after"),
+        ("alice@example.org,,bob@example.org {ed}", "empty principal"),
+        ('alice@example.org namespaces="git" ssh-dss AAAA', "key type 'ssh-dss' is not supported"),
     ],
 )
 def test_allowed_signers_errors_name_the_line(keys: dict[str, SshKey], line: str, message: str) -> None:
@@ -202,3 +212,79 @@ def test_tampered_commit_payload(keys: dict[str, SshKey], tmp_path: Path) -> Non
     with pytest.raises(SignatureError, match="bad signature"):
         verify_signed_object(tampered, sig, signers, when)
     git(repo, "log", "-1")  # the repository itself is untouched
+
+
+# --- the matcher against match.c's own recursive algorithm ----------------------------
+
+
+def c_match_pattern(s: bytes, pattern: bytes) -> bool:
+    """match.c match_pattern(), transcribed statement by statement."""
+    i = j = 0
+    while True:
+        if j == len(pattern):
+            return i == len(s)
+        if pattern[j] == ord("*"):
+            while j < len(pattern) and pattern[j] == ord("*"):
+                j += 1
+            if j == len(pattern):
+                return True
+            if pattern[j] not in b"?*":
+                return any(
+                    s[k] == pattern[j] and c_match_pattern(s[k + 1 :], pattern[j + 1 :]) for k in range(i, len(s))
+                )
+            return any(c_match_pattern(s[k:], pattern[j:]) for k in range(i, len(s)))
+        if i == len(s):
+            return False
+        if pattern[j] != ord("?") and pattern[j] != s[i]:
+            return False
+        i, j = i + 1, j + 1
+
+
+def c_match_pattern_list(string: bytes, pattern: bytes) -> int:
+    """match.c match_pattern_list() with dolower 0: -1, 0 or 1."""
+    got_positive, i = 0, 0
+    while i < len(pattern):
+        negated = pattern[i] == ord("!")
+        i += negated
+        sub = bytearray()
+        while i < len(pattern) and len(sub) < 1023 and pattern[i] != ord(","):
+            sub.append(pattern[i])
+            i += 1
+        if len(sub) >= 1023:
+            return 0
+        if i < len(pattern) and pattern[i] == ord(","):
+            i += 1
+        if c_match_pattern(string, bytes(sub)):
+            if negated:
+                return -1
+            got_positive = 1
+    return got_positive
+
+
+WORDS = st.text(alphabet="ab*?![]", max_size=10)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(WORDS, WORDS)
+def test_match_pattern_is_match_c(string: str, pattern: str) -> None:
+    assert match_pattern(string.encode(), pattern.encode()) == c_match_pattern(string.encode(), pattern.encode())
+
+
+@settings(max_examples=2000, deadline=None)
+@given(WORDS, st.text(alphabet="ab*?![],", max_size=14))
+def test_match_pattern_list_is_match_c(string: str, patterns: str) -> None:
+    assert match_pattern_list(string, patterns) == (c_match_pattern_list(string.encode(), patterns.encode()) == 1)
+
+
+def test_match_pattern_list_subpattern_limit() -> None:
+    for size, expected in ((1022, True), (1023, False)):
+        pattern = "a" * size
+        assert match_pattern_list("a" * size, pattern) is expected
+        assert match_pattern_list("a" * size, f"*,{pattern}") is expected  # a long one fails the whole list
+        assert (c_match_pattern_list(("a" * size).encode(), f"*,{pattern}".encode()) == 1) is expected
+
+
+def test_match_pattern_does_not_backtrack_exponentially() -> None:
+    started = time.monotonic()
+    assert not match_pattern(b"a" * 2000, b"*a" * 40 + b"b")
+    assert time.monotonic() - started < 5
