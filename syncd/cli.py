@@ -264,11 +264,13 @@ def cmd_add_node(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         raise UsageError("give --net NET (tinc dir /etc/tinc/NET) or --tinc-dir DIR")
     if not 2048 <= args.rsa_bits <= 8192:
         raise UsageError("--rsa-bits must be from 2048 to 8192")
-    net = args.net or Path(args.tinc_dir).name
-    tinc_dir = Path(args.tinc_dir) if args.tinc_dir else Path("/etc/tinc") / net
+    # Absolute paths: the next steps and the node's config name them.
+    tinc_dir = Path(args.tinc_dir).resolve() if args.tinc_dir else Path("/etc/tinc") / args.net
+    net = args.net or tinc_dir.name
+    repo = Path(args.repo).resolve()
     node = prepare(
         args.name,
-        repo=Path(args.repo),
+        repo=repo,
         tinc_dir=tinc_dir,
         net=net,
         subnet=args.subnet,
@@ -276,6 +278,7 @@ def cmd_add_node(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         connect_to=tuple(args.connect_to),
         force=args.force,
         rsa_bits=args.rsa_bits,
+        dry_run=args.dry_run,
     )
     for finding in node.warnings:
         err.write(f"note: the repository has another problem: {finding.format_text()}\n")
@@ -284,12 +287,11 @@ def cmd_add_node(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if args.dry_run:
         for planned in node.files:
             out.write(f"\n--- {planned.path} (mode {planned.mode:04o})\n")
-            out.write("(private key, not shown)\n" if planned.secret else planned.data.decode())
+            out.write(planned.data.decode())
         return EXIT_OK
     for path in write(node):
         out.write(f"wrote {path}\n")
-    repo = Path(args.repo)
-    host = node.files[-1].path
+    host = node.repo_host_file.path
     out.write(
         f"""
 Next steps:
