@@ -44,6 +44,10 @@ def test_text_output_shape(broken: Path) -> None:
         "in syncd.yaml if it is an intended route"
     )
     assert out.splitlines() == [
+        "hosts/evil:1: error[subnet-overlap]: 2002:102:304:4::/62 covers 2002:102:304:4::/64 of node my_pc "
+        f"(hosts/my_pc:2); {route_hint}",
+        "hosts/evil:1: error[subnet-overlap]: 2002:102:304:4::/62 covers 2002:102:304:5::/64 of node my_laptop "
+        f"(hosts/my_laptop:2); {route_hint}",
         "hosts/evil:2: error[syntax]: 'Subnet:' is not a variable name, so tincd ignores the line: "
         "write 'Subnet = 10.0.0.1'",
         "hosts/evil:4: error[key-duplicate]: the same public key is used by evil, my_laptop: "
@@ -62,20 +66,32 @@ def test_json_output(broken: Path) -> None:
     assert code == 1
     doc = json.loads(out)
     assert doc["nodes"] == 4 and doc["subnets"] == 5
-    overlap = next(f for f in doc["findings"] if f["code"] == "subnet-overlap")
-    assert set(overlap) == {"path", "line", "severity", "code", "message", "related"}
-    assert overlap["related"] == [{"path": "hosts/evil", "line": 1}]
-    assert overlap["severity"] == "error"
+    overlaps = [f for f in doc["findings"] if f["code"] == "subnet-overlap"]
+    assert all(set(f) == {"path", "line", "severity", "code", "message", "related"} for f in overlaps)
+    assert all(f["severity"] == "error" for f in overlaps)
+    # each side of an overlap names the other
+    assert [(f["path"], f["line"], f["related"]) for f in overlaps] == [
+        ("hosts/evil", 1, [{"path": "hosts/my_pc", "line": 2}]),
+        ("hosts/evil", 1, [{"path": "hosts/my_laptop", "line": 2}]),
+        ("hosts/my_laptop", 2, [{"path": "hosts/evil", "line": 1}]),
+        ("hosts/my_pc", 2, [{"path": "hosts/evil", "line": 1}]),
+    ]
 
 
 def test_github_output(broken: Path) -> None:
     code, out, _ = run("check", "--format", "github", str(broken))
     assert code == 1
-    assert out.splitlines()[0] == (
+    lines = out.splitlines()
+    assert lines[2] == (
         "::error file=hosts/evil,line=2,title=syntax::'Subnet:' is not a variable name, "
         "so tincd ignores the line: write 'Subnet = 10.0.0.1'"
     )
-    assert len(out.splitlines()) == 5
+    assert len(lines) == 7
+    # the new file that claims others' subnets is annotated, not only the files it overlaps
+    assert lines[0].startswith(
+        "::error file=hosts/evil,line=1,title=subnet-overlap::2002:102:304:4::/62 covers 2002:102:304:4::/64 "
+        "of node my_pc (hosts/my_pc:2);"
+    )
 
 
 def test_github_escapes_properties_and_newlines() -> None:
@@ -101,6 +117,7 @@ def test_hosts_dir_uses_default_policy_and_shows_the_directory(tmp_path: Path) -
     # Without the repo's routes, the gateway's ::/0 covers the others' /64s.
     assert code == 1
     assert {line.split(":")[0] for line in out.splitlines()} == {
+        str(EXAMPLE_REPO / "hosts" / "gateway"),
         str(EXAMPLE_REPO / "hosts" / "my_pc"),
         str(EXAMPLE_REPO / "hosts" / "my_laptop"),
     }
