@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from syncd import __version__
 from syncd.errors import SyncdError, UsageError
-from syncd.findings import Finding
+from syncd.findings import Finding, plural
 from syncd.policy import DEFAULT_POLICY, POLICY_FILE, parse_policy
 from syncd.validate import Report, validate_network
 from syncd.worktree import read_hosts_dir, read_policy
@@ -168,8 +168,8 @@ def cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         for finding in report.findings:
             out.write(finding.format_text() + "\n")
         err.write(
-            f"syncd check: {report.nodes} nodes, {report.subnets} subnets: "
-            f"{report.errors} errors, {report.warnings} warnings\n"
+            f"syncd check: {plural(report.nodes, 'node')}, {plural(report.subnets, 'subnet')}: "
+            f"{plural(report.errors, 'error')}, {plural(report.warnings, 'warning')}\n"
         )
     return EXIT_REFUSED if report.failed(args.strict) else EXIT_OK
 
@@ -201,9 +201,7 @@ def cmd_sync(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         elif result.previous == result.commit:
             history = "re-applied"
         else:
-            history = (
-                f"{result.new_commits} new commit{'s' if result.new_commits != 1 else ''} since {result.previous[:12]}"
-            )
+            history = f"{plural(result.new_commits, 'new commit')} since {result.previous[:12]}"
         out.write(f"applied {head} ({history}): {counts}\n")
         for line in plan.describe():
             out.write(f"  {line}\n")

@@ -185,3 +185,12 @@ def test_an_internal_error_is_not_a_refusal(monkeypatch: pytest.MonkeyPatch) -> 
     code, _, err = run("check", str(EXAMPLE_REPO))
     assert code == 3
     assert "internal error: KeyError: 'surprise'" in err
+
+
+def test_summary_counts_are_singular_for_one(tmp_path: Path) -> None:
+    (tmp_path / "hosts").mkdir()
+    (tmp_path / "hosts" / "solo").write_text("Subnet = 10.0.0.1\nColour = blue\n")  # no key; an unknown variable
+    code, out, err = run("check", str(tmp_path))
+    assert code == 1
+    assert [line.split(": ")[1] for line in out.splitlines()] == ["error[key-missing]", "warning[variable-unknown]"]
+    assert err == "syncd check: 1 node, 1 subnet: 1 error, 1 warning\n"
