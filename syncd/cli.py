@@ -176,6 +176,7 @@ def cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 def cmd_sync(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from syncd.agent import sync_once
+    from syncd.apply import installed_reader
     from syncd.config import load_config
 
     config = load_config(Path(args.config))
@@ -191,6 +192,9 @@ def cmd_sync(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         out.write(f"plan for {head} from {result.url}: {counts}\n")
         for line in plan.describe():
             out.write(f"  {line}\n")
+        colour = out.isatty() and not os.environ.get("NO_COLOR")
+        for diff in plan.diff(installed_reader(config.tinc.hosts_dir)):
+            out.write("\n" + "".join(f"{_colour_diff(i, line) if colour else line}\n" for i, line in enumerate(diff)))
     elif result.status == "unchanged":
         out.write(f"already current at {head}\n")
         if result.reloaded is not None:
@@ -208,6 +212,16 @@ def cmd_sync(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         if result.reloaded is not None:
             out.write(f"  {describe_reload(result.reloaded)}\n")
     return EXIT_OK
+
+
+_DIFF_COLOURS = {"@": "\033[36m", "+": "\033[32m", "-": "\033[31m"}
+
+
+def _colour_diff(index: int, line: str) -> str:
+    """git's colours: bold file names (the first two lines), cyan hunk
+    headers, green and red lines."""
+    code = "\033[1m" if index < 2 else _DIFF_COLOURS.get(line[:1], "")
+    return f"{code}{line}\033[m" if code else line
 
 
 def _sync_logged(config: Config, args: argparse.Namespace, err: TextIO) -> int:

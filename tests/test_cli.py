@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import pty
+import select
 import shutil
 import subprocess
 import sys
+import termios
 from pathlib import Path
 
 import pytest
 
 from syncd.cli import main
 from tests.conftest import EXAMPLE_REPO
+from tests.syncenv import Hub, Node, admin_and_signers, make_node
 
 
 def run(*args: str) -> tuple[int, str, str]:
@@ -194,3 +199,104 @@ def test_summary_counts_are_singular_for_one(tmp_path: Path) -> None:
     assert code == 1
     assert [line.split(": ")[1] for line in out.splitlines()] == ["error[key-missing]", "warning[variable-unknown]"]
     assert err == "syncd check: 1 node, 1 subnet: 1 error, 1 warning\n"
+
+
+# --- sync --dry-run: the diff of each file ------------------------------------------------
+
+
+@pytest.fixture
+def hub(tmp_path: Path) -> Hub:
+    admin, _ = admin_and_signers(tmp_path / "keys")
+    return Hub(tmp_path / "hub", admin)
+
+
+@pytest.fixture
+def node(hub: Hub, tmp_path: Path) -> Node:
+    return make_node(tmp_path / "node", str(hub.server), tmp_path / "keys" / "allowed_signers")
+
+
+def test_sync_dry_run_shows_new_files_in_full(hub: Hub, node: Node) -> None:
+    code, out, _ = node.sync("--dry-run")
+    assert code == 0
+    gateway = (hub.host("gateway")).read_text().splitlines()
+    sections = out.split("\n\n")
+    assert len(sections) == 4  # the plan, then one diff a file
+    assert sections[1].splitlines() == [
+        "--- /dev/null",
+        "+++ b/hosts/gateway",
+        f"@@ -0,0 +1,{len(gateway)} @@",
+        *(f"+{line}" for line in gateway),
+    ]
+    assert sections[3].startswith("--- /dev/null\n+++ b/hosts/my_pc\n")
+    assert "\033" not in out  # no colours off a terminal
+    assert node.snapshot() == {}
+
+
+def test_sync_dry_run_diffs_installed_against_desired(hub: Hub, node: Node) -> None:
+    assert node.sync()[0] == 0
+    laptop = hub.host("my_laptop").read_text().splitlines()
+
+    def edit(work: Path) -> None:
+        with (work / "hosts" / "gateway").open("a") as fh:
+            fh.write("Port = 656\n")
+        (work / "hosts" / "my_laptop").unlink()
+
+    hub.change("gateway moves to port 656, my_laptop retires", edit)
+    # a local edit behind syncd's back, with a terminal escape and no final newline
+    my_pc = node.hosts / "my_pc"
+    original = my_pc.read_text()
+    my_pc.write_text(original.replace("Subnet = 2002:0102:0304:0004::/64\n", "Subnet = ::/0\n") + "Weight = 1\x1b[2J")
+    before = node.snapshot()
+    code, out, err = node.sync("--dry-run")
+    assert code == 0, err
+    plan, gateway, my_pc_diff, removed = out.split("\n\n")
+    assert plan.splitlines()[1:] == ["  ~ gateway", "  ~ my_pc", "  - my_laptop"]
+    assert gateway.splitlines()[:2] == ["--- a/hosts/gateway", "+++ b/hosts/gateway"]
+    assert [line for line in gateway.splitlines()[2:] if line[:1] in "+-@"] == [
+        gateway.splitlines()[2],
+        "+Port = 656",
+    ]
+    assert gateway.splitlines()[2].startswith("@@ -")
+    assert gateway.endswith("\n -----END RSA PUBLIC KEY-----\n+Port = 656")
+    changed = [line for line in my_pc_diff.splitlines()[2:] if line[:1] in "+-\\"]
+    assert changed == [
+        "-Subnet = ::/0",
+        "+Subnet = 2002:0102:0304:0004::/64",
+        "-Weight = 1\\x1b[2J",
+        "\\ No newline at end of file",
+    ]
+    assert removed.splitlines() == [
+        "--- a/hosts/my_laptop",
+        "+++ /dev/null",
+        f"@@ -1,{len(laptop)} +0,0 @@",
+        *(f"-{line}" for line in laptop),
+    ]
+    assert node.snapshot() == before
+
+
+def test_sync_dry_run_colours_the_diff_on_a_terminal(hub: Hub, node: Node, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    assert node.sync()[0] == 0
+    hub.change("gateway moves to port 656", lambda w: (w / "hosts" / "gateway").open("a").write("Port = 656\n"))
+    master, slave = pty.openpty()
+    try:
+        attrs = termios.tcgetattr(slave)
+        attrs[1] &= ~termios.OPOST  # no "\r\n" for "\n": read back what was written
+        termios.tcsetattr(slave, termios.TCSANOW, attrs)
+        with open(slave, "w", closefd=False) as tty:
+            assert main(["sync", "-c", str(node.config), "--dry-run"], tty, io.StringIO()) == 0
+        received = b""
+        for _ in range(100):  # bounded: the output is a few hundred bytes
+            ready, _, _ = select.select([master], [], [], 0.5)
+            if not ready:
+                break
+            received += os.read(master, 65536)
+    finally:
+        os.close(master)
+        os.close(slave)
+    lines = received.decode().split("\n")
+    assert "\033[1m--- a/hosts/gateway\033[m" in lines
+    assert "\033[1m+++ b/hosts/gateway\033[m" in lines
+    assert "\033[32m+Port = 656\033[m" in lines
+    assert any(line.startswith("\033[36m@@ -") for line in lines)
+    assert "  ~ gateway" in lines  # the plan itself is plain
