@@ -272,7 +272,10 @@ def _interface_address(subnet: Subnet, policy: Policy) -> str:
     unusable = {*reserved(subnet), *reserved(network)}
     value = next((v for v in range(subnet.first, min(subnet.last, subnet.first + 1) + 1) if v not in unusable), None)
     if value is None:
-        what = "broadcast" if subnet.first == network.last else "network"
+        if subnet.kind is Kind.IPV6:
+            what = "subnet-router anycast"
+        else:
+            what = "broadcast" if subnet.first == network.last else "network"
         raise RefusedError(
             f"{format_subnet(subnet)} is the {what} address of {format_subnet(network)}, not a host's: "
             "give the node another address",

@@ -284,6 +284,11 @@ def test_ipv4_subnet_that_is_no_host_address_is_refused(tmp_path: Path, subnet: 
     assert code == 0 and "address 10.20.0.1/16" in out
 
 
+def test_ipv6_subnet_router_anycast_address_is_refused(repo: Path, tmp_path: Path) -> None:
+    code, _, err = add(repo, tmp_path / "tinc", "newbie", "--subnet", "2002:102:304::")
+    assert code == 1 and "2002:102:304:: is the subnet-router anycast address of 2002:102:304::/48" in err
+
+
 def test_gateway_role(repo: Path, tmp_path: Path) -> None:
     tinc = tmp_path / "tinc"
     code, out, _ = add(repo, tinc, "gw2", "--address", "5.6.7.8 655")
