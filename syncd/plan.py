@@ -1,10 +1,11 @@
 """Desired host files vs what is installed → ``Plan`` (pure).
 
-The plan is data: ``syncd sync --dry-run`` prints it, ``apply`` carries it
-out.  Ownership follows DESIGN.md §6: a file the repository has is made
-equal to the repository's version whoever wrote it (syncd adopts it); a
-file syncd installed earlier and the repository no longer has is removed;
-any other file is left alone and reported as unmanaged.
+The plan is data: ``syncd sync --dry-run`` prints it (with ``Plan.diff``,
+given a reader of the installed files), ``apply`` carries it out.
+Ownership follows DESIGN.md §6: a file the repository has is made equal to
+the repository's version whoever wrote it (syncd adopts it); a file syncd
+installed earlier and the repository no longer has is removed; any other
+file is left alone and reported as unmanaged.
 """
 
 from __future__ import annotations
@@ -66,7 +67,9 @@ class Plan:
                 "/dev/null" if old is None else f"a/hosts/{name}",
                 "/dev/null" if new is None else f"b/hosts/{name}",
             )
-            diffs.append("".join(lines).splitlines())
+            text = "".join(lines)
+            if text:  # empty when the file changed back since the plan was made
+                diffs.append(text.splitlines())
         return diffs
 
 

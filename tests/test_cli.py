@@ -300,3 +300,28 @@ def test_sync_dry_run_colours_the_diff_on_a_terminal(hub: Hub, node: Node, monke
     assert "\033[32m+Port = 656\033[m" in lines
     assert any(line.startswith("\033[36m@@ -") for line in lines)
     assert "  ~ gateway" in lines  # the plan itself is plain
+
+
+def test_plan_diff_of_unreadable_or_unchanged_files() -> None:
+    from syncd.plan import make_plan
+
+    desired = {"a": b"Subnet = 10.0.0.1\n", "b": b"Subnet = 10.0.0.2\n"}
+    plan = make_plan(desired, {"a": "0" * 64, "b": "1" * 64, "c": "2" * 64}, {"c": "2" * 64})
+    assert (plan.update, plan.remove) == (("a", "b"), ("c",))
+    installed = {"b": desired["b"]}  # "b" changed back since the plan; "a" and "c" cannot be read
+    assert plan.diff(installed.get) == [
+        ["(hosts/a: the installed file cannot be read)"],
+        ["(hosts/c: the installed file cannot be read)"],
+    ]
+    installed = {"a": b"Subnet = 10.0.0.9", "b": desired["b"], "c": b"\r\n"}
+    assert plan.diff(installed.get) == [
+        [
+            "--- a/hosts/a",
+            "+++ b/hosts/a",
+            "@@ -1 +1 @@",
+            "-Subnet = 10.0.0.9",
+            "\\ No newline at end of file",
+            "+Subnet = 10.0.0.1",
+        ],
+        ["--- a/hosts/c", "+++ /dev/null", "@@ -1 +0,0 @@", "-\\x0d"],
+    ]
