@@ -60,7 +60,7 @@ class SyncResult:
 def load_signers(config: Config) -> list[AllowedSigner]:
     path = config.trust.allowed_signers
     try:
-        text = path.read_text("utf-8")
+        text = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"trust.allowed_signers: {path}: cannot read: {exc.strerror}") from None
     signers = parse_allowed_signers(text, str(path))

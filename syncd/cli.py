@@ -17,7 +17,7 @@ from syncd import __version__
 from syncd.errors import EXIT_OK, EXIT_REFUSED, UsageError, outcome
 from syncd.errors import EXIT_TRANSIENT as EXIT_TRANSIENT  # the exit codes, importable from here too
 from syncd.errors import EXIT_USAGE as EXIT_USAGE
-from syncd.findings import Finding
+from syncd.findings import Finding, plural
 from syncd.policy import DEFAULT_POLICY, POLICY_FILE, parse_policy
 from syncd.validate import Report, validate_network
 from syncd.worktree import read_hosts_dir, read_policy
@@ -227,14 +227,15 @@ def cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         for finding in report.findings:
             out.write(finding.format_text() + "\n")
         err.write(
-            f"syncd check: {report.nodes} nodes, {report.subnets} subnets: "
-            f"{report.errors} errors, {report.warnings} warnings\n"
+            f"syncd check: {plural(report.nodes, 'node')}, {plural(report.subnets, 'subnet')}: "
+            f"{plural(report.errors, 'error')}, {plural(report.warnings, 'warning')}\n"
         )
     return EXIT_REFUSED if report.failed(args.strict) else EXIT_OK
 
 
 def cmd_sync(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from syncd.agent import sync_once
+    from syncd.apply import installed_reader
     from syncd.config import load_config
 
     config = load_config(Path(args.config))
@@ -250,6 +251,9 @@ def cmd_sync(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         out.write(f"plan for {head} from {result.url}: {counts}\n")
         for line in plan.describe():
             out.write(f"  {line}\n")
+        colour = out.isatty() and not os.environ.get("NO_COLOR")
+        for diff in plan.diff(installed_reader(config.tinc.hosts_dir)):
+            out.write("\n" + "".join(f"{_colour_diff(i, line) if colour else line}\n" for i, line in enumerate(diff)))
     elif result.status == "unchanged":
         out.write(f"already current at {head}\n")
         if result.reloaded is not None:
@@ -260,15 +264,23 @@ def cmd_sync(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         elif result.previous == result.commit:
             history = "re-applied"
         else:
-            history = (
-                f"{result.new_commits} new commit{'s' if result.new_commits != 1 else ''} since {result.previous[:12]}"
-            )
+            history = f"{plural(result.new_commits, 'new commit')} since {result.previous[:12]}"
         out.write(f"applied {head} ({history}): {counts}\n")
         for line in plan.describe():
             out.write(f"  {line}\n")
         if result.reloaded is not None:
             out.write(f"  {describe_reload(result.reloaded)}\n")
     return EXIT_OK
+
+
+_DIFF_COLOURS = {"@": "\033[36m", "+": "\033[32m", "-": "\033[31m"}
+
+
+def _colour_diff(index: int, line: str) -> str:
+    """git's colours: bold file names (the first two lines), cyan hunk
+    headers, green and red lines."""
+    code = "\033[1m" if index < 2 else _DIFF_COLOURS.get(line[:1], "")
+    return f"{code}{line}\033[m" if code else line
 
 
 def _sync_logged(config: Config, args: argparse.Namespace, err: TextIO) -> int:
@@ -325,11 +337,13 @@ def cmd_add_node(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         raise UsageError("give --net NET (tinc dir /etc/tinc/NET) or --tinc-dir DIR")
     if not 2048 <= args.rsa_bits <= 8192:
         raise UsageError("--rsa-bits must be from 2048 to 8192")
-    net = args.net or Path(args.tinc_dir).name
-    tinc_dir = Path(args.tinc_dir) if args.tinc_dir else Path("/etc/tinc") / net
+    # Absolute paths: the next steps and the node's config name them.
+    tinc_dir = Path(args.tinc_dir).resolve() if args.tinc_dir else Path("/etc/tinc") / args.net
+    net = args.net or tinc_dir.name
+    repo = Path(args.repo).resolve()
     node = prepare(
         args.name,
-        repo=Path(args.repo),
+        repo=repo,
         tinc_dir=tinc_dir,
         net=net,
         subnet=args.subnet,
@@ -337,6 +351,7 @@ def cmd_add_node(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         connect_to=tuple(args.connect_to),
         force=args.force,
         rsa_bits=args.rsa_bits,
+        dry_run=args.dry_run,
     )
     for finding in node.warnings:
         err.write(f"note: the repository has another problem: {finding.format_text()}\n")
@@ -345,12 +360,11 @@ def cmd_add_node(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if args.dry_run:
         for planned in node.files:
             out.write(f"\n--- {planned.path} (mode {planned.mode:04o})\n")
-            out.write("(private key, not shown)\n" if planned.secret else planned.data.decode())
+            out.write(planned.data.decode())
         return EXIT_OK
     for path in write(node):
         out.write(f"wrote {path}\n")
-    repo = Path(args.repo)
-    host = node.files[-1].path
+    host = node.repo_host_file.path
     out.write(
         f"""
 Next steps:

@@ -42,3 +42,8 @@ def error(path: str, line: int, code: str, message: str, related: tuple[Location
 
 def warning(path: str, line: int, code: str, message: str, related: tuple[Location, ...] = ()) -> Finding:
     return Finding(path, line, Severity.WARNING, code, message, related)
+
+
+def plural(count: int, word: str) -> str:
+    """``plural(1, "error")`` → "1 error"; any other count takes an s."""
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"

@@ -15,7 +15,7 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from syncd.allocate import AllocationError, default_size, next_free
+from syncd.allocate import AllocationError, default_size, next_free, reserved
 from syncd.errors import RefusedError, UsageError
 from syncd.findings import Finding, Severity
 from syncd.hostfile import NAME_RE, host_problem
@@ -46,10 +46,16 @@ class NewNode:
     connect_to: tuple[str, ...]
     files: tuple[PlannedFile, ...]
     warnings: tuple[Finding, ...] = field(default_factory=tuple)
+    dry_run: bool = False  # the key files and key lines are placeholders: never to be written
 
     @property
     def host_file(self) -> PlannedFile:
         return next(f for f in self.files if f.path.parent.name == "hosts" and f.path.name == self.name)
+
+    @property
+    def repo_host_file(self) -> PlannedFile:
+        """The copy in the repository's hosts directory, for the admin to commit."""
+        return self.files[-1]
 
 
 def prepare(
@@ -63,7 +69,11 @@ def prepare(
     connect_to: tuple[str, ...] = (),
     force: bool = False,
     rsa_bits: int = 4096,
+    dry_run: bool = False,
 ) -> NewNode:
+    """Everything ``add-node`` would write.  ``dry_run``: the same, except
+    that no key is generated (placeholders stand in for the keys), so what
+    it shows is what the real run writes, key material aside."""
     if not NAME_RE.match(name):
         raise RefusedError(f"{name!r} is not a valid tinc node name (1-64 of A-Z, a-z, 0-9, _)", reason="name")
     policy, policy_findings = _policy(repo)
@@ -87,33 +97,59 @@ def prepare(
             "(use --force to start over)",
             reason="exists",
         )
+    kinds = _key_kinds(policy)
+    if "RSA" in kinds and rsa_bits < policy.min_rsa_bits:
+        raise UsageError(f"--rsa-bits {rsa_bits} is under the policy's min_rsa_bits ({policy.min_rsa_bits})")
 
     chosen = _subnet(subnet, policy, report)
-    port: str | None = None
-    if address is not None:
-        host, _, port_text = address.partition(" ")
-        problem = host_problem(host)
-        if problem is None and port_text and not (port_text.isdigit() and 1 <= int(port_text) <= 65535):
-            problem = f"port {port_text!r} is not a number from 1 to 65535"
-        if problem is not None:
-            raise UsageError(f"--address: {problem}")
-        port = port_text or None
+    vpn_address = _interface_address(chosen, policy)
+    host_lines = _address_lines(address)
     peers = connect_to if connect_to else _default_connect_to(report, address)
     for peer in peers:
         if peer not in report.hosts:
             raise UsageError(f"--connect-to: {peer!r} has no host file in {hosts_path}")
+    host_text = "\n".join([*host_lines, f"Subnet = {format_subnet(chosen)}"]) + "\n"
+    others = _check_new_host(policy, policy_findings, entries, name, host_text.encode())
 
-    keys = _keys(policy, rsa_bits)
-    host_lines = []
-    if address is not None:
-        host_lines.append(f"Address = {address}")
-        if port is not None:
-            host_lines.append(f"Port = {port}")
-    host_lines.append(f"Subnet = {format_subnet(chosen)}")
-    host_text = "\n".join(host_lines) + "\n" + "".join(f"\n{k.public_text}" for k in keys)
-    host_bytes = host_text.encode()
+    # Keys come last: an RSA 4096 key takes seconds, and a refusal needs none.
+    keys = [_placeholder(kind, rsa_bits) for kind in kinds] if dry_run else [_keypair(k, rsa_bits) for k in kinds]
+    host_bytes = (host_text + "".join(f"\n{k.public_text}" for k in keys)).encode()
+    default_route = any(s.prefixlen == 0 and s.kind == chosen.kind for h in report.hosts.values() for s, _ in h.subnets)
+    route = default_route and not address
+    files = [
+        PlannedFile(tinc_dir / "tinc.conf", _tinc_conf(name, peers).encode(), 0o644),
+        PlannedFile(tinc_dir / "hosts" / name, host_bytes, 0o644),
+        PlannedFile(tinc_dir / "tinc-up", _tinc_up(chosen, vpn_address, route).encode(), 0o755),
+        PlannedFile(tinc_dir / "tinc-down", _tinc_down(chosen, vpn_address, route).encode(), 0o755),
+        *(PlannedFile(tinc_dir / k.private_file, k.private_pem, 0o600, secret=True) for k in keys),
+        PlannedFile(hosts_path / name, host_bytes, 0o644),  # last: see repo_host_file
+    ]
+    return NewNode(name, net, tinc_dir, chosen, vpn_address, tuple(peers), tuple(files), others, dry_run)
 
-    # The network with the new host file must pass `syncd check` for it.
+
+def _address_lines(address: str | None) -> list[str]:
+    """``--address "HOST [PORT]"`` → the host file's ``Address`` (and ``Port``) lines."""
+    if address is None:
+        return []
+    host, _, port = address.partition(" ")
+    problem = host_problem(host)
+    if problem is None and port and not (port.isdigit() and 1 <= int(port) <= 65535):
+        problem = f"port {port!r} is not a number from 1 to 65535"
+    if problem is not None:
+        raise UsageError(f"--address: {problem}")
+    return [f"Address = {address}", *([f"Port = {port}"] if port else [])]
+
+
+def _check_new_host(
+    policy: Policy, policy_findings: list[Finding], entries: list[TreeEntry], name: str, host_bytes: bytes
+) -> tuple[Finding, ...]:
+    """Refuse a host file (keys aside) that would not pass ``syncd check``;
+    return the repository's other errors, which are not the new node's doing.
+
+    The keys are checked apart: a fresh key pair of the policy's kinds and
+    size is always valid and never anyone else's, so ``key-missing`` for the
+    file without them is expected, and generating a key to learn nothing
+    would make a dry run take seconds."""
     path = f"{policy.hosts_dir}/{name}"
     trial = validate_network(
         policy,
@@ -121,35 +157,22 @@ def prepare(
         policy.hosts_dir,
         policy_findings,
     )
-    mine = [
-        f
-        for f in trial.findings
-        if f.severity is Severity.ERROR and (f.path == path or any(r.path == path for r in f.related))
+    errors = [
+        f for f in trial.findings if f.severity is Severity.ERROR and not (f.path == path and f.code == "key-missing")
     ]
+    mine = [f for f in errors if f.path == path or any(r.path == path for r in f.related)]
     if mine:
         raise RefusedError(
             "the new host file would not pass syncd check: " + "; ".join(f.format_text() for f in mine),
             reason="invalid-content",
         )
-    others = tuple(f for f in trial.findings if f.severity is Severity.ERROR and f not in mine)
-
-    vpn_address = _interface_address(chosen, policy)
-    default_route = any(s.prefixlen == 0 and s.kind == chosen.kind for h in report.hosts.values() for s, _ in h.subnets)
-    files = [
-        PlannedFile(tinc_dir / "tinc.conf", _tinc_conf(name, peers).encode(), 0o644),
-        PlannedFile(tinc_dir / "hosts" / name, host_bytes, 0o644),
-        PlannedFile(tinc_dir / "tinc-up", _tinc_up(chosen, vpn_address, default_route and not address).encode(), 0o755),
-        PlannedFile(
-            tinc_dir / "tinc-down", _tinc_down(chosen, vpn_address, default_route and not address).encode(), 0o755
-        ),
-        *(PlannedFile(tinc_dir / k.private_file, k.private_pem, 0o600, secret=True) for k in keys),
-        PlannedFile(hosts_path / name, host_bytes, 0o644),
-    ]
-    return NewNode(name, net, tinc_dir, chosen, vpn_address, tuple(peers), tuple(files), others)
+    return tuple(f for f in errors if f not in mine)
 
 
 def write(node: NewNode) -> list[Path]:
     """Write the planned files; on any failure, remove what was written."""
+    if node.dry_run:
+        raise ValueError("a dry run's files hold placeholders for the keys: they are never written")
     written: list[Path] = []
     try:
         for planned in node.files:
@@ -211,23 +234,55 @@ def _default_connect_to(report: Report, own_address: str | None) -> tuple[str, .
     return tuple(sorted(name for name, host in report.hosts.items() if host.first("Address") is not None))
 
 
-def _keys(policy: Policy, rsa_bits: int) -> list[KeyPair]:
+def _key_kinds(policy: Policy) -> list[str]:
     if policy.tinc == "1.1":
-        keys = [ed25519_keypair()]
-        if policy.legacy_rsa:
-            keys.append(rsa_keypair(rsa_bits))
-        return keys
-    return [rsa_keypair(rsa_bits)]
+        return ["Ed25519", "RSA"] if policy.legacy_rsa else ["Ed25519"]
+    return ["RSA"]
+
+
+def _keypair(kind: str, rsa_bits: int) -> KeyPair:
+    return ed25519_keypair() if kind == "Ed25519" else rsa_keypair(rsa_bits)
+
+
+def _placeholder(kind: str, rsa_bits: int) -> KeyPair:
+    what = f"RSA {rsa_bits}" if kind == "RSA" else kind
+    private_file = "ed25519_key.priv" if kind == "Ed25519" else "rsa_key.priv"
+    return KeyPair(
+        private_file,
+        f"<generated at install: {what} private key>\n".encode(),
+        f"<generated at install: {what} public key>\n",
+    )
 
 
 def _interface_address(subnet: Subnet, policy: Policy) -> str:
-    """The node's own address: the first host address of its subnet, with the
-    length of the network prefix that holds it (as in the seed's tinc-up)."""
-    offset = 1 if subnet.prefixlen < subnet.bits else 0
-    value = subnet.first + offset
+    """The node's own address, with the length of the network prefix that
+    holds it (as in the classic guide's tinc-up: the LAN's first host, with
+    the whole VPN's netmask, so the kernel routes the VPN to tinc).
+
+    The address is the subnet's first host address that is a host address in
+    that network too: never a network or broadcast address (an IPv4 network
+    of more than two addresses), nor an IPv6 subnet-router anycast address
+    (all host bits zero, RFC 4291 2.6.1)."""
+    if subnet.kind is Kind.MAC:
+        raise UsageError(f"--subnet {format_subnet(subnet)}: a MAC address; add-node sets up an IP node")
+    network = next((p for p in policy.prefixes if p.contains(subnet)), None)
+    if network is None and policy.allocate is not None and policy.allocate.prefix.contains(subnet):
+        network = policy.allocate.prefix
+    network = network or subnet
+    unusable = {*reserved(subnet), *reserved(network)}
+    value = next((v for v in range(subnet.first, min(subnet.last, subnet.first + 1) + 1) if v not in unusable), None)
+    if value is None:
+        if subnet.kind is Kind.IPV6:
+            what = "subnet-router anycast"
+        else:
+            what = "broadcast" if subnet.first == network.last else "network"
+        raise RefusedError(
+            f"{format_subnet(subnet)} is the {what} address of {format_subnet(network)}, not a host's: "
+            "give the node another address",
+            reason="subnet-host-address",
+        )
     text = str(ipaddress.IPv6Address(value) if subnet.kind is Kind.IPV6 else ipaddress.IPv4Address(value))
-    length = next((p.prefixlen for p in policy.prefixes if p.contains(subnet)), subnet.prefixlen)
-    return f"{text}/{length}"
+    return f"{text}/{network.prefixlen}"
 
 
 def _tinc_conf(name: str, peers: tuple[str, ...]) -> str:

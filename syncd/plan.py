@@ -1,16 +1,19 @@
 """Desired host files vs what is installed → ``Plan`` (pure).
 
-The plan is data: ``syncd sync --dry-run`` prints it, ``apply`` carries it
-out.  Ownership follows DESIGN.md §6: a file the repository has is made
-equal to the repository's version whoever wrote it (syncd adopts it); a
-file syncd installed earlier and the repository no longer has is removed;
-any other file is left alone and reported as unmanaged.
+The plan is data: ``syncd sync --dry-run`` prints it (with ``Plan.diff``,
+given a reader of the installed files), ``apply`` carries it out.
+Ownership follows DESIGN.md §6: a file the repository has is made equal to
+the repository's version whoever wrote it (syncd adopts it); a file syncd
+installed earlier and the repository no longer has is removed; any other
+file is left alone and reported as unmanaged.
 """
 
 from __future__ import annotations
 
+import difflib
 import hashlib
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 
@@ -44,6 +47,49 @@ class Plan:
         lines += [f"= {n} (identical; adopted)" for n in self.adopt]
         lines += [f"? {n} (not in the repository, not installed by syncd: left alone)" for n in self.unmanaged]
         return lines
+
+    def diff(self, read_installed: Callable[[str], bytes | None]) -> list[list[str]]:
+        """A unified diff of each file the plan changes, installed → desired,
+        in ``describe``'s order: two header lines with git's labels
+        (``a/hosts/NAME``, ``b/hosts/NAME``, ``/dev/null`` for no file), then
+        the hunks.  ``read_installed(name)`` gives the installed bytes
+        (``apply.installed_reader``), None if the file cannot be read."""
+        diffs: list[list[str]] = []
+        for name in self.add + self.update + self.remove:
+            old = None if name in self.add else read_installed(name)
+            if old is None and name not in self.add:
+                diffs.append([f"(hosts/{name}: the installed file cannot be read)"])
+                continue
+            new = self.desired.get(name)
+            lines = difflib.unified_diff(
+                _diff_lines(old),
+                _diff_lines(new),
+                "/dev/null" if old is None else f"a/hosts/{name}",
+                "/dev/null" if new is None else f"b/hosts/{name}",
+            )
+            text = "".join(lines)
+            if text:  # empty when the file changed back since the plan was made
+                diffs.append(text.splitlines())
+        return diffs
+
+
+# Control characters other than tab: a host file must not move the cursor
+# or recolour the operator's terminal when its diff is shown.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+
+
+def _diff_lines(data: bytes | None) -> list[str]:
+    """Lines split at "\\n" only (a stray "\\r" shows), each ending in one; a
+    last line without it carries git's marker, so that adding the newline
+    shows as a change."""
+    if data is None:
+        return []
+    text = data.decode("utf-8", "replace")
+    lines = [_CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", line) + "\n" for line in text.split("\n")]
+    last = lines.pop()
+    if last != "\n":
+        lines.append(last + "\\ No newline at end of file\n")
+    return lines
 
 
 def make_plan(

@@ -215,7 +215,7 @@ def _subnet_findings(policy: Policy, hosts: Mapping[str, HostFile], claims: list
         if not outer.node:
             inside.add(id(inner))
         elif not _overlap_allowed(policy, outer, inner):
-            yield _overlap_finding(hosts, outer, inner)
+            yield from _overlap_findings(hosts, outer, inner)
     if not prefixes:
         return
     allowed = ", ".join(format_subnet(p) for p in policy.prefixes)
@@ -231,19 +231,29 @@ def _subnet_findings(policy: Policy, hosts: Mapping[str, HostFile], claims: list
         )
 
 
-def _overlap_finding(hosts: Mapping[str, HostFile], outer: Claim, inner: Claim) -> Finding:
-    inner_path, outer_path = hosts[inner.node].path, hosts[outer.node].path
+def _overlap_findings(hosts: Mapping[str, HostFile], outer: Claim, inner: Claim) -> tuple[Finding, Finding]:
+    """One finding on each file: either one may be the mistake (the new
+    file that claims a gateway's subnet, or the new aggregate that covers
+    old nodes), and an annotation on only one would blame the wrong file
+    half the time.  Each names the other."""
+    inner_at = Location(hosts[inner.node].path, inner.line)
+    outer_at = Location(hosts[outer.node].path, outer.line)
     inner_text, outer_text = format_subnet(inner.subnet), format_subnet(outer.subnet)
     if outer.subnet.network == inner.subnet.network:
-        what = f"{inner_text} is also announced by node {outer.node} ({outer_path}:{outer.line})"
         hint = "list it under shared in syncd.yaml if both announce it on purpose"
+        on_inner = f"{inner_text} is also announced by node {outer.node} ({outer_at.path}:{outer_at.line}); {hint}"
+        on_outer = f"{outer_text} is also announced by node {inner.node} ({inner_at.path}:{inner_at.line}); {hint}"
     else:
-        what = f"{inner_text} overlaps {outer_text} of node {outer.node} ({outer_path}:{outer.line})"
         hint = (
             f"the more specific subnet wins in tinc; list {outer_text} under routes for "
             f"{outer.node} in syncd.yaml if it is an intended route"
         )
-    return error(inner_path, inner.line, "subnet-overlap", f"{what}; {hint}", (Location(outer_path, outer.line),))
+        on_inner = f"{inner_text} overlaps {outer_text} of node {outer.node} ({outer_at.path}:{outer_at.line}); {hint}"
+        on_outer = f"{outer_text} covers {inner_text} of node {inner.node} ({inner_at.path}:{inner_at.line}); {hint}"
+    return (
+        error(inner_at.path, inner_at.line, "subnet-overlap", on_inner, (outer_at,)),
+        error(outer_at.path, outer_at.line, "subnet-overlap", on_outer, (inner_at,)),
+    )
 
 
 def _duplicate_keys(hosts: Mapping[str, HostFile]) -> Iterable[Finding]:

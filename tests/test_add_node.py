@@ -19,6 +19,7 @@ from syncd.keys import tinc_b64decode, tinc_b64encode
 from syncd.nodekey import private_key_publics
 from syncd.subnet import Subnet, parse_subnet
 from tests.conftest import EXAMPLE_REPO
+from tests.keyfactory import rsa_pem
 from tests.servers import free_port, require
 
 
@@ -42,6 +43,22 @@ def test_alignment_and_nested_taken_space() -> None:
     taken = subnets("10.0.0.0/26", "10.0.0.5", "10.0.0.70")
     assert str(next_free(prefix, 26, taken)) == "10.0.0.128/26"
     assert str(next_free(prefix, 32, taken)) == "10.0.0.64"
+
+
+def test_ipv4_never_hands_out_a_network_or_broadcast_address() -> None:
+    prefix = parse_subnet("10.20.0.0/16")
+    assert str(next_free(prefix, 32, [])) == "10.20.0.1"
+    assert str(next_free(prefix, 31, [])) == "10.20.0.2/31"  # a /31 is two host addresses
+    assert str(next_free(prefix, 24, [])) == "10.20.0.0/24"  # its hosts are .1 to .254
+    assert str(next_free(prefix, 32, subnets("10.20.0.0/17", "10.20.128.0/18", "10.20.192.0/19"))) == "10.20.224.0"
+    small = parse_subnet("10.0.0.0/30")
+    assert str(next_free(small, 32, subnets("10.0.0.1"))) == "10.0.0.2"
+    with pytest.raises(AllocationError, match=r"no free /32 left"):
+        next_free(small, 32, subnets("10.0.0.1", "10.0.0.2"))  # 10.0.0.3 is the broadcast address
+    assert str(next_free(parse_subnet("10.0.0.0/31"), 32, [])) == "10.0.0.0"  # RFC 3021: no broadcast
+    # IPv6 has no broadcast; the prefix's first address is its subnet-router anycast address
+    assert str(next_free(parse_subnet("2002:102:304::/48"), 128, [])) == "2002:102:304::1"
+    assert str(next_free(parse_subnet("2002:102:304::/48"), 64, [])) == "2002:102:304::/64"
 
 
 def test_exhaustion() -> None:
@@ -149,9 +166,127 @@ def test_dry_run(repo: Path, tmp_path: Path) -> None:
     before = everything(repo)
     code, out, _ = add(repo, tinc, "newbie", "--dry-run")
     assert code == 0
-    assert f"--- {tinc / 'tinc.conf'} (mode 0644)" in out and "(private key, not shown)" in out
+    assert f"--- {tinc / 'tinc.conf'} (mode 0644)" in out
     assert "PRIVATE KEY" not in out
     assert everything(repo) == before and not tinc.exists()
+
+
+def test_dry_run_generates_no_key_and_shows_what_the_real_run_writes(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import syncd.onboard
+    from syncd.keygen import KeyPair
+
+    def no_key(*args: object) -> KeyPair:
+        raise AssertionError("a dry run generated a key")
+
+    tinc = tmp_path / "tinc"
+    with monkeypatch.context() as patch:
+        patch.setattr(syncd.onboard, "rsa_keypair", no_key)
+        patch.setattr(syncd.onboard, "ed25519_keypair", no_key)
+        code, out, err = add(repo, tinc, "newbie", "--dry-run")
+    assert code == 0, err
+    assert "BEGIN" not in out
+    assert f"--- {tinc / 'rsa_key.priv'} (mode 0600)\n<generated at install: RSA 2048 private key>\n" in out
+    shown = out.split(f"--- {repo / 'hosts' / 'newbie'} (mode 0644)\n")[1]
+    assert add(repo, tinc, "newbie")[0] == 0
+    written = (repo / "hosts" / "newbie").read_text()
+    assert shown == written[: written.index("-----BEGIN")] + "<generated at install: RSA 2048 public key>\n"
+
+
+def test_dry_run_placeholders_in_a_tinc_11_network(repo: Path, tmp_path: Path) -> None:
+    policy = (repo / "syncd.yaml").read_text().replace('tinc: "1.0"', 'tinc: "1.1"')
+    (repo / "syncd.yaml").write_text(policy + "legacy_rsa: true\n")
+    code, out, _ = add(repo, tmp_path / "tinc", "newbie", "--dry-run")
+    assert code == 0
+    assert "Subnet = 2002:102:304:1::/64\n\n<generated at install: Ed25519 public key>\n\n" in out
+    assert f"--- {tmp_path / 'tinc' / 'ed25519_key.priv'} (mode 0600)" in out and "RSA 2048 private key" in out
+
+
+def test_rsa_bits_under_the_policy_minimum_is_a_usage_error(repo: Path, tmp_path: Path) -> None:
+    (repo / "syncd.yaml").write_text(
+        (repo / "syncd.yaml").read_text().replace("min_rsa_bits: 2048", "min_rsa_bits: 3072")
+    )
+    code, _, err = add(repo, tmp_path / "tinc", "newbie", "--dry-run")  # add() passes --rsa-bits 2048
+    assert code == 2 and "--rsa-bits 2048 is under the policy's min_rsa_bits (3072)" in err
+
+
+def test_next_steps_name_absolute_paths(repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(repo)
+    out, err = io.StringIO(), io.StringIO()
+    code = main(["add-node", "newbie", "--repo", ".", "--tinc-dir", "../tinc/inet6", "--rsa-bits", "2048"], out, err)
+    assert code == 0, err.getvalue()
+    tinc = tmp_path / "tinc" / "inet6"
+    text = out.getvalue()
+    assert f"wrote {tinc / 'tinc.conf'}\n" in text
+    assert f"  1. In {repo}: git add hosts/newbie\n" in text
+    assert f"       tinc: {{dir: {tinc}}}\n" in text
+    assert "       net: inet6\n" in text and 'git commit -S -m "Add newbie" && git push' in text
+
+
+# --- IPv4 ----------------------------------------------------------------------------------
+
+
+def ipv4_repo(tmp_path: Path, policy: str) -> Path:
+    repo = tmp_path / "repo4"
+    (repo / "hosts").mkdir(parents=True)
+    (repo / "syncd.yaml").write_text(policy)
+    (repo / "hosts" / "gateway").write_text(f"Address = 192.0.2.1\nSubnet = 10.20.255.254\n\n{rsa_pem(seed=1)}")
+    return repo
+
+
+IPV4_ALLOCATIONS = [
+    ("", ["10.20.0.1", "10.20.0.2"], ["10.20.0.1/16", "10.20.0.2/16"]),
+    ("allocate: {prefix: 10.20.0.0/16, size: 32}\n", ["10.20.0.1", "10.20.0.2"], ["10.20.0.1/16", "10.20.0.2/16"]),
+    # a node announcing a /24 LAN: its address is the LAN's first host, with the VPN's netmask
+    (
+        "allocate: {prefix: 10.20.0.0/16, size: 24}\n",
+        ["10.20.0.0/24", "10.20.1.0/24"],
+        ["10.20.0.1/16", "10.20.1.1/16"],
+    ),
+    (
+        "allocate: {prefix: 10.20.0.0/16, size: 31}\n",
+        ["10.20.0.2/31", "10.20.0.4/31"],
+        ["10.20.0.2/16", "10.20.0.4/16"],
+    ),
+]
+
+
+@pytest.mark.parametrize(("allocate", "subnets", "addresses"), IPV4_ALLOCATIONS)
+def test_ipv4_nodes_get_host_addresses(tmp_path: Path, allocate: str, subnets: list[str], addresses: list[str]) -> None:
+    repo = ipv4_repo(tmp_path, "prefixes: [10.20.0.0/16]\n" + allocate)
+    for name, subnet, address in zip(("first", "second"), subnets, addresses, strict=True):
+        tinc = tmp_path / name
+        code, out, err = add(repo, tinc, name)
+        assert code == 0, err
+        assert f"subnet {subnet}, address {address}," in out
+        assert (repo / "hosts" / name).read_text().startswith(f"Subnet = {subnet}\n\n")
+        assert f'ip -4 addr add {address} dev "$INTERFACE"' in (tinc / "tinc-up").read_text()
+        assert f'ip -4 addr del {address} dev "$INTERFACE"' in (tinc / "tinc-down").read_text()
+    assert main(["check", str(repo)], io.StringIO(), io.StringIO()) == 0
+
+
+@pytest.mark.parametrize(
+    ("subnet", "message"),
+    [
+        ("10.20.0.0", "10.20.0.0 is the network address of 10.20.0.0/16, not a host's"),
+        ("10.20.255.255", "10.20.255.255 is the broadcast address of 10.20.0.0/16, not a host's"),
+    ],
+)
+def test_ipv4_subnet_that_is_no_host_address_is_refused(tmp_path: Path, subnet: str, message: str) -> None:
+    repo = ipv4_repo(tmp_path, "prefixes: [10.20.0.0/16]\n")
+    before = everything(repo)
+    code, _, err = add(repo, tmp_path / "tinc", "first", "--subnet", subnet)
+    assert code == 1 and message in err
+    assert everything(repo) == before and not (tmp_path / "tinc").exists()
+    # a /31 holding the network address still has a host address: the other one
+    code, out, err = add(repo, tmp_path / "tinc", "first", "--subnet", "10.20.0.0/31")
+    assert code == 0 and "address 10.20.0.1/16" in out
+
+
+def test_ipv6_subnet_router_anycast_address_is_refused(repo: Path, tmp_path: Path) -> None:
+    code, _, err = add(repo, tmp_path / "tinc", "newbie", "--subnet", "2002:102:304::")
+    assert code == 1 and "2002:102:304:: is the subnet-router anycast address of 2002:102:304::/48" in err
 
 
 def test_gateway_role(repo: Path, tmp_path: Path) -> None:

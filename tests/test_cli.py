@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import pty
+import select
 import shutil
 import subprocess
 import sys
+import termios
 from pathlib import Path
 
 import pytest
 
 from syncd.cli import main
 from tests.conftest import EXAMPLE_REPO
+from tests.syncenv import Hub, Node, admin_and_signers, make_node
 
 
 def run(*args: str) -> tuple[int, str, str]:
@@ -44,6 +49,10 @@ def test_text_output_shape(broken: Path) -> None:
         "in syncd.yaml if it is an intended route"
     )
     assert out.splitlines() == [
+        "hosts/evil:1: error[subnet-overlap]: 2002:102:304:4::/62 covers 2002:102:304:4::/64 of node my_pc "
+        f"(hosts/my_pc:2); {route_hint}",
+        "hosts/evil:1: error[subnet-overlap]: 2002:102:304:4::/62 covers 2002:102:304:5::/64 of node my_laptop "
+        f"(hosts/my_laptop:2); {route_hint}",
         "hosts/evil:2: error[syntax]: 'Subnet:' is not a variable name, so tincd ignores the line: "
         "write 'Subnet = 10.0.0.1'",
         "hosts/evil:4: error[key-duplicate]: the same public key is used by evil, my_laptop: "
@@ -62,20 +71,32 @@ def test_json_output(broken: Path) -> None:
     assert code == 1
     doc = json.loads(out)
     assert doc["nodes"] == 4 and doc["subnets"] == 5
-    overlap = next(f for f in doc["findings"] if f["code"] == "subnet-overlap")
-    assert set(overlap) == {"path", "line", "severity", "code", "message", "related"}
-    assert overlap["related"] == [{"path": "hosts/evil", "line": 1}]
-    assert overlap["severity"] == "error"
+    overlaps = [f for f in doc["findings"] if f["code"] == "subnet-overlap"]
+    assert all(set(f) == {"path", "line", "severity", "code", "message", "related"} for f in overlaps)
+    assert all(f["severity"] == "error" for f in overlaps)
+    # each side of an overlap names the other
+    assert [(f["path"], f["line"], f["related"]) for f in overlaps] == [
+        ("hosts/evil", 1, [{"path": "hosts/my_pc", "line": 2}]),
+        ("hosts/evil", 1, [{"path": "hosts/my_laptop", "line": 2}]),
+        ("hosts/my_laptop", 2, [{"path": "hosts/evil", "line": 1}]),
+        ("hosts/my_pc", 2, [{"path": "hosts/evil", "line": 1}]),
+    ]
 
 
 def test_github_output(broken: Path) -> None:
     code, out, _ = run("check", "--format", "github", str(broken))
     assert code == 1
-    assert out.splitlines()[0] == (
+    lines = out.splitlines()
+    assert lines[2] == (
         "::error file=hosts/evil,line=2,title=syntax::'Subnet:' is not a variable name, "
         "so tincd ignores the line: write 'Subnet = 10.0.0.1'"
     )
-    assert len(out.splitlines()) == 5
+    assert len(lines) == 7
+    # the new file that claims others' subnets is annotated, not only the files it overlaps
+    assert lines[0].startswith(
+        "::error file=hosts/evil,line=1,title=subnet-overlap::2002:102:304:4::/62 covers 2002:102:304:4::/64 "
+        "of node my_pc (hosts/my_pc:2);"
+    )
 
 
 def test_github_escapes_properties_and_newlines() -> None:
@@ -101,6 +122,7 @@ def test_hosts_dir_uses_default_policy_and_shows_the_directory(tmp_path: Path) -
     # Without the repo's routes, the gateway's ::/0 covers the others' /64s.
     assert code == 1
     assert {line.split(":")[0] for line in out.splitlines()} == {
+        str(EXAMPLE_REPO / "hosts" / "gateway"),
         str(EXAMPLE_REPO / "hosts" / "my_pc"),
         str(EXAMPLE_REPO / "hosts" / "my_laptop"),
     }
@@ -168,3 +190,138 @@ def test_an_internal_error_is_not_a_refusal(monkeypatch: pytest.MonkeyPatch) -> 
     code, _, err = run("check", str(EXAMPLE_REPO))
     assert code == 3
     assert "internal error: KeyError: 'surprise'" in err
+
+
+def test_summary_counts_are_singular_for_one(tmp_path: Path) -> None:
+    (tmp_path / "hosts").mkdir()
+    (tmp_path / "hosts" / "solo").write_text("Subnet = 10.0.0.1\nColour = blue\n")  # no key; an unknown variable
+    code, out, err = run("check", str(tmp_path))
+    assert code == 1
+    assert [line.split(": ")[1] for line in out.splitlines()] == ["error[key-missing]", "warning[variable-unknown]"]
+    assert err == "syncd check: 1 node, 1 subnet: 1 error, 1 warning\n"
+
+
+# --- sync --dry-run: the diff of each file ------------------------------------------------
+
+
+@pytest.fixture
+def hub(tmp_path: Path) -> Hub:
+    admin, _ = admin_and_signers(tmp_path / "keys")
+    return Hub(tmp_path / "hub", admin)
+
+
+@pytest.fixture
+def node(hub: Hub, tmp_path: Path) -> Node:
+    return make_node(tmp_path / "node", str(hub.server), tmp_path / "keys" / "allowed_signers")
+
+
+def test_sync_dry_run_shows_new_files_in_full(hub: Hub, node: Node) -> None:
+    code, out, _ = node.sync("--dry-run")
+    assert code == 0
+    gateway = (hub.host("gateway")).read_text().splitlines()
+    sections = out.split("\n\n")
+    assert len(sections) == 4  # the plan, then one diff a file
+    assert sections[1].splitlines() == [
+        "--- /dev/null",
+        "+++ b/hosts/gateway",
+        f"@@ -0,0 +1,{len(gateway)} @@",
+        *(f"+{line}" for line in gateway),
+    ]
+    assert sections[3].startswith("--- /dev/null\n+++ b/hosts/my_pc\n")
+    assert "\033" not in out  # no colours off a terminal
+    assert node.snapshot() == {}
+
+
+def test_sync_dry_run_diffs_installed_against_desired(hub: Hub, node: Node) -> None:
+    assert node.sync()[0] == 0
+    laptop = hub.host("my_laptop").read_text().splitlines()
+
+    def edit(work: Path) -> None:
+        with (work / "hosts" / "gateway").open("a") as fh:
+            fh.write("Port = 656\n")
+        (work / "hosts" / "my_laptop").unlink()
+
+    hub.change("gateway moves to port 656, my_laptop retires", edit)
+    # a local edit behind syncd's back, with a terminal escape and no final newline
+    my_pc = node.hosts / "my_pc"
+    original = my_pc.read_text()
+    my_pc.write_text(original.replace("Subnet = 2002:0102:0304:0004::/64\n", "Subnet = ::/0\n") + "Weight = 1\x1b[2J")
+    before = node.snapshot()
+    code, out, err = node.sync("--dry-run")
+    assert code == 0, err
+    plan, gateway, my_pc_diff, removed = out.split("\n\n")
+    assert plan.splitlines()[1:] == ["  ~ gateway", "  ~ my_pc", "  - my_laptop"]
+    assert gateway.splitlines()[:2] == ["--- a/hosts/gateway", "+++ b/hosts/gateway"]
+    assert [line for line in gateway.splitlines()[2:] if line[:1] in "+-@"] == [
+        gateway.splitlines()[2],
+        "+Port = 656",
+    ]
+    assert gateway.splitlines()[2].startswith("@@ -")
+    assert gateway.endswith("\n -----END RSA PUBLIC KEY-----\n+Port = 656")
+    changed = [line for line in my_pc_diff.splitlines()[2:] if line[:1] in "+-\\"]
+    assert changed == [
+        "-Subnet = ::/0",
+        "+Subnet = 2002:0102:0304:0004::/64",
+        "-Weight = 1\\x1b[2J",
+        "\\ No newline at end of file",
+    ]
+    assert removed.splitlines() == [
+        "--- a/hosts/my_laptop",
+        "+++ /dev/null",
+        f"@@ -1,{len(laptop)} +0,0 @@",
+        *(f"-{line}" for line in laptop),
+    ]
+    assert node.snapshot() == before
+
+
+def test_sync_dry_run_colours_the_diff_on_a_terminal(hub: Hub, node: Node, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    assert node.sync()[0] == 0
+    hub.change("gateway moves to port 656", lambda w: (w / "hosts" / "gateway").open("a").write("Port = 656\n"))
+    master, slave = pty.openpty()
+    try:
+        attrs = termios.tcgetattr(slave)
+        attrs[1] &= ~termios.OPOST  # no "\r\n" for "\n": read back what was written
+        termios.tcsetattr(slave, termios.TCSANOW, attrs)
+        with open(slave, "w", closefd=False) as tty:
+            assert main(["sync", "-c", str(node.config), "--dry-run"], tty, io.StringIO()) == 0
+        received = b""
+        for _ in range(100):  # bounded: the output is a few hundred bytes
+            ready, _, _ = select.select([master], [], [], 0.5)
+            if not ready:
+                break
+            received += os.read(master, 65536)
+    finally:
+        os.close(master)
+        os.close(slave)
+    lines = received.decode().split("\n")
+    assert "\033[1m--- a/hosts/gateway\033[m" in lines
+    assert "\033[1m+++ b/hosts/gateway\033[m" in lines
+    assert "\033[32m+Port = 656\033[m" in lines
+    assert any(line.startswith("\033[36m@@ -") for line in lines)
+    assert "  ~ gateway" in lines  # the plan itself is plain
+
+
+def test_plan_diff_of_unreadable_or_unchanged_files() -> None:
+    from syncd.plan import make_plan
+
+    desired = {"a": b"Subnet = 10.0.0.1\n", "b": b"Subnet = 10.0.0.2\n"}
+    plan = make_plan(desired, {"a": "0" * 64, "b": "1" * 64, "c": "2" * 64}, {"c": "2" * 64})
+    assert (plan.update, plan.remove) == (("a", "b"), ("c",))
+    installed = {"b": desired["b"]}  # "b" changed back since the plan; "a" and "c" cannot be read
+    assert plan.diff(installed.get) == [
+        ["(hosts/a: the installed file cannot be read)"],
+        ["(hosts/c: the installed file cannot be read)"],
+    ]
+    installed = {"a": b"Subnet = 10.0.0.9", "b": desired["b"], "c": b"\r\n"}
+    assert plan.diff(installed.get) == [
+        [
+            "--- a/hosts/a",
+            "+++ b/hosts/a",
+            "@@ -1 +1 @@",
+            "-Subnet = 10.0.0.9",
+            "\\ No newline at end of file",
+            "+Subnet = 10.0.0.1",
+        ],
+        ["--- a/hosts/c", "+++ /dev/null", "@@ -1 +0,0 @@", "-\\x0d"],
+    ]

@@ -124,7 +124,7 @@ def test_drift_is_repaired_by_the_next_sync(hub: Hub, node: Node) -> None:
 def test_dry_run_prints_the_plan_and_changes_nothing(hub: Hub, node: Node) -> None:
     code, out, _ = node.sync("--dry-run")
     assert code == 0
-    assert out.splitlines()[1:] == ["  + gateway", "  + my_laptop", "  + my_pc"]
+    assert out.splitlines()[1:5] == ["  + gateway", "  + my_laptop", "  + my_pc", ""]  # then the diffs
     assert node.snapshot() == {}
     assert not (node.state / STATE_FILE).exists()
 

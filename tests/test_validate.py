@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from syncd.findings import Location
 from syncd.policy import Policy, parse_policy
 from syncd.validate import EntryKind, Report, TreeEntry, validate_network, validate_tree
 from tests.keyfactory import ed25519_text, rsa_pem
@@ -43,17 +44,42 @@ def test_seed_network_is_clean() -> None:
 
 def test_default_route_without_policy_is_an_overlap() -> None:
     report = check(seed_network(), None)
-    assert sorted(found(report)) == [("hosts/my_laptop", 1, "subnet-overlap"), ("hosts/my_pc", 1, "subnet-overlap")]
+    assert found(report) == [
+        ("hosts/gateway", 2, "subnet-overlap"),  # ::/0 covers my_pc
+        ("hosts/gateway", 2, "subnet-overlap"),  # and my_laptop
+        ("hosts/my_laptop", 1, "subnet-overlap"),
+        ("hosts/my_pc", 1, "subnet-overlap"),
+    ]
 
 
 def test_overlap_names_both_nodes_and_both_locations() -> None:
     files = seed_network() | {"evil": host(["2002:102:304:4::/62"], 4)}
     report = check(files, SEED_POLICY)
     overlaps = [f for f in report.findings if f.code == "subnet-overlap"]
-    assert [(f.path, f.line) for f in overlaps] == [("hosts/my_laptop", 1), ("hosts/my_pc", 1)]
-    pc = overlaps[1]
+    assert [(f.path, f.line) for f in overlaps] == [
+        ("hosts/evil", 1),
+        ("hosts/evil", 1),
+        ("hosts/my_laptop", 1),
+        ("hosts/my_pc", 1),
+    ]
+    evil_pc, evil_laptop, _, pc = overlaps
     assert "2002:102:304:4::/64 overlaps 2002:102:304:4::/62 of node evil (hosts/evil:1)" in pc.message
     assert [(r.path, r.line) for r in pc.related] == [("hosts/evil", 1)]
+    assert "2002:102:304:4::/62 covers 2002:102:304:4::/64 of node my_pc (hosts/my_pc:1)" in evil_pc.message
+    assert [(r.path, r.line) for r in evil_pc.related] == [("hosts/my_pc", 1)]
+    assert "covers 2002:102:304:5::/64 of node my_laptop (hosts/my_laptop:1)" in evil_laptop.message
+
+
+def test_a_new_file_claiming_a_gateways_subnet_is_reported_on_both_files() -> None:
+    # evil sorts before gateway: the finding on the new file must not depend on the order
+    files = seed_network() | {"evil": host(["2002:102:304::/64"], 4)}
+    report = check(files, SEED_POLICY)
+    assert found(report) == [("hosts/evil", 1, "subnet-overlap"), ("hosts/gateway", 1, "subnet-overlap")]
+    on_evil, on_gateway = report.findings
+    assert on_evil.message.startswith("2002:102:304::/64 is also announced by node gateway (hosts/gateway:1);")
+    assert on_evil.related == (Location("hosts/gateway", 1),)
+    assert on_gateway.message.startswith("2002:102:304::/64 is also announced by node evil (hosts/evil:1);")
+    assert on_gateway.related == (Location("hosts/evil", 1),)
 
 
 def test_route_must_be_declared_for_the_node_that_announces_it() -> None:
@@ -78,13 +104,20 @@ def test_shared_subnets() -> None:
     # gw03 is not listed: its /21 is identical to gw01's and gw02's, and it
     # covers their /32s without being declared for gw03.
     assert found(report) == [
-        ("hosts/gw01", 2, "subnet-overlap"),
+        ("hosts/gw01", 1, "subnet-overlap"),  # its /21 is also gw03's
+        ("hosts/gw01", 2, "subnet-overlap"),  # its /32 lies in gw03's /21
+        ("hosts/gw02", 1, "subnet-overlap"),
         ("hosts/gw02", 2, "subnet-overlap"),
-        ("hosts/gw03", 1, "subnet-overlap"),
-        ("hosts/gw03", 1, "subnet-overlap"),
+        *[("hosts/gw03", 1, "subnet-overlap")] * 4,  # the other side of each
     ]
-    assert "of node gw03" in report.findings[0].message
-    assert {r.path for f in report.findings[2:] for r in f.related} == {"hosts/gw01", "hosts/gw02"}
+    assert all("node gw03 (hosts/gw03:1)" in f.message for f in report.findings[:4])
+    assert {r.path for f in report.findings[:4] for r in f.related} == {"hosts/gw03"}
+    assert sorted((r.path, r.line) for f in report.findings[4:] for r in f.related) == [
+        ("hosts/gw01", 1),
+        ("hosts/gw01", 2),
+        ("hosts/gw02", 1),
+        ("hosts/gw02", 2),
+    ]
     star = b"shared:\n  - {subnet: 10.190.0.0/21, nodes: '*'}\n"
     assert found(check(files, star)) == []
 
