@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -94,6 +95,20 @@ def test_install_upgrade_uninstall(offline_env: dict[str, str], tmp_path: Path) 
     )
     assert Path(where.strip()).is_relative_to(paths["PREFIX"])
 
+    # the MIT license travels with the installed distribution
+    licensed = run(
+        [
+            str(paths["PREFIX"] / "bin" / "python"),
+            "-I",
+            "-c",
+            "import importlib.metadata as m; d = m.distribution('syncd'); "
+            "print(d.metadata['License-Expression']); "
+            "print(next(f for f in d.files if f.name == 'LICENSE').read_text())",
+        ],
+        offline_env,
+    )
+    assert licensed == "MIT\n" + (ROOT / "LICENSE").read_text() + "\n"
+
     on_path = dict(offline_env, PATH=f"{paths['BINDIR']}{os.pathsep}{offline_env['PATH']}", MANPAGER="cat")
     loaded = run([require("bash"), "-c", "source <(syncd completion bash); complete -p syncd"], on_path)
     assert loaded.strip() == "complete -F _syncd syncd"
@@ -152,6 +167,14 @@ def test_install_into_a_staging_root(offline_env: dict[str, str], tmp_path: Path
     removed = make(offline_env, "uninstall", DESTDIR=stage)
     assert removed.returncode == 0, removed.stdout + removed.stderr
     assert files_under(stage) == []
+
+
+def test_license_is_mit_as_pyproject_says() -> None:
+    text = (ROOT / "LICENSE").read_text()
+    assert text.startswith("MIT License\n\nCopyright (c) 2026 the syncd authors\n")
+    assert 'THE SOFTWARE IS PROVIDED "AS IS", WITHOUT WARRANTY OF ANY KIND' in text
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert pyproject["license"] == "MIT" and pyproject["license-files"] == ["LICENSE"]
 
 
 def test_install_refuses_a_prefix_it_did_not_make(tmp_path: Path) -> None:
