@@ -185,3 +185,48 @@ def test_completion_of_an_unknown_shell_is_a_usage_error(capsys: pytest.CaptureF
     assert "invalid choice: 'fish'" in capsys.readouterr().err
     with pytest.raises(ValueError, match="no completion for shell 'fish'"):
         script(Program("syncd", "", "", (), ()), "fish")
+
+
+# An interactive zsh on a pseudo-terminal (zpty), with the completion
+# installed in $fpath: TAB after the words, and compadd reports what the
+# completion offered as <<a|b|c>>.
+ZSH_TAB = r"""
+zmodload zsh/zpty
+zpty z zsh -f -i
+zpty -w z "PS1=''; fpath=($1 \$fpath); autoload -Uz compinit; compinit -u -D"
+zpty -w z "zstyle ':completion:*' list-grouped false; zstyle ':completion:*' insert-tab false"
+zpty -w z 'compadd () { local -a hits; builtin compadd -O hits "$@";
+  (( $#hits )) && print -rn -- "<<${(j:|:)hits}>>" >/dev/tty; builtin compadd -Q "$@" >/dev/null 2>&1; }'
+zpty -w z 'print -n READY'
+while zpty -r z line; do [[ $line == *READY* ]] && break; done
+zpty -w -n z "$2"$'\t'
+# the line editor handles its input in order: once DONE is printed, the
+# completion of the TAB before it is complete
+zpty -w z $'\C-uprint -n DO""NE'
+zpty -r z out '*DONE'
+zpty -d z
+print -r -- $out
+"""
+
+
+def zsh_offers(fpath: Path, line: str) -> list[str]:
+    result = subprocess.run(
+        [require("zsh"), "-f", "-c", ZSH_TAB, "zsh", str(fpath), line],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    groups = re.findall(r"<<([^>]*)>>", result.stdout)
+    assert groups, result.stdout + result.stderr
+    return sorted(word for group in groups for word in group.split("|"))
+
+
+def test_zsh_completes_commands_options_and_choices(tmp_path: Path) -> None:
+    (tmp_path / "_syncd").write_text(run_syncd("completion", "zsh"))
+    assert zsh_offers(tmp_path, "syncd ") == sorted(c.name for c in PROGRAM.commands)
+    assert zsh_offers(tmp_path, "syncd sta") == ["status"]
+    assert zsh_offers(tmp_path, "syncd check --format ") == ["github", "json", "text"]
+    assert zsh_offers(tmp_path, "syncd completion ") == ["bash", "zsh"]
+    assert zsh_offers(tmp_path, "syncd run -") == ["--config", "--help", "-c", "-h"]
+    assert zsh_offers(tmp_path, "syncd add-node --c") == ["--connect-to"]
