@@ -22,6 +22,7 @@ EXIT_STATUS = (
     ),
     ("2", "usage or config error, or any condition that retrying cannot fix."),
     ("3", "transient failure: no URL reachable, a fetch timed out, tincd did not reload; retry later."),
+    ("130", "interrupted (Ctrl-C)."),
 )
 
 FILES = (
@@ -129,7 +130,7 @@ def _options(options: list[Option] | tuple[Option, ...]) -> list[str]:
         else:
             lines += [".TP", f"\\fI{escape(option.metavar or '')}\\fR"]
         text = option.help
-        if option.repeatable:
+        if option.repeatable and "repeatable" not in text:
             text += " (repeatable)"
         lines.append(escape(text))
     return lines

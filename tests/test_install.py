@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 
 from syncd import __version__
+from syncd.cli import build_parser
+from syncd.clidoc import describe
 from tests.conftest import ROOT
 from tests.servers import require
 
@@ -115,8 +117,8 @@ def test_install_upgrade_uninstall(offline_env: dict[str, str], tmp_path: Path) 
     assert (paths["BASHCOMPDIR"] / "syncd").read_text() == run([str(syncd), "completion", "bash"], on_path)
     assert (paths["ZSHCOMPDIR"] / "_syncd").read_text().startswith("#compdef syncd\n")
     page = run([require("man"), "-l", str(paths["MANDIR"] / "man1" / "syncd.1")], on_path)
-    for command in ("check", "sync", "run", "status", "add-node", "completion"):
-        assert f"syncd {command} " in page, command
+    for command in describe(build_parser()).commands:
+        assert f"syncd {command.name} " in page, command.name
 
     for unit in UNITS:
         text = (paths["UNITDIR"] / unit).read_text()
