@@ -12,6 +12,7 @@ import pytest
 from tests.conftest import ROOT
 from tests.figures import record
 from tests.servers import require
+from tests.syncenv import Hub, admin_and_signers, make_node
 
 UNITS = ROOT / "contrib" / "systemd"
 
@@ -84,3 +85,17 @@ def test_enable_makes_the_agent_and_the_timer_start_at_boot(tmp_path: Path) -> N
         "syncd-run@inet6.service",
         "syncd@inet6.timer",
     ]
+
+
+def test_first_boot_before_tincd_runs_is_not_a_failure(tmp_path: Path) -> None:
+    """The units start syncd after tinc@NET; on a new node tincd is not
+    running at all yet. A pass then installs the files and succeeds without
+    a reload: tincd reads them when it starts."""
+    admin, signers = admin_and_signers(tmp_path / "keys")
+    hub = Hub(tmp_path / "hub", admin)
+    pidfile = tmp_path / "run" / "tinc.inet6.pid"  # never written: no tincd
+    node = make_node(tmp_path / "node", str(hub.server), signers, tinc__reload="auto", tinc__pidfile=str(pidfile))
+    code, out, err = node.sync()
+    assert code == 0, out + err
+    assert "tincd not reloaded (tinc.reload: auto found no running tincd)" in out
+    assert sorted(node.files()) == ["gateway", "my_laptop", "my_pc"]
