@@ -1,11 +1,13 @@
 # Two entry points for a new user:
 #   make demo   -- set up .venv and show syncd at work on examples/repo
 #   make test   -- set up .venv and run ruff, mypy --strict and the tests
+# and one for a node (as root):
+#   make install / make uninstall -- syncd in its own virtual environment
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint typecheck pytest bench clean
+.PHONY: demo test lint typecheck pytest bench clean install uninstall
 
 $(BIN)/syncd: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,3 +42,59 @@ bench: $(BIN)/syncd
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+
+# `make install` puts syncd where the systemd units expect it, without
+# touching the system Python (Debian's is "externally managed", PEP 668):
+# a virtual environment of its own in PREFIX, the `syncd` command linked
+# into BINDIR, the man page, bash and zsh completions, and the units.
+# Its Python must live outside /home and /root, which the units cannot see
+# (ProtectHome=yes): Debian's /usr/bin/python3 (package python3-venv).
+# DESTDIR stages the whole tree elsewhere (for a package); the paths inside
+# the installed files are the final ones.
+INSTALL_PYTHON ?= /usr/bin/python3
+PREFIX ?= /opt/syncd
+BINDIR ?= /usr/local/bin
+MANDIR ?= /usr/local/share/man
+UNITDIR ?= /usr/local/lib/systemd/system
+BASHCOMPDIR ?= /usr/local/share/bash-completion/completions
+ZSHCOMPDIR ?= /usr/local/share/zsh/site-functions
+UNITS := syncd@.service syncd@.timer syncd-run@.service
+VENVDIR = $(DESTDIR)$(PREFIX)
+
+install:
+	@if [ -n "$$(ls -A '$(VENVDIR)' 2>/dev/null)" ] && [ ! -f '$(VENVDIR)/pyvenv.cfg' ]; then \
+	    echo "make install: $(VENVDIR) is not empty and not a virtual environment: choose another PREFIX" >&2; exit 2; fi
+	@case "$$('$(INSTALL_PYTHON)' -c 'import sys; print(sys.base_prefix)')" in \
+	    /home/*|/root/*) echo "make install: $(INSTALL_PYTHON) lives in a home directory, which the systemd" \
+	        "units cannot see (ProtectHome=yes): use INSTALL_PYTHON=/usr/bin/python3" >&2; exit 2;; esac
+	@# --clear: an upgrade starts from a fresh environment (no stale
+	@# dependencies, and the current Python after a Debian release upgrade)
+	'$(INSTALL_PYTHON)' -m venv --clear '$(VENVDIR)'
+	'$(VENVDIR)/bin/python' -m pip install --quiet --disable-pip-version-check --root-user-action=ignore .
+	install -d '$(DESTDIR)$(BINDIR)' '$(DESTDIR)$(MANDIR)/man1' '$(DESTDIR)$(UNITDIR)' \
+	    '$(DESTDIR)$(BASHCOMPDIR)' '$(DESTDIR)$(ZSHCOMPDIR)'
+	ln -sfn '$(PREFIX)/bin/syncd' '$(DESTDIR)$(BINDIR)/syncd'
+	'$(VENVDIR)/bin/python' -m syncd.manpage > '$(DESTDIR)$(MANDIR)/man1/syncd.1'
+	'$(VENVDIR)/bin/python' -m syncd completion bash > '$(DESTDIR)$(BASHCOMPDIR)/syncd'
+	'$(VENVDIR)/bin/python' -m syncd completion zsh > '$(DESTDIR)$(ZSHCOMPDIR)/_syncd'
+	for unit in $(UNITS); do \
+	    sed 's|/usr/local/bin/syncd|$(BINDIR)/syncd|' "contrib/systemd/$$unit" > '$(DESTDIR)$(UNITDIR)'/"$$unit" || exit 1; done
+	chmod 0644 '$(DESTDIR)$(MANDIR)/man1/syncd.1' '$(DESTDIR)$(BASHCOMPDIR)/syncd' '$(DESTDIR)$(ZSHCOMPDIR)/_syncd' \
+	    $(addprefix '$(DESTDIR)$(UNITDIR)'/,$(UNITS))
+	@# a staged environment names its final place in scripts, pyvenv.cfg and
+	@# the file names compiled into tracebacks
+	if [ -n '$(DESTDIR)' ]; then \
+	    grep -rlIZ -F '$(VENVDIR)' '$(VENVDIR)/bin' '$(VENVDIR)/pyvenv.cfg' | xargs -0 -r sed -i 's|$(VENVDIR)|$(PREFIX)|g' && \
+	    '$(VENVDIR)/bin/python' -m compileall -q -f -s '$(DESTDIR)' -p / '$(VENVDIR)/lib' >/dev/null; fi
+	@echo "installed $(BINDIR)/syncd -> $(PREFIX)/bin/syncd; after an upgrade: systemctl daemon-reload" \
+	    "&& systemctl try-restart 'syncd-run@*.service'"
+
+uninstall:
+	@wants=$$(ls -d '$(DESTDIR)'/etc/systemd/system/*.wants/syncd*@* 2>/dev/null); if [ -n "$$wants" ]; then \
+	    echo "make uninstall: units still enabled: $$wants; first: systemctl disable --now" \
+	        "$$(for w in $$wants; do printf '%s ' "$${w##*/}"; done)" >&2; exit 2; fi
+	rm -f $(addprefix '$(DESTDIR)$(UNITDIR)'/,$(UNITS)) '$(DESTDIR)$(MANDIR)/man1/syncd.1' \
+	    '$(DESTDIR)$(BASHCOMPDIR)/syncd' '$(DESTDIR)$(ZSHCOMPDIR)/_syncd'
+	if [ "$$(readlink '$(DESTDIR)$(BINDIR)/syncd')" = '$(PREFIX)/bin/syncd' ]; then rm -f '$(DESTDIR)$(BINDIR)/syncd'; fi
+	if [ -f '$(VENVDIR)/pyvenv.cfg' ]; then rm -rf '$(VENVDIR)'; fi
+	@echo "removed syncd; /etc/syncd (configs, keys) and /var/lib/syncd (state) are left in place"

@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         help="the agent: sync every interval, repair drift, reload tincd",
         description=(
-            "Run until SIGTERM: a sync every `interval` seconds (+-10%% jitter, sooner after a transient "
+            "Run until SIGTERM: a sync every `interval` seconds (+/-10% jitter, sooner after a transient "
             "failure), at once on SIGHUP, and a re-apply of the last verified commit within a second when a "
             "managed host file is changed or deleted. Logs one JSON object per line off a terminal. "
             "Supports systemd Type=notify and WatchdogSec."
@@ -128,6 +128,18 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--force", action="store_true", help="replace the keys of an existing tinc directory")
     add.add_argument("--dry-run", action="store_true", help="print what would be written, write nothing")
     add.set_defaults(handler=cmd_add_node)
+
+    completion = commands.add_parser(
+        "completion",
+        help="print a shell completion script",
+        description=(
+            "Print the completion script for bash or zsh. Try it with `source <(syncd completion bash)`; "
+            "install it as /usr/local/share/bash-completion/completions/syncd or, for zsh, as _syncd in a "
+            "directory of $fpath (`make install` does both)."
+        ),
+    )
+    completion.add_argument("shell", choices=("bash", "zsh"), metavar="SHELL", help="bash or zsh")
+    completion.set_defaults(handler=cmd_completion)
     return parser
 
 
@@ -381,6 +393,14 @@ Next steps:
        systemctl enable --now tinc@{net} syncd@{net}.timer
 """
     )
+    return EXIT_OK
+
+
+def cmd_completion(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from syncd.clidoc import describe
+    from syncd.completion import script
+
+    out.write(script(describe(build_parser()), args.shell))
     return EXIT_OK
 
 
