@@ -232,3 +232,128 @@ def test_unknown_modes_and_options_are_refused(hub: tuple[Hub, Path]) -> None:
         with pytest.raises(ValueError, match=message), hostile_git(hub[0].server, mode, **opts):
             pass
     assert set(MODES) >= {"honest", "stall", "flood", "garbage"}
+
+
+# --- floods, drips and garbage ---------------------------------------------------------------------
+
+
+def vm_rss() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS in /proc/self/status")
+
+
+def test_flood_streams_without_growing(hub: tuple[Hub, Path], tmp_path: Path) -> None:
+    size = 256 << 20
+    walker = Repo.init_bare(str(tmp_path / "e.git"), mkdir=True).get_graph_walker()
+    received = [0]
+
+    def count(data: bytes) -> int:  # the client keeps nothing either
+        received[0] += len(data)
+        return len(data)
+
+    base = peak = vm_rss()
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.wait(0.01):
+            peak = max(peak, vm_rss())
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        with hostile_git(hub[0].server, "flood", size=size) as url:
+            client, path = get_transport_and_path(url)
+            client.fetch_pack(path, lambda refs, depth=None: [refs[b"HEAD"]], walker, count)
+    finally:
+        done.set()
+        sampler.join()
+    assert size <= received[0] < size * 1.01
+    assert url.connections[0].sent > size
+    assert peak - base < 16 << 20, f"RSS grew by {(peak - base) >> 20} MiB while {size >> 20} MiB streamed"
+    assert_stopped(url)
+
+
+def test_flood_pack_is_a_valid_pack(hub: tuple[Hub, Path], tmp_path: Path) -> None:
+    """git index-pack accepts what flood sends, so a client must count bytes
+    to stop it: nothing in the stream is malformed."""
+    target = tmp_path / "t.git"
+    git(tmp_path, "init", "-q", "--bare", str(target))
+    with hostile_git(hub[0].server, "flood", size=3 << 20) as url:
+        fetch = ["git", "-C", str(target), "fetch-pack", "-q", "--keep", "--keep", url, "refs/heads/main"]
+        subprocess.run(fetch, capture_output=True, timeout=30, check=True)
+    packs = list((target / "objects" / "pack").glob("*.pack"))
+    assert len(packs) == 1 and packs[0].stat().st_size >= 3 << 20
+    git(target, "verify-pack", str(packs[0]))
+
+
+def test_drip_is_slow_but_never_silent_for_long(hub: tuple[Hub, Path], tmp_path: Path) -> None:
+    interval, chunk = 0.1, 512
+    with hostile_git(hub[0].server, "drip", interval=interval, chunk=chunk) as url, socket_timeout(3 * interval):
+        start = time.monotonic()
+        repo = dulwich_fetch(url, tmp_path / "d.git")
+        elapsed = time.monotonic() - start
+    assert oid(hub[0].tip) in repo.object_store
+    writes = url.connections[0].sent // chunk
+    assert writes >= 5 and elapsed >= writes * interval
+
+
+def test_garbage_is_no_protocol(hub: tuple[Hub, Path], tmp_path: Path) -> None:
+    with hostile_git(hub[0].server, "garbage") as url:
+        with pytest.raises(GitProtocolError):
+            dulwich_fetch(url, tmp_path / "d.git")
+        result = subprocess.run(["git", "ls-remote", url], capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode != 0 and "protocol error" in result.stderr
+
+
+# --- stopping ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_every_mode_stops_cleanly(hub: tuple[Hub, Path], tmp_path: Path, mode: str) -> None:
+    opts: dict[str, dict[str, object]] = {
+        "drip": {"interval": 0.01, "chunk": 4096},
+        "incomplete": {"omit": "tree"},
+        "substitute": {"tip": hub[0].tip, "source": hub[0].server},
+        "flood": {"size": 1 << 20},
+    }
+    with hostile_git(hub[0].server, mode, **opts.get(mode, {})) as url, socket_timeout(0.5):
+        with contextlib.suppress(GitProtocolError, TimeoutError, AssertionError):
+            dulwich_fetch(url, tmp_path / "d.git")
+        assert len(url.connections) == 1
+    assert_stopped(url)
+
+
+def test_stop_while_the_server_is_blocked_sending(hub: tuple[Hub, Path], tmp_path: Path) -> None:
+    """A client that stops reading in the middle of a flood does not keep
+    the server from stopping."""
+    walker = Repo.init_bare(str(tmp_path / "e.git"), mkdir=True).get_graph_walker()
+    reading, release = threading.Event(), threading.Event()
+    failures: list[BaseException] = []
+
+    def stuck(data: bytes) -> int:
+        reading.set()
+        release.wait(10)
+        return len(data)
+
+    def fetch(url: str) -> None:
+        client, path = get_transport_and_path(url)
+        try:
+            client.fetch_pack(path, lambda refs, depth=None: [refs[b"HEAD"]], walker, stuck)
+        except BaseException as exc:
+            failures.append(exc)
+
+    with hostile_git(hub[0].server, "flood", size=1 << 30) as url:
+        client = threading.Thread(target=fetch, args=(url,))
+        client.start()
+        assert reading.wait(5)
+        time.sleep(0.3)  # the socket buffers fill up; the server blocks in send
+        start = time.monotonic()
+    stopped = time.monotonic() - start
+    release.set()
+    client.join(10)
+    assert stopped < 2 and not client.is_alive()
+    assert [type(f) for f in failures] == [HangupException]  # the connection ended mid-pack
+    assert_stopped(url)
