@@ -4,6 +4,9 @@ dulwich talk to it, and each mode really misbehaves the way it claims."""
 from __future__ import annotations
 
 import contextlib
+import os
+import shlex
+import signal
 import socket
 import subprocess
 import threading
@@ -13,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from dulwich.client import get_transport_and_path
+from dulwich.config import ConfigDict
 from dulwich.errors import GitProtocolError, HangupException
 from dulwich.objects import ObjectID
 from dulwich.repo import Repo
@@ -25,6 +29,9 @@ from tests.hostile import (
     HostileURL,
     hostile_git,
     reencode_signature,
+    stalled_ssh_pids,
+    stalling_http,
+    stalling_ssh_command,
 )
 from tests.syncenv import Hub, admin_and_signers
 
@@ -357,3 +364,64 @@ def test_stop_while_the_server_is_blocked_sending(hub: tuple[Hub, Path], tmp_pat
     assert stopped < 2 and not client.is_alive()
     assert [type(f) for f in failures] == [HangupException]  # the connection ended mid-pack
     assert_stopped(url)
+
+
+# --- HTTP and ssh that never answer ------------------------------------------------------------------
+
+
+def test_stalling_http_makes_dulwich_time_out(tmp_path: Path) -> None:
+    settings = ConfigDict()
+    settings.set((b"http",), b"timeout", b"0.3")
+    with stalling_http() as url:
+        client, path = get_transport_and_path(url, config=settings)
+        start = time.monotonic()
+        with pytest.raises(GitProtocolError, match="Read timed out"):
+            client.fetch(path, Repo.init_bare(str(tmp_path / "d.git"), mkdir=True))
+        elapsed = time.monotonic() - start
+    # urllib3 retries: each of its attempts waited out the timeout once
+    assert len(url.connections) >= 1 and elapsed >= 0.3 * len(url.connections)
+    assert url.connections[0].request == "GET /hosts.git/info/refs?service=git-upload-pack HTTP/1.1"
+    assert_stopped(url)
+
+
+def test_stalling_ssh_command_never_answers_and_ends_by_pid(tmp_path: Path) -> None:
+    command = stalling_ssh_command(tmp_path / "ssh")
+    failures: list[BaseException] = []
+
+    def fetch() -> None:
+        client, path = get_transport_and_path("ssh://git@127.0.0.1/hosts.git", ssh_command=command)
+        try:
+            client.fetch(path, Repo.init_bare(str(tmp_path / "d.git"), mkdir=True))
+        except BaseException as exc:
+            failures.append(exc)
+        finally:
+            client.close()
+
+    thread = threading.Thread(target=fetch)
+    thread.start()
+    deadline = time.monotonic() + 5
+    while not stalled_ssh_pids(tmp_path / "ssh") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    [pid] = stalled_ssh_pids(tmp_path / "ssh")
+    thread.join(0.5)
+    assert thread.is_alive()  # still waiting for an answer
+    os.kill(pid, signal.SIGTERM)
+    thread.join(5)
+    assert not thread.is_alive() and failures and isinstance(failures[0], GitProtocolError)
+    assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+
+
+def test_stalling_ssh_command_ends_when_its_stdin_closes(tmp_path: Path) -> None:
+    command = shlex.split(stalling_ssh_command(tmp_path))
+    proc = subprocess.Popen([*command, "127.0.0.1", "git-upload-pack '/hosts.git'"], stdin=subprocess.PIPE)
+    try:
+        with pytest.raises(subprocess.TimeoutExpired):
+            proc.wait(timeout=0.3)
+        assert proc.stdin is not None
+        proc.stdin.close()
+        assert proc.wait(timeout=5) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert stalled_ssh_pids(tmp_path) == [proc.pid]
