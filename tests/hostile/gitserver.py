@@ -63,6 +63,8 @@ class HostileGitServer(Server):
             raise ValueError(f"mode 'incomplete' needs omit= one of {OMIT_KINDS}, not {opts.get('omit')!r}")
         if mode == "substitute" and not ({"tip", "source"} <= set(opts)):
             raise ValueError("mode 'substitute' needs tip= (an object id) and source= (a repository)")
+        if mode == "phantom" and opts.get("pack", "empty") not in ("empty", "none"):
+            raise ValueError(f"mode 'phantom' takes pack= 'empty' or 'none', not {opts['pack']!r}")
         if mode == "flood" and not isinstance(opts.get("size"), int):
             raise ValueError("mode 'flood' needs size= (bytes of pack data, an int)")
         self.repo, self.mode, self.opts = repo, mode, opts

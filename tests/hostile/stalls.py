@@ -62,7 +62,8 @@ def stalling_ssh_command(tmp: Path) -> str:
         "#!/bin/sh\n"
         "# stands in for ssh: swallows the request, never answers\n"
         f"echo $$ >> {shlex.quote(str(pids))}\n"
-        f"exec timeout {int(LIFETIME)} cat > /dev/null\n"
+        "# fd 3 keeps the client's stdout pipe open: it reads no EOF, only silence\n"
+        f"exec timeout {int(LIFETIME)} cat 3>&1 > /dev/null\n"
     )
     script.chmod(0o755)
     return shlex.quote(str(script))
