@@ -1,4 +1,4 @@
-"""Self-tests of the hostile git server (tests/hostile.py): real git and
+"""Self-tests of the hostile servers (tests/hostile/): real git and
 dulwich talk to it, and each mode really misbehaves the way it claims."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from dulwich.client import get_transport_and_path
 from dulwich.config import ConfigDict
-from dulwich.errors import GitProtocolError, HangupException
+from dulwich.errors import GitProtocolError
 from dulwich.objects import ObjectID
 from dulwich.repo import Repo
 
@@ -120,6 +120,25 @@ def test_dulwich_fetches_from_honest_and_sends_haves(hub: tuple[Hub, Path], tmp_
     assert {"side-band-64k", "ofs-delta", "multi_ack_detailed"} <= set(fetch.capabilities)
 
 
+def test_real_git_fetches_incrementally_from_honest(hub: tuple[Hub, Path], tmp_path: Path) -> None:
+    """git negotiates in rounds (flush, ACK common / NAK) and gets a thin pack."""
+    h = hub[0]
+    node = tmp_path / "node.git"
+    git(tmp_path, "clone", "-q", "--bare", str(h.server), str(node))
+    first = rev(node, "main~1")
+    git(node, "update-ref", "refs/heads/main", first)
+    git(node, "reflog", "expire", "--expire=now", "--all")
+    git(node, "gc", "-q", "--prune=now")  # the node really lacks the tip now
+    assert subprocess.run(["git", "-C", str(node), "cat-file", "-e", h.tip], check=False).returncode != 0
+    with hostile_git(h.server, "honest") as url:
+        git(node, "fetch", "-q", url, "+main:refs/heads/main")
+    assert rev(node, "main") == h.tip
+    git(node, "fsck", "--full", "--strict")
+    [conn] = url.connections
+    assert first in conn.haves and conn.done
+    assert "thin-pack" in conn.capabilities
+
+
 # --- incomplete packs --------------------------------------------------------------------------
 
 
@@ -163,12 +182,9 @@ def test_substitute_serves_a_reencoded_commit(hub: tuple[Hub, Path], tmp_path: P
 
 @pytest.mark.parametrize("pack", ["empty", "none"])
 def test_phantom_advertises_a_tip_it_never_sends(hub: tuple[Hub, Path], tmp_path: Path, pack: str) -> None:
-    with (
-        hostile_git(hub[0].server, "phantom", pack=pack) as url,
-        contextlib.suppress(GitProtocolError, HangupException, AssertionError),
-    ):
-        dulwich_fetch(url, tmp_path / "d.git")
-    assert oid(PHANTOM_TIP) not in Repo(str(tmp_path / "d.git")).object_store
+    with hostile_git(hub[0].server, "phantom", pack=pack) as url:
+        repo = dulwich_fetch(url, tmp_path / "d.git")  # dulwich itself does not notice
+    assert oid(PHANTOM_TIP) not in repo.object_store
     assert url.connections[0].wants[0] == PHANTOM_TIP
     assert_stopped(url)
 
@@ -303,7 +319,7 @@ def test_flood_pack_is_a_valid_pack(hub: tuple[Hub, Path], tmp_path: Path) -> No
 
 def test_drip_is_slow_but_never_silent_for_long(hub: tuple[Hub, Path], tmp_path: Path) -> None:
     interval, chunk = 0.1, 512
-    with hostile_git(hub[0].server, "drip", interval=interval, chunk=chunk) as url, socket_timeout(3 * interval):
+    with hostile_git(hub[0].server, "drip", interval=interval, chunk=chunk) as url, socket_timeout(10 * interval):
         start = time.monotonic()
         repo = dulwich_fetch(url, tmp_path / "d.git")
         elapsed = time.monotonic() - start
@@ -367,7 +383,7 @@ def test_stop_while_the_server_is_blocked_sending(hub: tuple[Hub, Path], tmp_pat
     release.set()
     client.join(10)
     assert stopped < 2 and not client.is_alive()
-    assert [type(f) for f in failures] == [HangupException]  # the connection ended mid-pack
+    assert len(failures) == 1 and isinstance(failures[0], GitProtocolError)  # the connection ended mid-pack
     assert_stopped(url)
 
 
