@@ -82,9 +82,6 @@ def assert_stopped(url: HostileURL) -> None:
     assert not [t.name for t in threading.enumerate() if t.name.startswith("hostile-")]
 
 
-# --- honest ---------------------------------------------------------------------------------------
-
-
 def test_real_git_clones_from_honest(hub: tuple[Hub, Path], tmp_path: Path) -> None:
     server, tip = hub[0].server, hub[0].tip
     with hostile_git(server, "honest") as url:
@@ -139,9 +136,6 @@ def test_real_git_fetches_incrementally_from_honest(hub: tuple[Hub, Path], tmp_p
     assert "thin-pack" in conn.capabilities
 
 
-# --- incomplete packs --------------------------------------------------------------------------
-
-
 @pytest.mark.parametrize("omit", ["tree", "blobs", "parent"])
 def test_incomplete_leaves_the_named_objects_out(hub: tuple[Hub, Path], tmp_path: Path, omit: str) -> None:
     h = hub[0]
@@ -165,9 +159,6 @@ def test_real_git_notices_an_incomplete_pack(hub: tuple[Hub, Path], tmp_path: Pa
     assert result.returncode != 0
 
 
-# --- lies about the tip -----------------------------------------------------------------------
-
-
 def test_substitute_serves_a_reencoded_commit(hub: tuple[Hub, Path], tmp_path: Path) -> None:
     h, signers = hub
     source = tmp_path / "forged.git"
@@ -187,9 +178,6 @@ def test_phantom_advertises_a_tip_it_never_sends(hub: tuple[Hub, Path], tmp_path
     assert oid(PHANTOM_TIP) not in repo.object_store
     assert url.connections[0].wants[0] == PHANTOM_TIP
     assert_stopped(url)
-
-
-# --- stalls and slowness ----------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("mode", ["stall", "stall_after_refs"])
@@ -215,9 +203,6 @@ def test_stop_while_a_client_waits(hub: tuple[Hub, Path]) -> None:
     assert client.recv(10) == b""  # the server closed its end without a word
     client.close()
     assert_stopped(url)
-
-
-# --- forged copies of signed commits -------------------------------------------------------------
 
 
 @pytest.mark.parametrize("how", REENCODINGS)
@@ -256,10 +241,6 @@ def test_unknown_modes_and_options_are_refused(hub: tuple[Hub, Path]) -> None:
     ]:
         with pytest.raises(ValueError, match=message), hostile_git(hub[0].server, mode, **opts):
             pass
-    assert set(MODES) >= {"honest", "stall", "flood", "garbage"}
-
-
-# --- floods, drips and garbage ---------------------------------------------------------------------
 
 
 def vm_rss() -> int:
@@ -336,9 +317,6 @@ def test_garbage_is_no_protocol(hub: tuple[Hub, Path], tmp_path: Path) -> None:
     assert result.returncode != 0 and "protocol error" in result.stderr
 
 
-# --- stopping ----------------------------------------------------------------------------------------
-
-
 @pytest.mark.parametrize("mode", MODES)
 def test_every_mode_stops_cleanly(hub: tuple[Hub, Path], tmp_path: Path, mode: str) -> None:
     opts: dict[str, dict[str, object]] = {
@@ -385,9 +363,6 @@ def test_stop_while_the_server_is_blocked_sending(hub: tuple[Hub, Path], tmp_pat
     assert stopped < 2 and not client.is_alive()
     assert len(failures) == 1 and isinstance(failures[0], GitProtocolError)  # the connection ended mid-pack
     assert_stopped(url)
-
-
-# --- HTTP and ssh that never answer ------------------------------------------------------------------
 
 
 def test_stalling_http_makes_dulwich_time_out(tmp_path: Path) -> None:
