@@ -282,3 +282,41 @@ def test_clock_skew_within_the_bound_is_accepted(hub: Hub, tmp_path: Path) -> No
     half_hour_earlier = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(applied - 1800))
     hub.change("add alpha", add_host("alpha", "2002:102:304:10::/64", 40), date=half_hour_earlier)
     converge(node, hub)
+
+
+def test_a_stalled_http_server_times_out(hub: Hub, tmp_path: Path) -> None:
+    from tests.hostile import stalling_http
+
+    with stalling_http() as url:
+        node = node_at(hub, tmp_path, url, repo__timeout=2, repo__mirrors=[str(hub.server)])
+        started = time.monotonic()
+        converge(node, hub)  # the stalled URL costs its deadline, then the mirror answers
+        assert time.monotonic() - started < 8
+        assert url.connections, "the stalled server was asked first"
+
+
+def test_a_stalled_ssh_server_times_out_and_its_ssh_is_killed(hub: Hub, tmp_path: Path) -> None:
+    import os
+
+    from tests.hostile import stalled_ssh_pids, stalling_ssh_command
+
+    command = stalling_ssh_command(tmp_path / "ssh")
+    node = node_at(hub, tmp_path, "ssh://git@127.0.0.1/srv/hosts.git", repo__timeout=2, repo__ssh_command=command)
+    started = time.monotonic()
+    code, _, err = node.sync()
+    assert code == 3 and "within 2 s" in err, err
+    assert time.monotonic() - started < 6
+    pids = stalled_ssh_pids(tmp_path / "ssh")
+    assert pids
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(os.path.exists(f"/proc/{pid}") for pid in pids):
+        time.sleep(0.05)
+    alive = [pid for pid in pids if os.path.exists(f"/proc/{pid}") and "Z" not in _proc_state(pid)]
+    assert not alive, f"the stand-in ssh is still running: {alive}"
+
+
+def _proc_state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
