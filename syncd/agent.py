@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from syncd.apply import (
+    FETCH_LOCK_FILE,
     State,
     apply_plan,
     installed_reader,
@@ -28,7 +29,15 @@ from syncd.apply import (
     save_state,
 )
 from syncd.config import Config
-from syncd.errors import ConfigError, RefusedError, SignatureError, SyncdError, UnsafeTreeError, outcome
+from syncd.errors import (
+    ConfigError,
+    RefusedError,
+    SignatureError,
+    SyncdError,
+    TransientError,
+    UnsafeTreeError,
+    outcome,
+)
 from syncd.fetch import FetchLimits
 from syncd.findings import Finding, Severity
 from syncd.metrics import write_metrics
@@ -37,7 +46,7 @@ from syncd.plan import Plan, make_plan
 from syncd.policy import DEFAULT_POLICY, parse_policy
 from syncd.reload import Reloaded, reload_tinc
 from syncd.signers import AllowedSigner, parse_allowed_signers, verify_signed_object
-from syncd.source import STORE_DAMAGE, CommitInfo, GitStore
+from syncd.source import APPLIED_REF, FETCHED_REF, STORE_DAMAGE, CommitInfo, GitStore
 from syncd.validate import ParseCache, Report, validate_network
 
 LOCK_TIMEOUT = 300.0  # seconds to wait for another sync of the same network
@@ -69,6 +78,16 @@ def load_signers(config: Config) -> list[AllowedSigner]:
     return signers
 
 
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """What the fetch phase brought: a tip whose signature verified, whose
+    objects are all in the store, and where it came from."""
+
+    tip: str
+    url: str
+    signer: str
+
+
 def sync_once(
     config: Config,
     *,
@@ -84,28 +103,36 @@ def sync_once(
     could not take the lock records nothing, since the pass that holds it
     records its own.  A Ctrl-C is not recorded: it says nothing about the node.
 
+    The fetch runs under a lock of its own (``fetch.lock``), not the
+    network's: a fetch waiting on a slow server (up to ``repo.timeout`` per
+    URL) never holds up a drift repair, which needs only the store's
+    complete objects and the network's lock.
+
     ``fetch=False`` re-applies the last applied commit from the local store
     (drift repair: no network, same verification and validation).
     ``parse_cache`` lets a long-running caller skip re-parsing unchanged
     host files (see ``validate_network``); ``cancel()`` turning true stops a
     fetch in flight (``KeyboardInterrupt``)."""
+    fetched: Fetched | None = None
+    if fetch:
+        try:
+            fetched = _fetch(config, cancel)
+        except Exception as exc:
+            if not dry_run:
+                with contextlib.suppress(TransientError), locked(config.state_dir, LOCK_TIMEOUT):
+                    record_outcome(config, exc)
+            raise
     with locked(config.state_dir, LOCK_TIMEOUT):
         try:
             signers = load_signers(config)
-            store = GitStore(config.state_dir / "repo.git")
-            try:
-                result = _sync(
-                    config,
-                    store,
-                    signers,
-                    dry_run=dry_run,
-                    allow_rewind=allow_rewind,
-                    fetch=fetch,
-                    parse_cache=parse_cache,
-                    cancel=cancel,
-                )
-            finally:
-                store.close()
+            result = _sync(
+                config,
+                signers,
+                fetched,
+                dry_run=dry_run,
+                allow_rewind=allow_rewind,
+                parse_cache=parse_cache,
+            )
         except Exception as exc:
             if not dry_run:
                 record_outcome(config, exc)
@@ -113,6 +140,24 @@ def sync_once(
         if not dry_run:
             record_outcome(config, result)
         return result
+
+
+def _fetch(config: Config, cancel: Callable[[], bool] | None) -> Fetched:
+    """The fetch phase: the tip of the first URL whose answer holds up,
+    verified and complete in the store (``GitStore.fetch``)."""
+    signers = load_signers(config)
+    signed_by: dict[str, str] = {}
+
+    def verify_tip(info: CommitInfo) -> None:
+        signed_by[info.sha] = verify_commit(info, signers)
+
+    with locked(config.state_dir, LOCK_TIMEOUT, FETCH_LOCK_FILE):
+        store = GitStore(config.state_dir / "repo.git", writes=FETCHED_REF)
+        try:
+            tip, url = store.fetch(config.repo.urls, config.repo.branch, fetch_limits(config), verify_tip, cancel)
+        finally:
+            store.close()
+    return Fetched(tip, url, signed_by[tip])
 
 
 def record_outcome(config: Config, result: SyncResult | Exception) -> None:
@@ -145,31 +190,42 @@ def record_outcome(config: Config, result: SyncResult | Exception) -> None:
 
 def _sync(
     config: Config,
-    store: GitStore,
     signers: list[AllowedSigner],
+    fetched: Fetched | None,
     *,
     dry_run: bool,
     allow_rewind: bool,
-    fetch: bool = True,
     parse_cache: ParseCache | None = None,
-    cancel: Callable[[], bool] | None = None,
 ) -> SyncResult:
     state = load_state(config.state_dir)
-    signed_by: dict[str, str] = {}
-    if fetch:
-
-        def verify_tip(info: CommitInfo) -> None:
-            signed_by[info.sha] = verify_commit(info, signers)
-
-        tip, url = store.fetch(config.repo.urls, config.repo.branch, fetch_limits(config), verify_tip, cancel)
+    if fetched is not None:
+        tip, url = fetched.tip, fetched.url
     elif state.last_applied is None:
         return SyncResult("unchanged", "", None, "(local store)", Plan())
     else:
         tip, url = state.last_applied, "(local store)"
+    store = GitStore(config.state_dir / "repo.git", writes=APPLIED_REF)
+    try:
+        return _sync_from(config, store, signers, state, tip, url, fetched, dry_run, allow_rewind, parse_cache)
+    finally:
+        store.close()
 
+
+def _sync_from(
+    config: Config,
+    store: GitStore,
+    signers: list[AllowedSigner],
+    state: State,
+    tip: str,
+    url: str,
+    fetched: Fetched | None,
+    dry_run: bool,
+    allow_rewind: bool,
+    parse_cache: ParseCache | None,
+) -> SyncResult:
     try:
         tip_info = store.commit(tip)
-        signer = signed_by.get(tip) or verify_commit(tip_info, signers)
+        signer = fetched.signer if fetched is not None else verify_commit(tip_info, signers)
         new_commits = _verify_history(config, store, signers, state, tip_info, allow_rewind)
     except STORE_DAMAGE as exc:
         raise store.repaired(f"{type(exc).__name__}: {exc}") from None

@@ -38,7 +38,8 @@ from syncd.plan import Plan, digest
 TEMP_PREFIX = ".syncd-"
 STATE_FILE = "state.json"
 HEALTH_FILE = "health.json"
-LOCK_FILE = "lock"
+LOCK_FILE = "lock"  # the network's lock: state, health, the hosts directory, the applied ref
+FETCH_LOCK_FILE = "fetch.lock"  # one fetch at a time: quarantines and the fetched ref
 FILE_MODE = 0o644
 
 
@@ -261,10 +262,11 @@ def apply_plan(hosts_dir: Path, plan: Plan, manifest: Mapping[str, FileStat]) ->
 
 
 @contextlib.contextmanager
-def locked(state_dir: Path, timeout: float) -> Iterator[None]:
-    """One sync at a time per network: an exclusive flock on state_dir/lock."""
+def locked(state_dir: Path, timeout: float, name: str = LOCK_FILE) -> Iterator[None]:
+    """One sync at a time per network: an exclusive flock on state_dir/lock
+    (or on another lock file of the state directory)."""
     state_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(state_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fd = os.open(state_dir / name, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         deadline = time.monotonic() + timeout
         while True:
@@ -276,7 +278,7 @@ def locked(state_dir: Path, timeout: float) -> Iterator[None]:
                     raise
                 if time.monotonic() >= deadline:
                     raise TransientError(
-                        f"another syncd holds {state_dir / LOCK_FILE} (waited {timeout:.0f} s)", reason="locked"
+                        f"another syncd holds {state_dir / name} (waited {timeout:.0f} s)", reason="locked"
                     ) from None
                 time.sleep(0.05)
         yield

@@ -95,10 +95,16 @@ class GitStore:
     then clears what a crashed run may have left behind.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, writes: Ref = APPLIED_REF) -> None:
+        """Open (or create) the store.  ``writes`` is the ref the caller may
+        move: the fetch phase (under ``fetch.lock``) the fetched ref, the
+        apply phase (under the network's lock) the applied ref; a lock file
+        of that ref left by a crashed run is cleared (dulwich would refuse to
+        write the ref ever again), and only that one, since the other phase
+        may be writing its own ref right now."""
         self.path = path
         if (path / "objects").is_dir():
-            _clear_stale_locks(path)
+            Path(path, os.fsdecode(writes) + ".lock").unlink(missing_ok=True)
             self.repo = Repo(str(path))
         else:
             path.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -106,6 +112,9 @@ class GitStore:
         store = self.repo.object_store
         assert isinstance(store, DiskObjectStore)
         self.store: DiskObjectStore = store
+        if writes == FETCHED_REF:  # quarantines of a fetch that died; none is in use under fetch.lock
+            for stale in path.parent.glob("incoming-*"):
+                shutil.rmtree(stale, ignore_errors=True)
 
     def close(self) -> None:
         self.repo.close()
@@ -422,16 +431,6 @@ def _fetch_failure(failures: list[SyncdError], branch: str) -> SyncdError:
 def blob_id(data: bytes) -> ObjectID:
     """git's id for a blob with this content."""
     return ObjectID(hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest().encode())
-
-
-def _clear_stale_locks(path: Path) -> None:
-    """Ref lock files (``*.lock``) of a run that died while writing a ref.
-
-    dulwich would refuse to write that ref ever again.  Only syncd writes
-    this repository, and the caller holds the network's lock, so any lock
-    file here is stale."""
-    for lock in [*path.glob("refs/**/*.lock"), *path.glob("*.lock")]:
-        lock.unlink(missing_ok=True)
 
 
 # --- object sizes from headers ------------------------------------------------------

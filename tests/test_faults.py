@@ -296,8 +296,6 @@ def test_a_stalled_http_server_times_out(hub: Hub, tmp_path: Path) -> None:
 
 
 def test_a_stalled_ssh_server_times_out_and_its_ssh_is_killed(hub: Hub, tmp_path: Path) -> None:
-    import os
-
     from tests.hostile import stalled_ssh_pids, stalling_ssh_command
 
     command = stalling_ssh_command(tmp_path / "ssh")
@@ -309,10 +307,13 @@ def test_a_stalled_ssh_server_times_out_and_its_ssh_is_killed(hub: Hub, tmp_path
     pids = stalled_ssh_pids(tmp_path / "ssh")
     assert pids
     deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and any(os.path.exists(f"/proc/{pid}") for pid in pids):
+
+    def alive() -> list[int]:
+        return [pid for pid in pids if _proc_state(pid) not in ("gone", "Z")]
+
+    while time.monotonic() < deadline and alive():
         time.sleep(0.05)
-    alive = [pid for pid in pids if os.path.exists(f"/proc/{pid}") and "Z" not in _proc_state(pid)]
-    assert not alive, f"the stand-in ssh is still running: {alive}"
+    assert not alive(), f"the stand-in ssh is still running: {alive()}"
 
 
 def _proc_state(pid: int) -> str:
