@@ -14,12 +14,17 @@ The loop only decides *when* to run a pass; ``sync_once`` does the work.
   re-applied from the local store within a second (no fetch) and
   ``drift.repaired`` is logged.  syncd's own writes trigger a check too, which
   finds nothing to do.
+* A fetch pass runs in a worker thread: while it waits on a slow server
+  (never longer than ``repo.timeout`` per URL), SIGTERM still stops the agent
+  within seconds (the fetch is killed) and drift is still repaired.
 * Under systemd: ``READY=1`` after the first pass, ``STATUS=`` after each,
-  ``WATCHDOG=1`` at half of ``WatchdogSec`` (also while a pass runs).
+  ``WATCHDOG=1`` at half of ``WatchdogSec`` while the agent makes progress
+  (a pass past its deadline stops the heartbeat: systemd restarts the agent).
 """
 
 from __future__ import annotations
 
+import math
 import random
 import signal
 import threading
@@ -39,6 +44,9 @@ from syncd.validate import ParseCache
 FIRST_RETRY = 5.0
 JITTER = 0.10
 DEBOUNCE = 0.1  # seconds: let a burst of file events settle
+TICK = 1.0  # seconds: the main loop wakes at least this often
+STOP_SECONDS = 5.0  # how long a stop waits for the fetch worker to end
+PASS_SLACK = 120.0  # seconds a fetch pass may take beyond its fetch deadlines (verify, validate, apply)
 
 
 @dataclass
@@ -57,6 +65,11 @@ class RunLoop:
         self.wake = _Wake()
         self.failures = 0
         self.parse_cache: ParseCache = {}  # unchanged host files are parsed once per agent
+        self.cancel = threading.Event()  # set on stop: a fetch in flight is killed
+        self.worker: threading.Thread | None = None  # the fetch pass in flight
+        self.done: float | None = None  # the worker's delay until the next fetch, once it ends
+        self.progress = time.monotonic()  # the main loop's last tick
+        self.fetch_started = 0.0
 
     # --- triggers (signal handlers, file events) -------------------------------------
 
@@ -88,26 +101,11 @@ class RunLoop:
             interval=self.config.interval,
         )
         try:
-            next_fetch = time.monotonic() + self._pass(fetch=True)
-            self.notifier.ready(self._status_line())
-            while True:
-                with self.cond:
-                    self.cond.wait_for(
-                        lambda: self.wake.sync or self.wake.repair or self.wake.stop,
-                        timeout=max(0.0, next_fetch - time.monotonic()),
-                    )
-                    wake = self.wake
-                    self.wake = _Wake()
-                if wake.stop:
-                    break
-                if wake.repair and not wake.sync and time.monotonic() < next_fetch:
-                    time.sleep(DEBOUNCE)
-                    with self.cond:  # events that arrived meanwhile are covered by this pass
-                        self.wake.repair = False
-                    self._pass(fetch=False)  # the fetch schedule stays as it was
-                    continue
-                next_fetch = time.monotonic() + self._pass(fetch=True)
+            self._loop()
         finally:
+            self.cancel.set()
+            if self.worker is not None:
+                self.worker.join(timeout=STOP_SECONDS)
             self.notifier.stopping()
             heartbeat.set()
             if observer is not None:
@@ -116,12 +114,59 @@ class RunLoop:
             self.log.info("run.stopped", net=self.config.net)
         return 0
 
+    def _loop(self) -> None:
+        """The main thread: it never blocks for longer than a tick.  A fetch
+        pass runs in a worker thread (its fetch may wait on a slow server for
+        ``repo.timeout`` per URL); stop requests and drift repairs are
+        served meanwhile."""
+        next_fetch = time.monotonic()
+        ready = False
+        while True:
+            self.progress = time.monotonic()
+            with self.cond:
+                due = next_fetch if self.worker is None else math.inf
+                self.cond.wait_for(
+                    lambda: self.wake.sync or self.wake.repair or self.wake.stop or self.done is not None,
+                    timeout=min(TICK, max(0.0, due - time.monotonic())),
+                )
+                wake, done = self.wake, self.done
+                self.wake, self.done = _Wake(), None
+            if wake.stop:
+                return
+            if done is not None:
+                self.worker = None
+                next_fetch = time.monotonic() + done
+                if not ready:
+                    ready = True
+                    self.notifier.ready(self._status_line())
+            if wake.repair:  # also while the first fetch is in flight: the store has the last applied commit
+                time.sleep(DEBOUNCE)
+                with self.cond:  # events that arrived meanwhile are covered by this pass
+                    self.wake.repair = False
+                self._pass(fetch=False)  # the fetch schedule stays as it was
+            if self.worker is None and (wake.sync or time.monotonic() >= next_fetch):
+                self._start_fetch()
+
+    def _start_fetch(self) -> None:
+        def work() -> None:
+            try:
+                delay = self._pass(fetch=True)
+            except KeyboardInterrupt:  # told to stop: the fetch was killed
+                return
+            with self.cond:
+                self.done = delay
+                self.cond.notify_all()
+
+        self.fetch_started = time.monotonic()
+        self.worker = threading.Thread(target=work, name="syncd-fetch", daemon=True)
+        self.worker.start()
+
     def _pass(self, *, fetch: bool) -> float:
         """One pass; returns the delay until the next fetch: soon (back-off)
         when ``outcome`` says retrying may help, else the jittered interval
         (a refused commit or a broken config waits for someone to act)."""
         try:
-            result = sync_once(self.config, fetch=fetch, parse_cache=self.parse_cache)
+            result = sync_once(self.config, fetch=fetch, parse_cache=self.parse_cache, cancel=self.cancel.is_set)
         except Exception as exc:  # a bug or a library surprise too: the agent stays up
             self.failures += 1
             failed = outcome(exc)
@@ -173,17 +218,28 @@ class RunLoop:
 
     def _start_heartbeat(self) -> threading.Event:
         """WATCHDOG=1 from its own thread, so that a long pass does not make
-        systemd think the agent hung."""
+        systemd think the agent hung — but only while the agent makes
+        progress: the main loop ticked recently, and a fetch in flight is
+        still within its deadline (``repo.timeout`` per URL, plus the apply).
+        Past that something is stuck, and systemd should restart it."""
         done = threading.Event()
         interval = self.notifier.watchdog_interval
         if interval is not None:
 
             def beat() -> None:
                 while not done.wait(interval):
-                    self.notifier.watchdog()
+                    if self.healthy():
+                        self.notifier.watchdog()
 
             threading.Thread(target=beat, name="sd-watchdog", daemon=True).start()
         return done
+
+    def healthy(self) -> bool:
+        now = time.monotonic()
+        if now - self.progress > max(3 * TICK, (self.notifier.watchdog_interval or 0.0)):
+            return False  # the main loop is stuck (e.g. in a repair pass that never ends)
+        bound = self.config.repo.timeout * len(self.config.repo.urls) + PASS_SLACK
+        return self.worker is None or now - self.fetch_started < bound
 
 
 def log_failure(log: Any, config: Config, failed: Outcome, **fields: object) -> None:

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -242,3 +243,51 @@ def test_the_agent_retries_a_failed_fetch_soon(tmp_path: Path) -> None:
         assert wait_until(lambda: (node.hosts / "gateway").exists(), 8) is not None, running.log_path.read_text()
     finally:
         assert running.stop() == 0
+
+
+def test_a_stalled_fetch_neither_freezes_the_agent_nor_feeds_the_watchdog(tmp_path: Path) -> None:
+    """The server accepts and never answers (repo.timeout 60 s): drift is
+    still repaired at once, the watchdog is fed only while the fetch is within
+    its deadline, and SIGTERM stops the agent within seconds."""
+    from syncd.runloop import RunLoop
+    from tests.hostile import hostile_git
+
+    admin, signers = admin_and_signers(tmp_path / "keys")
+    hub = Hub(tmp_path / "hub", admin)
+    node = make_node(tmp_path / "node", str(hub.server), signers, repo__timeout=60)
+    assert node.sync()[0] == 0
+    with hostile_git(hub.server, "stall") as url:
+        node.config.write_text(node.config.read_text().replace(str(hub.server), str(url)))
+        running = Agent(node, tmp_path, interval=300)
+        try:
+            assert wait_until(lambda: bool(url.connections), 10) is not None, "the agent never fetched"
+            original = (node.hosts / "gateway").read_bytes()
+            (node.hosts / "gateway").write_text("Subnet = ::/0\n")
+            restored = wait_until(lambda: (node.hosts / "gateway").read_bytes() == original, 5)
+            assert restored is not None, running.log_path.read_text()
+            assert wait_until(lambda: "WATCHDOG=1" in running.received(), 3) is not None
+            started = time.monotonic()
+            running.proc.send_signal(signal.SIGTERM)
+            code = running.proc.wait(timeout=10)
+            stopped = time.monotonic() - started
+        finally:
+            code = running.stop()
+    assert code == 0
+    assert stopped < 6, f"SIGTERM took {stopped:.1f} s during a stalled fetch"
+    record("syncd run: SIGTERM during a stalled fetch exits after", f"{stopped:.2f} s")
+    record("syncd run: drift repaired during a stalled fetch after", f"{restored:.2f} s")
+
+    # the heartbeat's rule, on the loop itself: a fetch past its deadlines or
+    # a main loop that stopped ticking is not progress
+    from syncd.config import load_config
+
+    loop = RunLoop(load_config(node.config), None)
+    assert loop.healthy()
+    loop.worker = threading.Thread(target=lambda: None)
+    loop.fetch_started = time.monotonic() - 59
+    assert loop.healthy()
+    loop.fetch_started = time.monotonic() - 60 - 121
+    assert not loop.healthy()
+    loop.worker = None
+    loop.progress = time.monotonic() - 60
+    assert not loop.healthy()
