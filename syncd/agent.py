@@ -64,6 +64,10 @@ class SyncResult:
     previous: str | None = None  # the commit applied before this sync
     warnings: tuple[str, ...] = field(default_factory=tuple)
     reloaded: Reloaded | None = None
+    commit_time: int | None = None  # the committer time of ``commit`` (for staleness)
+
+    def tip_age(self, now: float) -> float | None:
+        return None if self.commit_time is None else now - self.commit_time
 
 
 def load_signers(config: Config) -> list[AllowedSigner]:
@@ -206,7 +210,8 @@ def _sync(
         tip, url = state.last_applied, "(local store)"
     store = GitStore(config.state_dir / "repo.git", writes=APPLIED_REF)
     try:
-        return _sync_from(config, store, signers, state, tip, url, fetched, dry_run, allow_rewind, parse_cache)
+        result = _sync_from(config, store, signers, state, tip, url, fetched, dry_run, allow_rewind, parse_cache)
+        return replace(result, commit_time=store.commit(tip).committer_time)
     finally:
         store.close()
 
@@ -273,6 +278,20 @@ def _sync_from(
     save_state(config.state_dir, state)
     reloaded = _reload(config, state) if state.reload_pending else None
     return SyncResult("applied", tip, signer, url, plan, new_commits, previous, warnings, reloaded)
+
+
+def stale_warning(config: Config, result: SyncResult, now: float) -> str | None:
+    """Why the applied tip is too old (``trust.max_age``), or None.  A
+    mirror that keeps serving an old signed tip (a freeze attack) looks like
+    a quiet network otherwise; admins keep a network fresh with a signed
+    heartbeat commit."""
+    age, limit = result.tip_age(now), config.trust.max_age
+    if age is None or limit is None or age <= limit:
+        return None
+    return (
+        f"the newest signed commit ({result.commit[:12]}) is {age / 86400:.1f} days old, over trust.max_age "
+        f"({limit / 86400:g} days): stale; a mirror may be serving an old tip, or the admins owe a heartbeat commit"
+    )
 
 
 def fetch_limits(config: Config) -> FetchLimits:

@@ -8,6 +8,7 @@ import gc
 import json
 import os
 import sys
+import time
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
@@ -246,7 +247,7 @@ def cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def cmd_sync(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from syncd.agent import sync_once
+    from syncd.agent import stale_warning, sync_once
     from syncd.apply import installed_reader
     from syncd.config import load_config
 
@@ -256,6 +257,9 @@ def cmd_sync(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     result = sync_once(config, dry_run=args.dry_run, allow_rewind=args.allow_rewind)
     for warning in result.warnings:
         err.write(f"warning: {warning}\n")
+    stale = stale_warning(config, result, time.time())
+    if stale is not None:
+        err.write(f"warning: {stale}\n")
     plan = result.plan
     counts = f"{len(plan.add)} added, {len(plan.update)} updated, {len(plan.remove)} removed"
     head = f"{result.commit[:12]} signed by {result.signer}"

@@ -34,7 +34,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from syncd.agent import SyncResult, sync_once
+from syncd.agent import SyncResult, stale_warning, sync_once
 from syncd.config import Config, redact_url
 from syncd.errors import EXIT_REFUSED, Outcome, outcome
 from syncd.hostfile import NAME_RE
@@ -270,5 +270,8 @@ def log_result(log: Any, config: Config, result: SyncResult, *, repair: bool = F
         log.info("sync.unchanged", net=config.net, commit=result.commit)
     for warning in result.warnings:
         log.warning("check.warning", net=config.net, finding=warning)
+    stale = stale_warning(config, result, time.time())
+    if stale is not None:
+        log.warning("sync.stale", net=config.net, commit=result.commit, age=result.tip_age(time.time()), error=stale)
     if result.reloaded is not None and result.reloaded.method != "none":
         log.info("reload.done", net=config.net, method=result.reloaded.method, detail=result.reloaded.detail)

@@ -321,3 +321,25 @@ def _proc_state(pid: int) -> str:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except OSError:
         return "gone"
+
+
+# --- 8. a freeze: a mirror serving an old signed tip ----------------------------------------------
+
+
+def test_an_old_tip_makes_the_node_stale(hub: Hub, tmp_path: Path) -> None:
+    """trust.max_age: a tip signed 30 days ago is applied, but sync, the log
+    and status all say the node is stale; a signed heartbeat cures it."""
+    from tests.test_status import status
+
+    old = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 30 * 86400))
+    hub.change("a month ago", lambda w: None, date=old)
+    node = node_at(hub, tmp_path, str(hub.server), trust__max_age="14d")
+    code, _, err = node.sync()
+    assert code == 0 and "stale" in err and "heartbeat" in err, err
+    assert "stale" in status(node, code=1)
+    code, _, log = node.sync("--log")
+    assert code == 0 and '"event":"sync.stale"' in log.replace(" ", ""), log
+    hub.change("heartbeat", lambda w: None)  # git commit --allow-empty -S -m heartbeat
+    code, _, err = node.sync()
+    assert code == 0 and "stale" not in err, err
+    status(node, code=0)
