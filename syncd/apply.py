@@ -207,7 +207,7 @@ def make_dirs(path: Path, mode: int = DIR_MODE) -> None:
     while True:  # ends at the first existing directory; "/" always exists
         try:
             st = current.stat()  # following links: /etc/tinc may be one
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # the latter: a parent is a file, found next
             todo.append(current)
             current = current.parent
             continue

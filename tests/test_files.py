@@ -22,10 +22,11 @@ from pathlib import Path
 import pytest
 
 from syncd.agent import sync_once
-from syncd.apply import HEALTH_FILE, LOCK_FILE, STATE_FILE, read_installed
+from syncd.apply import HEALTH_FILE, LOCK_FILE, STATE_FILE, make_dirs, read_installed
 from syncd.config import load_config
 from syncd.errors import FatalIOError, outcome
 from syncd.plan import digest
+from tests.figures import record
 from tests.syncenv import Hub, Node, admin_and_signers, make_node
 from tests.test_crash import CRASH_RUNNER
 
@@ -237,3 +238,20 @@ def test_a_crash_while_creating_the_directories_converges_to_the_same_modes(
         raise AssertionError("the sync never got through")
     check_modes(node, node.state, created)
     assert crashes >= 2 * len(created) + 3 * 5, f"only {crashes} crash points were exercised"
+    record("crash test: kill points during a first sync that creates the tinc dirs, all converged", str(crashes))
+
+
+def test_make_dirs_creates_what_is_missing_and_keeps_what_exists(tmp_path: Path) -> None:
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc").chmod(0o750)  # the operator's choice: kept
+    with umask(0o077):
+        make_dirs(tmp_path / "etc" / "tinc" / "inet6" / "hosts")
+    assert mode(tmp_path / "etc") == 0o750
+    for directory in ("etc/tinc", "etc/tinc/inet6", "etc/tinc/inet6/hosts"):
+        assert mode(tmp_path / directory) == 0o755, directory
+    (tmp_path / "etc" / "tinc" / "inet6" / "hosts").chmod(0)  # as a crash between mkdir and chmod leaves it
+    make_dirs(tmp_path / "etc" / "tinc" / "inet6" / "hosts")
+    assert mode(tmp_path / "etc" / "tinc" / "inet6" / "hosts") == 0o755
+    (tmp_path / "file").write_text("x\n")
+    with pytest.raises(FatalIOError, match=f"{tmp_path / 'file'}: not a directory"):
+        make_dirs(tmp_path / "file" / "hosts")

@@ -104,6 +104,12 @@ def test_tincd_that_dies_on_reload_is_reported(setup: tuple[Hub, Node, Tincd]) -
         assert code == 3
         assert "TINCD EXITED after SIGHUP" in err
         assert not tinc.alive()
+        assert json.loads((node.state / STATE_FILE).read_text())["reload_pending"] is True
+    # the next pass finds no tincd: the files are in place for its restart
+    code, _, err = node.sync()
+    assert code == 0, err
+    assert f"warning: {NOT_RUNNING}" in err
+    assert json.loads((node.state / STATE_FILE).read_text())["reload_pending"] is False
 
 
 def test_pid_helpers(tmp_path: Path) -> None:
