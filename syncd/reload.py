@@ -24,9 +24,11 @@ Methods (``tinc.reload`` in the node config):
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import time
 from dataclasses import dataclass
@@ -37,6 +39,7 @@ from syncd.errors import ReloadError
 
 ALIVE_CHECK_SECONDS = 1.0  # how long to watch tincd after SIGHUP
 COMMAND_TIMEOUT = 30.0
+MAX_PIDFILE_BYTES = 256  # "PID COOKIE HOST PORT" at most (tinc 1.1)
 
 
 NOT_RUNNING = "tincd is not running; it reads the host files when it starts"
@@ -53,11 +56,23 @@ def read_pid(pidfile: Path, text: str | None = None) -> int | None:
     """The pid in a tincd pidfile (1.0: ``PID``; 1.1: ``PID COOKIE HOST PORT``),
     from ``text`` when the caller has read it already."""
     try:
-        first = (pidfile.read_text() if text is None else text).split()[0]
+        first = (read_pidfile(pidfile) if text is None else text).split()[0]
     except (OSError, IndexError, UnicodeDecodeError):
         return None
     # never 0 or 1: kill(0) signals our own process group, pid 1 is init
     return int(first) if first.isascii() and first.isdigit() and int(first) > 1 else None
+
+
+def read_pidfile(pidfile: Path) -> str:
+    """The pidfile's text.  Opened without blocking and read only if it is a
+    regular file: a FIFO in its place must not hang a sync."""
+    fd = os.open(pidfile, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(pidfile))
+        return os.read(fd, MAX_PIDFILE_BYTES).decode("ascii")
+    finally:
+        os.close(fd)
 
 
 def process_name(pid: int) -> str | None:
@@ -148,7 +163,7 @@ def running_tincd(pidfile: Path) -> int | str:
     signal.  A pidfile that cannot be read or holds something other than a
     pid is an error: tincd never writes one like that."""
     try:
-        text = pidfile.read_text("ascii")
+        text = read_pidfile(pidfile)
     except FileNotFoundError:
         return f"no {pidfile}"
     except (OSError, UnicodeDecodeError) as exc:

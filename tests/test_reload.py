@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +17,7 @@ import pytest
 
 from syncd.agent import sync_once
 from syncd.apply import STATE_FILE
+from syncd.cli import main
 from syncd.config import TincConfig, load_config
 from syncd.errors import ReloadError
 from syncd.reload import NOT_RUNNING, choose, is_tincd, read_pid, reload_tinc, running_tincd
@@ -175,11 +178,43 @@ def test_signal_with_tincd_not_running_installs_and_warns(tmp_path: Path, pidfil
     assert health["last_outcome"] == "applied" and health["failures"] == 0
 
 
+def test_sync_log_says_tincd_is_not_running(tmp_path: Path) -> None:
+    admin, signers = admin_and_signers(tmp_path / "keys")
+    hub = Hub(tmp_path / "hub", admin)
+    pidfile = tmp_path / "tinc.inet6.pid"
+    node = make_node(tmp_path / "node", str(hub.server), signers, tinc__reload="signal", tinc__pidfile=str(pidfile))
+    err = io.StringIO()
+    assert main(["sync", "--log", "-c", str(node.config)], io.StringIO(), err) == 0, err.getvalue()
+    events = [json.loads(line[3:]) for line in err.getvalue().splitlines()]
+    warnings = [e for e in events if e["level"] == "warning"]
+    assert [e["finding"] for e in warnings] == [f"{NOT_RUNNING} (no {pidfile})"]
+    assert "<4>" in err.getvalue()  # journald's warning priority
+    assert not [e for e in events if e["event"] in ("reload.failed", "reload.done")]
+
+
 def test_a_pidfile_that_is_not_tincds_is_an_error(tmp_path: Path) -> None:
     pidfile = tmp_path / "tinc.pid"
     pidfile.write_text("<html>\n")
     with pytest.raises(ReloadError, match="'<html>' is not a tincd pidfile"):
         reload_tinc(TincConfig(tmp_path, "signal", pidfile), "inet6")
+
+
+def test_a_fifo_as_pidfile_does_not_block(tmp_path: Path) -> None:
+    pidfile = tmp_path / "tinc.pid"
+    os.mkfifo(pidfile)
+    outcome: list[object] = []
+
+    def attempt() -> None:
+        try:
+            outcome.append(reload_tinc(TincConfig(tmp_path, "signal", pidfile), "inet6"))
+        except ReloadError as exc:
+            outcome.append(exc.message)
+
+    worker = threading.Thread(target=attempt, daemon=True)  # a regression blocks it, not the test run
+    worker.start()
+    worker.join(10)
+    assert outcome == [f"{pidfile}: cannot read tincd's pidfile: not a regular file"]
+    assert read_pid(pidfile) is None
 
 
 def test_auto_without_any_tincd_warns(tmp_path: Path) -> None:
