@@ -69,6 +69,13 @@ class SyncResult:
     def tip_age(self, now: float) -> float | None:
         return None if self.commit_time is None else now - self.commit_time
 
+    def __post_init__(self) -> None:
+        # a reload that was due and did not happen (tincd not running) is
+        # a warning like the findings': `sync` prints it, `run` logs it
+        note = self.reloaded.warning if self.reloaded is not None else None
+        if note is not None and note not in self.warnings:
+            object.__setattr__(self, "warnings", (*self.warnings, note))
+
 
 def load_signers(config: Config) -> list[AllowedSigner]:
     path = config.trust.allowed_signers
@@ -189,7 +196,7 @@ def record_outcome(config: Config, result: SyncResult | Exception) -> None:
         save_health(config.state_dir, health)
     if config.metrics_file is not None:
         with contextlib.suppress(OSError, SyncdError):
-            write_metrics(config.metrics_file, config.net, load_state(config.state_dir), health)
+            write_metrics(config.metrics_file, config.net, load_state(config.state_dir), health, config.trust.max_age)
 
 
 def _sync(
@@ -334,7 +341,9 @@ def _after_last_reload_second(state: State) -> None:
 def _reload(config: Config, state: State) -> Reloaded:
     """Reload tincd; on success the state no longer has a reload pending.
     On failure the files stay installed, the reload stays pending and the
-    error (exit 3) makes the next pass retry."""
+    error (exit 3) makes the next pass retry.  tincd not running is not a
+    failure: it reads every host file when it starts, so nothing stays
+    pending, and the result carries the warning (``SyncResult.warnings``)."""
     reloaded = reload_tinc(config.tinc, config.net)
     if reloaded.method == "none":
         save_state(config.state_dir, replace(state, reload_pending=False))

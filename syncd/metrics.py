@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from syncd.apply import Health, State, write_atomic
+from syncd.apply import Health, State, make_dirs, write_atomic
 
 _METRICS = (
     ("syncd_last_success_timestamp_seconds", "gauge", "When the last pass succeeded (Unix time)."),
@@ -56,5 +56,5 @@ def render(net: str, state: State, health: Health, max_age: float | None = None,
 
 
 def write_metrics(path: Path, net: str, state: State, health: Health, max_age: float | None = None) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(path.parent)
     write_atomic(path, render(net, state, health, max_age).encode(), 0o644)

@@ -8,6 +8,11 @@ Methods (``tinc.reload`` in the node config):
   syncd signal whatever process reused the number.  tinc 1.0 *exits* when
   its tinc.conf no longer parses at reload, so afterwards syncd checks that
   the process is still there and fails loudly if not.
+
+  tincd not running (no pidfile, an empty one, a pid that is gone or is
+  some other program) is not a failure: the files are installed and tincd
+  reads them all when it starts, which is how a node's first boot goes
+  (files first, then tincd).  The result is ``none`` with a warning.
 * ``tinc``: ``tinc -c DIR reload`` (tinc 1.1's control program).
 * ``systemd``: ``systemctl reload tinc@NET``.
 * ``command``: an argv list of the operator's choosing.
@@ -19,9 +24,11 @@ Methods (``tinc.reload`` in the node config):
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import time
 from dataclasses import dataclass
@@ -32,21 +39,40 @@ from syncd.errors import ReloadError
 
 ALIVE_CHECK_SECONDS = 1.0  # how long to watch tincd after SIGHUP
 COMMAND_TIMEOUT = 30.0
+MAX_PIDFILE_BYTES = 256  # "PID COOKIE HOST PORT" at most (tinc 1.1)
+
+
+NOT_RUNNING = "tincd is not running; it reads the host files when it starts"
 
 
 @dataclass(frozen=True, slots=True)
 class Reloaded:
-    method: str
+    method: str  # the method used, or "none" when nothing was reloaded
     detail: str
+    warning: str | None = None  # for the operator: a reload that was due did not happen
 
 
-def read_pid(pidfile: Path) -> int | None:
-    """The pid in a tincd pidfile (1.0: ``PID``; 1.1: ``PID COOKIE HOST PORT``)."""
+def read_pid(pidfile: Path, text: str | None = None) -> int | None:
+    """The pid in a tincd pidfile (1.0: ``PID``; 1.1: ``PID COOKIE HOST PORT``),
+    from ``text`` when the caller has read it already."""
     try:
-        first = pidfile.read_text().split()[0]
+        first = (read_pidfile(pidfile) if text is None else text).split()[0]
     except (OSError, IndexError, UnicodeDecodeError):
         return None
-    return int(first) if first.isdigit() and int(first) > 1 else None
+    # never 0 or 1: kill(0) signals our own process group, pid 1 is init
+    return int(first) if first.isascii() and first.isdigit() and int(first) > 1 else None
+
+
+def read_pidfile(pidfile: Path) -> str:
+    """The pidfile's text.  Opened without blocking and read only if it is a
+    regular file: a FIFO in its place must not hang a sync."""
+    fd = os.open(pidfile, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(pidfile))
+        return os.read(fd, MAX_PIDFILE_BYTES).decode("ascii")
+    finally:
+        os.close(fd)
 
 
 def process_name(pid: int) -> str | None:
@@ -101,22 +127,26 @@ def reload_tinc(tinc: TincConfig, net: str) -> Reloaded:
         return _run("command", list(tinc.command))
     if tinc.reload == "none":
         return Reloaded("none", "tinc.reload: none")
-    return Reloaded("none", "tinc.reload: auto found no running tincd")
+    looked = f"{tinc.pidfile}, " if tinc.pidfile is not None else ""
+    return Reloaded(
+        "none",
+        "tinc.reload: auto found no running tincd",
+        f"{NOT_RUNNING} (tinc.reload auto looked at {looked}the tinc@{net} unit and tinc's control program)",
+    )
 
 
 def _signal(pidfile: Path | None) -> Reloaded:
     if pidfile is None:
         raise ReloadError("tinc.pidfile is not set")
-    pid = read_pid(pidfile)
-    if pid is None:
-        raise ReloadError(f"{pidfile}: no pid to signal (is tincd running with --pidfile={pidfile}?)")
-    if not is_tincd(pid):
-        name = process_name(pid)
-        raise ReloadError(
-            f"{pidfile} names pid {pid}, which is {'not running' if name is None else repr(name)}, not tincd: "
-            "not signalled"
-        )
-    os.kill(pid, signal.SIGHUP)
+    pid = running_tincd(pidfile)
+    if isinstance(pid, str):
+        return Reloaded("none", pid, f"{NOT_RUNNING} ({pid})")
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except ProcessLookupError:  # it exited between the check and the signal
+        return Reloaded("none", f"tincd pid {pid} exited", f"{NOT_RUNNING} (pid {pid} from {pidfile} exited)")
+    except OSError as exc:
+        raise ReloadError(f"SIGHUP to tincd pid {pid} (from {pidfile}): {exc.strerror}") from None
     deadline = time.monotonic() + ALIVE_CHECK_SECONDS
     while time.monotonic() < deadline:
         time.sleep(0.1)
@@ -126,6 +156,30 @@ def _signal(pidfile: Path | None) -> Reloaded:
                 "the VPN is down on this node: check tinc.conf and tincd's log, then restart tincd"
             )
     return Reloaded("signal", f"SIGHUP to tincd pid {pid}")
+
+
+def running_tincd(pidfile: Path) -> int | str:
+    """The pid of the tincd that ``pidfile`` names, or why there is none to
+    signal.  A pidfile that cannot be read or holds something other than a
+    pid is an error: tincd never writes one like that."""
+    try:
+        text = read_pidfile(pidfile)
+    except FileNotFoundError:
+        return f"no {pidfile}"
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "not text"
+        raise ReloadError(f"{pidfile}: cannot read tincd's pidfile: {why}") from None
+    if not text.strip():
+        return f"{pidfile} is empty"  # tincd is starting, or died before writing it
+    pid = read_pid(pidfile, text)
+    if pid is None:
+        raise ReloadError(f"{pidfile}: {text.strip()[:40]!r} is not a tincd pidfile (PID, or PID COOKIE HOST PORT)")
+    if is_tincd(pid):
+        return pid
+    name = process_name(pid)
+    if name is None:
+        return f"{pidfile} names pid {pid}, which is not running"
+    return f"{pidfile} names pid {pid}, which is {name!r}, not tincd: a stale pidfile, not signalled"
 
 
 def _run(method: str, argv: list[str]) -> Reloaded:

@@ -35,6 +35,7 @@ from types import FrameType
 from typing import Any
 
 from syncd.agent import SyncResult, stale_warning, sync_once
+from syncd.apply import make_dirs
 from syncd.config import Config, redact_url
 from syncd.errors import EXIT_REFUSED, Outcome, outcome
 from syncd.hostfile import NAME_RE
@@ -197,7 +198,7 @@ class RunLoop:
         from watchdog.observers import Observer
 
         hosts = self.config.tinc.hosts_dir
-        hosts.mkdir(parents=True, exist_ok=True)
+        make_dirs(hosts)  # 0755 whatever the umask, as a sync makes it
         loop = self
 
         class Handler(FileSystemEventHandler):

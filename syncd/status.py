@@ -2,16 +2,19 @@
 whether it is healthy (a monitoring check: exit 0 healthy, 1 not).
 
 Read-only: it takes no lock and touches neither the repository nor the
-hosts directory (it reads and hashes the managed files to report drift).
+hosts directory (it reads and hashes the managed files to report drift,
+regular files only, as a sync does: a FIFO there never blocks it).
 Its advice is a command to paste, never "remove the state": ``state.json``
 holds the rollback anchor, the one thing a node must not forget.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import time
+from pathlib import Path
 
 from syncd.apply import TEMP_PREFIX, Health, State, load_health, load_state, read_installed
 from syncd.config import Config, redact_url
@@ -43,6 +46,20 @@ def _iso(ts: float | None) -> str | None:
     return datetime.datetime.fromtimestamp(ts, tz=datetime.UTC).isoformat(timespec="seconds")
 
 
+def _other_entries(hosts: Path) -> list[str]:
+    """Entries that are not host files: other names, and anything under a
+    node's name that is not a regular file (a FIFO, a symlink, a directory),
+    which syncd neither reads nor counts as installed."""
+    others = []
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+        for entry in os.scandir(hosts):
+            if entry.name.startswith(TEMP_PREFIX):
+                continue
+            if not NAME_RE.match(entry.name) or not entry.is_file(follow_symlinks=False):
+                others.append(entry.name)
+    return sorted(others)
+
+
 def _first_line(text: str, limit: int = 300) -> str:
     line = text.strip().splitlines()[0] if text.strip() else ""
     return line if len(line) <= limit else line[: limit - 3] + "..."
@@ -65,11 +82,7 @@ def node_status(config: Config, now: float | None = None) -> dict[str, object]:
     installed, _ = read_installed(hosts, state.manifest)
     drift = sorted(name for name, stat in state.manifest.items() if installed.get(name) != stat.sha256)
     unmanaged = sorted(name for name in installed if name not in state.manifest)
-    others = []
-    if hosts.is_dir():
-        others = sorted(
-            e.name for e in os.scandir(hosts) if not NAME_RE.match(e.name) and not e.name.startswith(TEMP_PREFIX)
-        )
+    others = _other_entries(hosts)
     problems, advice = health_problems(config, state, health, now)
     return {
         "net": config.net,

@@ -2,7 +2,7 @@
 the next run ends in exactly the desired state.
 
 The sync runs in a child process whose os.open / os.write / os.fchmod /
-os.fsync / os.replace / os.rename / os.unlink die (os._exit, no cleanup, like
+os.fsync / os.replace / os.rename / os.unlink / os.mkdir / os.chmod die (os._exit, no cleanup, like
 a power cut for the process) on the N-th call, for N = 1, 2, ... until a run
 gets through.  After each crash a normal sync must converge.
 """
@@ -34,7 +34,7 @@ def dying(real):
             os._exit(77)
         return real(*args, **kwargs)
     return call
-for name in ("open", "write", "fchmod", "fsync", "replace", "rename", "unlink"):
+for name in ("open", "write", "fchmod", "fsync", "replace", "rename", "unlink", "mkdir", "chmod"):
     setattr(os, name, dying(getattr(os, name)))
 sys.argv = ["syncd", *sys.argv[2:]]
 runpy.run_module("syncd", run_name="__main__", alter_sys=True)
