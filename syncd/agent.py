@@ -378,7 +378,7 @@ def _verify_history(
                 f"the remote's {config.repo.branch} ({tip.sha[:12]}) does not descend from the last applied commit "
                 f"{last[:12]}: history was rewound or replaced; refusing (non-fast-forward)",
                 reason="non-fast-forward",
-                hint=f"if an admin really rewrote the history, run once: syncd sync -c {config.source} --allow-rewind",
+                hint=f"if an admin really rewrote the history, run once: {config.command('sync --allow-rewind')}",
             )
         if stop is None:
             stop = last if store.has(last) else None
