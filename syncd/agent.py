@@ -16,18 +16,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from syncd.apply import (
-    FETCH_LOCK_FILE,
-    State,
-    apply_plan,
-    installed_reader,
-    load_health,
-    load_state,
-    locked,
-    read_installed,
-    save_health,
-    save_state,
-)
 from syncd.config import Config
 from syncd.errors import (
     ConfigError,
@@ -40,6 +28,7 @@ from syncd.errors import (
 )
 from syncd.fetch import FetchLimits
 from syncd.findings import Finding, Severity
+from syncd.hostsdir import apply_plan, installed_reader, read_installed
 from syncd.metrics import write_metrics
 from syncd.nodekey import private_key_publics
 from syncd.plan import Plan, make_plan
@@ -47,6 +36,7 @@ from syncd.policy import DEFAULT_POLICY, parse_policy
 from syncd.reload import Reloaded, reload_tinc
 from syncd.signers import AllowedSigner, parse_allowed_signers, verify_signed_object
 from syncd.source import APPLIED_REF, FETCHED_REF, STORE_DAMAGE, CommitInfo, GitStore
+from syncd.state import FETCH_LOCK_FILE, State, load_health, load_state, locked, save_health, save_state
 from syncd.validate import ParseCache, Report, validate_network
 
 LOCK_TIMEOUT = 300.0  # seconds to wait for another sync of the same network
@@ -173,7 +163,7 @@ def _fetch(config: Config, cancel: Callable[[], bool] | None) -> Fetched:
 
 def record_outcome(config: Config, result: SyncResult | Exception) -> None:
     """Record a pass in ``health.json`` and the metrics file.  The caller
-    holds the network's lock (``apply.locked``): two passes writing health at
+    holds the network's lock (``state.locked``): two passes writing health at
     once could count a failure twice or lose one."""
     now = time.time()
     health = load_health(config.state_dir)

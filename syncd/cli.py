@@ -248,8 +248,8 @@ def cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 def cmd_sync(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from syncd.agent import stale_warning, sync_once
-    from syncd.apply import installed_reader
     from syncd.config import load_config
+    from syncd.hostsdir import installed_reader
 
     config = load_config(Path(args.config))
     if args.log:

@@ -8,7 +8,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from syncd.apply import Health, State, make_dirs, write_atomic
+from syncd.hostsdir import make_dirs, write_atomic
+from syncd.state import Health, State
 
 _METRICS = (
     ("syncd_last_success_timestamp_seconds", "gauge", "When the last pass succeeded (Unix time)."),

@@ -35,10 +35,10 @@ from types import FrameType
 from typing import Any
 
 from syncd.agent import SyncResult, stale_warning, sync_once
-from syncd.apply import make_dirs
 from syncd.config import Config, redact_url
 from syncd.errors import EXIT_REFUSED, Outcome, outcome
 from syncd.hostfile import NAME_RE
+from syncd.hostsdir import make_dirs
 from syncd.notify import Notifier
 from syncd.validate import ParseCache
 

@@ -91,7 +91,7 @@ class CommitInfo:
 class GitStore:
     """``state_dir/repo.git``: a bare repository only syncd writes to.
 
-    Open it only while holding the network's lock (``apply.locked``): it
+    Open it only while holding the network's lock (``state.locked``): it
     then clears what a crashed run may have left behind.
     """
 

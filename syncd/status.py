@@ -16,11 +16,12 @@ import os
 import time
 from pathlib import Path
 
-from syncd.apply import TEMP_PREFIX, Health, State, load_health, load_state, read_installed
 from syncd.config import Config, redact_url
 from syncd.errors import StateError
 from syncd.hostfile import NAME_RE
+from syncd.hostsdir import TEMP_PREFIX, read_installed
 from syncd.metrics import staleness
+from syncd.state import Health, State, load_health, load_state
 from syncd.units import format_duration
 
 # The reasons of a refused pass (exit 1: only a new signed commit fixes

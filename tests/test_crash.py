@@ -17,7 +17,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from syncd.apply import STATE_FILE, TEMP_PREFIX
+from syncd.hostsdir import TEMP_PREFIX
+from syncd.state import STATE_FILE
 from tests.figures import record
 from tests.keyfactory import rsa_pem
 from tests.syncenv import Hub, Node, admin_and_signers, make_node

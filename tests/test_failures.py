@@ -20,13 +20,13 @@ from typing import Any
 
 import pytest
 
-from syncd import agent, apply
-from syncd.apply import HEALTH_FILE, LOCK_FILE, Health, locked
+from syncd import agent, state
 from syncd.cli import main
 from syncd.config import load_config
 from syncd.errors import FatalIOError
 from syncd.nodekey import private_key_publics
 from syncd.runloop import JITTER, RunLoop
+from syncd.state import HEALTH_FILE, LOCK_FILE, Health, locked
 from tests.keyfactory import rsa_private
 from tests.servers import require
 from tests.syncenv import Hub, Node, admin_and_signers, make_node
@@ -242,7 +242,7 @@ def test_a_pass_that_cannot_take_the_lock_writes_no_health(
 
 def test_health_is_written_while_the_lock_is_held(node: Node, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     held: list[bool] = []
-    real_save = apply.save_health
+    real_save = state.save_health
 
     def probing_save(state_dir: Path, value: Health) -> None:
         fd = os.open(state_dir / LOCK_FILE, os.O_RDWR)

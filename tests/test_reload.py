@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 
 from syncd.agent import sync_once
-from syncd.apply import STATE_FILE
 from syncd.cli import main
 from syncd.config import TincConfig, load_config
 from syncd.errors import ReloadError
 from syncd.reload import NOT_RUNNING, choose, is_tincd, read_pid, reload_tinc, running_tincd
+from syncd.state import STATE_FILE
 from tests.keyfactory import rsa_pem
 from tests.syncenv import Hub, Node, admin_and_signers, make_node
 from tests.tincd import Tincd, make_tinc_dir, running

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from syncd.apply import Health, State
 from syncd.cli import main
 from syncd.metrics import render
 from syncd.notify import Notifier
+from syncd.state import Health, State
 from tests.syncenv import Hub, Node, admin_and_signers, make_node
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from syncd.apply import STATE_FILE
+from syncd.state import STATE_FILE
 from tests.gitutil import allowed_signers, make_key
 from tests.keyfactory import rsa_pem
 from tests.syncenv import Hub, Node, admin_and_signers, make_node

@@ -1,4 +1,4 @@
-"""Carry out a ``Plan`` in ``tinc.dir/hosts`` and keep syncd's state.
+"""The installed hosts directory (``tinc.dir/hosts``): read, write, remove.
 
 Crash safety, point by point (the next run must converge whatever happens):
 
@@ -8,7 +8,8 @@ Crash safety, point by point (the next run must converge whatever happens):
   removed at the start of the next apply; tincd ignores them meanwhile
   (a leading dot is not a valid node name).
 * The directory is fsync'd after the renames and removals, and the state
-  file (manifest and last applied commit) is written last, the same way.
+  file (manifest and last applied commit) is written last, the same way
+  (``state.py``).
   If the run dies before that, the next run finds files whose stat no longer
   matches the old manifest, hashes them, sees they already equal the repo,
   and only records them: no rewrite, so no mtime change for tincd.
@@ -36,32 +37,20 @@ What is read, and what is replaced (DESIGN.md §6b):
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
-import json
 import os
 import secrets
 import stat
-import time
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import NamedTuple
 
-from syncd.errors import FatalIOError, StateError, TransientError
+from syncd.errors import FatalIOError
 from syncd.hostfile import NAME_RE
 from syncd.plan import Plan, digest
 
 TEMP_PREFIX = ".syncd-"
-STATE_FILE = "state.json"
-HEALTH_FILE = "health.json"
-LOCK_FILE = "lock"  # the network's lock: state, health, the hosts directory, the applied ref
-FETCH_LOCK_FILE = "fetch.lock"  # one fetch at a time: quarantines and the fetched ref
-STORE_DIR = "repo.git"
 FILE_MODE = 0o644  # host files: tincd may run unprivileged after start-up
 DIR_MODE = 0o755  # the hosts directory and any parent syncd creates
-PRIVATE_MODE = 0o700  # state_dir and the store: the rollback anchor lives there
-PRIVATE_FILE_MODE = 0o600  # lock, state.json, health.json
 # The policy's highest max_file_bytes: a larger installed file cannot equal
 # any repository file, so it is not read (and counts as different).
 MAX_INSTALLED_BYTES = 16 * 1024 * 1024
@@ -89,76 +78,6 @@ class FileStat(NamedTuple):
             self.ctime_ns,
             self.ino,
         )
-
-
-@dataclass(frozen=True, slots=True)
-class State:
-    """What a node remembers between runs (``state_dir/state.json``)."""
-
-    last_applied: str | None = None
-    signer: str | None = None
-    commit_time: int | None = None
-    applied_at: float | None = None
-    manifest: Mapping[str, FileStat] = field(default_factory=dict)
-    last_reload: float | None = None
-    reload_pending: bool = False  # files changed but tincd has not taken them yet
-    reloads: int = 0
-
-    def to_json(self) -> dict[str, object]:
-        data: dict[str, object] = {"version": 1}
-        for name in self.__slots__:
-            if name != "manifest":
-                data[name] = getattr(self, name)
-        # name: [sha256, size, mtime_ns, ctime_ns, ino]: compact, for 100k nodes
-        data["manifest"] = {name: list(f) for name, f in sorted(self.manifest.items())}
-        return data
-
-
-@dataclass(frozen=True, slots=True)
-class Health:
-    """How the passes went (``state_dir/health.json``), for ``status`` and
-    metrics.  Kept apart from the state so that a refused pass leaves the
-    state file itself byte-for-byte as it was."""
-
-    last_pass_at: float | None = None
-    last_outcome: str | None = None  # applied, unchanged, refused, config, transient, ...
-    last_success_at: float | None = None
-    last_error: str | None = None
-    last_error_reason: str | None = None
-    last_error_at: float | None = None
-    failures: int = 0  # consecutive failed passes
-
-    def to_json(self) -> dict[str, object]:
-        return {name: getattr(self, name) for name in self.__slots__}
-
-
-def load_health(state_dir: Path) -> Health:
-    try:
-        raw = json.loads((state_dir / HEALTH_FILE).read_text())
-        return Health(**{k: v for k, v in raw.items() if k in Health.__slots__})
-    except (OSError, ValueError, TypeError):
-        return Health()
-
-
-def save_health(state_dir: Path, health: Health) -> None:
-    ensure_state_dir(state_dir)
-    write_atomic(state_dir / HEALTH_FILE, (json.dumps(health.to_json()) + "\n").encode(), PRIVATE_FILE_MODE)
-
-
-def load_state(state_dir: Path) -> State:
-    path = state_dir / STATE_FILE
-    try:
-        raw = json.loads(path.read_text())
-    except FileNotFoundError:
-        return State()
-    except (OSError, ValueError) as exc:
-        raise StateError(f"{path}: unreadable state ({exc}); move it away to start over") from None
-    try:
-        manifest = {str(n): FileStat(*v) for n, v in raw.get("manifest", {}).items()}
-        fields = {k: v for k, v in raw.items() if k in State.__slots__ and k != "manifest"}
-        return State(manifest=manifest, **fields)
-    except (TypeError, AttributeError) as exc:
-        raise StateError(f"{path}: malformed state ({exc}); move it away to start over") from None
 
 
 def write_atomic(path: Path, data: bytes, mode: int = FILE_MODE) -> os.stat_result:
@@ -191,13 +110,6 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def save_state(state_dir: Path, state: State) -> None:
-    ensure_state_dir(state_dir)
-    data = (json.dumps(state.to_json(), separators=(",", ":")) + "\n").encode()
-    write_atomic(state_dir / STATE_FILE, data, PRIVATE_FILE_MODE)
-    fsync_dir(state_dir)
-
-
 def make_dirs(path: Path, mode: int = DIR_MODE) -> None:
     """Create ``path`` and its missing parents, each with exactly ``mode``
     whatever the umask.  Existing directories keep their mode (the operator's
@@ -225,21 +137,6 @@ def make_dirs(path: Path, mode: int = DIR_MODE) -> None:
         with contextlib.suppress(FileExistsError):  # made by a concurrent run, or mode-0 from a crash
             directory.mkdir(0)
         directory.chmod(mode)
-
-
-def ensure_state_dir(state_dir: Path) -> None:
-    """``state_dir`` exists and is 0700: it holds the rollback anchor and the
-    store, which no other user may read or change.  A state dir with any
-    other mode (an old one with group or other access) is tightened."""
-    make_dirs(state_dir.parent)
-    _private_dir(state_dir)
-
-
-def _private_dir(path: Path) -> None:
-    with contextlib.suppress(FileExistsError):
-        path.mkdir(0)
-    if stat.S_IMODE(path.stat().st_mode) != PRIVATE_MODE:
-        path.chmod(PRIVATE_MODE)
 
 
 def read_installed(
@@ -376,34 +273,3 @@ def apply_plan(hosts_dir: Path, plan: Plan, manifest: Mapping[str, FileStat]) ->
         else:
             new_manifest[name] = FileStat.of(digest(data), st)
     return dict(sorted(new_manifest.items()))
-
-
-@contextlib.contextmanager
-def locked(state_dir: Path, timeout: float, name: str = LOCK_FILE) -> Iterator[None]:
-    """One sync at a time per network: an exclusive flock on state_dir/lock
-    (or on another lock file of the state directory: ``fetch.lock``).
-
-    It also makes the state dir and the store directory private (0700) before
-    anything is written into them: git's own initialisation follows the umask."""
-    ensure_state_dir(state_dir)
-    _private_dir(state_dir / STORE_DIR)
-    fd = os.open(state_dir / name, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE_MODE)
-    try:
-        if stat.S_IMODE(os.fstat(fd).st_mode) != PRIVATE_FILE_MODE:
-            os.fchmod(fd, PRIVATE_FILE_MODE)
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise
-                if time.monotonic() >= deadline:
-                    raise TransientError(
-                        f"another syncd holds {state_dir / name} (waited {timeout:.0f} s)", reason="locked"
-                    ) from None
-                time.sleep(0.05)
-        yield
-    finally:
-        os.close(fd)

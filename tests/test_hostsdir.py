@@ -10,7 +10,7 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from syncd.apply import FileStat, apply_plan, read_installed
+from syncd.hostsdir import FileStat, apply_plan, read_installed
 from syncd.plan import digest, make_plan
 
 NAMES = st.sampled_from(["alpha", "bravo", "charlie", "delta", "echo", "foxtrot"])

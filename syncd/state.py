@@ -1,0 +1,155 @@
+"""syncd's own state in ``state_dir``: ``state.json`` (the last applied
+commit, the rollback anchor, and the manifest of installed files),
+``health.json`` (how the passes went) and the locks.
+
+``state_dir`` is private (0700, whatever the umask): the rollback anchor
+lives there.  ``state.json`` is written last in a pass, atomically, after
+the host files: see ``hostsdir.py`` for the crash points.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import stat
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from syncd.errors import StateError, TransientError
+from syncd.hostsdir import FileStat, fsync_dir, make_dirs, write_atomic
+
+STATE_FILE = "state.json"
+HEALTH_FILE = "health.json"
+LOCK_FILE = "lock"  # the network's lock: state, health, the hosts directory, the applied ref
+FETCH_LOCK_FILE = "fetch.lock"  # one fetch at a time: quarantines and the fetched ref
+STORE_DIR = "repo.git"
+PRIVATE_MODE = 0o700  # state_dir and the store: the rollback anchor lives there
+PRIVATE_FILE_MODE = 0o600  # lock, state.json, health.json
+
+
+@dataclass(frozen=True, slots=True)
+class State:
+    """What a node remembers between runs (``state_dir/state.json``)."""
+
+    last_applied: str | None = None
+    signer: str | None = None
+    commit_time: int | None = None
+    applied_at: float | None = None
+    manifest: Mapping[str, FileStat] = field(default_factory=dict)
+    last_reload: float | None = None
+    reload_pending: bool = False  # files changed but tincd has not taken them yet
+    reloads: int = 0
+
+    def to_json(self) -> dict[str, object]:
+        data: dict[str, object] = {"version": 1}
+        for name in self.__slots__:
+            if name != "manifest":
+                data[name] = getattr(self, name)
+        # name: [sha256, size, mtime_ns, ctime_ns, ino]: compact, for 100k nodes
+        data["manifest"] = {name: list(f) for name, f in sorted(self.manifest.items())}
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """How the passes went (``state_dir/health.json``), for ``status`` and
+    metrics.  Kept apart from the state so that a refused pass leaves the
+    state file itself byte-for-byte as it was."""
+
+    last_pass_at: float | None = None
+    last_outcome: str | None = None  # applied, unchanged, refused, config, transient, ...
+    last_success_at: float | None = None
+    last_error: str | None = None
+    last_error_reason: str | None = None
+    last_error_at: float | None = None
+    failures: int = 0  # consecutive failed passes
+
+    def to_json(self) -> dict[str, object]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+def load_health(state_dir: Path) -> Health:
+    try:
+        raw = json.loads((state_dir / HEALTH_FILE).read_text())
+        return Health(**{k: v for k, v in raw.items() if k in Health.__slots__})
+    except (OSError, ValueError, TypeError):
+        return Health()
+
+
+def save_health(state_dir: Path, health: Health) -> None:
+    ensure_state_dir(state_dir)
+    write_atomic(state_dir / HEALTH_FILE, (json.dumps(health.to_json()) + "\n").encode(), PRIVATE_FILE_MODE)
+
+
+def load_state(state_dir: Path) -> State:
+    path = state_dir / STATE_FILE
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        return State()
+    except (OSError, ValueError) as exc:
+        raise StateError(f"{path}: unreadable state ({exc}); move it away to start over") from None
+    try:
+        manifest = {str(n): FileStat(*v) for n, v in raw.get("manifest", {}).items()}
+        fields = {k: v for k, v in raw.items() if k in State.__slots__ and k != "manifest"}
+        return State(manifest=manifest, **fields)
+    except (TypeError, AttributeError) as exc:
+        raise StateError(f"{path}: malformed state ({exc}); move it away to start over") from None
+
+
+def save_state(state_dir: Path, state: State) -> None:
+    ensure_state_dir(state_dir)
+    data = (json.dumps(state.to_json(), separators=(",", ":")) + "\n").encode()
+    write_atomic(state_dir / STATE_FILE, data, PRIVATE_FILE_MODE)
+    fsync_dir(state_dir)
+
+
+def ensure_state_dir(state_dir: Path) -> None:
+    """``state_dir`` exists and is 0700: it holds the rollback anchor and the
+    store, which no other user may read or change.  A state dir with any
+    other mode (an old one with group or other access) is tightened."""
+    make_dirs(state_dir.parent)
+    _private_dir(state_dir)
+
+
+def _private_dir(path: Path) -> None:
+    with contextlib.suppress(FileExistsError):
+        path.mkdir(0)
+    if stat.S_IMODE(path.stat().st_mode) != PRIVATE_MODE:
+        path.chmod(PRIVATE_MODE)
+
+
+@contextlib.contextmanager
+def locked(state_dir: Path, timeout: float, name: str = LOCK_FILE) -> Iterator[None]:
+    """One sync at a time per network: an exclusive flock on state_dir/lock
+    (or on another lock file of the state directory: ``fetch.lock``).
+
+    It also makes the state dir and the store directory private (0700) before
+    anything is written into them: git's own initialisation follows the umask."""
+    ensure_state_dir(state_dir)
+    _private_dir(state_dir / STORE_DIR)
+    fd = os.open(state_dir / name, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE_MODE)
+    try:
+        if stat.S_IMODE(os.fstat(fd).st_mode) != PRIVATE_FILE_MODE:
+            os.fchmod(fd, PRIVATE_FILE_MODE)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise TransientError(
+                        f"another syncd holds {state_dir / name} (waited {timeout:.0f} s)", reason="locked"
+                    ) from None
+                time.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)
