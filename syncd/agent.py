@@ -244,7 +244,7 @@ def _sync_from(
     except STORE_DAMAGE as exc:
         raise store.repaired(f"{type(exc).__name__}: {exc}") from None
     _check_own_key(config, report, tip)
-    plan = make_plan(desired, installed, {n: f.sha256 for n, f in state.manifest.items()})
+    plan = make_plan(desired, installed, {n: f.blob for n, f in state.manifest.items()})
     warnings = tuple(f.format_text() for f in report.findings if f.severity is Severity.WARNING)
 
     if dry_run:

@@ -46,7 +46,7 @@ from typing import NamedTuple
 
 from syncd.errors import FatalIOError
 from syncd.hostfile import NAME_RE
-from syncd.plan import Plan, digest
+from syncd.plan import Plan, blob_id
 
 TEMP_PREFIX = ".syncd-"
 FILE_MODE = 0o644  # host files: tincd may run unprivileged after start-up
@@ -59,17 +59,18 @@ _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 class FileStat(NamedTuple):
     """What a manifest remembers of a file it installed, to notice changes
-    without reading it: content hash plus the stat that changes on any write."""
+    without reading it: the content's git blob id, plus the stat that changes
+    on any write (a cache: a file whose stat changed is read again)."""
 
-    sha256: str
+    blob: str
     size: int
     mtime_ns: int
     ctime_ns: int
     ino: int
 
     @classmethod
-    def of(cls, sha256: str, st: os.stat_result) -> FileStat:
-        return cls(sha256, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+    def of(cls, blob: str, st: os.stat_result) -> FileStat:
+        return cls(blob, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
     def matches(self, st: os.stat_result) -> bool:
         return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino) == (
@@ -142,12 +143,12 @@ def make_dirs(path: Path, mode: int = DIR_MODE) -> None:
 def read_installed(
     hosts_dir: Path, manifest: Mapping[str, FileStat], limit: int = MAX_INSTALLED_BYTES
 ) -> tuple[dict[str, str], set[str]]:
-    """name → sha256 of every valid-named regular file in ``hosts_dir``, and
+    """name → blob id of every valid-named regular file in ``hosts_dir``, and
     the names whose stat no longer matches the manifest (written by someone
     else, or by a run that crashed before saving its state).
 
     A file whose stat still matches the manifest is not read again.  A file
-    over ``limit`` bytes is not read: its digest matches no content."""
+    over ``limit`` bytes is not read: its id matches no content."""
     installed: dict[str, str] = {}
     stale: set[str] = set()
     try:
@@ -166,13 +167,13 @@ def read_installed(
             continue
         known = manifest.get(name)
         if known is not None and known.matches(st):
-            installed[name] = known.sha256
+            installed[name] = known.blob
             continue
         if known is not None:
             stale.add(name)
         data = _read_regular(entry.path, limit)
         if data is not None:
-            installed[name] = digest(data) if len(data) <= limit else f"over {limit} bytes"
+            installed[name] = blob_id(data) if len(data) <= limit else f"over {limit} bytes"
     return installed, stale
 
 
@@ -258,7 +259,7 @@ def apply_plan(hosts_dir: Path, plan: Plan, manifest: Mapping[str, FileStat]) ->
     for name in plan.writes:
         data = plan.desired[name]
         st = write_atomic(hosts_dir / name, data)
-        new_manifest[name] = FileStat.of(digest(data), st)
+        new_manifest[name] = FileStat.of(plan.ids.get(name) or blob_id(data), st)
     for name in plan.remove:
         (hosts_dir / name).unlink(missing_ok=True)
     fsync_dir(hosts_dir)
@@ -271,5 +272,5 @@ def apply_plan(hosts_dir: Path, plan: Plan, manifest: Mapping[str, FileStat]) ->
         if known is not None and known.matches(st):
             new_manifest[name] = known
         else:
-            new_manifest[name] = FileStat.of(digest(data), st)
+            new_manifest[name] = FileStat.of(plan.ids.get(name) or blob_id(data), st)
     return dict(sorted(new_manifest.items()))

@@ -17,8 +17,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 
-def digest(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+def blob_id(data: bytes) -> str:
+    """git's id for a blob with these bytes: the one name syncd gives a host
+    file's content, in the tree, the manifest and the parse cache alike."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +31,7 @@ class Plan:
     adopt: tuple[str, ...] = ()  # already identical, not yet in the manifest
     unmanaged: tuple[str, ...] = ()
     desired: Mapping[str, bytes] = field(default_factory=dict)
+    ids: Mapping[str, str] = field(default_factory=dict)  # desired name → blob id
 
     @property
     def writes(self) -> tuple[str, ...]:
@@ -39,8 +42,8 @@ class Plan:
         return bool(self.add or self.update or self.remove)
 
     def manifest(self) -> dict[str, str]:
-        """What syncd owns once the plan is applied: name → sha256."""
-        return {name: digest(data) for name, data in sorted(self.desired.items())}
+        """What syncd owns once the plan is applied: name → blob id."""
+        return {name: self.ids.get(name) or blob_id(data) for name, data in sorted(self.desired.items())}
 
     def describe(self) -> list[str]:
         lines = [f"+ {n}" for n in self.add] + [f"~ {n}" for n in self.update] + [f"- {n}" for n in self.remove]
@@ -96,18 +99,22 @@ def make_plan(
     desired: Mapping[str, bytes],
     installed: Mapping[str, str],
     manifest: Mapping[str, str],
+    ids: Mapping[str, str] | None = None,
 ) -> Plan:
     """``installed``: the valid-named regular files now in the hosts
-    directory (name → sha256); ``manifest``: what syncd installed (the same)."""
+    directory (name → blob id); ``manifest``: what syncd installed (the
+    same); ``ids``: the desired files' blob ids when the tree gave them
+    (else they are computed)."""
+    ids = {name: (ids or {}).get(name) or blob_id(data) for name, data in desired.items()}
     add, update, adopt = [], [], []
     for name in sorted(desired):
         current = installed.get(name)
         if current is None:
             add.append(name)
-        elif current != digest(desired[name]):
+        elif current != ids[name]:
             update.append(name)
         elif name not in manifest:
             adopt.append(name)
     remove = sorted(n for n in installed if n not in desired and n in manifest)
     unmanaged = sorted(n for n in installed if n not in desired and n not in manifest)
-    return Plan(tuple(add), tuple(update), tuple(remove), tuple(adopt), tuple(unmanaged), dict(desired))
+    return Plan(tuple(add), tuple(update), tuple(remove), tuple(adopt), tuple(unmanaged), dict(desired), ids)

@@ -30,7 +30,6 @@ taken from the object headers (``object_size``) without inflating the body.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import stat
@@ -61,6 +60,7 @@ from syncd.errors import (
 )
 from syncd.fetch import FetchLimits, Received, fetch_url
 from syncd.packscan import PackFormatError, inflate_prefix, packed_size
+from syncd.plan import blob_id as plan_blob_id
 from syncd.policy import POLICY_FILE
 from syncd.validate import EntryKind, TreeEntry
 
@@ -429,8 +429,8 @@ def _fetch_failure(failures: list[SyncdError], branch: str) -> SyncdError:
 
 
 def blob_id(data: bytes) -> ObjectID:
-    """git's id for a blob with this content."""
-    return ObjectID(hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest().encode())
+    """git's id for a blob with this content (``plan.blob_id``, as dulwich spells ids)."""
+    return ObjectID(plan_blob_id(data).encode())
 
 
 # --- object sizes from headers ------------------------------------------------------

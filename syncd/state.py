@@ -30,6 +30,13 @@ FETCH_LOCK_FILE = "fetch.lock"  # one fetch at a time: quarantines and the fetch
 STORE_DIR = "repo.git"
 PRIVATE_MODE = 0o700  # state_dir and the store: the rollback anchor lives there
 PRIVATE_FILE_MODE = 0o600  # lock, state.json, health.json
+# 2: the manifest names a file's content by its git blob id (1: by sha256;
+# such entries are read once again and recorded by blob id, never rewritten).
+STATE_VERSION = 2
+_STATE_HINT = (
+    "state.json holds the last applied commit, the rollback anchor: restore it from a backup or repair the "
+    "JSON; do not delete it (a node without it would accept any signed history)"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,11 +53,11 @@ class State:
     reloads: int = 0
 
     def to_json(self) -> dict[str, object]:
-        data: dict[str, object] = {"version": 1}
+        data: dict[str, object] = {"version": STATE_VERSION}
         for name in self.__slots__:
             if name != "manifest":
                 data[name] = getattr(self, name)
-        # name: [sha256, size, mtime_ns, ctime_ns, ino]: compact, for 100k nodes
+        # name: [blob id, size, mtime_ns, ctime_ns, ino]: compact, for 100k nodes
         data["manifest"] = {name: list(f) for name, f in sorted(self.manifest.items())}
         return data
 
@@ -93,13 +100,15 @@ def load_state(state_dir: Path) -> State:
     except FileNotFoundError:
         return State()
     except (OSError, ValueError) as exc:
-        raise StateError(f"{path}: unreadable state ({exc}); move it away to start over") from None
+        raise StateError(f"{path}: unreadable state ({exc})", hint=_STATE_HINT) from None
     try:
         manifest = {str(n): FileStat(*v) for n, v in raw.get("manifest", {}).items()}
+        if raw.get("version", 1) < STATE_VERSION:  # sha256 digests: unknown ids, so each file is read again
+            manifest = {n: f._replace(blob="", ino=-1) for n, f in manifest.items()}
         fields = {k: v for k, v in raw.items() if k in State.__slots__ and k != "manifest"}
         return State(manifest=manifest, **fields)
     except (TypeError, AttributeError) as exc:
-        raise StateError(f"{path}: malformed state ({exc}); move it away to start over") from None
+        raise StateError(f"{path}: malformed state ({exc})", hint=_STATE_HINT) from None
 
 
 def save_state(state_dir: Path, state: State) -> None:

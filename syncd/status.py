@@ -81,7 +81,7 @@ def node_status(config: Config, now: float | None = None) -> dict[str, object]:
     health = load_health(config.state_dir)
     hosts = config.tinc.hosts_dir
     installed, _ = read_installed(hosts, state.manifest)
-    drift = sorted(name for name, stat in state.manifest.items() if installed.get(name) != stat.sha256)
+    drift = sorted(name for name, stat in state.manifest.items() if installed.get(name) != stat.blob)
     unmanaged = sorted(name for name in installed if name not in state.manifest)
     others = _other_entries(hosts)
     problems, advice = health_problems(config, state, health, now)

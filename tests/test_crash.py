@@ -9,7 +9,6 @@ gets through.  After each crash a normal sync must converge.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -18,6 +17,7 @@ import sys
 from pathlib import Path
 
 from syncd.hostsdir import TEMP_PREFIX
+from syncd.plan import blob_id
 from syncd.state import STATE_FILE
 from tests.figures import record
 from tests.keyfactory import rsa_pem
@@ -54,9 +54,7 @@ def check_converged(node: Node, hub: Hub) -> None:
         assert (node.hosts / name).stat().st_mode & 0o7777 == 0o644
     state = json.loads((node.state / STATE_FILE).read_text())
     assert state["last_applied"] == hub.tip
-    assert {n: m[0] for n, m in state["manifest"].items()} == {
-        n: hashlib.sha256(d).hexdigest() for n, d in files.items()
-    }
+    assert {n: m[0] for n, m in state["manifest"].items()} == {n: blob_id(d) for n, d in files.items()}
 
 
 def test_a_crash_at_any_step_converges(tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ from syncd.agent import sync_once
 from syncd.config import load_config
 from syncd.errors import FatalIOError, outcome
 from syncd.hostsdir import make_dirs, read_installed
-from syncd.plan import digest
+from syncd.plan import blob_id as digest
 from syncd.state import HEALTH_FILE, LOCK_FILE, STATE_FILE
 from tests.figures import record
 from tests.syncenv import Hub, Node, admin_and_signers, make_node

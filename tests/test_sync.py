@@ -6,6 +6,7 @@ unchanged; every success must write only what changed.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from collections.abc import Callable
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from syncd.plan import blob_id
 from syncd.state import STATE_FILE
 from tests.gitutil import allowed_signers, make_key
 from tests.keyfactory import rsa_pem
@@ -366,3 +368,25 @@ def test_log_mode_emits_journald_json_events(hub: Hub, node: Node) -> None:
     code, events = logged()
     assert code == 1
     assert [(p, e["event"], e["reason"]) for p, e in events] == [("<3>", "sync.refused", "signature")]
+
+
+def test_a_state_of_the_sha256_manifest_is_upgraded_without_rewriting_a_file(hub: Hub, node: Node) -> None:
+    """state.json version 1 named files by sha256: the next pass reads them
+    once, finds them equal to the repository by blob id, and records them;
+    no file is written (tincd would drop those peers), nothing is reported."""
+    assert node.sync()[0] == 0
+    path = node.state / STATE_FILE
+    state = json.loads(path.read_text())
+    state["version"] = 1
+    for name, entry in state["manifest"].items():
+        entry[0] = hashlib.sha256((node.hosts / name).read_bytes()).hexdigest()
+    path.write_text(json.dumps(state))
+    before = node.snapshot()
+    code, out, _ = node.sync()
+    assert code == 0 and out.startswith("already current"), out
+    assert node.snapshot() == before
+    upgraded = json.loads(path.read_text())
+    assert upgraded["version"] == 2
+    assert {n: e[0] for n, e in upgraded["manifest"].items()} == {
+        n: blob_id((node.hosts / n).read_bytes()) for n in upgraded["manifest"]
+    }
