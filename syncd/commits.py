@@ -22,12 +22,24 @@ from __future__ import annotations
 
 import base64
 import binascii
+from dataclasses import dataclass
 from typing import NamedTuple
 
 ARMOR_BEGIN = b"-----BEGIN SSH SIGNATURE-----"
 ARMOR_END = b"-----END SSH SIGNATURE-----"
 ARMOR_WIDTH = 70
 _SIGNATURE_HEADERS = (b"gpgsig", b"gpgsig-sha256")
+
+
+@dataclass(frozen=True, slots=True)
+class CommitInfo:
+    sha: str
+    payload: bytes  # the commit without its gpgsig header: what was signed
+    signature: bytes | None
+    committer_time: int
+    parents: tuple[str, ...]
+    summary: str
+    noncanonical: str | None = None  # why the signature is not in git's own encoding
 
 
 class SignedCommit(NamedTuple):

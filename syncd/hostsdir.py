@@ -274,3 +274,21 @@ def apply_plan(hosts_dir: Path, plan: Plan, manifest: Mapping[str, FileStat]) ->
         else:
             new_manifest[name] = FileStat.of(plan.ids.get(name) or blob_id(data), st)
     return dict(sorted(new_manifest.items()))
+
+
+class HostsDir:
+    """The installed hosts directory as the pipeline sees it
+    (``pipeline.InstalledHosts``)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._read = installed_reader(path)
+
+    def scan(self, manifest: Mapping[str, FileStat]) -> tuple[dict[str, str], set[str]]:
+        return read_installed(self.path, manifest)
+
+    def read(self, name: str) -> bytes | None:
+        return self._read(name)
+
+    def apply(self, plan: Plan, manifest: Mapping[str, FileStat]) -> dict[str, FileStat]:
+        return apply_plan(self.path, plan, manifest)

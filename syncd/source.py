@@ -30,12 +30,12 @@ taken from the object headers (``object_size``) without inflating the body.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import stat
 import zlib
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -45,7 +45,7 @@ from dulwich.objects import Commit, ObjectID, Tree, hex_to_filename
 from dulwich.refs import Ref
 from dulwich.repo import Repo
 
-from syncd.commits import split_commit
+from syncd.commits import CommitInfo, split_commit
 from syncd.errors import (
     ConfigError,
     FetchError,
@@ -75,17 +75,6 @@ BROKEN_SUFFIX = ".broken"  # where a corrupt store is set aside (one kept, for a
 # What reading a damaged store raises (a missing object, a bad checksum or
 # zlib stream, an unparsable object): the store is repaired, not the input refused.
 STORE_DAMAGE = (KeyError, zlib.error, ValueError, AssertionError, OSError)
-
-
-@dataclass(frozen=True, slots=True)
-class CommitInfo:
-    sha: str
-    payload: bytes  # the commit without its gpgsig header: what was signed
-    signature: bytes | None
-    committer_time: int
-    parents: tuple[str, ...]
-    summary: str
-    noncanonical: str | None = None  # why the signature is not in git's own encoding
 
 
 class GitStore:
@@ -216,7 +205,8 @@ class GitStore:
         return _oid(sha) in self.store
 
     def commit(self, sha: str) -> CommitInfo:
-        return _commit_info(self.store, sha)
+        with self._repairing():
+            return _commit_info(self.store, sha)
 
     def ancestors(self, tip: str, stop: str | None = None) -> Iterator[CommitInfo]:
         """Commits reachable from ``tip`` and not from ``stop``, newest first
@@ -258,7 +248,8 @@ class GitStore:
     def is_ancestor(self, ancestor: str, descendant: str) -> bool:
         if ancestor == descendant:
             return True
-        return any(info.sha == ancestor for info in self._walk(descendant, set()))
+        with self._repairing():
+            return any(info.sha == ancestor for info in self._walk(descendant, set()))
 
     def pin_applied(self, sha: str) -> None:
         """Keep the applied commit referenced in the store (see module doc)."""
@@ -266,69 +257,68 @@ class GitStore:
 
     # --- trees ----------------------------------------------------------------------
 
-    def read_policy(self, commit_sha: str) -> bytes | None:
-        root = self._root_tree(commit_sha)
-        try:
-            mode, sha = root[POLICY_FILE.encode()]
-        except KeyError:
-            return None
-        if not stat.S_ISREG(mode):
-            raise UnsafeTreeError(f"{POLICY_FILE} in commit {commit_sha[:12]} is not a regular file")
-        return self._read_blob(sha, MAX_POLICY_BYTES, POLICY_FILE)
+    def policy_bytes(self, commit: str) -> bytes | None:
+        """The commit's ``syncd.yaml``, or None."""
+        with self._repairing():
+            root = self._root_tree(commit)
+            try:
+                mode, sha = root[POLICY_FILE.encode()]
+            except KeyError:
+                return None
+            if not stat.S_ISREG(mode):
+                raise UnsafeTreeError(f"{POLICY_FILE} in commit {commit[:12]} is not a regular file")
+            return self._read_blob(sha, MAX_POLICY_BYTES, POLICY_FILE)
 
-    def read_hosts(
-        self,
-        commit_sha: str,
-        hosts_dir: str,
-        max_files: int,
-        max_file_bytes: int,
-        reuse: Callable[[str], bytes | None] | None = None,
-    ) -> list[TreeEntry]:
-        """The entries of ``hosts_dir``: kinds and sizes are checked before any
-        blob is read; blobs over ``max_file_bytes`` are never read.
+    def host_entries(self, commit: str, hosts_dir: str, max_files: int, max_file_bytes: int) -> list[TreeEntry]:
+        """The entries of ``hosts_dir`` with their kinds, sizes and blob ids;
+        no blob is read (``blob`` reads one).  The entry count is checked
+        before the entries are looked at, each size from its object header."""
+        with self._repairing():
+            tree = self._hosts_tree(commit, hosts_dir, max_files)
+            entries = []
+            sizes = ObjectSizes(self.store)
+            try:
+                for item in tree.iteritems():
+                    name = item.path.decode("utf-8", "replace")
+                    kind = _kind(item.mode)
+                    if kind is EntryKind.FILE:
+                        entries.append(TreeEntry(name, kind, sizes(item.sha), None, item.sha.decode("ascii")))
+                    else:
+                        entries.append(TreeEntry(name, kind, 0, None))
+            finally:
+                sizes.close()
+            return entries
 
-        ``reuse(name)`` may offer bytes already at hand (the installed file);
-        they are used only if their git blob id is the tree's, which binds
-        them to the signed commit as firmly as the store's copy.
-        """
-        root = self._root_tree(commit_sha)
+    def blob(self, blob: str, limit: int) -> bytes:
+        """A blob's bytes, its size checked (from its header) first."""
+        with self._repairing():
+            return self._read_blob(_oid(blob), limit, f"blob {blob}")
+
+    def _hosts_tree(self, commit: str, hosts_dir: str, max_files: int) -> Tree:
+        root = self._root_tree(commit)
         try:
             mode, sha = tree_lookup_path(self.store.__getitem__, root.id, hosts_dir.encode())
         except (KeyError, NotTreeError):
-            raise UnsafeTreeError(f"commit {commit_sha[:12]} has no directory {hosts_dir}/") from None
+            raise UnsafeTreeError(f"commit {commit[:12]} has no directory {hosts_dir}/") from None
         if not stat.S_ISDIR(mode):
-            raise UnsafeTreeError(f"{hosts_dir} in commit {commit_sha[:12]} is not a directory")
+            raise UnsafeTreeError(f"{hosts_dir} in commit {commit[:12]} is not a directory")
         tree = self._tree(sha, f"{hosts_dir}/")
         if len(tree) > max_files:
             raise UnsafeTreeError(
-                f"{hosts_dir}/ in commit {commit_sha[:12]} has {len(tree)} entries, over the policy's "
+                f"{hosts_dir}/ in commit {commit[:12]} has {len(tree)} entries, over the policy's "
                 f"max_files ({max_files}); nothing was read"
             )
-        entries = []
-        sizes = ObjectSizes(self.store)
+        return tree
+
+    @contextlib.contextmanager
+    def _repairing(self) -> Iterator[None]:
+        """Damage found while reading (a missing object, a bad checksum or
+        zlib stream): the store is set aside, the pass fails as transient,
+        and the next one fetches afresh.  Never a refusal of the input."""
         try:
-            for item in tree.iteritems():
-                name = item.path.decode("utf-8", "replace")
-                mode = item.mode
-                if mode == SUBMODULE_MODE:
-                    entries.append(TreeEntry(name, EntryKind.SUBMODULE, 0, None))
-                elif stat.S_ISLNK(mode):
-                    entries.append(TreeEntry(name, EntryKind.SYMLINK, 0, None))
-                elif stat.S_ISDIR(mode):
-                    entries.append(TreeEntry(name, EntryKind.DIRECTORY, 0, None))
-                elif stat.S_ISREG(mode):
-                    data = reuse(name) if reuse is not None else None
-                    if data is not None and len(data) <= max_file_bytes and blob_id(data) == item.sha:
-                        entries.append(TreeEntry(name, EntryKind.FILE, len(data), data))
-                        continue
-                    size = sizes(item.sha)
-                    data = self.store[item.sha].as_raw_string() if size <= max_file_bytes else None
-                    entries.append(TreeEntry(name, EntryKind.FILE, size, data))
-                else:
-                    entries.append(TreeEntry(name, EntryKind.OTHER, 0, None))
-        finally:
-            sizes.close()
-        return entries
+            yield
+        except STORE_DAMAGE as exc:
+            raise self.repaired(f"{type(exc).__name__}: {exc}") from None
 
     def _root_tree(self, commit_sha: str) -> Tree:
         info = self.store[_oid(commit_sha)]
@@ -349,6 +339,16 @@ class GitStore:
         if size > limit:
             raise UnsafeTreeError(f"{what} is {size} bytes, over {limit}")
         return self.store[sha].as_raw_string()
+
+
+def _kind(mode: int) -> EntryKind:
+    if mode == SUBMODULE_MODE:
+        return EntryKind.SUBMODULE
+    if stat.S_ISLNK(mode):
+        return EntryKind.SYMLINK
+    if stat.S_ISDIR(mode):
+        return EntryKind.DIRECTORY
+    return EntryKind.FILE if stat.S_ISREG(mode) else EntryKind.OTHER
 
 
 def _commit_info(store: DiskObjectStore, sha: str) -> CommitInfo:

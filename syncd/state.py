@@ -162,3 +162,16 @@ def locked(state_dir: Path, timeout: float, name: str = LOCK_FILE) -> Iterator[N
         yield
     finally:
         os.close(fd)
+
+
+class StateFile:
+    """``state.json`` as the pipeline sees it (``pipeline.StateFile``)."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+
+    def load(self) -> State:
+        return load_state(self.state_dir)
+
+    def save(self, state: State) -> None:
+        save_state(self.state_dir, state)

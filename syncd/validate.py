@@ -35,6 +35,7 @@ class TreeEntry(NamedTuple):
     kind: EntryKind
     size: int
     data: bytes | None
+    blob: str | None = None  # git's blob id, when the entry comes from a git tree
 
 
 @dataclass(frozen=True, slots=True)

@@ -72,18 +72,22 @@ def test_read_hosts_kinds_and_limits(history: Path) -> None:
     (repo / "hosts" / "dir" / "x").write_text("x")
     tip = commit(repo, "odd entries", None)
     store = GitStore(repo / ".git")
-    entries = {e.name: e for e in store.read_hosts(tip, "hosts", 100, 1000)}
-    assert entries["link"].kind is EntryKind.SYMLINK and entries["link"].data is None
+    entries = {e.name: e for e in store.host_entries(tip, "hosts", 100, 1000)}
+    assert entries["link"].kind is EntryKind.SYMLINK and entries["link"].blob is None
     assert entries["dir"].kind is EntryKind.DIRECTORY
-    assert entries["gateway"].kind is EntryKind.FILE and entries["gateway"].data is None  # over 1000 bytes
+    assert entries["gateway"].kind is EntryKind.FILE and entries["gateway"].data is None  # nothing is read
     assert entries["gateway"].size > 100_000
-    assert entries["n0"].data == b"Subnet = 10.1.0.0/24\n"
+    blob = entries["n0"].blob
+    assert blob == git(repo, "rev-parse", f"{tip}:hosts/n0")
+    assert store.blob(blob, 1000) == b"Subnet = 10.1.0.0/24\n"
+    with pytest.raises(UnsafeTreeError, match="over 1000"):
+        store.blob(entries["gateway"].blob or "", 1000)  # size from the header: never inflated
     with pytest.raises(UnsafeTreeError, match="max_files"):
-        store.read_hosts(tip, "hosts", 3, 1000)
+        store.host_entries(tip, "hosts", 3, 1000)
     with pytest.raises(UnsafeTreeError, match="no directory"):
-        store.read_hosts(tip, "nothere", 100, 1000)
+        store.host_entries(tip, "nothere", 100, 1000)
     with pytest.raises(UnsafeTreeError, match="not a directory"):
-        store.read_hosts(tip, "hosts/n0", 100, 1000)
+        store.host_entries(tip, "hosts/n0", 100, 1000)
 
 
 def test_range_across_a_merge(tmp_path: Path) -> None:

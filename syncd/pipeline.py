@@ -1,0 +1,356 @@
+"""One pass of the pipeline of DESIGN.md §1, against small interfaces.
+
+``run_pass`` decides everything a pass does once a tip is at hand: the
+rollback and clock guards, the signatures of the new commits, the tree's
+validation (the code path of ``syncd check``), the own-key check, the plan,
+the apply, the state, the reload.  It touches nothing itself: the
+repository, the installed hosts directory, the state file and tincd are
+``Ports`` (``agent.sync_once`` wires the real ones: the git store, the
+directory, ``state.json``, a signal), so tests drive every outcome with
+fakes (tests/test_pipeline.py) and test the real ones on their own.
+
+All or nothing: every check runs before the first write; a refusal raises
+``RefusedError`` (exit 1) naming the commit and leaves the ports untouched.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from syncd.commits import CommitInfo
+from syncd.errors import RefusedError, UnsafeTreeError
+from syncd.findings import Severity
+from syncd.plan import Plan, make_plan
+
+if TYPE_CHECKING:
+    from syncd.hostsdir import FileStat
+    from syncd.keys import PublicKey
+    from syncd.reload import Reloaded
+    from syncd.state import State
+    from syncd.validate import ParseCache, Report, TreeEntry
+
+COARSE_CLOCK_MARGIN = 0.05  # seconds; a kernel tick is at most 10 ms (HZ=100)
+
+
+class Repository(Protocol):
+    """The verified local store (``source.GitStore``)."""
+
+    def commit(self, sha: str) -> CommitInfo: ...
+    def has(self, sha: str) -> bool: ...
+    def is_ancestor(self, ancestor: str, descendant: str) -> bool: ...
+    def ancestors(self, tip: str, stop: str | None = None) -> Iterator[CommitInfo]: ...
+    def policy_bytes(self, commit: str) -> bytes | None: ...
+
+    def host_entries(self, commit: str, hosts_dir: str, max_files: int, max_file_bytes: int) -> list[TreeEntry]:
+        """The hosts directory's entries with their blob ids and sizes,
+        checked before anything is read; ``data`` is not filled in."""
+        ...
+
+    def blob(self, blob: str, limit: int) -> bytes: ...
+    def pin_applied(self, sha: str) -> None: ...
+
+
+class InstalledHosts(Protocol):
+    """The installed hosts directory (``hostsdir``)."""
+
+    def scan(self, manifest: Mapping[str, FileStat]) -> tuple[dict[str, str], set[str]]:
+        """name → blob id of each host file there, and the managed names
+        whose stat no longer matches the manifest."""
+        ...
+
+    def read(self, name: str) -> bytes | None: ...
+    def apply(self, plan: Plan, manifest: Mapping[str, FileStat]) -> dict[str, FileStat]: ...
+
+
+class StateFile(Protocol):
+    def load(self) -> State: ...
+    def save(self, state: State) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Ports:
+    repo: Repository
+    hosts: InstalledHosts
+    state: StateFile
+    verify: Callable[[CommitInfo], str]  # the signer's name, or SignatureError
+    own_keys: Callable[[], list[tuple[str, PublicKey]]]  # (file, public key) of the node's private keys
+    reload: Callable[[], Reloaded]
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    """What a pass needs of the node's config, as plain values."""
+
+    node: str
+    branch: str = "main"
+    verify_all: bool = True  # trust.verify: all (else only the tip)
+    max_clock_skew: float = 3600.0
+    tinc_dir: Path = Path()
+    rewind_command: str = "syncd sync --allow-rewind"
+
+
+@dataclass(frozen=True, slots=True)
+class SyncResult:
+    status: str  # "applied", "unchanged" or "planned" (dry run)
+    commit: str
+    signer: str | None
+    url: str
+    plan: Plan
+    new_commits: int = 0
+    previous: str | None = None  # the commit applied before this sync
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+    reloaded: Reloaded | None = None
+    commit_time: int | None = None  # the committer time of ``commit`` (for staleness)
+
+    def __post_init__(self) -> None:
+        # a reload that was due and did not happen (tincd not running) is
+        # a warning like the findings': `sync` prints it, `run` logs it
+        note = self.reloaded.warning if self.reloaded is not None else None
+        if note is not None and note not in self.warnings:
+            object.__setattr__(self, "warnings", (*self.warnings, note))
+
+    def tip_age(self, now: float) -> float | None:
+        return None if self.commit_time is None else now - self.commit_time
+
+
+def run_pass(
+    ports: Ports,
+    rules: Rules,
+    tip: str,
+    url: str,
+    signer: str | None = None,
+    *,
+    dry_run: bool = False,
+    allow_rewind: bool = False,
+    parse_cache: ParseCache | None = None,
+) -> SyncResult:
+    """One pass for ``tip`` (fetched from ``url``; ``signer`` when its
+    signature was already verified).  See the module doc."""
+    state = ports.state.load()
+    tip_info = ports.repo.commit(tip)
+    signer = signer or ports.verify(tip_info)
+    new_commits = verify_history(ports, rules, state, tip_info, allow_rewind)
+    base = SyncResult("unchanged", tip, signer, url, Plan(), previous=state.last_applied)
+    base = replace(base, commit_time=tip_info.committer_time)
+
+    installed, stale = ports.hosts.scan(state.manifest)
+    if tip == state.last_applied and not dry_run and not stale and all(n in installed for n in state.manifest):
+        # nothing new, every managed file as installed (by stat): nothing is read
+        return _unchanged(ports, state, base)
+
+    report, desired, ids = read_and_validate(ports, tip, installed, parse_cache)
+    check_own_key(ports, rules, report, tip)
+    plan = make_plan(desired, installed, {n: f.blob for n, f in state.manifest.items()}, ids)
+    warnings = tuple(f.format_text() for f in report.findings if f.severity is Severity.WARNING)
+    base = replace(base, plan=plan, new_commits=new_commits, warnings=warnings)
+    if dry_run:
+        return replace(base, status="planned")
+    if tip == state.last_applied and not plan.changes_files:
+        # the one "unchanged" path: a touched but identical file, an adopted
+        # one, is recorded quietly (its new stat), never reported as a change
+        manifest = ports.hosts.apply(plan, state.manifest)
+        if manifest != state.manifest:
+            state = replace(state, manifest=manifest)
+            ports.state.save(state)
+        return _unchanged(ports, state, base)
+    if plan.changes_files:
+        _after_last_reload_second(state)
+    manifest = ports.hosts.apply(plan, state.manifest)
+    ports.repo.pin_applied(tip)
+    state = replace(
+        state,
+        last_applied=tip,
+        signer=signer,
+        commit_time=tip_info.committer_time,
+        applied_at=time.time(),
+        manifest=manifest,
+        reload_pending=state.reload_pending or plan.changes_files,
+    )
+    ports.state.save(state)
+    reloaded = _reload(ports, state) if state.reload_pending else None
+    return replace(base, status="applied", reloaded=reloaded)
+
+
+def _unchanged(ports: Ports, state: State, base: SyncResult) -> SyncResult:
+    reloaded = _reload(ports, state) if state.reload_pending else None  # pending from an earlier pass
+    return replace(base, status="unchanged", new_commits=0, reloaded=reloaded)
+
+
+def _reload(ports: Ports, state: State) -> Reloaded:
+    """Reload tincd; on success the state no longer has a reload pending.
+    On failure (``ReloadError``, exit 3) the files stay installed and the
+    reload stays pending for the next pass.  tincd not running is not a
+    failure: it reads every host file when it starts, so nothing stays
+    pending, and the result carries the warning."""
+    reloaded = ports.reload()
+    if reloaded.method == "none":
+        ports.state.save(replace(state, reload_pending=False))
+    else:
+        ports.state.save(replace(state, reload_pending=False, last_reload=time.time(), reloads=state.reloads + 1))
+    return reloaded
+
+
+def _after_last_reload_second(state: State) -> None:
+    """Wait, if needed, until the whole second of the last reload is over.
+
+    tincd 1.0 drops (and so re-reads) a peer whose host file's mtime is
+    *newer* than its previous reload, in whole seconds: a file written in the
+    same second as that reload would look old and be missed.  This also keeps
+    reloads at most one per second.  File times come from the kernel's
+    coarse clock, which may lag ``time.time()`` by a tick: hence the margin.
+    """
+    if state.last_reload is None:
+        return
+    wait = math.floor(state.last_reload) + 1 + COARSE_CLOCK_MARGIN - time.time()
+    if wait > 0:
+        time.sleep(wait)
+
+
+# --- history -----------------------------------------------------------------------------
+
+
+def verify_history(ports: Ports, rules: Rules, state: State, tip: CommitInfo, allow_rewind: bool) -> int:
+    """The rollback guard, the clock guard and the signature policy for the
+    commits after the last applied one (the tip itself was verified before);
+    returns how many new commits there are.  Raises ``RefusedError`` naming
+    the offending commit."""
+    repo, last = ports.repo, state.last_applied
+    if last is None or tip.sha == last:
+        return 0  # first sync: the tip alone is checked
+    stop: str | None = last
+    if not repo.has(last) or not repo.is_ancestor(last, tip.sha):
+        stop = _same_signed_content(repo, last, tip.sha)
+        if stop is None and not allow_rewind:
+            raise RefusedError(
+                f"the remote's {rules.branch} ({tip.sha[:12]}) does not descend from the last applied commit "
+                f"{last[:12]}: history was rewound or replaced; refusing (non-fast-forward)",
+                reason="non-fast-forward",
+                hint=f"if an admin really rewrote the history, run once: {rules.rewind_command}",
+            )
+        if stop is None:
+            stop = last if repo.has(last) else None
+    commits = list(repo.ancestors(tip.sha, stop))
+    if stop is None:
+        return 1  # a rewound history with nothing in common: the tip
+    _check_dates(rules, state, commits, tip)
+    if rules.verify_all:
+        for info in commits:
+            if info.sha != tip.sha:
+                ports.verify(info)
+    return len(commits)
+
+
+def _same_signed_content(repo: Repository, last: str, tip: str) -> str | None:
+    """A commit in the tip's history with the same signed content as the
+    last applied one: the honest original of a re-encoded copy this node
+    applied (or the other way round).  Walks the whole history, but only
+    when the tip does not descend from the last applied commit."""
+    if not repo.has(last):
+        return None
+    wanted = repo.commit(last).payload
+    return next((info.sha for info in repo.ancestors(tip) if info.payload == wanted), None)
+
+
+def _check_dates(rules: Rules, state: State, commits: list[CommitInfo], tip: CommitInfo) -> None:
+    """On the first-parent chain, refuse a commit much older than the last
+    applied one: committer dates are the signer's to choose, so a key that
+    was retired (``valid-before``) could otherwise still sign "in the past"."""
+    if state.commit_time is None:
+        return
+    floor = state.commit_time - rules.max_clock_skew
+    by_sha = {c.sha: c for c in commits}
+    info: CommitInfo | None = tip
+    while info is not None:
+        if info.committer_time < floor:
+            raise RefusedError(
+                f"commit {info.sha[:12]} ({info.summary!r}) is dated {_iso(info.committer_time)}, more than "
+                f"{rules.max_clock_skew:g} s before the last applied commit ({_iso(state.commit_time)}); "
+                "refusing a backdated commit (trust.max_clock_skew); nothing was installed",
+                reason="backdated",
+            )
+        info = by_sha.get(info.parents[0]) if info.parents else None
+
+
+def _iso(ts: float) -> str:
+    return datetime.datetime.fromtimestamp(ts, tz=datetime.UTC).isoformat(timespec="seconds")
+
+
+# --- the tree ------------------------------------------------------------------------------
+
+
+def read_and_validate(
+    ports: Ports, commit: str, installed: Mapping[str, str], parse_cache: ParseCache | None = None
+) -> tuple[Report, dict[str, bytes], dict[str, str]]:
+    """The commit's policy and hosts directory, validated exactly as
+    ``syncd check`` validates a working tree; the host files to install
+    (name → bytes) and their blob ids.  Any error finding refuses the commit.
+
+    A host file whose blob id equals the installed file's is read from the
+    hosts directory (cheaper than inflating it from a pack) and used only if
+    its bytes still hash to that id: as firmly bound to the signed commit
+    as the store's copy."""
+    from syncd.findings import Finding
+    from syncd.policy import DEFAULT_POLICY, parse_policy
+    from syncd.validate import validate_network
+
+    repo = ports.repo
+    try:
+        policy_data = repo.policy_bytes(commit)
+        policy, policy_findings = DEFAULT_POLICY, list[Finding]()
+        if policy_data is not None:
+            policy, policy_findings = parse_policy(policy_data)
+        entries = repo.host_entries(commit, policy.hosts_dir, policy.max_files, policy.max_file_bytes)
+        entries = [_with_data(ports, entry, installed, policy.max_file_bytes) for entry in entries]
+    except UnsafeTreeError as exc:
+        raise RefusedError(
+            f"commit {commit[:12]}: {exc.message}; nothing was installed", reason="unsafe-tree"
+        ) from None
+    report = validate_network(policy, entries, policy.hosts_dir, policy_findings, parse_cache)
+    errors = [f for f in report.findings if f.severity is Severity.ERROR]
+    if errors:
+        codes = sorted({f.code for f in errors})
+        details = "; ".join(f.format_text() for f in errors[:5])
+        more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+        raise RefusedError(
+            f"commit {commit[:12]} has invalid content [{', '.join(codes)}]: {details}{more}; nothing was installed",
+            reason="invalid-content",
+        )
+    desired = {e.name: e.data for e in entries if e.name in report.hosts and e.data is not None}
+    ids = {e.name: e.blob for e in entries if e.name in desired and e.blob is not None}
+    return report, desired, ids
+
+
+def _with_data(ports: Ports, entry: TreeEntry, installed: Mapping[str, str], limit: int) -> TreeEntry:
+    from syncd.plan import blob_id
+    from syncd.validate import EntryKind
+
+    if entry.kind is not EntryKind.FILE or entry.blob is None or entry.size > limit:
+        return entry
+    if installed.get(entry.name) == entry.blob:
+        data = ports.hosts.read(entry.name)
+        if data is not None and blob_id(data) == entry.blob:
+            return entry._replace(data=data)
+    return entry._replace(data=ports.repo.blob(entry.blob, limit))
+
+
+def check_own_key(ports: Ports, rules: Rules, report: Report, commit: str) -> None:
+    """The repository's copy of this node's own host file must carry the
+    public key of each of its private keys: installing it would cut the node
+    off otherwise."""
+    host = report.hosts.get(rules.node)
+    if host is None:
+        return
+    repo_keys = {key.identity for key, _ in host.keys}
+    for filename, key in ports.own_keys():
+        if key.identity not in repo_keys:
+            raise RefusedError(
+                f"commit {commit[:12]}: {host.path} does not carry the public key of this node's "
+                f"{rules.tinc_dir / filename}; installing it would cut {rules.node} off. Nothing was installed",
+                reason="own-key-mismatch",
+            )
