@@ -1,16 +1,30 @@
-"""Shared fixtures.  Under ``SYNCD_REQUIRE_E2E=1`` (set by .ci/run) a skipped
-end-to-end test is a failure: CI must prove the real thing works."""
+"""Shared fixtures, and the one switch: under ``CI=true`` (``.ci/run`` sets
+it) a test that lacks a real component (tincd, sshd, the corpora, the
+wheelhouse, root for network namespaces) fails instead of skipping, and so
+does any other skip: CI must prove the real thing works."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Generator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_REPO = ROOT / "examples" / "repo"
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def lacking(message: str) -> NoReturn:
+    """A real component this test needs is missing: skip, or fail in CI."""
+    if in_ci():
+        pytest.fail(f"{message} (CI=true: a missing component is a failure)")
+    pytest.skip(message)
 
 
 def corpora_dir() -> Path:
@@ -21,9 +35,7 @@ def corpora_dir() -> Path:
 def corpora() -> Path:
     path = corpora_dir()
     if not path.is_dir():
-        if os.environ.get("CI"):
-            pytest.fail(f"{path}: the shared corpora must be present in CI")
-        pytest.skip(f"{path}: shared corpora not present (set SYNCD_CORPORA)")
+        lacking(f"{path}: the corpora of real host files are not present (set SYNCD_CORPORA)")
     return path
 
 
@@ -32,9 +44,9 @@ def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
-    if report.skipped and item.get_closest_marker("e2e") is not None and os.environ.get("SYNCD_REQUIRE_E2E") == "1":
+    if report.skipped and in_ci():
         report.outcome = "failed"
-        report.longrepr = f"end-to-end test skipped, but SYNCD_REQUIRE_E2E=1: {report.longrepr}"
+        report.longrepr = f"skipped under CI=true, where every test must run: {report.longrepr}"
     return report
 
 

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.conftest import lacking
 from tests.e2e.lab import run, wait_for
 from tests.e2e.network import PREFIX, IPv6Everywhere, Node
 from tests.figures import FIGURES
@@ -40,9 +41,7 @@ SEND = (
 @pytest.fixture(scope="module")
 def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IPv6Everywhere]:
     if os.geteuid() != 0:
-        if os.environ.get("CI"):
-            pytest.fail("the end-to-end tests need root")
-        pytest.skip("the end-to-end tests need root (network namespaces)")
+        lacking("the end-to-end tests need root (network namespaces)")
     for program in ("ip", "nft", "tincd", "ping", "git"):
         require(program)
     network = IPv6Everywhere(tmp_path_factory.mktemp("e2e"))
