@@ -20,10 +20,10 @@ from syncd.fetch import FetchLimits
 from syncd.hostsdir import HostsDir
 from syncd.metrics import write_metrics
 from syncd.nodekey import private_key_publics
-from syncd.pipeline import Ports, Rules, SyncResult, run_pass
+from syncd.pipeline import Ports, Rules, Signed, SyncResult, run_pass
 from syncd.plan import Plan
 from syncd.reload import reload_tinc
-from syncd.signers import AllowedSigner, parse_allowed_signers, verify_signed_object
+from syncd.signers import AllowedSigner, parse_allowed_signers, parse_signature, verify_signed_object
 from syncd.source import APPLIED_REF, FETCHED_REF, GitStore
 from syncd.state import FETCH_LOCK_FILE, StateFile, load_health, load_state, locked, save_health
 from syncd.validate import ParseCache
@@ -52,7 +52,7 @@ class Fetched:
 
     tip: str
     url: str
-    signer: str
+    signer: Signed
 
 
 def sync_once(
@@ -113,7 +113,7 @@ def _fetch(config: Config, cancel: Callable[[], bool] | None) -> Fetched:
     """The fetch phase: the tip of the first URL whose answer holds up,
     verified and complete in the store (``GitStore.fetch``)."""
     signers = load_signers(config)
-    signed_by: dict[str, str] = {}
+    signed_by: dict[str, Signed] = {}
 
     def verify_tip(info: CommitInfo) -> None:
         signed_by[info.sha] = verify_commit(info, signers)
@@ -218,10 +218,10 @@ def fetch_limits(config: Config) -> FetchLimits:
     return FetchLimits(repo.timeout, repo.max_fetch_bytes, repo.ssh_command, repo.ca_file)
 
 
-def verify_commit(info: CommitInfo, signers: list[AllowedSigner]) -> str:
-    """The principal that signed ``info``; ``SignatureError`` naming the
-    commit otherwise, and for a signature not in git's own encoding (a
-    re-encoded copy would fork this node away from the honest history)."""
+def verify_commit(info: CommitInfo, signers: list[AllowedSigner]) -> Signed:
+    """Who signed ``info``; ``SignatureError`` naming the commit otherwise,
+    and for a signature not in git's own encoding (a re-encoded copy would
+    fork this node away from the honest history)."""
     what = f"commit {info.sha[:12]} ({info.summary!r})"
     if info.noncanonical is not None:
         raise SignatureError(
@@ -229,6 +229,8 @@ def verify_commit(info: CommitInfo, signers: list[AllowedSigner]) -> str:
             "nothing was installed"
         )
     try:
-        return verify_signed_object(info.payload, info.signature, signers, info.committer_time).principal
+        verified = verify_signed_object(info.payload, info.signature, signers, info.committer_time)
+        key = parse_signature(info.signature).fingerprint() if info.signature is not None else None
     except SignatureError as exc:
         raise SignatureError(f"{what}: {exc.message}; nothing was installed") from None
+    return Signed(verified.principal, key, "admin")

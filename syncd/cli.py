@@ -141,7 +141,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     completion.add_argument("shell", choices=("bash", "zsh"), metavar="SHELL", help="bash or zsh")
     completion.set_defaults(handler=cmd_completion)
+    _add_log_parser(commands)
     return parser
+
+
+def _add_log_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    log = commands.add_parser(
+        "log",
+        help="the audit trail: which commits this node applied, who signed them, what they changed",
+        description=(
+            "What this node applied, newest first: commit, committer time, when it was applied, the signer "
+            "(principal and key fingerprint), the role the signer acted in (admin, owner:NAME, join:NAME) and "
+            "the paths the commit changed. --format json prints one JSON object per line."
+        ),
+    )
+    _config_option(log)
+    log.add_argument("-n", type=int, default=None, metavar="N", help="the newest N commits only")
+    log.add_argument("--format", choices=("text", "json"), default="text", help="output format")
+    log.set_defaults(handler=cmd_log)
+
+
+def cmd_log(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from syncd.audit import render_json, render_text
+    from syncd.config import load_config
+    from syncd.state import read_log
+
+    config = load_config(Path(args.config))
+    entries = read_log(config.state_dir)[: args.n]
+    out.write((render_json if args.format == "json" else render_text)(entries))
+    return EXIT_OK
 
 
 def _config_option(parser: argparse.ArgumentParser) -> None:

@@ -38,6 +38,29 @@ if TYPE_CHECKING:
 COARSE_CLOCK_MARGIN = 0.05  # seconds; a kernel tick is at most 10 ms (HZ=100)
 
 
+@dataclass(frozen=True, slots=True)
+class Signed:
+    """Who signed a commit, as the audit log names them."""
+
+    name: str  # the allowed_signers principal (or the owner's key comment)
+    key: str | None = None  # the key's fingerprint, SHA256:...
+    role: str = "admin"  # admin, owner:NAME, join:NAME
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """One line of the audit log (``syncd log``): a commit this node applied."""
+
+    commit: str
+    committed_at: int
+    applied_at: float
+    signer: str | None
+    key: str | None
+    role: str | None
+    files: tuple[str, ...]
+    summary: str = ""
+
+
 class Repository(Protocol):
     """The verified local store (``source.GitStore``)."""
 
@@ -55,6 +78,11 @@ class Repository(Protocol):
     def blob(self, blob: str, limit: int) -> bytes: ...
     def pin_applied(self, sha: str) -> None: ...
 
+    def changed_paths(self, sha: str) -> tuple[str, ...]:
+        """The paths ``sha`` changes against its first parent (all of its
+        files for a root commit)."""
+        ...
+
 
 class InstalledHosts(Protocol):
     """The installed hosts directory (``hostsdir``)."""
@@ -71,6 +99,7 @@ class InstalledHosts(Protocol):
 class StateFile(Protocol):
     def load(self) -> State: ...
     def save(self, state: State) -> None: ...
+    def log(self, entries: list[Applied]) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +107,7 @@ class Ports:
     repo: Repository
     hosts: InstalledHosts
     state: StateFile
-    verify: Callable[[CommitInfo], str]  # the signer's name, or SignatureError
+    verify: Callable[[CommitInfo], Signed]  # who signed, or SignatureError
     own_keys: Callable[[], list[tuple[str, PublicKey]]]  # (file, public key) of the node's private keys
     reload: Callable[[], Reloaded]
 
@@ -124,7 +153,7 @@ def run_pass(
     rules: Rules,
     tip: str,
     url: str,
-    signer: str | None = None,
+    signer: Signed | None = None,
     *,
     dry_run: bool = False,
     allow_rewind: bool = False,
@@ -135,8 +164,9 @@ def run_pass(
     state = ports.state.load()
     tip_info = ports.repo.commit(tip)
     signer = signer or ports.verify(tip_info)
-    new_commits = verify_history(ports, rules, state, tip_info, allow_rewind)
-    base = SyncResult("unchanged", tip, signer, url, Plan(), previous=state.last_applied)
+    history = verify_history(ports, rules, state, tip_info, signer, allow_rewind)
+    new_commits = len(history)
+    base = SyncResult("unchanged", tip, signer.name, url, Plan(), previous=state.last_applied)
     base = replace(base, commit_time=tip_info.committer_time)
 
     installed, stale = ports.hosts.scan(state.manifest)
@@ -163,18 +193,35 @@ def run_pass(
         _after_last_reload_second(state)
     manifest = ports.hosts.apply(plan, state.manifest)
     ports.repo.pin_applied(tip)
+    now = time.time()
+    if tip != state.last_applied:
+        ports.state.log(_audit(ports, history, now))
     state = replace(
         state,
         last_applied=tip,
-        signer=signer,
+        signer=signer.name,
         commit_time=tip_info.committer_time,
-        applied_at=time.time(),
+        applied_at=now,
         manifest=manifest,
         reload_pending=state.reload_pending or plan.changes_files,
     )
     ports.state.save(state)
     reloaded = _reload(ports, state) if state.reload_pending else None
     return replace(base, status="applied", reloaded=reloaded)
+
+
+def _audit(ports: Ports, history: list[tuple[CommitInfo, Signed | None]], now: float) -> list[Applied]:
+    """The log lines of the commits just applied, oldest first."""
+    lines = []
+    for info, signed in reversed(history):
+        who = signed or Signed("", None, "")
+        files = ports.repo.changed_paths(info.sha)
+        lines.append(
+            Applied(
+                info.sha, info.committer_time, now, who.name or None, who.key, who.role or None, files, info.summary
+            )
+        )
+    return lines
 
 
 def _unchanged(ports: Ports, state: State, base: SyncResult) -> SyncResult:
@@ -215,14 +262,19 @@ def _after_last_reload_second(state: State) -> None:
 # --- history -----------------------------------------------------------------------------
 
 
-def verify_history(ports: Ports, rules: Rules, state: State, tip: CommitInfo, allow_rewind: bool) -> int:
+def verify_history(
+    ports: Ports, rules: Rules, state: State, tip: CommitInfo, signer: Signed, allow_rewind: bool
+) -> list[tuple[CommitInfo, Signed | None]]:
     """The rollback guard, the clock guard and the signature policy for the
-    commits after the last applied one (the tip itself was verified before);
-    returns how many new commits there are.  Raises ``RefusedError`` naming
-    the offending commit."""
+    commits after the last applied one (the tip was verified before, by
+    ``signer``); returns the new commits, newest first, each with who signed
+    it (None when ``trust.verify: tip`` left it unchecked).  Raises
+    ``RefusedError`` naming the offending commit."""
     repo, last = ports.repo, state.last_applied
-    if last is None or tip.sha == last:
-        return 0  # first sync: the tip alone is checked
+    if tip.sha == last:
+        return []
+    if last is None:
+        return [(tip, signer)]  # first sync: the tip alone is checked
     stop: str | None = last
     if not repo.has(last) or not repo.is_ancestor(last, tip.sha):
         stop = _same_signed_content(repo, last, tip.sha)
@@ -237,13 +289,15 @@ def verify_history(ports: Ports, rules: Rules, state: State, tip: CommitInfo, al
             stop = last if repo.has(last) else None
     commits = list(repo.ancestors(tip.sha, stop))
     if stop is None:
-        return 1  # a rewound history with nothing in common: the tip
+        return [(tip, signer)]  # a rewound history with nothing in common: the tip
     _check_dates(rules, state, commits, tip)
-    if rules.verify_all:
-        for info in commits:
-            if info.sha != tip.sha:
-                ports.verify(info)
-    return len(commits)
+    history: list[tuple[CommitInfo, Signed | None]] = []
+    for info in commits:
+        if info.sha == tip.sha:
+            history.append((info, signer))
+        else:
+            history.append((info, ports.verify(info) if rules.verify_all else None))
+    return history
 
 
 def _same_signed_content(repo: Repository, last: str, tip: str) -> str | None:

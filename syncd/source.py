@@ -39,6 +39,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
+from dulwich.diff_tree import tree_changes
 from dulwich.errors import NotTreeError
 from dulwich.object_store import DiskObjectStore, tree_lookup_path
 from dulwich.objects import Commit, ObjectID, Tree, hex_to_filename
@@ -250,6 +251,24 @@ class GitStore:
             return True
         with self._repairing():
             return any(info.sha == ancestor for info in self._walk(descendant, set()))
+
+    def changed_paths(self, sha: str) -> tuple[str, ...]:
+        """The paths ``sha`` changes against its first parent (every file of
+        a root commit), sorted; identical subtrees are skipped unread."""
+        with self._repairing():
+            commit = self.store[_oid(sha)]
+            assert isinstance(commit, Commit)
+            old = None
+            if commit.parents:
+                parent = self.store[commit.parents[0]]
+                assert isinstance(parent, Commit)
+                old = parent.tree
+            paths = set()
+            for change in tree_changes(self.store, old, commit.tree):
+                for entry in (change.old, change.new):
+                    if entry is not None and entry.path is not None:
+                        paths.add(entry.path.decode("utf-8", "replace"))
+            return tuple(sorted(paths))
 
     def pin_applied(self, sha: str) -> None:
         """Keep the applied commit referenced in the store (see module doc)."""

@@ -10,6 +10,7 @@ the host files: see ``hostsdir.py`` for the crash points.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import json
@@ -22,9 +23,11 @@ from pathlib import Path
 
 from syncd.errors import StateError, TransientError
 from syncd.hostsdir import FileStat, fsync_dir, make_dirs, write_atomic
+from syncd.pipeline import Applied
 
 STATE_FILE = "state.json"
 HEALTH_FILE = "health.json"
+LOG_FILE = "log.jsonl"  # the audit trail: one JSON object per applied commit
 LOCK_FILE = "lock"  # the network's lock: state, health, the hosts directory, the applied ref
 FETCH_LOCK_FILE = "fetch.lock"  # one fetch at a time: quarantines and the fetched ref
 STORE_DIR = "repo.git"
@@ -175,3 +178,41 @@ class StateFile:
 
     def save(self, state: State) -> None:
         save_state(self.state_dir, state)
+
+    def log(self, entries: list[Applied]) -> None:
+        append_log(self.state_dir, entries)
+
+
+def append_log(state_dir: Path, entries: list[Applied]) -> None:
+    """Append to the audit log, durably, before the state that records the
+    commits is saved: a crash between the two leaves a line the next pass
+    writes again (``read_log`` drops such repeats)."""
+    if not entries:
+        return
+    lines = b"".join(json.dumps(dataclasses.asdict(e), separators=(",", ":")).encode() + b"\n" for e in entries)
+    fd = os.open(state_dir / LOG_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE_MODE)
+    try:
+        os.write(fd, lines)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_log(state_dir: Path) -> list[Applied]:
+    """The audit log, newest first, each commit once (its last record)."""
+    try:
+        raw = (state_dir / LOG_FILE).read_bytes()
+    except FileNotFoundError:
+        return []
+    seen: set[str] = set()
+    entries: list[Applied] = []
+    for line in reversed(raw.splitlines()):
+        try:
+            data = json.loads(line)
+            entry = Applied(**{**data, "files": tuple(data.get("files", ()))})
+        except (ValueError, TypeError):
+            continue  # a line cut short by a crash
+        if entry.commit not in seen:
+            seen.add(entry.commit)
+            entries.append(entry)
+    return entries

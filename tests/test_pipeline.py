@@ -19,7 +19,7 @@ from syncd.commits import CommitInfo
 from syncd.errors import RefusedError, ReloadError, SignatureError, UnsafeTreeError
 from syncd.hostsdir import FileStat
 from syncd.keys import PublicKey
-from syncd.pipeline import Ports, Rules, run_pass
+from syncd.pipeline import Applied, Ports, Rules, Signed, run_pass
 from syncd.plan import Plan, blob_id
 from syncd.reload import Reloaded
 from syncd.state import State
@@ -84,6 +84,12 @@ class FakeRepo:
     def pin_applied(self, sha: str) -> None:
         self.pinned.append(sha)
 
+    def changed_paths(self, sha: str) -> tuple[str, ...]:
+        parents = self.commits[sha].parents
+        old = self.trees[parents[0]] if parents else {}
+        new = self.trees[sha]
+        return tuple(sorted(f"hosts/{n}" for n in old.keys() | new.keys() if old.get(n) != new.get(n)))
+
 
 @dataclass
 class FakeHosts:
@@ -116,6 +122,10 @@ class FakeHosts:
 class FakeState:
     state: State = field(default_factory=State)
     saves: int = 0
+    audit: list[Applied] = field(default_factory=list)
+
+    def log(self, entries: list[Applied]) -> None:
+        self.audit.extend(entries)
 
     def load(self) -> State:
         return self.state
@@ -135,10 +145,10 @@ class Node:
     reloads: int = 0
     rules: Rules = field(default_factory=lambda: Rules(node="alpha", max_clock_skew=3600))
 
-    def verify(self, info: CommitInfo) -> str:
+    def verify(self, info: CommitInfo) -> Signed:
         if info.signature is None or not info.signature.startswith(b"admin"):
             raise SignatureError(f"commit {info.sha}: not signed by an allowed signer")
-        return info.signature.decode()
+        return Signed(info.signature.decode(), "SHA256:fake")
 
     def reload(self) -> Reloaded:
         if self.reload_fails:
@@ -152,8 +162,8 @@ class Node:
     def sync(self, tip: str, allow_rewind: bool = False) -> str:
         return run_pass(self.ports(), self.rules, tip, "fake://", allow_rewind=allow_rewind).status
 
-    def snapshot(self) -> tuple[dict[str, bytes], State, list[str], int]:
-        return copy.deepcopy((self.hosts.files, self.state.state, self.repo.pinned, self.reloads))
+    def snapshot(self) -> tuple[dict[str, bytes], State, list[str], int, list[Applied]]:
+        return copy.deepcopy((self.hosts.files, self.state.state, self.repo.pinned, self.reloads, self.state.audit))
 
 
 @pytest.fixture
@@ -183,6 +193,10 @@ def test_a_new_commit_writes_only_what_changed(node: Node) -> None:
     assert (result.status, result.new_commits, result.previous) == ("applied", 1, "c1")
     assert node.hosts.writes[-1:] == ["charlie"] and len(node.hosts.writes) == 3
     assert node.repo.blobs_read == blobs + 1, "unchanged files come from the hosts directory, not the store"
+    assert [(e.commit, e.signer, e.files) for e in node.state.audit] == [
+        ("c1", "admin", ("hosts/alpha", "hosts/bravo")),
+        ("c2", "admin", ("hosts/charlie",)),
+    ]
 
 
 def test_a_touched_identical_file_is_not_a_change(node: Node) -> None:
