@@ -259,12 +259,12 @@ def apply_plan(hosts_dir: Path, plan: Plan, manifest: Mapping[str, FileStat]) ->
     for name in plan.writes:
         data = plan.desired[name]
         st = write_atomic(hosts_dir / name, data)
-        new_manifest[name] = FileStat.of(plan.ids.get(name) or blob_id(data), st)
+        new_manifest[name] = FileStat.of(plan.ids[name], st)
     for name in plan.remove:
         (hosts_dir / name).unlink(missing_ok=True)
     fsync_dir(hosts_dir)
     base = os.fspath(hosts_dir)
-    for name, data in plan.desired.items():
+    for name, blob in plan.ids.items():
         if name in new_manifest:
             continue
         known = manifest.get(name)
@@ -272,7 +272,7 @@ def apply_plan(hosts_dir: Path, plan: Plan, manifest: Mapping[str, FileStat]) ->
         if known is not None and known.matches(st):
             new_manifest[name] = known
         else:
-            new_manifest[name] = FileStat.of(plan.ids.get(name) or blob_id(data), st)
+            new_manifest[name] = FileStat.of(blob, st)
     return dict(sorted(new_manifest.items()))
 
 

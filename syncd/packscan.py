@@ -186,3 +186,17 @@ def _inflate_entry(read: _Read, index: int, kind: int, size: int, limit: int) ->
         result = delta_result_size(head)
         if result > limit:
             raise PackFormatError(f"object {index} (a delta) builds {result} bytes, over the limit of {limit}")
+
+
+def index_object_ids(data: bytes) -> set[bytes]:
+    """The object ids (hex, as dulwich spells them) a pack index lists; only
+    version 2 (git's Documentation/gitformat-pack.txt: a magic, the version,
+    a 256-entry fan-out whose last entry is the count, then the sorted ids)."""
+    if data[:8] != b"\xfftOc\x00\x00\x00\x02" or len(data) < 8 + 1024:
+        raise PackFormatError("not a version 2 pack index")
+    count = int.from_bytes(data[8 + 1020 : 8 + 1024], "big")
+    table = data[8 + 1024 : 8 + 1024 + 20 * count]
+    if len(table) != 20 * count:
+        raise PackFormatError("truncated pack index")
+    hexed = table.hex().encode()
+    return {hexed[i : i + 40] for i in range(0, 40 * count, 40)}

@@ -31,6 +31,8 @@ from syncd.plan import Plan, make_plan
 if TYPE_CHECKING:
     from syncd.hostsdir import FileStat
     from syncd.keys import PublicKey
+    from syncd.parseindex import Key as IndexKey
+    from syncd.parseindex import Record as IndexRecord
     from syncd.reload import Reloaded
     from syncd.state import State
     from syncd.validate import ParseCache, Report, TreeEntry
@@ -100,6 +102,8 @@ class StateFile(Protocol):
     def load(self) -> State: ...
     def save(self, state: State) -> None: ...
     def log(self, entries: list[Applied]) -> None: ...
+    def load_index(self) -> dict[IndexKey, IndexRecord]: ...
+    def save_index(self, index: dict[IndexKey, IndexRecord]) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,7 +178,7 @@ def run_pass(
         # nothing new, every managed file as installed (by stat): nothing is read
         return _unchanged(ports, state, base)
 
-    report, desired, ids = read_and_validate(ports, tip, installed, parse_cache)
+    report, desired, ids = read_and_validate(ports, tip, installed, parse_cache, save_index=not dry_run)
     check_own_key(ports, rules, report, tip)
     plan = make_plan(desired, installed, {n: f.blob for n, f in state.manifest.items()}, ids)
     warnings = tuple(f.format_text() for f in report.findings if f.severity is Severity.WARNING)
@@ -339,33 +343,47 @@ def _iso(ts: float) -> str:
 
 
 def read_and_validate(
-    ports: Ports, commit: str, installed: Mapping[str, str], parse_cache: ParseCache | None = None
-) -> tuple[Report, dict[str, bytes], dict[str, str]]:
+    ports: Ports,
+    commit: str,
+    installed: Mapping[str, str],
+    parse_cache: ParseCache | None = None,
+    *,
+    save_index: bool = True,
+) -> tuple[Report, Mapping[str, bytes], dict[str, str]]:
     """The commit's policy and hosts directory, validated exactly as
     ``syncd check`` validates a working tree; the host files to install
-    (name → bytes) and their blob ids.  Any error finding refuses the commit.
+    (name → bytes, read on demand) and their blob ids.  Any error finding
+    refuses the commit.
 
-    A host file whose blob id equals the installed file's is read from the
-    hosts directory (cheaper than inflating it from a pack) and used only if
-    its bytes still hash to that id: as firmly bound to the signed commit
-    as the store's copy."""
+    A host file already in the parse index (or ``parse_cache``) by blob id is
+    not read at all; only new contents are parsed.  Bytes that are read come
+    from the installed file when its blob id is the tree's (cheaper than
+    inflating it from a pack), and are used only if they still hash to that
+    id: as firmly bound to the signed commit as the store's copy."""
     from syncd.findings import Finding
     from syncd.policy import DEFAULT_POLICY, parse_policy
     from syncd.validate import validate_network
 
     repo = ports.repo
+    cache: ParseCache = parse_cache if parse_cache is not None else {}
     try:
         policy_data = repo.policy_bytes(commit)
         policy, policy_findings = DEFAULT_POLICY, list[Finding]()
         if policy_data is not None:
             policy, policy_findings = parse_policy(policy_data)
         entries = repo.host_entries(commit, policy.hosts_dir, policy.max_files, policy.max_file_bytes)
-        entries = [_with_data(ports, entry, installed, policy.max_file_bytes) for entry in entries]
+        files = _Files(ports, installed, policy.max_file_bytes)
+        index = _prime(ports, cache, entries, policy.hosts_dir, policy.tinc, policy.min_rsa_bits)
+        entries = [
+            files.fill(e) if (_path(policy.hosts_dir, e), e.blob, policy.tinc, policy.min_rsa_bits) not in cache else e
+            for e in entries
+        ]
     except UnsafeTreeError as exc:
-        raise RefusedError(
-            f"commit {commit[:12]}: {exc.message}; nothing was installed", reason="unsafe-tree"
-        ) from None
-    report = validate_network(policy, entries, policy.hosts_dir, policy_findings, parse_cache)
+        message = f"commit {commit[:12]}: {exc.message}; nothing was installed"
+        raise RefusedError(message, reason="unsafe-tree") from None
+    report = validate_network(policy, entries, policy.hosts_dir, policy_findings, cache)
+    if save_index:
+        _update_index(ports, index, cache, policy.tinc, policy.min_rsa_bits)
     errors = [f for f in report.findings if f.severity is Severity.ERROR]
     if errors:
         codes = sorted({f.code for f in errors})
@@ -375,22 +393,93 @@ def read_and_validate(
             f"commit {commit[:12]} has invalid content [{', '.join(codes)}]: {details}{more}; nothing was installed",
             reason="invalid-content",
         )
-    desired = {e.name: e.data for e in entries if e.name in report.hosts and e.data is not None}
-    ids = {e.name: e.blob for e in entries if e.name in desired and e.blob is not None}
-    return report, desired, ids
+    ids = {e.name: e.blob for e in entries if e.name in report.hosts and e.blob is not None}
+    files.known.update({e.name: e.data for e in entries if e.name in ids and e.data is not None})
+    return report, _Desired(files, ids), ids
 
 
-def _with_data(ports: Ports, entry: TreeEntry, installed: Mapping[str, str], limit: int) -> TreeEntry:
-    from syncd.plan import blob_id
-    from syncd.validate import EntryKind
+def _path(hosts_dir: str, entry: TreeEntry) -> str:
+    return f"{hosts_dir.rstrip('/')}/{entry.name}" if hosts_dir else entry.name
 
-    if entry.kind is not EntryKind.FILE or entry.blob is None or entry.size > limit:
-        return entry
-    if installed.get(entry.name) == entry.blob:
-        data = ports.hosts.read(entry.name)
-        if data is not None and blob_id(data) == entry.blob:
-            return entry._replace(data=data)
-    return entry._replace(data=ports.repo.blob(entry.blob, limit))
+
+def _prime(
+    ports: Ports, cache: ParseCache, entries: list[TreeEntry], hosts_dir: str, tinc: str, min_rsa_bits: int
+) -> dict[IndexKey, IndexRecord]:
+    """Put the indexed files of this tree into ``cache``; return the index."""
+    from syncd.parseindex import host_of
+
+    index = ports.state.load_index()
+    for entry in entries:
+        if entry.blob is None:
+            continue
+        key = (_path(hosts_dir, entry), entry.blob, tinc, min_rsa_bits)
+        if key not in cache:
+            record = index.get((entry.blob, tinc, min_rsa_bits))
+            if record is not None:
+                cache[key] = host_of(key[0], record)
+    return index
+
+
+def _update_index(
+    ports: Ports, index: dict[IndexKey, IndexRecord], cache: ParseCache, tinc: str, min_rsa_bits: int
+) -> None:
+    """Store the files of this tree (the cache holds exactly those), when
+    the index does not hold exactly them already."""
+    from syncd.parseindex import record_of
+
+    fresh: dict[IndexKey, IndexRecord] = {}
+    for (_, blob, _, _), host in cache.items():
+        if isinstance(blob, str):
+            key = (blob, tinc, min_rsa_bits)
+            record = index.get(key) or record_of(host)
+            if record is not None:
+                fresh[key] = record
+    if fresh.keys() != index.keys():
+        ports.state.save_index(fresh)
+
+
+class _Files:
+    """The bytes of a tree's host files, read when first needed."""
+
+    def __init__(self, ports: Ports, installed: Mapping[str, str], limit: int) -> None:
+        self.ports, self.installed, self.limit = ports, installed, limit
+        self.known: dict[str, bytes] = {}
+
+    def fill(self, entry: TreeEntry) -> TreeEntry:
+        from syncd.validate import EntryKind
+
+        if entry.kind is not EntryKind.FILE or entry.blob is None or entry.size > self.limit:
+            return entry
+        return entry._replace(data=self.read(entry.name, entry.blob))
+
+    def read(self, name: str, blob: str) -> bytes:
+        from syncd.plan import blob_id
+
+        data = self.known.get(name)
+        if data is not None:
+            return data
+        if self.installed.get(name) == blob:
+            data = self.ports.hosts.read(name)
+            if data is not None and blob_id(data) == blob:
+                return data
+        return self.ports.repo.blob(blob, self.limit)
+
+
+class _Desired(Mapping[str, bytes]):
+    """name → bytes of the files to install, read only when asked (the plan
+    asks for the files it writes)."""
+
+    def __init__(self, files: _Files, ids: dict[str, str]) -> None:
+        self.files, self.ids = files, ids
+
+    def __getitem__(self, name: str) -> bytes:
+        return self.files.read(name, self.ids[name])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.ids)
+
+    def __len__(self) -> int:
+        return len(self.ids)
 
 
 def check_own_key(ports: Ports, rules: Rules, report: Report, commit: str) -> None:

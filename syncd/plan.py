@@ -30,8 +30,8 @@ class Plan:
     remove: tuple[str, ...] = ()
     adopt: tuple[str, ...] = ()  # already identical, not yet in the manifest
     unmanaged: tuple[str, ...] = ()
-    desired: Mapping[str, bytes] = field(default_factory=dict)
-    ids: Mapping[str, str] = field(default_factory=dict)  # desired name → blob id
+    desired: Mapping[str, bytes] = field(default_factory=dict)  # the bytes of each file to write
+    ids: Mapping[str, str] = field(default_factory=dict)  # every desired name → blob id
 
     @property
     def writes(self) -> tuple[str, ...]:
@@ -43,7 +43,7 @@ class Plan:
 
     def manifest(self) -> dict[str, str]:
         """What syncd owns once the plan is applied: name → blob id."""
-        return {name: self.ids.get(name) or blob_id(data) for name, data in sorted(self.desired.items())}
+        return dict(sorted(self.ids.items()))
 
     def describe(self) -> list[str]:
         lines = [f"+ {n}" for n in self.add] + [f"~ {n}" for n in self.update] + [f"- {n}" for n in self.remove]
@@ -101,11 +101,13 @@ def make_plan(
     manifest: Mapping[str, str],
     ids: Mapping[str, str] | None = None,
 ) -> Plan:
-    """``installed``: the valid-named regular files now in the hosts
-    directory (name → blob id); ``manifest``: what syncd installed (the
-    same); ``ids``: the desired files' blob ids when the tree gave them
-    (else they are computed)."""
-    ids = {name: (ids or {}).get(name) or blob_id(data) for name, data in desired.items()}
+    """``desired``: name → bytes of the repository's host files (a lazy
+    mapping may load them: only the files to write are read); ``installed``:
+    the valid-named regular files now in the hosts directory (name → blob
+    id); ``manifest``: what syncd installed (the same); ``ids``: the desired
+    files' blob ids when the tree gave them (else they are computed)."""
+    known = ids or {}
+    ids = {name: known.get(name) or blob_id(desired[name]) for name in desired}
     add, update, adopt = [], [], []
     for name in sorted(desired):
         current = installed.get(name)
@@ -117,4 +119,5 @@ def make_plan(
             adopt.append(name)
     remove = sorted(n for n in installed if n not in desired and n in manifest)
     unmanaged = sorted(n for n in installed if n not in desired and n not in manifest)
-    return Plan(tuple(add), tuple(update), tuple(remove), tuple(adopt), tuple(unmanaged), dict(desired), ids)
+    data = {name: desired[name] for name in add + update}
+    return Plan(tuple(add), tuple(update), tuple(remove), tuple(adopt), tuple(unmanaged), data, ids)

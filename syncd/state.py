@@ -21,6 +21,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from syncd import parseindex
 from syncd.errors import StateError, TransientError
 from syncd.hostsdir import FileStat, fsync_dir, make_dirs, write_atomic
 from syncd.pipeline import Applied
@@ -181,6 +182,12 @@ class StateFile:
 
     def log(self, entries: list[Applied]) -> None:
         append_log(self.state_dir, entries)
+
+    def load_index(self) -> dict[parseindex.Key, parseindex.Record]:
+        return parseindex.load(self.state_dir)
+
+    def save_index(self, index: dict[parseindex.Key, parseindex.Record]) -> None:
+        parseindex.save(self.state_dir, index)
 
 
 def append_log(state_dir: Path, entries: list[Applied]) -> None:

@@ -75,7 +75,8 @@ def validate_tree(policy_data: bytes | None, entries: Iterable[TreeEntry], hosts
     return validate_network(policy, entries, hosts_dir or policy.hosts_dir, policy_findings)
 
 
-ParseCache = dict[tuple[str, bytes, str, int], HostFile]
+# (path, blob id or bytes, tinc version, min_rsa_bits) → the parsed file
+ParseCache = dict[tuple[str, bytes | str, str, int], HostFile]
 
 
 def validate_network(
@@ -86,9 +87,9 @@ def validate_network(
     cache: ParseCache | None = None,
     installed: bool = False,
 ) -> Report:
-    """``cache``, kept by a long-running caller (``syncd run``), maps
-    (path, bytes, tinc version, min_rsa_bits) to the parsed file: parsing is
-    deterministic, so an unchanged host file is not parsed again.  Only the
+    """``cache`` maps (path, blob id or bytes, tinc version, min_rsa_bits) to
+    the parsed file: parsing is deterministic, so an unchanged host file is
+    not parsed again (an entry found there needs no ``data``).  Only the
     current files are kept in it.
 
     ``installed``: the entries are a node's own hosts directory
@@ -110,7 +111,9 @@ def validate_network(
             if not (installed and is_script_name(entry.name)):
                 findings.append(error(path, 1, "name-invalid", _name_message(entry.name)))
             continue
-        if entry.size > policy.max_file_bytes or entry.data is None:
+        key = (path, entry.blob or entry.data or b"", policy.tinc, policy.min_rsa_bits)
+        cached = cache.get(key) if cache is not None and entry.size <= policy.max_file_bytes else None
+        if cached is None and (entry.size > policy.max_file_bytes or entry.data is None):
             findings.append(
                 error(
                     path,
@@ -120,13 +123,13 @@ def validate_network(
                 )
             )
             continue
-        if cache is not None and fresh is not None:
-            key = (path, entry.data, policy.tinc, policy.min_rsa_bits)
-            cached = cache.get(key)
-            host = cached or parse_host_file(path, entry.data, tinc=policy.tinc, min_rsa_bits=policy.min_rsa_bits)
-            fresh[key] = host
+        if cached is not None:
+            host = cached
         else:
+            assert entry.data is not None
             host = parse_host_file(path, entry.data, tinc=policy.tinc, min_rsa_bits=policy.min_rsa_bits)
+        if fresh is not None:
+            fresh[key] = host
         hosts[entry.name] = host
         findings.extend(host.findings)
 

@@ -19,6 +19,7 @@ from syncd.commits import CommitInfo
 from syncd.errors import RefusedError, ReloadError, SignatureError, UnsafeTreeError
 from syncd.hostsdir import FileStat
 from syncd.keys import PublicKey
+from syncd.parseindex import Key, Record
 from syncd.pipeline import Applied, Ports, Rules, Signed, run_pass
 from syncd.plan import Plan, blob_id
 from syncd.reload import Reloaded
@@ -115,7 +116,7 @@ class FakeHosts:
             self.files.pop(name, None)
             self.writes.append(f"-{name}")
         self.touched.clear()
-        return {n: FileStat(blob_id(d), len(d), 0, 0, 0) for n, d in sorted(plan.desired.items())}
+        return {n: FileStat(b, 0, 0, 0, 0) for n, b in sorted(plan.ids.items())}
 
 
 @dataclass
@@ -123,9 +124,16 @@ class FakeState:
     state: State = field(default_factory=State)
     saves: int = 0
     audit: list[Applied] = field(default_factory=list)
+    index: dict[Key, Record] = field(default_factory=dict)
 
     def log(self, entries: list[Applied]) -> None:
         self.audit.extend(entries)
+
+    def load_index(self) -> dict[Key, Record]:
+        return dict(self.index)
+
+    def save_index(self, index: dict[Key, Record]) -> None:
+        self.index = dict(index)
 
     def load(self) -> State:
         return self.state
