@@ -1,7 +1,7 @@
 """Read one tinc host file exactly as tincd 1.0.36 / 1.1 does (pure).
 
 The line grammar mirrors ``read_config_file()`` and ``readline()`` in tinc's
-``src/conf.c``; see ../shared/TINC.md for what was confirmed by running
+``src/conf.c``; the project README lists what was confirmed by running
 tincd.  Each rule below names the behaviour it copies:
 
 * ``readline()`` uses ``fgets()`` into a 2049-byte buffer: a line longer than
@@ -29,11 +29,11 @@ from typing import NamedTuple
 
 from syncd import keys
 from syncd.findings import Finding, Location, error, warning
+from syncd.names import NAME_RE as NAME_RE  # re-exported: older importers
 from syncd.subnet import IPV4_RE as _IPV4_RE
 from syncd.subnet import Kind, Subnet, SubnetError, is_short_mac, parse_subnet
 
 MAX_LINE_BYTES = 2048  # fgets(buffer, MAX_STRING_SIZE = 2049, fp)
-NAME_RE = re.compile(r"[A-Za-z0-9_]{1,64}\Z")  # check_id() in src/utils.c, plus a length cap
 TINC_VERSIONS = ("1.0", "1.1")
 
 # --- the variables a host file may hold -----------------------------------

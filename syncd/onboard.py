@@ -18,8 +18,9 @@ from pathlib import Path
 from syncd.allocate import AllocationError, default_size, next_free, reserved
 from syncd.errors import RefusedError, UsageError
 from syncd.findings import Finding, Severity
-from syncd.hostfile import NAME_RE, host_problem
+from syncd.hostfile import host_problem
 from syncd.keygen import KeyPair, ed25519_keypair, rsa_keypair
+from syncd.names import NAME_RE
 from syncd.policy import POLICY_FILE, Policy, parse_policy
 from syncd.subnet import Kind, Subnet, SubnetError, format_subnet, parse_subnet
 from syncd.validate import EntryKind, Report, TreeEntry, validate_network

@@ -38,7 +38,7 @@ from syncd.agent import SyncResult, stale_warning, sync_once
 from syncd.apply import make_dirs
 from syncd.config import Config, redact_url
 from syncd.errors import EXIT_REFUSED, Outcome, outcome
-from syncd.hostfile import NAME_RE
+from syncd.names import NAME_RE
 from syncd.notify import Notifier
 from syncd.validate import ParseCache
 

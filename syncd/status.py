@@ -19,8 +19,8 @@ from pathlib import Path
 from syncd.apply import TEMP_PREFIX, Health, State, load_health, load_state, read_installed
 from syncd.config import Config, redact_url
 from syncd.errors import StateError
-from syncd.hostfile import NAME_RE
 from syncd.metrics import staleness
+from syncd.names import NAME_RE
 from syncd.units import format_duration
 
 # The reasons of a refused pass (exit 1: only a new signed commit fixes

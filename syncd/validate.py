@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from syncd.findings import Finding, Location, Severity, error
-from syncd.hostfile import NAME_RE, HostFile, parse_host_file
+from syncd.hostfile import HostFile, parse_host_file
+from syncd.names import SCRIPT_SUFFIXES, is_node_name, script_suffix
+from syncd.names import is_script_name as is_script_name  # re-exported
 from syncd.policy import DEFAULT_POLICY, POLICY_FILE, Policy, parse_policy
 from syncd.subnet import Claim, Kind, format_subnet, overlapping_pairs
 
@@ -105,7 +107,7 @@ def validate_network(
         if entry.kind is not EntryKind.FILE:
             findings.append(error(path, 1, "file-type", _file_type_message(entry.kind)))
             continue
-        if not NAME_RE.match(entry.name):
+        if not is_node_name(entry.name):
             if not (installed and is_script_name(entry.name)):
                 findings.append(error(path, 1, "name-invalid", _name_message(entry.name)))
             continue
@@ -150,18 +152,13 @@ def _file_type_message(kind: EntryKind) -> str:
     }[kind]
 
 
-def is_script_name(name: str) -> bool:
-    """``NAME-up`` / ``NAME-down``: scripts tincd runs when NAME comes and goes."""
-    return any(name.endswith(s) and NAME_RE.match(name[: -len(s)]) is not None for s in ("-up", "-down"))
-
-
 def _name_message(name: str) -> str:
-    for suffix in ("-up", "-down"):
-        if name.endswith(suffix) and NAME_RE.match(name[: -len(suffix)]):
-            return (
-                f"{name!r} is a tinc script name: tincd runs hosts/{name} as root when the node "
-                f"{'connects' if suffix == '-up' else 'disconnects'}; syncd never installs scripts"
-            )
+    suffix = script_suffix(name)
+    if suffix is not None:
+        return (
+            f"{name!r} is a tinc script name: tincd runs hosts/{name} as root when the node "
+            f"{SCRIPT_SUFFIXES[suffix]}; syncd never installs scripts"
+        )
     return f"{name!r} is not a valid tinc node name (1-64 of A-Z, a-z, 0-9, _); tincd ignores this file"
 
 

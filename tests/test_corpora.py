@@ -12,7 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 from syncd.cli import run_check
-from syncd.hostfile import NAME_RE
+from syncd.names import NAME_RE
 from syncd.validate import Report
 
 
