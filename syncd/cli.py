@@ -4,7 +4,6 @@ here; every failure is mapped once, by ``errors.outcome``, in ``main``."""
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import sys
@@ -19,9 +18,8 @@ from syncd.errors import EXIT_OK, EXIT_REFUSED, UsageError, outcome
 from syncd.errors import EXIT_TRANSIENT as EXIT_TRANSIENT  # the exit codes, importable from here too
 from syncd.errors import EXIT_USAGE as EXIT_USAGE
 from syncd.findings import Finding, plural
-from syncd.policy import DEFAULT_POLICY, POLICY_FILE, parse_policy
-from syncd.validate import Report, validate_network
-from syncd.worktree import read_hosts_dir, read_policy
+from syncd.validate import Report
+from syncd.worktree import run_check
 
 if TYPE_CHECKING:
     from syncd.config import Config
@@ -201,35 +199,10 @@ class _NetAction(argparse.Action):
         ns.net = values
 
 
-def run_check(repo: Path | None, hosts_dir: Path | None) -> Report:
-    """Read a working tree (or a bare hosts directory) and validate it."""
-    policy, policy_findings = DEFAULT_POLICY, list[Finding]()
-    if repo is not None or hosts_dir is None:
-        root = repo if repo is not None else Path()
-        if not root.is_dir():
-            raise UsageError(f"{root}: no such directory")
-        data = read_policy(root)
-        if data is not None:
-            policy, policy_findings = parse_policy(data, POLICY_FILE)
-    if hosts_dir is not None:
-        directory, shown = hosts_dir, str(hosts_dir)
-    else:
-        directory, shown = root / policy.hosts_dir, policy.hosts_dir
-    entries = read_hosts_dir(directory, policy.max_file_bytes)
-    return validate_network(policy, entries, shown, policy_findings, installed=hosts_dir is not None)
-
-
 def cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     repo = Path(args.repo) if args.repo is not None else None
     hosts_dir = Path(args.hosts_dir) if args.hosts_dir is not None else None
-    # A check builds a few objects per host-file line and creates no cycles:
-    # the cyclic collector would only rescan them, again and again (a fifth
-    # of the run time on 10k nodes).  This process exits right after.
-    gc.disable()
-    try:
-        report = run_check(repo, hosts_dir)
-    finally:
-        gc.enable()
+    report = run_check(repo, hosts_dir)
     if args.format == "json":
         json.dump(report_json(report), out, indent=2)
         out.write("\n")
