@@ -22,8 +22,12 @@ from syncd.validate import Report
 from syncd.worktree import run_check
 
 if TYPE_CHECKING:
+    from typing import TypeAlias
+
     from syncd.config import Config
     from syncd.reload import Reloaded
+
+    _Commands: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,7 +37,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"syncd {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _check_parser(commands)
+    _sync_parser(commands)
+    _run_parser(commands)
+    _status_parser(commands)
+    _add_node_parser(commands)
+    _completion_parser(commands)
+    return parser
 
+
+def _check_parser(commands: _Commands) -> None:
     check = commands.add_parser(
         "check",
         help="validate a repository of tinc host files",
@@ -54,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--strict", action="store_true", help="warnings fail the check too")
     check.set_defaults(handler=cmd_check)
 
+
+def _sync_parser(commands: _Commands) -> None:
     sync = commands.add_parser(
         "sync",
         help="fetch, verify and install the host files once",
@@ -78,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sync.set_defaults(handler=cmd_sync)
 
+
+def _run_parser(commands: _Commands) -> None:
     run = commands.add_parser(
         "run",
         help="the agent: sync every interval, repair drift, reload tincd",
@@ -91,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     _config_option(run)
     run.set_defaults(handler=cmd_run)
 
+
+def _status_parser(commands: _Commands) -> None:
     status = commands.add_parser(
         "status",
         help="what is installed, from which commit, and whether the node is healthy",
@@ -106,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--format", choices=("text", "json"), default="text", help="output format")
     status.set_defaults(handler=cmd_status)
 
+
+def _add_node_parser(commands: _Commands) -> None:
     add = commands.add_parser(
         "add-node",
         help="create a new node: keys, a free subnet, host file, tinc.conf, tinc-up/down",
@@ -128,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--dry-run", action="store_true", help="print what would be written, write nothing")
     add.set_defaults(handler=cmd_add_node)
 
+
+def _completion_parser(commands: _Commands) -> None:
     completion = commands.add_parser(
         "completion",
         help="print a shell completion script",
@@ -139,7 +162,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     completion.add_argument("shell", choices=("bash", "zsh"), metavar="SHELL", help="bash or zsh")
     completion.set_defaults(handler=cmd_completion)
-    return parser
 
 
 def _config_option(parser: argparse.ArgumentParser) -> None:
@@ -320,16 +342,10 @@ def cmd_status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def cmd_add_node(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from syncd.onboard import prepare, write
+    from syncd.onboard import next_steps, prepare, tinc_dir_of, write
 
-    if args.tinc_dir is None and args.net is None:
-        raise UsageError("give --net NET (tinc dir /etc/tinc/NET) or --tinc-dir DIR")
-    if not 2048 <= args.rsa_bits <= 8192:
-        raise UsageError("--rsa-bits must be from 2048 to 8192")
-    # Absolute paths: the next steps and the node's config name them.
-    tinc_dir = Path(args.tinc_dir).resolve() if args.tinc_dir else Path("/etc/tinc") / args.net
-    net = args.net or tinc_dir.name
-    repo = Path(args.repo).resolve()
+    tinc_dir, net = tinc_dir_of(args.net, args.tinc_dir)
+    repo = Path(args.repo).resolve()  # absolute: the next steps name it
     node = prepare(
         args.name,
         repo=repo,
@@ -353,23 +369,7 @@ def cmd_add_node(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return EXIT_OK
     for path in write(node):
         out.write(f"wrote {path}\n")
-    host = node.repo_host_file.path
-    out.write(
-        f"""
-Next steps:
-  1. In {repo}: git add {host.relative_to(repo) if host.is_relative_to(repo) else host}
-     then commit it signed by an admin and push:  git commit -S -m "Add {node.name}" && git push
-  2. On {node.name}, install syncd's config as /etc/syncd/{net}.yaml:
-       net: {net}
-       node: {node.name}
-       repo: {{url: <the hosts repository URL>}}
-       trust: {{allowed_signers: /etc/syncd/{net}.allowed_signers}}
-       tinc: {{dir: {node.tinc_dir}}}
-     and the admins' allowed_signers file, then:  syncd sync -c /etc/syncd/{net}.yaml
-  3. Start tinc and keep the host files in sync:
-       systemctl enable --now tinc@{net} syncd@{net}.timer
-"""
-    )
+    out.write(next_steps(node, repo))
     return EXIT_OK
 
 

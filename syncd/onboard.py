@@ -76,6 +76,8 @@ def prepare(
     """Everything ``add-node`` would write.  ``dry_run``: the same, except
     that no key is generated (placeholders stand in for the keys), so what
     it shows is what the real run writes, key material aside."""
+    if not 2048 <= rsa_bits <= 8192:
+        raise UsageError("--rsa-bits must be from 2048 to 8192")
     if not NAME_RE.match(name):
         raise RefusedError(f"{name!r} is not a valid tinc node name (1-64 of A-Z, a-z, 0-9, _)", reason="name")
     if not repo.is_dir():
@@ -129,6 +131,36 @@ def prepare(
         PlannedFile(hosts_path / name, host_bytes, 0o644),  # last: see repo_host_file
     ]
     return NewNode(name, net, tinc_dir, chosen, vpn_address, tuple(peers), tuple(files), others, dry_run)
+
+
+def tinc_dir_of(net: str | None, tinc_dir: str | None) -> tuple[Path, str]:
+    """The node's tinc directory and network name, from ``--net`` and/or
+    ``--tinc-dir`` (tincd's default layout: ``/etc/tinc/NET``)."""
+    if tinc_dir is None and net is None:
+        raise UsageError("give --net NET (tinc dir /etc/tinc/NET) or --tinc-dir DIR")
+    # Absolute: the next steps and the node's config name it.
+    directory = Path(tinc_dir).resolve() if tinc_dir else Path("/etc/tinc") / str(net)
+    return directory, net or directory.name
+
+
+def next_steps(node: NewNode, repo: Path) -> str:
+    """What is left to do by hand once the files are written."""
+    host = node.repo_host_file.path
+    net = node.net
+    return f"""
+Next steps:
+  1. In {repo}: git add {host.relative_to(repo) if host.is_relative_to(repo) else host}
+     then commit it signed by an admin and push:  git commit -S -m "Add {node.name}" && git push
+  2. On {node.name}, install syncd's config as /etc/syncd/{net}.yaml:
+       net: {net}
+       node: {node.name}
+       repo: {{url: <the hosts repository URL>}}
+       trust: {{allowed_signers: /etc/syncd/{net}.allowed_signers}}
+       tinc: {{dir: {node.tinc_dir}}}
+     and the admins' allowed_signers file, then:  syncd sync -c /etc/syncd/{net}.yaml
+  3. Start tinc and keep the host files in sync:
+       systemctl enable --now tinc@{net} syncd@{net}.timer
+"""
 
 
 def _address_lines(address: str | None) -> list[str]:
