@@ -91,7 +91,8 @@ def check_tree(
 @dataclass(frozen=True)
 class Snapshot:
     """A tree held in memory: a source read once (to be checked again, say
-    with a file added), or a tree a test builds."""
+    with a file added), or a tree a test builds.  Its entries are those of
+    the hosts directory it was read with, whatever ``host_entries`` is asked."""
 
     label: str
     policy: bytes | None
