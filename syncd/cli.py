@@ -4,7 +4,6 @@ here; every failure is mapped once, by ``errors.outcome``, in ``main``."""
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import sys
@@ -18,14 +17,16 @@ from syncd import __version__
 from syncd.errors import EXIT_OK, EXIT_REFUSED, UsageError, outcome
 from syncd.errors import EXIT_TRANSIENT as EXIT_TRANSIENT  # the exit codes, importable from here too
 from syncd.errors import EXIT_USAGE as EXIT_USAGE
-from syncd.findings import Finding, plural
-from syncd.policy import DEFAULT_POLICY, POLICY_FILE, parse_policy
-from syncd.validate import Report, validate_network
-from syncd.worktree import read_hosts_dir, read_policy
+from syncd.findings import plural
+from syncd.worktree import run_check
 
 if TYPE_CHECKING:
+    from typing import TypeAlias
+
     from syncd.config import Config
     from syncd.reload import Reloaded
+
+    _Commands: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,7 +36,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"syncd {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _check_parser(commands)
+    _sync_parser(commands)
+    _run_parser(commands)
+    _status_parser(commands)
+    _add_node_parser(commands)
+    _completion_parser(commands)
+    _log_parser(commands)
+    return parser
 
+
+def _check_parser(commands: _Commands) -> None:
     check = commands.add_parser(
         "check",
         help="validate a repository of tinc host files",
@@ -56,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--strict", action="store_true", help="warnings fail the check too")
     check.set_defaults(handler=cmd_check)
 
+
+def _sync_parser(commands: _Commands) -> None:
     sync = commands.add_parser(
         "sync",
         help="fetch, verify and install the host files once",
@@ -80,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sync.set_defaults(handler=cmd_sync)
 
+
+def _run_parser(commands: _Commands) -> None:
     run = commands.add_parser(
         "run",
         help="the agent: sync every interval, repair drift, reload tincd",
@@ -93,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     _config_option(run)
     run.set_defaults(handler=cmd_run)
 
+
+def _status_parser(commands: _Commands) -> None:
     status = commands.add_parser(
         "status",
         help="what is installed, from which commit, and whether the node is healthy",
@@ -108,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--format", choices=("text", "json"), default="text", help="output format")
     status.set_defaults(handler=cmd_status)
 
+
+def _add_node_parser(commands: _Commands) -> None:
     add = commands.add_parser(
         "add-node",
         help="create a new node: keys, a free subnet, host file, tinc.conf, tinc-up/down",
@@ -130,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--dry-run", action="store_true", help="print what would be written, write nothing")
     add.set_defaults(handler=cmd_add_node)
 
+
+def _completion_parser(commands: _Commands) -> None:
     completion = commands.add_parser(
         "completion",
         help="print a shell completion script",
@@ -141,11 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     completion.add_argument("shell", choices=("bash", "zsh"), metavar="SHELL", help="bash or zsh")
     completion.set_defaults(handler=cmd_completion)
-    _add_log_parser(commands)
-    return parser
 
 
-def _add_log_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _log_parser(commands: _Commands) -> None:
     log = commands.add_parser(
         "log",
         help="the audit trail: which commits this node applied, who signed them, what they changed",
@@ -229,35 +248,12 @@ class _NetAction(argparse.Action):
         ns.net = values
 
 
-def run_check(repo: Path | None, hosts_dir: Path | None) -> Report:
-    """Read a working tree (or a bare hosts directory) and validate it."""
-    policy, policy_findings = DEFAULT_POLICY, list[Finding]()
-    if repo is not None or hosts_dir is None:
-        root = repo if repo is not None else Path()
-        if not root.is_dir():
-            raise UsageError(f"{root}: no such directory")
-        data = read_policy(root)
-        if data is not None:
-            policy, policy_findings = parse_policy(data, POLICY_FILE)
-    if hosts_dir is not None:
-        directory, shown = hosts_dir, str(hosts_dir)
-    else:
-        directory, shown = root / policy.hosts_dir, policy.hosts_dir
-    entries = read_hosts_dir(directory, policy.max_file_bytes)
-    return validate_network(policy, entries, shown, policy_findings, installed=hosts_dir is not None)
-
-
 def cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     repo = Path(args.repo) if args.repo is not None else None
     hosts_dir = Path(args.hosts_dir) if args.hosts_dir is not None else None
-    # A check builds a few objects per host-file line and creates no cycles:
-    # the cyclic collector would only rescan them, again and again (a fifth
-    # of the run time on 10k nodes).  This process exits right after.
-    gc.disable()
-    try:
-        report = run_check(repo, hosts_dir)
-    finally:
-        gc.enable()
+    report = run_check(repo, hosts_dir)
+    from syncd.formats import format_github, report_json
+
     if args.format == "json":
         json.dump(report_json(report), out, indent=2)
         out.write("\n")
@@ -375,16 +371,10 @@ def cmd_status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def cmd_add_node(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from syncd.onboard import prepare, write
+    from syncd.onboard import next_steps, prepare, tinc_dir_of, write
 
-    if args.tinc_dir is None and args.net is None:
-        raise UsageError("give --net NET (tinc dir /etc/tinc/NET) or --tinc-dir DIR")
-    if not 2048 <= args.rsa_bits <= 8192:
-        raise UsageError("--rsa-bits must be from 2048 to 8192")
-    # Absolute paths: the next steps and the node's config name them.
-    tinc_dir = Path(args.tinc_dir).resolve() if args.tinc_dir else Path("/etc/tinc") / args.net
-    net = args.net or tinc_dir.name
-    repo = Path(args.repo).resolve()
+    tinc_dir, net = tinc_dir_of(args.net, args.tinc_dir)
+    repo = Path(args.repo).resolve()  # absolute: the next steps name it
     node = prepare(
         args.name,
         repo=repo,
@@ -408,23 +398,7 @@ def cmd_add_node(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return EXIT_OK
     for path in write(node):
         out.write(f"wrote {path}\n")
-    host = node.repo_host_file.path
-    out.write(
-        f"""
-Next steps:
-  1. In {repo}: git add {host.relative_to(repo) if host.is_relative_to(repo) else host}
-     then commit it signed by an admin and push:  git commit -S -m "Add {node.name}" && git push
-  2. On {node.name}, install syncd's config as /etc/syncd/{net}.yaml:
-       net: {net}
-       node: {node.name}
-       repo: {{url: <the hosts repository URL>}}
-       trust: {{allowed_signers: /etc/syncd/{net}.allowed_signers}}
-       tinc: {{dir: {node.tinc_dir}}}
-     and the admins' allowed_signers file, then:  syncd sync -c /etc/syncd/{net}.yaml
-  3. Start tinc and keep the host files in sync:
-       systemctl enable --now tinc@{net} syncd@{net}.timer
-"""
-    )
+    out.write(next_steps(node, repo))
     return EXIT_OK
 
 
@@ -440,40 +414,6 @@ def describe_reload(reloaded: Reloaded) -> str:
     if reloaded.method == "none":
         return f"tincd not reloaded ({reloaded.detail})"
     return f"reloaded tincd ({reloaded.method}): {reloaded.detail}"
-
-
-def report_json(report: Report) -> dict[str, object]:
-    return {
-        "findings": [
-            {
-                "path": f.path,
-                "line": f.line,
-                "severity": str(f.severity),
-                "code": f.code,
-                "message": f.message,
-                "related": [{"path": r.path, "line": r.line} for r in f.related],
-            }
-            for f in report.findings
-        ],
-        "nodes": report.nodes,
-        "subnets": report.subnets,
-    }
-
-
-def _escape_data(text: str) -> str:
-    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
-
-
-def _escape_property(text: str) -> str:
-    return _escape_data(text).replace(":", "%3A").replace(",", "%2C")
-
-
-def format_github(finding: Finding) -> str:
-    """A GitHub Actions workflow command that annotates the file and line."""
-    return (
-        f"::{finding.severity} file={_escape_property(finding.path)},line={finding.line},"
-        f"title={_escape_property(finding.code)}::{_escape_data(finding.message)}"
-    )
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:

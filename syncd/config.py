@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from syncd.errors import ConfigError, UsageError
-from syncd.hostfile import NAME_RE
+from syncd.names import NAME_RE
 from syncd.units import format_duration, format_size, parse_duration, parse_size
 
 RELOAD_METHODS = ("auto", "signal", "tinc", "systemd", "command", "none")

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from syncd.errors import FatalIOError
-from syncd.hostfile import NAME_RE
+from syncd.names import NAME_RE
 from syncd.plan import Plan, blob_id
 
 TEMP_PREFIX = ".syncd-"

@@ -18,12 +18,14 @@ from pathlib import Path
 from syncd.allocate import AllocationError, default_size, next_free, reserved
 from syncd.errors import RefusedError, UsageError
 from syncd.findings import Finding, Severity
-from syncd.hostfile import NAME_RE, host_problem
+from syncd.hostfile import host_problem
 from syncd.keygen import KeyPair, ed25519_keypair, rsa_keypair
-from syncd.policy import POLICY_FILE, Policy, parse_policy
+from syncd.names import NAME_RE
+from syncd.policy import POLICY_FILE, Policy
 from syncd.subnet import Kind, Subnet, SubnetError, format_subnet, parse_subnet
-from syncd.validate import EntryKind, Report, TreeEntry, validate_network
-from syncd.worktree import read_hosts_dir, read_policy
+from syncd.tree import EntryKind, Snapshot, TreeEntry, check_tree, snapshot
+from syncd.validate import Report
+from syncd.worktree import WorkTree
 
 PRIVATE_KEY_FILES = ("rsa_key.priv", "ed25519_key.priv")
 
@@ -74,18 +76,22 @@ def prepare(
     """Everything ``add-node`` would write.  ``dry_run``: the same, except
     that no key is generated (placeholders stand in for the keys), so what
     it shows is what the real run writes, key material aside."""
+    if not 2048 <= rsa_bits <= 8192:
+        raise UsageError("--rsa-bits must be from 2048 to 8192")
     if not NAME_RE.match(name):
         raise RefusedError(f"{name!r} is not a valid tinc node name (1-64 of A-Z, a-z, 0-9, _)", reason="name")
-    policy, policy_findings = _policy(repo)
-    if any(f.severity is Severity.ERROR for f in policy_findings):
+    if not repo.is_dir():
+        raise UsageError(f"{repo}: no such directory (--repo is a working clone of the hosts repository)")
+    tree = snapshot(WorkTree(repo))
+    report, _ = check_tree(tree)
+    policy = report.policy
+    if any(f.severity is Severity.ERROR for f in report.policy_findings):
         raise RefusedError(
-            f"{repo / POLICY_FILE} has errors: " + "; ".join(f.format_text() for f in policy_findings),
+            f"{repo / POLICY_FILE} has errors: " + "; ".join(f.format_text() for f in report.policy_findings),
             reason="policy",
         )
     hosts_path = repo / policy.hosts_dir
-    entries = read_hosts_dir(hosts_path, policy.max_file_bytes)
-    report = validate_network(policy, entries, policy.hosts_dir, policy_findings)
-    clash = [e.name for e in entries if e.name.lower() == name.lower()]
+    clash = [e.name for e in tree.entries if e.name.lower() == name.lower()]
     if clash:
         raise RefusedError(
             f"{policy.hosts_dir}/{clash[0]} already exists: node names must be unique (any case)", "name"
@@ -109,7 +115,7 @@ def prepare(
         if peer not in report.hosts:
             raise UsageError(f"--connect-to: {peer!r} has no host file in {hosts_path}")
     host_text = "\n".join([*host_lines, f"Subnet = {format_subnet(chosen)}"]) + "\n"
-    others = _check_new_host(policy, policy_findings, entries, name, host_text.encode())
+    others = _check_new_host(tree, policy.hosts_dir, name, host_text.encode())
 
     # Keys come last: an RSA 4096 key takes seconds, and a refusal needs none.
     keys = [_placeholder(kind, rsa_bits) for kind in kinds] if dry_run else [_keypair(k, rsa_bits) for k in kinds]
@@ -127,6 +133,36 @@ def prepare(
     return NewNode(name, net, tinc_dir, chosen, vpn_address, tuple(peers), tuple(files), others, dry_run)
 
 
+def tinc_dir_of(net: str | None, tinc_dir: str | None) -> tuple[Path, str]:
+    """The node's tinc directory and network name, from ``--net`` and/or
+    ``--tinc-dir`` (tincd's default layout: ``/etc/tinc/NET``)."""
+    if tinc_dir is None and net is None:
+        raise UsageError("give --net NET (tinc dir /etc/tinc/NET) or --tinc-dir DIR")
+    # Absolute: the next steps and the node's config name it.
+    directory = Path(tinc_dir).resolve() if tinc_dir else Path("/etc/tinc") / str(net)
+    return directory, net or directory.name
+
+
+def next_steps(node: NewNode, repo: Path) -> str:
+    """What is left to do by hand once the files are written."""
+    host = node.repo_host_file.path
+    net = node.net
+    return f"""
+Next steps:
+  1. In {repo}: git add {host.relative_to(repo) if host.is_relative_to(repo) else host}
+     then commit it signed by an admin and push:  git commit -S -m "Add {node.name}" && git push
+  2. On {node.name}, install syncd's config as /etc/syncd/{net}.yaml:
+       net: {net}
+       node: {node.name}
+       repo: {{url: <the hosts repository URL>}}
+       trust: {{allowed_signers: /etc/syncd/{net}.allowed_signers}}
+       tinc: {{dir: {node.tinc_dir}}}
+     and the admins' allowed_signers file, then:  syncd sync -c /etc/syncd/{net}.yaml
+  3. Start tinc and keep the host files in sync:
+       systemctl enable --now tinc@{net} syncd@{net}.timer
+"""
+
+
 def _address_lines(address: str | None) -> list[str]:
     """``--address "HOST [PORT]"`` → the host file's ``Address`` (and ``Port``) lines."""
     if address is None:
@@ -140,9 +176,7 @@ def _address_lines(address: str | None) -> list[str]:
     return [f"Address = {address}", *([f"Port = {port}"] if port else [])]
 
 
-def _check_new_host(
-    policy: Policy, policy_findings: list[Finding], entries: list[TreeEntry], name: str, host_bytes: bytes
-) -> tuple[Finding, ...]:
+def _check_new_host(tree: Snapshot, hosts_dir: str, name: str, host_bytes: bytes) -> tuple[Finding, ...]:
     """Refuse a host file (keys aside) that would not pass ``syncd check``;
     return the repository's other errors, which are not the new node's doing.
 
@@ -150,13 +184,8 @@ def _check_new_host(
     size is always valid and never anyone else's, so ``key-missing`` for the
     file without them is expected, and generating a key to learn nothing
     would make a dry run take seconds."""
-    path = f"{policy.hosts_dir}/{name}"
-    trial = validate_network(
-        policy,
-        [*entries, TreeEntry(name, EntryKind.FILE, len(host_bytes), host_bytes)],
-        policy.hosts_dir,
-        policy_findings,
-    )
+    path = f"{hosts_dir}/{name}"
+    trial, _ = check_tree(tree.with_entry(TreeEntry(name, EntryKind.FILE, len(host_bytes), host_bytes)))
     errors = [
         f for f in trial.findings if f.severity is Severity.ERROR and not (f.path == path and f.code == "key-missing")
     ]
@@ -189,15 +218,6 @@ def write(node: NewNode) -> list[Path]:
             path.unlink(missing_ok=True)
         raise
     return written
-
-
-def _policy(repo: Path) -> tuple[Policy, list[Finding]]:
-    if not repo.is_dir():
-        raise UsageError(f"{repo}: no such directory (--repo is a working clone of the hosts repository)")
-    data = read_policy(repo)
-    if data is None:
-        return Policy(), []
-    return parse_policy(data)
 
 
 def _subnet(requested: str, policy: Policy, report: Report) -> Subnet:

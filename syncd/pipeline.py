@@ -15,7 +15,6 @@ All or nothing: every check runs before the first write; a refusal raises
 
 from __future__ import annotations
 
-import datetime
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -26,6 +25,7 @@ from typing import TYPE_CHECKING, Protocol
 from syncd.commits import CommitInfo
 from syncd.errors import RefusedError, UnsafeTreeError
 from syncd.findings import Severity
+from syncd.history import verify_history
 from syncd.plan import Plan, make_plan
 
 if TYPE_CHECKING:
@@ -263,82 +263,6 @@ def _after_last_reload_second(state: State) -> None:
         time.sleep(wait)
 
 
-# --- history -----------------------------------------------------------------------------
-
-
-def verify_history(
-    ports: Ports, rules: Rules, state: State, tip: CommitInfo, signer: Signed, allow_rewind: bool
-) -> list[tuple[CommitInfo, Signed | None]]:
-    """The rollback guard, the clock guard and the signature policy for the
-    commits after the last applied one (the tip was verified before, by
-    ``signer``); returns the new commits, newest first, each with who signed
-    it (None when ``trust.verify: tip`` left it unchecked).  Raises
-    ``RefusedError`` naming the offending commit."""
-    repo, last = ports.repo, state.last_applied
-    if tip.sha == last:
-        return []
-    if last is None:
-        return [(tip, signer)]  # first sync: the tip alone is checked
-    stop: str | None = last
-    if not repo.has(last) or not repo.is_ancestor(last, tip.sha):
-        stop = _same_signed_content(repo, last, tip.sha)
-        if stop is None and not allow_rewind:
-            raise RefusedError(
-                f"the remote's {rules.branch} ({tip.sha[:12]}) does not descend from the last applied commit "
-                f"{last[:12]}: history was rewound or replaced; refusing (non-fast-forward)",
-                reason="non-fast-forward",
-                hint=f"if an admin really rewrote the history, run once: {rules.rewind_command}",
-            )
-        if stop is None:
-            stop = last if repo.has(last) else None
-    commits = list(repo.ancestors(tip.sha, stop))
-    if stop is None:
-        return [(tip, signer)]  # a rewound history with nothing in common: the tip
-    _check_dates(rules, state, commits, tip)
-    history: list[tuple[CommitInfo, Signed | None]] = []
-    for info in commits:
-        if info.sha == tip.sha:
-            history.append((info, signer))
-        else:
-            history.append((info, ports.verify(info) if rules.verify_all else None))
-    return history
-
-
-def _same_signed_content(repo: Repository, last: str, tip: str) -> str | None:
-    """A commit in the tip's history with the same signed content as the
-    last applied one: the honest original of a re-encoded copy this node
-    applied (or the other way round).  Walks the whole history, but only
-    when the tip does not descend from the last applied commit."""
-    if not repo.has(last):
-        return None
-    wanted = repo.commit(last).payload
-    return next((info.sha for info in repo.ancestors(tip) if info.payload == wanted), None)
-
-
-def _check_dates(rules: Rules, state: State, commits: list[CommitInfo], tip: CommitInfo) -> None:
-    """On the first-parent chain, refuse a commit much older than the last
-    applied one: committer dates are the signer's to choose, so a key that
-    was retired (``valid-before``) could otherwise still sign "in the past"."""
-    if state.commit_time is None:
-        return
-    floor = state.commit_time - rules.max_clock_skew
-    by_sha = {c.sha: c for c in commits}
-    info: CommitInfo | None = tip
-    while info is not None:
-        if info.committer_time < floor:
-            raise RefusedError(
-                f"commit {info.sha[:12]} ({info.summary!r}) is dated {_iso(info.committer_time)}, more than "
-                f"{rules.max_clock_skew:g} s before the last applied commit ({_iso(state.commit_time)}); "
-                "refusing a backdated commit (trust.max_clock_skew); nothing was installed",
-                reason="backdated",
-            )
-        info = by_sha.get(info.parents[0]) if info.parents else None
-
-
-def _iso(ts: float) -> str:
-    return datetime.datetime.fromtimestamp(ts, tz=datetime.UTC).isoformat(timespec="seconds")
-
-
 # --- the tree ------------------------------------------------------------------------------
 
 
@@ -360,17 +284,13 @@ def read_and_validate(
     from the installed file when its blob id is the tree's (cheaper than
     inflating it from a pack), and are used only if they still hash to that
     id: as firmly bound to the signed commit as the store's copy."""
-    from syncd.findings import Finding
-    from syncd.policy import DEFAULT_POLICY, parse_policy
+    from syncd.tree import policy_of
     from syncd.validate import validate_network
 
     repo = ports.repo
     cache: ParseCache = parse_cache if parse_cache is not None else {}
     try:
-        policy_data = repo.policy_bytes(commit)
-        policy, policy_findings = DEFAULT_POLICY, list[Finding]()
-        if policy_data is not None:
-            policy, policy_findings = parse_policy(policy_data)
+        policy, policy_findings = policy_of(repo.policy_bytes(commit))
         entries = repo.host_entries(commit, policy.hosts_dir, policy.max_files, policy.max_file_bytes)
         files = _Files(ports, installed, policy.max_file_bytes)
         index = _prime(ports, cache, entries, policy.hosts_dir, policy.tinc, policy.min_rsa_bits)

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 import yaml
 
 from syncd.findings import Finding, error
-from syncd.hostfile import NAME_RE, TINC_VERSIONS
+from syncd.hostfile import TINC_VERSIONS
+from syncd.names import NAME_RE
 from syncd.subnet import Kind, Subnet, SubnetError, parse_subnet
 
 POLICY_FILE = "syncd.yaml"

@@ -37,8 +37,8 @@ from typing import Any
 from syncd.agent import SyncResult, stale_warning, sync_once
 from syncd.config import Config, redact_url
 from syncd.errors import EXIT_REFUSED, Outcome, outcome
-from syncd.hostfile import NAME_RE
 from syncd.hostsdir import make_dirs
+from syncd.names import NAME_RE
 from syncd.notify import Notifier
 from syncd.validate import ParseCache
 

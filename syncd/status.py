@@ -18,9 +18,9 @@ from pathlib import Path
 
 from syncd.config import Config, redact_url
 from syncd.errors import StateError
-from syncd.hostfile import NAME_RE
 from syncd.hostsdir import TEMP_PREFIX, read_installed
 from syncd.metrics import staleness
+from syncd.names import NAME_RE
 from syncd.state import Health, State, load_health, load_state
 from syncd.units import format_duration
 

@@ -1,41 +1,25 @@
 """A whole network (policy + host-file entries) → sorted findings (pure).
 
-The validator takes names and bytes, never paths on disk: ``syncd check``
-reads a working tree into ``TreeEntry`` values and the agent reads a git tree
-into the same values, so both run this one function.
+The validator takes names and bytes, never paths on disk: a working tree and
+a git commit both hand out ``TreeEntry`` values (see ``tree.check_tree``), so
+``syncd check`` and the agent run this one function.
 """
 
 from __future__ import annotations
 
-import enum
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import NamedTuple
 
 from syncd.findings import Finding, Location, Severity, error
-from syncd.hostfile import NAME_RE, HostFile, parse_host_file
-from syncd.policy import DEFAULT_POLICY, POLICY_FILE, Policy, parse_policy
+from syncd.hostfile import HostFile, parse_host_file
+from syncd.names import SCRIPT_SUFFIXES, is_node_name, script_suffix
+from syncd.names import is_script_name as is_script_name  # re-exported
+from syncd.policy import DEFAULT_POLICY, POLICY_FILE, Policy
 from syncd.subnet import Claim, Kind, format_subnet, overlapping_pairs
-
-
-class EntryKind(enum.StrEnum):
-    FILE = "file"
-    SYMLINK = "symlink"
-    DIRECTORY = "directory"
-    SUBMODULE = "submodule"
-    OTHER = "other"
-
-
-class TreeEntry(NamedTuple):
-    """One entry of the hosts directory.  ``data`` is None when it was not
-    read (not a regular file, or over ``max_file_bytes``)."""
-
-    name: str
-    kind: EntryKind
-    size: int
-    data: bytes | None
-    blob: str | None = None  # git's blob id, when the entry comes from a git tree
+from syncd.tree import EntryKind as EntryKind  # re-exported: older importers
+from syncd.tree import TreeEntry as TreeEntry
+from syncd.tree import policy_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +27,8 @@ class Report:
     findings: tuple[Finding, ...]
     hosts: Mapping[str, HostFile]  # the valid nodes, by name
     subnets: int
+    policy: Policy = DEFAULT_POLICY  # the policy the tree was checked under
+    policy_findings: tuple[Finding, ...] = ()  # those of its syncd.yaml alone (also in findings)
 
     @property
     def nodes(self) -> int:
@@ -68,10 +54,7 @@ def is_ignored(name: str) -> bool:
 
 def validate_tree(policy_data: bytes | None, entries: Iterable[TreeEntry], hosts_dir: str | None = None) -> Report:
     """Validate a repository tree: its ``syncd.yaml`` (if any) and host files."""
-    if policy_data is None:
-        policy, policy_findings = DEFAULT_POLICY, list[Finding]()
-    else:
-        policy, policy_findings = parse_policy(policy_data, POLICY_FILE)
+    policy, policy_findings = policy_of(policy_data)
     return validate_network(policy, entries, hosts_dir or policy.hosts_dir, policy_findings)
 
 
@@ -95,7 +78,8 @@ def validate_network(
     ``installed``: the entries are a node's own hosts directory
     (``check --hosts-dir``), where ``NAME-up`` / ``NAME-down`` scripts are the
     operator's own business rather than something a repository may carry."""
-    findings: list[Finding] = list(policy_findings)
+    own_findings = tuple(policy_findings)
+    findings: list[Finding] = list(own_findings)
     fresh: ParseCache | None = {} if cache is not None else None
     hosts: dict[str, HostFile] = {}
     prefix = f"{hosts_dir.rstrip('/')}/" if hosts_dir else ""
@@ -107,7 +91,7 @@ def validate_network(
         if entry.kind is not EntryKind.FILE:
             findings.append(error(path, 1, "file-type", _file_type_message(entry.kind)))
             continue
-        if not NAME_RE.match(entry.name):
+        if not is_node_name(entry.name):
             if not (installed and is_script_name(entry.name)):
                 findings.append(error(path, 1, "name-invalid", _name_message(entry.name)))
             continue
@@ -142,7 +126,7 @@ def validate_network(
     findings.extend(_subnet_findings(policy, hosts, claims))
     findings.extend(_duplicate_keys(hosts))
     findings.sort(key=Finding.sort_key)
-    return Report(tuple(findings), hosts, len(claims))
+    return Report(tuple(findings), hosts, len(claims), policy, own_findings)
 
 
 def _file_type_message(kind: EntryKind) -> str:
@@ -154,18 +138,13 @@ def _file_type_message(kind: EntryKind) -> str:
     }[kind]
 
 
-def is_script_name(name: str) -> bool:
-    """``NAME-up`` / ``NAME-down``: scripts tincd runs when NAME comes and goes."""
-    return any(name.endswith(s) and NAME_RE.match(name[: -len(s)]) is not None for s in ("-up", "-down"))
-
-
 def _name_message(name: str) -> str:
-    for suffix in ("-up", "-down"):
-        if name.endswith(suffix) and NAME_RE.match(name[: -len(suffix)]):
-            return (
-                f"{name!r} is a tinc script name: tincd runs hosts/{name} as root when the node "
-                f"{'connects' if suffix == '-up' else 'disconnects'}; syncd never installs scripts"
-            )
+    suffix = script_suffix(name)
+    if suffix is not None:
+        return (
+            f"{name!r} is a tinc script name: tincd runs hosts/{name} as root when the node "
+            f"{SCRIPT_SUFFIXES[suffix]}; syncd never installs scripts"
+        )
     return f"{name!r} is not a valid tinc node name (1-64 of A-Z, a-z, 0-9, _); tincd ignores this file"
 
 

@@ -1,6 +1,6 @@
-"""Read a hosts directory on disk into ``TreeEntry`` values (the I/O edge of
-``syncd check``).  Nothing is followed: a symlink is reported as a symlink,
-and a file over the size limit is not read at all."""
+"""A working tree (or a bare hosts directory) on disk as a ``TreeSource``: the
+I/O edge of ``syncd check`` and ``add-node``.  Nothing is followed: a symlink
+is reported as a symlink, and a file over the size limit is not read at all."""
 
 from __future__ import annotations
 
@@ -9,7 +9,45 @@ from pathlib import Path
 
 from syncd.errors import UsageError
 from syncd.policy import POLICY_FILE
-from syncd.validate import EntryKind, TreeEntry
+from syncd.tree import EntryKind, TreeEntry, check_tree, without_gc
+from syncd.validate import Report
+
+
+class WorkTree:
+    """A repository's working tree (``root``: its ``syncd.yaml`` and its
+    policy's ``hosts_dir``), or a bare ``hosts_dir`` such as
+    ``/etc/tinc/NET/hosts`` (under the default policy, or ``root``'s when
+    both are given).  Neither given: the working tree ``.``."""
+
+    def __init__(self, root: Path | None = None, hosts_dir: Path | None = None) -> None:
+        self.root = root if root is not None or hosts_dir is not None else Path()
+        self.hosts_dir = hosts_dir
+
+    @property
+    def label(self) -> str:
+        return str(self.hosts_dir if self.hosts_dir is not None else self.root)
+
+    def policy_bytes(self) -> bytes | None:
+        if self.root is None:
+            return None
+        if not self.root.is_dir():
+            raise UsageError(f"{self.root}: no such directory")
+        return read_policy(self.root)
+
+    def host_entries(self, hosts_dir: str, max_files: int, max_file_bytes: int) -> list[TreeEntry]:
+        # max_files is not enforced here: it bounds what a node reads from a
+        # server, and a working tree is the user's own disk.
+        if self.hosts_dir is not None:
+            return read_hosts_dir(self.hosts_dir, max_file_bytes)
+        assert self.root is not None
+        return read_hosts_dir(self.root / hosts_dir, max_file_bytes)
+
+
+def run_check(repo: Path | None, hosts_dir: Path | None) -> Report:
+    """``syncd check [REPO] [--hosts-dir DIR]``: read the tree and validate it."""
+    with without_gc():  # the process exits right after the check
+        report, _ = check_tree(WorkTree(repo, hosts_dir), installed=hosts_dir is not None)
+    return report
 
 
 def read_policy(repo: Path) -> bytes | None:

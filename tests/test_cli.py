@@ -100,8 +100,8 @@ def test_github_output(broken: Path) -> None:
 
 
 def test_github_escapes_properties_and_newlines() -> None:
-    from syncd.cli import format_github
     from syncd.findings import error
+    from syncd.formats import format_github
 
     line = format_github(error("hosts/a,b:c", 3, "syntax", "50% done\nnext"))
     assert line == "::error file=hosts/a%2Cb%3Ac,line=3,title=syntax::50%25 done%0Anext"

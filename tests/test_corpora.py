@@ -11,9 +11,9 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
-from syncd.cli import run_check
-from syncd.hostfile import NAME_RE
+from syncd.names import NAME_RE
 from syncd.validate import Report
+from syncd.worktree import run_check
 
 
 def check_with_policy(corpora: Path, network: str, policy: str | None, tmp_path: Path) -> Report:
