@@ -126,8 +126,8 @@ def junk_commit(
     straight into the server's repository (a pack, not a gigabyte of loose
     objects); ``compression`` is zlib's level for it (0: stored as is)."""
     importer = subprocess.Popen(
-        ["git", "-c", f"core.compression={compression}", "-c", f"pack.compression={compression}", "-c", "fastimport.unpackLimit=0",
-         "fast-import", "--quiet", "--date-format=raw"],
+        ["git", "-c", f"core.compression={compression}", "-c", f"pack.compression={compression}",
+         "-c", "fastimport.unpackLimit=0", "fast-import", "--quiet", "--date-format=raw"],
         cwd=server, env=GIT_ENV, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
     )  # fmt: skip
     assert importer.stdin is not None
