@@ -39,6 +39,7 @@ test: lint typecheck pytest
 bench: $(BIN)/syncd
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python benchmarks/check_scale.py
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python benchmarks/sync_scale.py
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python benchmarks/refuse_junk.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
