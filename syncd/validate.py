@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 from syncd.findings import Finding, Location, Severity, error
 from syncd.hostfile import NAME_RE, HostFile, parse_host_file
+from syncd.owners import parse_owners
 from syncd.policy import DEFAULT_POLICY, POLICY_FILE, Policy, parse_policy
 from syncd.subnet import Claim, Kind, format_subnet, overlapping_pairs
 
@@ -128,6 +129,7 @@ def validate_network(
             host = parse_host_file(path, entry.data, tinc=policy.tinc, min_rsa_bits=policy.min_rsa_bits)
         hosts[entry.name] = host
         findings.extend(host.findings)
+        findings.extend(parse_owners(path, entry.data).findings)
 
     if cache is not None and fresh is not None:
         cache.clear()
