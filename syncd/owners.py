@@ -26,6 +26,8 @@ owner line but is not exactly one is an ``owner-invalid`` error:
   kind syncd verifies signatures from: ssh-ed25519, ecdsa-sha2-nistp256/384/521
   or ssh-rsa of 2048 bits or more.  The key must decode (an Ed25519 key of 32
   bytes, a point on its curve, an RSA modulus) with nothing after it.
+* One key a line: a comment that starts with a key type is refused (its
+  holder would believe they own the file).
 * The comment is for people (refusals name the signer by it), so it is
   UTF-8 without control characters.
 * A line over 2048 bytes is never an owner: tincd cuts it there and reads the
@@ -147,6 +149,9 @@ def _owner_line(line: bytes, number: int) -> Owner:
     _decode(key_type, blob)
     words = re.split(r"[ \t]+", rest, maxsplit=2)
     comment = words[2] if len(words) == 3 else ""
+    if comment.split(None, 1)[:1] and comment.split(None, 1)[0] in signers._OPENSSH_KEY_NAMES:
+        # the second key would be read as a comment, and its holder think they own the file
+        raise ValueError("one key per owner line: write a second owner on a line of its own")
     return Owner(blob, key_type, comment, number)
 
 
