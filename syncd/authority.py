@@ -67,12 +67,13 @@ class Roles:
 
 @dataclass(frozen=True, slots=True)
 class Change:
-    """What a commit C does, relative to its first parent."""
+    """What a commit C does, relative to its first parent.  ``added_owners``
+    maps NAME to its owner keys in C for each ``HOSTS/NAME`` that C adds
+    (absent at P); a file added without owner lines maps to an empty set."""
 
     parents: int
     paths: tuple[str, ...]  # repository-relative paths C adds, modifies or deletes
-    added_owners: Mapping[str, frozenset[bytes]] = field(default_factory=dict)  # NAME -> owner keys in C,
-    # for each HOSTS/NAME that C adds (absent at P); a file added without owner lines maps to an empty set
+    added_owners: Mapping[str, frozenset[bytes]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from syncd.authority import Change, Decision, admin_principal, authorize, change_between, roles_at
+from syncd.authority import Change, Decision, admin_principal, authorize, change_between, host_name, roles_at
 from syncd.errors import SignatureError
 from syncd.hostfile import NAME_RE
 from syncd.owners import fingerprint
@@ -209,6 +209,8 @@ def test_rules(edits: Mapping[str, bytes | None], signer: int, join: str, expect
         assert (decision.ok, decision.reason, decision.path) == (False, *expected), decision.message
         assert fingerprint(blob(signer)) in decision.message
         assert decision.message.count(expected[1] or "\0") == (1 if expected[1] else 0), decision.message
+        if expected[1] and host_name(expected[1], "hosts") is None:
+            assert f"{expected[1]} is not a host file (hosts/NAME): only an admin may" in decision.message
 
 
 def test_merges_and_root_commits_are_admin_only() -> None:
