@@ -128,11 +128,6 @@ def parse_owners(path: str, data: bytes) -> Owners:
     return Owners(tuple(owners), tuple(findings))
 
 
-def owner_keys(data: bytes) -> frozenset[bytes]:
-    """The owner keys of a host file (its findings, if any, aside)."""
-    return parse_owners("", data).keys
-
-
 def _owner_line(line: bytes, number: int) -> Owner:
     near = _NEAR_MISS.match(line)
     if not line.startswith(PREFIX) and near is not None:

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import io
+import shutil
+from pathlib import Path
+
+from syncd.cli import main
 from syncd.findings import Location
 from syncd.policy import Policy, parse_policy
 from syncd.validate import EntryKind, Report, TreeEntry, validate_network, validate_tree
+from tests.conftest import EXAMPLE_REPO
 from tests.keyfactory import ed25519_text, rsa_pem
 from tests.test_authority import key_line
 
@@ -236,3 +242,18 @@ def test_owner_lines_are_checked_in_every_host_file() -> None:
     assert found(report) == [("hosts/my_laptop", 2, "owner-invalid"), ("hosts/my_pc", 3, "owner-invalid")]
     assert report.failed()
     assert "'#syncd-owner:' looks like an owner line" in report.findings[1].message
+
+
+def test_syncd_check_reports_owner_lines(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    shutil.copytree(EXAMPLE_REPO, repo)
+    laptop = repo / "hosts" / "my_laptop"
+    laptop.write_text(f"# syncd-owner: {key_line(3)} me@laptop\n" + laptop.read_text())
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["check", str(repo)], out, err) == 0
+    laptop.write_text("# syncd-owner ssh-ed25519 AAAA\n" + laptop.read_text())
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["check", str(repo)], out, err) == 1
+    assert out.getvalue().startswith(
+        "hosts/my_laptop:1: error[owner-invalid]: '# syncd-owner ' looks like an owner line"
+    )
