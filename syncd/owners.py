@@ -15,9 +15,10 @@ owner line but is not exactly one is an ``owner-invalid`` error:
   as tincd's ``readline()`` splits them: at ``\\n``, then one trailing ``\\r``
   is dropped; trailing blanks are ignored, as tincd ignores them.
 * A near miss is a comment (``#`` after optional blanks) whose text, after
-  any further ``#`` and blanks, spells ``syncd-owner`` ignoring case, ``-``,
-  ``_`` and blanks: ``#syncd-owner:``, ``#  syncd-owner:``, ``# Syncd-Owner:``,
-  ``# syncd-owner KEY``, ``# syncd_owners:``, an indented ``# syncd-owner:``.
+  any further ``#`` and blanks, starts with ``syncd`` then ``owner`` in any
+  case, joined by any run of ``-``, ``_`` and blanks (or nothing):
+  ``#syncd-owner:``, ``#  syncd-owner:``, ``# Syncd-Owner:``, ``# syncd-owner
+  KEY``, ``# syncd_owners:``, ``# syncdowner:``, an indented ``# syncd-owner:``.
   Prose that merely mentions owners (``# owner: alice``) is an ordinary comment.
 * After the colon, one or more blanks, then ``KEYTYPE BASE64 [COMMENT]``
   read as OpenSSH's ``sshkey_read()`` reads a public key (the same reader as
@@ -58,13 +59,9 @@ MAX_LINE_BYTES = 2048  # tincd's readline(): fgets() into a 2049-byte buffer
 MIN_RSA_BITS = 2048  # syncd.signers refuses to verify a signature from a smaller RSA key
 FORMAT = "# syncd-owner: KEYTYPE BASE64 [COMMENT]"
 
-# "#" (after optional blanks), more "#" and blanks, then s-y-n-c-d-o-w-n-e-r
-# with any "-", "_" or blanks between the letters, in any case.
-_NEAR_MISS = re.compile(
-    rb"[ \t]*#[# \t]*" + rb"[-_ \t]*".join(re.escape(bytes([c])) for c in b"syncdowner"),
-    re.IGNORECASE,
-)
-
+# "#" (after optional blanks), more "#" and blanks, then "syncd" and "owner"
+# in any case, joined by any run of "-", "_" and blanks.
+_NEAR_MISS = re.compile(rb"[ \t]*#[# \t]*syncd[-_ \t]*owner", re.IGNORECASE)
 
 _ED25519_HEAD = b"\x00\x00\x00\x0bssh-ed25519\x00\x00\x00\x20"  # string "ssh-ed25519", uint32 32
 _NOT_PRINTABLE_ASCII = re.compile(r"[^\t\x20-\x7e]")

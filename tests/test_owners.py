@@ -117,6 +117,7 @@ def near_misses(line: str) -> list[str]:
         f"# SYNCD-OWNER: {typ} {b64}",
         f"# syncd-owner {typ} {b64}",
         f"# syncd owner: {typ} {b64}",
+        f"# syncdowner: {typ} {b64}",
         f"# syncd_owners: {typ} {b64}",
         f" # syncd-owner: {typ} {b64}",
         f"\t# syncd-owner: {typ} {b64}",
