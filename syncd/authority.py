@@ -38,7 +38,7 @@ from syncd.policy import Policy
 from syncd.signers import AllowedSigner
 
 ADMIN = "admin"
-SIGNATURE = "signature"  # the refusal reasons of DESIGN §3
+SIGNATURE = "signature"  # stable refusal reasons, as in health.json and the logs
 UNAUTHORIZED = "unauthorized"
 
 

@@ -23,7 +23,7 @@ POLICY_FILE = "syncd.yaml"
 DEFAULT_MAX_FILE_BYTES = 65536
 DEFAULT_MAX_FILES = 100_000
 DEFAULT_MIN_RSA_BITS = 2048
-JOIN_MODES = ("admins", "members", "open")  # who may add a host file besides the admins (DESIGN §6a)
+JOIN_MODES = ("admins", "members", "open")  # who may add a host file besides the admins
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""The authority rule (DESIGN §6a): tables for each rule and outcome, a
+"""The authority rule of syncd.authority: tables for each rule and outcome, a
 cross-check of the admin match against real signatures, and a property test
 over random histories."""
 
