@@ -24,6 +24,7 @@ POLICY_FILE = "syncd.yaml"
 DEFAULT_MAX_FILE_BYTES = 65536
 DEFAULT_MAX_FILES = 100_000
 DEFAULT_MIN_RSA_BITS = 2048
+JOIN_MODES = ("admins", "members", "open")  # who may add a host file besides the admins
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +57,7 @@ class Policy:
     max_files: int = DEFAULT_MAX_FILES
     allocate: Allocate | None = None
     legacy_rsa: bool = False  # tinc 1.1 networks: add-node also makes an RSA key for 1.0 peers
+    join: str = "admins"  # one of JOIN_MODES
     # where each node name was mentioned, for "names unknown nodes" findings
     node_mentions: tuple[tuple[str, str, int], ...] = ()  # (node, key path, line)
 
@@ -117,6 +119,7 @@ def parse_policy(data: bytes, path: str = POLICY_FILE) -> tuple[Policy, list[Fin
         "max_files": lambda n, p: _int(n, p, "max_files", 1, 10_000_000),
         "allocate": _allocate,
         "legacy_rsa": _bool,
+        "join": _join,
     }
     seen: set[str] = set()
     for key_node, value_node in root.value:
@@ -172,6 +175,14 @@ def _bool(node: yaml.Node, problems: _Problems) -> bool | None:
         return False
     problems.add(node, "legacy_rsa", f"{text!r} must be true or false")
     return None
+
+
+def _join(node: yaml.Node, problems: _Problems) -> str | None:
+    text = _scalar(node, problems, "join")
+    if text is not None and text not in JOIN_MODES:
+        problems.add(node, "join", f"{text!r} must be one of {', '.join(JOIN_MODES)}")
+        return None
+    return text
 
 
 def _int(node: yaml.Node, problems: _Problems, key: str, low: int, high: int) -> int | None:

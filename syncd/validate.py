@@ -15,6 +15,7 @@ from syncd.findings import Finding, Location, Severity, error
 from syncd.hostfile import HostFile, parse_host_file
 from syncd.names import SCRIPT_SUFFIXES, is_node_name, script_suffix
 from syncd.names import is_script_name as is_script_name  # re-exported
+from syncd.owners import parse_owners
 from syncd.policy import DEFAULT_POLICY, POLICY_FILE, Policy
 from syncd.subnet import Claim, Kind, format_subnet, overlapping_pairs
 from syncd.tree import EntryKind as EntryKind  # re-exported: older importers
@@ -112,6 +113,9 @@ def validate_network(
         else:
             assert entry.data is not None
             host = parse_host_file(path, entry.data, tinc=policy.tinc, min_rsa_bits=policy.min_rsa_bits)
+            # owner lines (# syncd-owner:) are comments to tincd: their
+            # findings travel with the file's own, in every cache
+            host.findings.extend(parse_owners(path, entry.data).findings)
         if fresh is not None:
             fresh[key] = host
         hosts[entry.name] = host

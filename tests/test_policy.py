@@ -60,6 +60,9 @@ BAD = [
     (b"prefixes: [\n", 2, "not valid YAML"),
     (b"allocate: {prefix: 2002:102:304::/48, size: 32}\n", 1, "allocate.size: '32' must be an integer from 48"),
     (b"\xff\xfe", 1, "not UTF-8"),
+    (b"tinc: '1.1'\njoin: everyone\n", 2, "join: 'everyone' must be one of admins, members, open"),
+    (b"join: Members\n", 1, "join: 'Members' must be one of"),
+    (b"join: [members]\n", 1, "join: must be a single value"),
 ]
 
 
@@ -78,3 +81,14 @@ def test_every_problem_is_reported_and_good_keys_still_apply() -> None:
     assert policy.tinc == "1.1"
     assert policy.prefixes == (parse_subnet("10.0.0.0/8"),)
     assert policy.min_rsa_bits == DEFAULT_POLICY.min_rsa_bits
+
+
+def test_join_modes() -> None:
+    assert DEFAULT_POLICY.join == "admins"
+    for mode in ("admins", "members", "open"):
+        policy, findings = parse_policy(f"join: {mode}\n".encode())
+        assert findings == []
+        assert policy.join == mode
+    policy, findings = parse_policy(b"join: anyone\n")
+    assert len(findings) == 1
+    assert policy.join == "admins"  # a broken join falls back to the strictest mode

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import io
+import shutil
+from pathlib import Path
+
+from syncd.cli import main
 from syncd.findings import Location
 from syncd.policy import Policy, parse_policy
 from syncd.validate import EntryKind, Report, TreeEntry, validate_network, validate_tree
+from tests.conftest import EXAMPLE_REPO
 from tests.keyfactory import ed25519_text, rsa_pem
+from tests.test_authority import key_line
 
 
 def host(subnets: list[str], seed: int = 0, extra: str = "") -> bytes:
@@ -224,3 +231,29 @@ def test_parse_cache_reuses_unchanged_files_and_forgets_removed_ones() -> None:
     assert len(cache) == 2
     uncached = validate_network(policy, entries(files), "hosts")
     assert second.findings == uncached.findings and second.subnets == uncached.subnets
+
+
+def test_owner_lines_are_checked_in_every_host_file() -> None:
+    network = seed_network()
+    network["my_pc"] = host(["2002:102:304:4::/64"], 2, f"# syncd-owner: {key_line(1)} me@pc\n#syncd-owner: x\n")
+    network["my_laptop"] = host(["2002:102:304:5::/64"], 3, "# syncd-owner: ssh-ed25519 AAAA\n")
+    network["gateway"] = host(["2002:102:304::/64", "::/0"], 1, f"# syncd-owner: {key_line(2)}\n")
+    report = check(network, SEED_POLICY)
+    assert found(report) == [("hosts/my_laptop", 2, "owner-invalid"), ("hosts/my_pc", 3, "owner-invalid")]
+    assert report.failed()
+    assert "'#syncd-owner:' looks like an owner line" in report.findings[1].message
+
+
+def test_syncd_check_reports_owner_lines(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    shutil.copytree(EXAMPLE_REPO, repo)
+    laptop = repo / "hosts" / "my_laptop"
+    laptop.write_text(f"# syncd-owner: {key_line(3)} me@laptop\n" + laptop.read_text())
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["check", str(repo)], out, err) == 0
+    laptop.write_text("# syncd-owner ssh-ed25519 AAAA\n" + laptop.read_text())
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["check", str(repo)], out, err) == 1
+    assert out.getvalue().startswith(
+        "hosts/my_laptop:1: error[owner-invalid]: '# syncd-owner ' looks like an owner line"
+    )
