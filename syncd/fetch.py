@@ -40,7 +40,7 @@ from dulwich.refs import Ref
 
 from syncd.config import redact_url
 from syncd.errors import FetchError, FetchTimeoutError, FetchTooLargeError, NoBranchError
-from syncd.packscan import PackFormatError, scan_pack
+from syncd.packscan import PackFormatError, PackTooLargeError, scan_pack
 
 POLL_SECONDS = 0.2  # how often a waiting parent checks whether it was told to stop
 RESULT_LIMIT = 64 << 10  # bytes of the child's report read at most
@@ -175,7 +175,7 @@ def _child(
             signal.signal(signum, signal.SIG_DFL)
         report: dict[str, object] = {"kind": "ok", **_fetch_into(url, ref, store_path, heads, limits, objects)}
         code = 0
-    except _TooLargeError as exc:
+    except (_TooLargeError, PackTooLargeError) as exc:
         report = {"kind": "too-large", "message": str(exc)}
     except NoBranchError as exc:
         report = {"kind": "no-branch", "message": exc.message}

@@ -25,7 +25,11 @@ _CHUNK = 64 << 10
 
 
 class PackFormatError(ValueError):
-    """The pack is malformed, or an object in it is larger than allowed."""
+    """The pack is malformed."""
+
+
+class PackTooLargeError(PackFormatError):
+    """An object in the pack is (or a delta builds one) larger than allowed."""
 
 
 def packed_size(fh: BinaryIO) -> int:
@@ -150,7 +154,7 @@ def scan_pack(fh: BinaryIO, max_object_bytes: int) -> int:
         elif kind not in (OBJ_COMMIT, OBJ_TREE, OBJ_BLOB, OBJ_TAG):
             raise PackFormatError(f"object {index} has the unknown type {kind}")
         if size > max_object_bytes:
-            raise PackFormatError(f"object {index} is {size} bytes, over the limit of {max_object_bytes}")
+            raise PackTooLargeError(f"object {index} is {size} bytes, over the limit of {max_object_bytes}")
         _inflate_entry(read, index, kind, size, max_object_bytes)
     if len(read(20)) != 20:
         raise PackFormatError("truncated pack (no trailer)")
@@ -185,7 +189,7 @@ def _inflate_entry(read: _Read, index: int, kind: int, size: int, limit: int) ->
     if kind in (OFS_DELTA, REF_DELTA):
         result = delta_result_size(head)
         if result > limit:
-            raise PackFormatError(f"object {index} (a delta) builds {result} bytes, over the limit of {limit}")
+            raise PackTooLargeError(f"object {index} (a delta) builds {result} bytes, over the limit of {limit}")
 
 
 def index_object_ids(data: bytes) -> set[bytes]:

@@ -245,6 +245,7 @@ def test_an_unsigned_commit_with_a_huge_blob_is_refused_cheaply(hub: Hub, tmp_pa
     hub.change("junk", lambda w: None, key=None)
     code, _, err = node.sync()
     assert code == 3 and "over the limit" in err, err
+    assert health(node)["last_error_reason"] == "fetch-too-large"
     frozen.assert_unchanged()
 
 
