@@ -24,15 +24,15 @@ from syncd.keys import PublicKey
 from syncd.subnet import Kind, Subnet
 
 INDEX_FILE = "parse-index"
-VERSION = 1
+VERSION = 2  # records: findings, subnets, keys, size
 
 Key = tuple[str, str, int]  # blob id, tinc version, min_rsa_bits
 Record = tuple[object, ...]
 
 
-def record_of(host: HostFile) -> Record | None:
-    """``host`` as plain data, or None when it cannot be stored without its
-    path (a finding that points into another file)."""
+def record_of(host: HostFile, size: int) -> Record | None:
+    """``host`` (of ``size`` bytes) as plain data, or None when it cannot be
+    stored without its path (a finding that points into another file)."""
     findings = []
     for f in host.findings:
         if f.path != host.path or any(r.path != host.path for r in f.related):
@@ -40,12 +40,12 @@ def record_of(host: HostFile) -> Record | None:
         findings.append((f.line, str(f.severity), f.code, f.message, tuple(r.line for r in f.related)))
     subnets = tuple((int(s.kind), s.address, s.prefixlen, s.weight, line) for s, line in host.subnets)
     keys = tuple((k.algorithm, k.bits, k.identity, line) for k, line in host.keys)
-    return (tuple(findings), subnets, keys)
+    return (tuple(findings), subnets, keys, size)
 
 
 def host_of(path: str, record: Record) -> HostFile:
     """The ``HostFile`` validation sees, rebuilt for the file at ``path``."""
-    findings, subnets, keys = record
+    findings, subnets, keys, _size = record
     host = HostFile(path)
     host.findings = [
         Finding(path, line, Severity(severity), code, message, tuple(Location(path, r) for r in related))
@@ -57,6 +57,12 @@ def host_of(path: str, record: Record) -> HostFile:
     ]
     host.keys = [(PublicKey(algorithm, bits, identity), line) for algorithm, bits, identity, line in keys]  # type: ignore[attr-defined]
     return host
+
+
+def size_of(record: Record) -> int:
+    size = record[3]
+    assert isinstance(size, int)
+    return size
 
 
 def load(state_dir: Path) -> dict[Key, Record]:

@@ -72,9 +72,12 @@ class Repository(Protocol):
     def ancestors(self, tip: str, stop: str | None = None) -> Iterator[CommitInfo]: ...
     def policy_bytes(self, commit: str) -> bytes | None: ...
 
-    def host_entries(self, commit: str, hosts_dir: str, max_files: int, max_file_bytes: int) -> list[TreeEntry]:
+    def host_entries(
+        self, commit: str, hosts_dir: str, max_files: int, max_file_bytes: int, sizes: Mapping[str, int] | None = None
+    ) -> list[TreeEntry]:
         """The hosts directory's entries with their blob ids and sizes,
-        checked before anything is read; ``data`` is not filled in."""
+        checked before anything is read (``sizes``: blob id → size already
+        known); ``data`` is not filled in."""
         ...
 
     def blob(self, blob: str, limit: int) -> bytes: ...
@@ -284,6 +287,7 @@ def read_and_validate(
     from the installed file when its blob id is the tree's (cheaper than
     inflating it from a pack), and are used only if they still hash to that
     id: as firmly bound to the signed commit as the store's copy."""
+    from syncd.parseindex import size_of
     from syncd.tree import policy_of
     from syncd.validate import validate_network
 
@@ -291,9 +295,11 @@ def read_and_validate(
     cache: ParseCache = parse_cache if parse_cache is not None else {}
     try:
         policy, policy_findings = policy_of(repo.policy_bytes(commit))
-        entries = repo.host_entries(commit, policy.hosts_dir, policy.max_files, policy.max_file_bytes)
+        index = ports.state.load_index()
+        sizes = {blob: size_of(record) for (blob, _, _), record in index.items()}
+        entries = repo.host_entries(commit, policy.hosts_dir, policy.max_files, policy.max_file_bytes, sizes)
         files = _Files(ports, installed, policy.max_file_bytes)
-        index = _prime(ports, cache, entries, policy.hosts_dir, policy.tinc, policy.min_rsa_bits)
+        _prime(cache, index, entries, policy.hosts_dir, policy.tinc, policy.min_rsa_bits)
         entries = [
             files.fill(e) if (_path(policy.hosts_dir, e), e.blob, policy.tinc, policy.min_rsa_bits) not in cache else e
             for e in entries
@@ -303,7 +309,7 @@ def read_and_validate(
         raise RefusedError(message, reason="unsafe-tree") from None
     report = validate_network(policy, entries, policy.hosts_dir, policy_findings, cache)
     if save_index:
-        _update_index(ports, index, cache, policy.tinc, policy.min_rsa_bits)
+        _update_index(ports, index, cache, entries, policy.tinc, policy.min_rsa_bits)
     errors = [f for f in report.findings if f.severity is Severity.ERROR]
     if errors:
         codes = sorted({f.code for f in errors})
@@ -323,12 +329,16 @@ def _path(hosts_dir: str, entry: TreeEntry) -> str:
 
 
 def _prime(
-    ports: Ports, cache: ParseCache, entries: list[TreeEntry], hosts_dir: str, tinc: str, min_rsa_bits: int
-) -> dict[IndexKey, IndexRecord]:
-    """Put the indexed files of this tree into ``cache``; return the index."""
+    cache: ParseCache,
+    index: Mapping[IndexKey, IndexRecord],
+    entries: list[TreeEntry],
+    hosts_dir: str,
+    tinc: str,
+    min_rsa_bits: int,
+) -> None:
+    """Put the indexed files of this tree into ``cache``."""
     from syncd.parseindex import host_of
 
-    index = ports.state.load_index()
     for entry in entries:
         if entry.blob is None:
             continue
@@ -337,21 +347,26 @@ def _prime(
             record = index.get((entry.blob, tinc, min_rsa_bits))
             if record is not None:
                 cache[key] = host_of(key[0], record)
-    return index
 
 
 def _update_index(
-    ports: Ports, index: dict[IndexKey, IndexRecord], cache: ParseCache, tinc: str, min_rsa_bits: int
+    ports: Ports,
+    index: dict[IndexKey, IndexRecord],
+    cache: ParseCache,
+    entries: list[TreeEntry],
+    tinc: str,
+    min_rsa_bits: int,
 ) -> None:
     """Store the files of this tree (the cache holds exactly those), when
     the index does not hold exactly them already."""
     from syncd.parseindex import record_of
 
+    sizes = {e.blob: e.size for e in entries if e.blob is not None}
     fresh: dict[IndexKey, IndexRecord] = {}
     for (_, blob, _, _), host in cache.items():
-        if isinstance(blob, str):
+        if isinstance(blob, str) and blob in sizes:
             key = (blob, tinc, min_rsa_bits)
-            record = index.get(key) or record_of(host)
+            record = index.get(key) or record_of(host, sizes[blob])
             if record is not None:
                 fresh[key] = record
     if fresh.keys() != index.keys():
@@ -397,6 +412,9 @@ class _Desired(Mapping[str, bytes]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.ids)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.ids  # without reading the file, as Mapping's would
 
     def __len__(self) -> int:
         return len(self.ids)

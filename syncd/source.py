@@ -35,7 +35,7 @@ import os
 import shutil
 import stat
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -301,24 +301,32 @@ class GitStore:
                 raise UnsafeTreeError(f"{POLICY_FILE} in commit {commit[:12]} is not a regular file")
             return self._read_blob(sha, MAX_POLICY_BYTES, POLICY_FILE)
 
-    def host_entries(self, commit: str, hosts_dir: str, max_files: int, max_file_bytes: int) -> list[TreeEntry]:
+    def host_entries(
+        self, commit: str, hosts_dir: str, max_files: int, max_file_bytes: int, sizes: Mapping[str, int] | None = None
+    ) -> list[TreeEntry]:
         """The entries of ``hosts_dir`` with their kinds, sizes and blob ids;
         no blob is read (``blob`` reads one).  The entry count is checked
-        before the entries are looked at, each size from its object header."""
+        before the entries are looked at, each size from its object header
+        (or from ``sizes``, blob id → size, where the caller knows it)."""
         with self._repairing():
             tree = self._hosts_tree(commit, hosts_dir, max_files)
             entries = []
-            sizes = ObjectSizes(self.store)
+            known = sizes or {}
+            header = ObjectSizes(self.store)
             try:
                 for item in tree.iteritems():
                     name = item.path.decode("utf-8", "replace")
                     kind = _kind(item.mode)
                     if kind is EntryKind.FILE:
-                        entries.append(TreeEntry(name, kind, sizes(item.sha), None, item.sha.decode("ascii")))
+                        blob = item.sha.decode("ascii")
+                        size = known.get(blob)
+                        entries.append(
+                            TreeEntry(name, kind, size if size is not None else header(item.sha), None, blob)
+                        )
                     else:
                         entries.append(TreeEntry(name, kind, 0, None))
             finally:
-                sizes.close()
+                header.close()
             return entries
 
     def blob(self, blob: str, limit: int) -> bytes:

@@ -72,7 +72,9 @@ class FakeRepo:
     def policy_bytes(self, commit: str) -> bytes | None:
         return POLICY
 
-    def host_entries(self, commit: str, hosts_dir: str, max_files: int, max_file_bytes: int) -> list[TreeEntry]:
+    def host_entries(
+        self, commit: str, hosts_dir: str, max_files: int, max_file_bytes: int, sizes: Mapping[str, int] | None = None
+    ) -> list[TreeEntry]:
         files = self.trees[commit]
         if len(files) > max_files:
             raise UnsafeTreeError(f"{hosts_dir}/ has {len(files)} entries, over max_files")
