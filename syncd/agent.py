@@ -13,19 +13,21 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from syncd.commits import CommitInfo
 from syncd.config import Config
-from syncd.errors import ConfigError, SignatureError, SyncdError, TransientError, outcome
+from syncd.errors import ConfigError, SyncdError, TransientError, outcome
 from syncd.fetch import FetchLimits
 from syncd.hostsdir import HostsDir
 from syncd.metrics import write_metrics
 from syncd.nodekey import private_key_publics
-from syncd.pipeline import Ports, Rules, Signed, SyncResult, run_pass
+from syncd.parseindex import Record as IndexRecord
+from syncd.parseindex import owners_of
+from syncd.pipeline import Ports, Rules, SyncResult, run_pass
 from syncd.plan import Plan
 from syncd.reload import reload_tinc
-from syncd.signers import AllowedSigner, parse_allowed_signers, parse_signature, verify_signed_object
+from syncd.signers import AllowedSigner, parse_allowed_signers
 from syncd.source import APPLIED_REF, FETCHED_REF, GitStore
 from syncd.state import FETCH_LOCK_FILE, StateFile, load_health, load_state, locked, save_health
+from syncd.trust import Authority, signing_key
 from syncd.validate import ParseCache
 
 LOCK_TIMEOUT = 300.0  # seconds to wait for another sync of the same network
@@ -48,11 +50,11 @@ def load_signers(config: Config) -> list[AllowedSigner]:
 @dataclass(frozen=True, slots=True)
 class Fetched:
     """What the fetch phase brought: a tip whose signature verified, whose
-    objects are all in the store, and where it came from."""
+    objects are all in the store, and where it came from.  Who may have made
+    it is decided in the apply phase, commit by commit (``trust.Authority``)."""
 
     tip: str
     url: str
-    signer: Signed
 
 
 def sync_once(
@@ -111,20 +113,15 @@ def sync_once(
 
 def _fetch(config: Config, cancel: Callable[[], bool] | None) -> Fetched:
     """The fetch phase: the tip of the first URL whose answer holds up,
-    verified and complete in the store (``GitStore.fetch``)."""
-    signers = load_signers(config)
-    signed_by: dict[str, Signed] = {}
-
-    def verify_tip(info: CommitInfo) -> None:
-        signed_by[info.sha] = verify_commit(info, signers)
-
+    its signature verified (in git's own encoding) before anything else is
+    read, and complete in the store (``GitStore.fetch``)."""
     with locked(config.state_dir, LOCK_TIMEOUT, FETCH_LOCK_FILE):
         store = GitStore(config.state_dir / "repo.git", writes=FETCHED_REF)
         try:
-            tip, url = store.fetch(config.repo.urls, config.repo.branch, fetch_limits(config), verify_tip, cancel)
+            tip, url = store.fetch(config.repo.urls, config.repo.branch, fetch_limits(config), signing_key, cancel)
         finally:
             store.close()
-    return Fetched(tip, url, signed_by[tip])
+    return Fetched(tip, url)
 
 
 def _sync(
@@ -140,19 +137,29 @@ def _sync(
     with the real ports."""
     states = StateFile(config.state_dir)
     if fetched is not None:
-        tip, url, signer = fetched.tip, fetched.url, fetched.signer
+        tip, url = fetched.tip, fetched.url
     else:  # drift repair: the last applied commit, from the store
         last = states.load().last_applied
         if last is None:
             return SyncResult("unchanged", "", None, "(local store)", Plan())
-        tip, url, signer = last, "(local store)", None
+        tip, url = last, "(local store)"
     store = GitStore(config.state_dir / "repo.git", writes=APPLIED_REF)
     try:
+        by_blob: dict[str, IndexRecord] | None = None
+
+        def owners(blob: str) -> tuple[frozenset[bytes], dict[bytes, str]] | None:
+            """Owner lines of a file the node validated before (parse index)."""
+            nonlocal by_blob
+            if by_blob is None:
+                by_blob = {b: record for (b, _, _), record in states.load_index().items()}
+            record = by_blob.get(blob)
+            return None if record is None else owners_of(record)
+
         ports = Ports(
             repo=store,
             hosts=HostsDir(config.tinc.hosts_dir),
             state=states,
-            verify=lambda info: verify_commit(info, signers),
+            authority=Authority(store, signers, follow_repo=config.trust.follow_repo, owners_of=owners),
             own_keys=lambda: private_key_publics(config.tinc.dir),
             reload=lambda: reload_tinc(config.tinc, config.net),
         )
@@ -164,9 +171,7 @@ def _sync(
             tinc_dir=config.tinc.dir,
             rewind_command=config.command("sync --allow-rewind"),
         )
-        return run_pass(
-            ports, rules, tip, url, signer, dry_run=dry_run, allow_rewind=allow_rewind, parse_cache=parse_cache
-        )
+        return run_pass(ports, rules, tip, url, dry_run=dry_run, allow_rewind=allow_rewind, parse_cache=parse_cache)
     finally:
         store.close()
 
@@ -216,21 +221,3 @@ def stale_warning(config: Config, result: SyncResult, now: float) -> str | None:
 def fetch_limits(config: Config) -> FetchLimits:
     repo = config.repo
     return FetchLimits(repo.timeout, repo.max_fetch_bytes, repo.ssh_command, repo.ca_file)
-
-
-def verify_commit(info: CommitInfo, signers: list[AllowedSigner]) -> Signed:
-    """Who signed ``info``; ``SignatureError`` naming the commit otherwise,
-    and for a signature not in git's own encoding (a re-encoded copy would
-    fork this node away from the honest history)."""
-    what = f"commit {info.sha[:12]} ({info.summary!r})"
-    if info.noncanonical is not None:
-        raise SignatureError(
-            f"{what}: {info.noncanonical}: a copy of a signed commit re-encoded by the server or a mirror; "
-            "nothing was installed"
-        )
-    try:
-        verified = verify_signed_object(info.payload, info.signature, signers, info.committer_time)
-        key = parse_signature(info.signature).fingerprint() if info.signature is not None else None
-    except SignatureError as exc:
-        raise SignatureError(f"{what}: {exc.message}; nothing was installed") from None
-    return Signed(verified.principal, key, "admin")

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from syncd.commits import CommitInfo
 from syncd.errors import RefusedError
+from syncd.trust import topological
 
 if TYPE_CHECKING:
     from syncd.pipeline import Ports, Repository, Rules, Signed
@@ -18,18 +19,18 @@ if TYPE_CHECKING:
 
 
 def verify_history(
-    ports: Ports, rules: Rules, state: State, tip: CommitInfo, signer: Signed, allow_rewind: bool
+    ports: Ports, rules: Rules, state: State, tip: CommitInfo, allow_rewind: bool
 ) -> list[tuple[CommitInfo, Signed | None]]:
-    """The rollback guard, the clock guard and the signature policy for the
-    commits after the last applied one (the tip was verified before, by
-    ``signer``); returns the new commits, newest first, each with who signed
-    it (None when ``trust.verify: tip`` left it unchecked).  Raises
-    ``RefusedError`` naming the offending commit."""
-    repo, last = ports.repo, state.last_applied
+    """The rollback guard, the clock guard and the authority of every new
+    commit (``trust.Authority``): the commits after the last applied one,
+    newest first, each with who signed it and in which role (None when
+    ``trust.verify: tip`` left it unchecked).  Raises ``RefusedError``
+    naming the offending commit."""
+    repo, last, authority = ports.repo, state.last_applied, ports.authority
     if tip.sha == last:
         return []
     if last is None:
-        return [(tip, signer)]  # first sync: the tip alone is checked
+        return authority.from_trust_root(tip)  # a first sync: trust starts at the local allowed_signers
     stop: str | None = last
     if not repo.has(last) or not repo.is_ancestor(last, tip.sha):
         stop = _same_signed_content(repo, last, tip.sha)
@@ -41,18 +42,13 @@ def verify_history(
                 hint=f"if an admin really rewrote the history, run once: {rules.rewind_command}",
             )
         if stop is None:
-            stop = last if repo.has(last) else None
+            return authority.from_trust_root(tip)  # a rewound history: trust starts afresh
     commits = list(repo.ancestors(tip.sha, stop))
-    if stop is None:
-        return [(tip, signer)]  # a rewound history with nothing in common: the tip
     _check_dates(rules, state, commits, tip)
-    history: list[tuple[CommitInfo, Signed | None]] = []
-    for info in commits:
-        if info.sha == tip.sha:
-            history.append((info, signer))
-        else:
-            history.append((info, ports.verify(info) if rules.verify_all else None))
-    return history
+    if not rules.verify_all:
+        return [(tip, authority.check(tip, tip_only=True)), *((c, None) for c in commits if c.sha != tip.sha)]
+    signed = {c.sha: authority.check(c) for c in topological(commits)}
+    return [(c, signed[c.sha]) for c in commits]
 
 
 def _same_signed_content(repo: Repository, last: str, tip: str) -> str | None:

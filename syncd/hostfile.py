@@ -219,7 +219,7 @@ class HostFile:
     A plain slotted class: one is built per node, so its construction cost
     shows on large networks."""
 
-    __slots__ = ("findings", "firsts", "keys", "line_count", "path", "pem_blocks", "stopped_at", "subnets")
+    __slots__ = ("findings", "firsts", "keys", "line_count", "owners", "path", "pem_blocks", "stopped_at", "subnets")
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -230,6 +230,7 @@ class HostFile:
         self.line_count = 0
         self.findings: list[Finding] = []
         self.firsts: dict[str, Entry] = {}  # lower-case name -> first entry
+        self.owners: tuple[tuple[bytes, str], ...] = ()  # (key blob, comment) of its owner lines (owners.py)
 
     def first(self, variable: str) -> Entry | None:
         """The entry tincd uses for a single-valued variable (the first one)."""

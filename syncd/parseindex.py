@@ -24,7 +24,7 @@ from syncd.keys import PublicKey
 from syncd.subnet import Kind, Subnet
 
 INDEX_FILE = "parse-index"
-VERSION = 2  # records: findings, subnets, keys, size
+VERSION = 3  # records: findings, subnets, keys, size, owners
 
 Key = tuple[str, str, int]  # blob id, tinc version, min_rsa_bits
 Record = tuple[object, ...]
@@ -40,12 +40,12 @@ def record_of(host: HostFile, size: int) -> Record | None:
         findings.append((f.line, str(f.severity), f.code, f.message, tuple(r.line for r in f.related)))
     subnets = tuple((int(s.kind), s.address, s.prefixlen, s.weight, line) for s, line in host.subnets)
     keys = tuple((k.algorithm, k.bits, k.identity, line) for k, line in host.keys)
-    return (tuple(findings), subnets, keys, size)
+    return (tuple(findings), subnets, keys, size, host.owners)
 
 
 def host_of(path: str, record: Record) -> HostFile:
     """The ``HostFile`` validation sees, rebuilt for the file at ``path``."""
-    findings, subnets, keys, _size = record
+    findings, subnets, keys, _size, owners = record
     host = HostFile(path)
     host.findings = [
         Finding(path, line, Severity(severity), code, message, tuple(Location(path, r) for r in related))
@@ -56,7 +56,15 @@ def host_of(path: str, record: Record) -> HostFile:
         for kind, address, prefixlen, weight, line in subnets  # type: ignore[attr-defined]
     ]
     host.keys = [(PublicKey(algorithm, bits, identity), line) for algorithm, bits, identity, line in keys]  # type: ignore[attr-defined]
+    host.owners = owners  # type: ignore[assignment]
     return host
+
+
+def owners_of(record: Record) -> tuple[frozenset[bytes], dict[bytes, str]]:
+    """The owner keys of an indexed file, and their comments."""
+    owners = record[4]
+    assert isinstance(owners, tuple)
+    return frozenset(key for key, _ in owners), {key: comment for key, comment in owners if comment}
 
 
 def size_of(record: Record) -> int:

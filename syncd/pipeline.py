@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from syncd.commits import CommitInfo
-from syncd.errors import RefusedError, UnsafeTreeError
+from syncd.content import read_and_validate
+from syncd.errors import RefusedError
 from syncd.findings import Severity
 from syncd.history import verify_history
 from syncd.plan import Plan, make_plan
@@ -88,6 +89,10 @@ class Repository(Protocol):
         files for a root commit)."""
         ...
 
+    def file_at(self, sha: str, path: str, limit: int) -> bytes | None:
+        """The regular file at ``path`` in commit ``sha``, or None."""
+        ...
+
 
 class InstalledHosts(Protocol):
     """The installed hosts directory (``hostsdir``)."""
@@ -109,12 +114,25 @@ class StateFile(Protocol):
     def save_index(self, index: dict[IndexKey, IndexRecord]) -> None: ...
 
 
+class Authority(Protocol):
+    """Who may change what (``trust.Authority``, DESIGN.md §6a)."""
+
+    def check(self, info: CommitInfo, *, tip_only: bool = False) -> Signed:
+        """Who signed ``info`` and in which role, or a refusal."""
+        ...
+
+    def from_trust_root(self, tip: CommitInfo) -> list[tuple[CommitInfo, Signed | None]]:
+        """A first sync: the commits from the trust root to ``tip``, newest
+        first, each authorized."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class Ports:
     repo: Repository
     hosts: InstalledHosts
     state: StateFile
-    verify: Callable[[CommitInfo], Signed]  # who signed, or SignatureError
+    authority: Authority
     own_keys: Callable[[], list[tuple[str, PublicKey]]]  # (file, public key) of the node's private keys
     reload: Callable[[], Reloaded]
 
@@ -160,20 +178,18 @@ def run_pass(
     rules: Rules,
     tip: str,
     url: str,
-    signer: Signed | None = None,
     *,
     dry_run: bool = False,
     allow_rewind: bool = False,
     parse_cache: ParseCache | None = None,
 ) -> SyncResult:
-    """One pass for ``tip`` (fetched from ``url``; ``signer`` when its
-    signature was already verified).  See the module doc."""
+    """One pass for ``tip`` (fetched from ``url``).  See the module doc."""
     state = ports.state.load()
     tip_info = ports.repo.commit(tip)
-    signer = signer or ports.verify(tip_info)
-    history = verify_history(ports, rules, state, tip_info, signer, allow_rewind)
+    history = verify_history(ports, rules, state, tip_info, allow_rewind)
     new_commits = len(history)
-    base = SyncResult("unchanged", tip, signer.name, url, Plan(), previous=state.last_applied)
+    signer = history[0][1] if history and history[0][1] is not None else Signed(state.signer or "")
+    base = SyncResult("unchanged", tip, signer.name or None, url, Plan(), previous=state.last_applied)
     base = replace(base, commit_time=tip_info.committer_time)
 
     installed, stale = ports.hosts.scan(state.manifest)
@@ -264,160 +280,6 @@ def _after_last_reload_second(state: State) -> None:
     wait = math.floor(state.last_reload) + 1 + COARSE_CLOCK_MARGIN - time.time()
     if wait > 0:
         time.sleep(wait)
-
-
-# --- the tree ------------------------------------------------------------------------------
-
-
-def read_and_validate(
-    ports: Ports,
-    commit: str,
-    installed: Mapping[str, str],
-    parse_cache: ParseCache | None = None,
-    *,
-    save_index: bool = True,
-) -> tuple[Report, Mapping[str, bytes], dict[str, str]]:
-    """The commit's policy and hosts directory, validated exactly as
-    ``syncd check`` validates a working tree; the host files to install
-    (name → bytes, read on demand) and their blob ids.  Any error finding
-    refuses the commit.
-
-    A host file already in the parse index (or ``parse_cache``) by blob id is
-    not read at all; only new contents are parsed.  Bytes that are read come
-    from the installed file when its blob id is the tree's (cheaper than
-    inflating it from a pack), and are used only if they still hash to that
-    id: as firmly bound to the signed commit as the store's copy."""
-    from syncd.parseindex import size_of
-    from syncd.tree import policy_of
-    from syncd.validate import validate_network
-
-    repo = ports.repo
-    cache: ParseCache = parse_cache if parse_cache is not None else {}
-    try:
-        policy, policy_findings = policy_of(repo.policy_bytes(commit))
-        index = ports.state.load_index()
-        sizes = {blob: size_of(record) for (blob, _, _), record in index.items()}
-        entries = repo.host_entries(commit, policy.hosts_dir, policy.max_files, policy.max_file_bytes, sizes)
-        files = _Files(ports, installed, policy.max_file_bytes)
-        _prime(cache, index, entries, policy.hosts_dir, policy.tinc, policy.min_rsa_bits)
-        entries = [
-            files.fill(e) if (_path(policy.hosts_dir, e), e.blob, policy.tinc, policy.min_rsa_bits) not in cache else e
-            for e in entries
-        ]
-    except UnsafeTreeError as exc:
-        message = f"commit {commit[:12]}: {exc.message}; nothing was installed"
-        raise RefusedError(message, reason="unsafe-tree") from None
-    report = validate_network(policy, entries, policy.hosts_dir, policy_findings, cache)
-    if save_index:
-        _update_index(ports, index, cache, entries, policy.tinc, policy.min_rsa_bits)
-    errors = [f for f in report.findings if f.severity is Severity.ERROR]
-    if errors:
-        codes = sorted({f.code for f in errors})
-        details = "; ".join(f.format_text() for f in errors[:5])
-        more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
-        raise RefusedError(
-            f"commit {commit[:12]} has invalid content [{', '.join(codes)}]: {details}{more}; nothing was installed",
-            reason="invalid-content",
-        )
-    ids = {e.name: e.blob for e in entries if e.name in report.hosts and e.blob is not None}
-    files.known.update({e.name: e.data for e in entries if e.name in ids and e.data is not None})
-    return report, _Desired(files, ids), ids
-
-
-def _path(hosts_dir: str, entry: TreeEntry) -> str:
-    return f"{hosts_dir.rstrip('/')}/{entry.name}" if hosts_dir else entry.name
-
-
-def _prime(
-    cache: ParseCache,
-    index: Mapping[IndexKey, IndexRecord],
-    entries: list[TreeEntry],
-    hosts_dir: str,
-    tinc: str,
-    min_rsa_bits: int,
-) -> None:
-    """Put the indexed files of this tree into ``cache``."""
-    from syncd.parseindex import host_of
-
-    for entry in entries:
-        if entry.blob is None:
-            continue
-        key = (_path(hosts_dir, entry), entry.blob, tinc, min_rsa_bits)
-        if key not in cache:
-            record = index.get((entry.blob, tinc, min_rsa_bits))
-            if record is not None:
-                cache[key] = host_of(key[0], record)
-
-
-def _update_index(
-    ports: Ports,
-    index: dict[IndexKey, IndexRecord],
-    cache: ParseCache,
-    entries: list[TreeEntry],
-    tinc: str,
-    min_rsa_bits: int,
-) -> None:
-    """Store the files of this tree (the cache holds exactly those), when
-    the index does not hold exactly them already."""
-    from syncd.parseindex import record_of
-
-    sizes = {e.blob: e.size for e in entries if e.blob is not None}
-    fresh: dict[IndexKey, IndexRecord] = {}
-    for (_, blob, _, _), host in cache.items():
-        if isinstance(blob, str) and blob in sizes:
-            key = (blob, tinc, min_rsa_bits)
-            record = index.get(key) or record_of(host, sizes[blob])
-            if record is not None:
-                fresh[key] = record
-    if fresh.keys() != index.keys():
-        ports.state.save_index(fresh)
-
-
-class _Files:
-    """The bytes of a tree's host files, read when first needed."""
-
-    def __init__(self, ports: Ports, installed: Mapping[str, str], limit: int) -> None:
-        self.ports, self.installed, self.limit = ports, installed, limit
-        self.known: dict[str, bytes] = {}
-
-    def fill(self, entry: TreeEntry) -> TreeEntry:
-        from syncd.validate import EntryKind
-
-        if entry.kind is not EntryKind.FILE or entry.blob is None or entry.size > self.limit:
-            return entry
-        return entry._replace(data=self.read(entry.name, entry.blob))
-
-    def read(self, name: str, blob: str) -> bytes:
-        from syncd.plan import blob_id
-
-        data = self.known.get(name)
-        if data is not None:
-            return data
-        if self.installed.get(name) == blob:
-            data = self.ports.hosts.read(name)
-            if data is not None and blob_id(data) == blob:
-                return data
-        return self.ports.repo.blob(blob, self.limit)
-
-
-class _Desired(Mapping[str, bytes]):
-    """name → bytes of the files to install, read only when asked (the plan
-    asks for the files it writes)."""
-
-    def __init__(self, files: _Files, ids: dict[str, str]) -> None:
-        self.files, self.ids = files, ids
-
-    def __getitem__(self, name: str) -> bytes:
-        return self.files.read(name, self.ids[name])
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.ids)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self.ids  # without reading the file, as Mapping's would
-
-    def __len__(self) -> int:
-        return len(self.ids)
 
 
 def check_own_key(ports: Ports, rules: Rules, report: Report, commit: str) -> None:

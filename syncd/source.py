@@ -329,6 +329,19 @@ class GitStore:
                 header.close()
             return entries
 
+    def file_at(self, sha: str, path: str, limit: int) -> bytes | None:
+        """The regular file at ``path`` in commit ``sha`` (size-checked
+        first), or None when there is none."""
+        with self._repairing():
+            root = self._root_tree(sha)
+            try:
+                mode, blob = tree_lookup_path(self.store.__getitem__, root.id, path.encode())
+            except (KeyError, NotTreeError):
+                return None
+            if not stat.S_ISREG(mode):
+                return None
+            return self._read_blob(blob, limit, f"{path} in commit {sha[:12]}")
+
     def blob(self, blob: str, limit: int) -> bytes:
         """A blob's bytes, its size checked (from its header) first."""
         with self._repairing():

@@ -115,7 +115,9 @@ def validate_network(
             host = parse_host_file(path, entry.data, tinc=policy.tinc, min_rsa_bits=policy.min_rsa_bits)
             # owner lines (# syncd-owner:) are comments to tincd: their
             # findings travel with the file's own, in every cache
-            host.findings.extend(parse_owners(path, entry.data).findings)
+            owners = parse_owners(path, entry.data)
+            host.findings.extend(owners.findings)
+            host.owners = tuple((o.key, o.comment) for o in owners.owners)
         if fresh is not None:
             fresh[key] = host
         hosts[entry.name] = host

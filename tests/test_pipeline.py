@@ -87,6 +87,9 @@ class FakeRepo:
     def pin_applied(self, sha: str) -> None:
         self.pinned.append(sha)
 
+    def file_at(self, sha: str, path: str, limit: int) -> bytes | None:
+        return self.trees[sha].get(path.removeprefix("hosts/")) if path.startswith("hosts/") else None
+
     def changed_paths(self, sha: str) -> tuple[str, ...]:
         parents = self.commits[sha].parents
         old = self.trees[parents[0]] if parents else {}
@@ -155,10 +158,13 @@ class Node:
     reloads: int = 0
     rules: Rules = field(default_factory=lambda: Rules(node="alpha", max_clock_skew=3600))
 
-    def verify(self, info: CommitInfo) -> Signed:
+    def check(self, info: CommitInfo, *, tip_only: bool = False) -> Signed:
         if info.signature is None or not info.signature.startswith(b"admin"):
             raise SignatureError(f"commit {info.sha}: not signed by an allowed signer")
         return Signed(info.signature.decode(), "SHA256:fake")
+
+    def from_trust_root(self, tip: CommitInfo) -> list[tuple[CommitInfo, Signed | None]]:
+        return [(tip, self.check(tip))]
 
     def reload(self) -> Reloaded:
         if self.reload_fails:
@@ -167,7 +173,7 @@ class Node:
         return Reloaded("signal", "SIGHUP to tincd")
 
     def ports(self) -> Ports:
-        return Ports(self.repo, self.hosts, self.state, self.verify, lambda: self.own, self.reload)
+        return Ports(self.repo, self.hosts, self.state, self, lambda: self.own, self.reload)
 
     def sync(self, tip: str, allow_rewind: bool = False) -> str:
         return run_pass(self.ports(), self.rules, tip, "fake://", allow_rewind=allow_rewind).status

@@ -154,7 +154,8 @@ def test_unknown_signer_is_refused(hub: Hub, node: Node, tmp_path: Path) -> None
     node.sync()
     stranger = make_key(tmp_path / "stranger", "stranger")
     hub.change("stranger's commit", add_host("evil", "2002:102:304:9::/64", 12), key=stranger)
-    assert "not an allowed signer" in refused(node)
+    err = refused(node)
+    assert "no role at the parent commit (not an admin, owns no node)" in err and "SHA256:" in err
 
 
 def test_expired_signer_is_refused(hub: Hub, tmp_path: Path) -> None:
