@@ -12,6 +12,7 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from syncd.config import Config
 from syncd.errors import ConfigError, SyncdError, TransientError, outcome
@@ -36,14 +37,18 @@ __all__ = ["SyncResult", "sync_once"]
 
 
 def load_signers(config: Config) -> list[AllowedSigner]:
-    path = config.trust.allowed_signers
+    return read_signers_file(config.trust.allowed_signers, "trust.allowed_signers: ")
+
+
+def read_signers_file(path: Path, what: str = "") -> list[AllowedSigner]:
+    """The node's allowed_signers (the trust root): at least one signer."""
     try:
         text = path.read_bytes()
     except OSError as exc:
-        raise ConfigError(f"trust.allowed_signers: {path}: cannot read: {exc.strerror}") from None
+        raise ConfigError(f"{what}{path}: cannot read: {exc.strerror}") from None
     signers = parse_allowed_signers(text, str(path))
     if not signers:
-        raise ConfigError(f"trust.allowed_signers: {path}: no signer is listed")
+        raise ConfigError(f"{what}{path}: no signer is listed")
     return signers
 
 

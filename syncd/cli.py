@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from syncd import __version__
-from syncd.errors import EXIT_OK, EXIT_REFUSED, UsageError, outcome
+from syncd.errors import EXIT_OK, EXIT_REFUSED, outcome
 from syncd.errors import EXIT_TRANSIENT as EXIT_TRANSIENT  # the exit codes, importable from here too
 from syncd.errors import EXIT_USAGE as EXIT_USAGE
 from syncd.findings import plural
+from syncd.netarg import config_option
 from syncd.worktree import run_check
 
 if TYPE_CHECKING:
@@ -43,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_node_parser(commands)
     _completion_parser(commands)
     _log_parser(commands)
+    _verify_parser(commands)
     return parser
 
 
@@ -79,7 +81,7 @@ def _sync_parser(commands: _Commands) -> None:
             "changed); 2: config error; 3: transient failure (retry later)."
         ),
     )
-    _config_option(sync)
+    config_option(sync)
     sync.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     sync.add_argument(
         "--allow-rewind",
@@ -105,7 +107,7 @@ def _run_parser(commands: _Commands) -> None:
             "Supports systemd Type=notify and WatchdogSec."
         ),
     )
-    _config_option(run)
+    config_option(run)
     run.set_defaults(handler=cmd_run)
 
 
@@ -121,7 +123,7 @@ def _status_parser(commands: _Commands) -> None:
             "or stale: the applied commit is older than trust.max_age); 2: config error."
         ),
     )
-    _config_option(status)
+    config_option(status)
     status.add_argument("--format", choices=("text", "json"), default="text", help="output format")
     status.set_defaults(handler=cmd_status)
 
@@ -174,7 +176,7 @@ def _log_parser(commands: _Commands) -> None:
             "the paths the commit changed. --format json prints one JSON object per line."
         ),
     )
-    _config_option(log)
+    config_option(log)
     log.add_argument("-n", type=int, default=None, metavar="N", help="the newest N commits only")
     log.add_argument("--format", choices=("text", "json"), default="text", help="output format")
     log.set_defaults(handler=cmd_log)
@@ -191,61 +193,36 @@ def cmd_log(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_OK
 
 
-def _config_option(parser: argparse.ArgumentParser) -> None:
-    """``-c CONFIG`` or its shorthand, a positional ``NET``: exactly one.
-
-    Both land in ``args.config``.  Neither given leaves a placeholder that
-    raises the usage error when the command opens it: argparse calls the
-    actions in command-line order, so only the use can tell "missing"."""
-    parser.add_argument(
-        "-c", "--config", action=_ConfigAction, default=_NoConfig(), metavar="CONFIG", help="the node's config file"
+def _verify_parser(commands: _Commands) -> None:
+    verify = commands.add_parser(
+        "verify",
+        help="a node's whole acceptance rule on a repository: for CI and a git server's pre-receive hook",
+        description=(
+            "Check an update OLD..NEW of a repository as every node would: signatures, who may change what "
+            "(admins, owners, joining), no rewound or backdated history, and the tree as `syncd check` sees it. "
+            "Without OLD, NEW is checked as a node's first sync (from the newest commit the allowed_signers "
+            "trusts). With --pre-receive it reads git's 'OLD NEW REF' lines on stdin and checks every branch "
+            "(or --branch), reading the pushed objects from git's quarantine. Exit 0: accepted; 1: refused "
+            "(the same message a node would give); 2: usage."
+        ),
     )
-    parser.add_argument(
-        "net",
-        nargs="?",
-        action=_NetAction,
-        metavar="NET",
-        help="short for -c /etc/syncd/NET.yaml ($SYNCD_CONFIG_DIR replaces /etc/syncd)",
-    )
+    verify.add_argument("revs", nargs="*", metavar="[OLD] NEW", help="commits or branch names")
+    verify.add_argument("--repo", default=None, metavar="DIR", help="the repository (default: $GIT_DIR, else .)")
+    verify.add_argument("--allowed-signers", required=True, metavar="FILE", help="the nodes' allowed_signers")
+    verify.add_argument("--pre-receive", action="store_true", help="run as a git pre-receive hook")
+    verify.add_argument("--branch", action="append", default=[], metavar="BRANCH", help="check only this branch")
+    verify.add_argument("--no-follow-repo", action="store_true", help="as nodes with trust.follow_repo: false")
+    verify.add_argument("--verify", choices=("all", "tip"), default="all", help="as nodes with trust.verify")
+    verify.add_argument("--max-clock-skew", default="1h", metavar="DURATION", help="as trust.max_clock_skew")
+    verify.set_defaults(handler=cmd_verify)
 
 
-_CONFIG_USAGE = "give the node's config as -c CONFIG or as NET, not both"
+def cmd_verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from syncd.verify import Options, run
 
-
-class _NoConfig(os.PathLike[str]):
-    def __fspath__(self) -> str:
-        from syncd.config import config_dir
-
-        raise UsageError(f"which network? give -c CONFIG, or NET (short for -c {config_dir()}/NET.yaml)")
-
-    def __repr__(self) -> str:
-        return "<no config given>"
-
-
-class _ConfigAction(argparse.Action):
-    def __call__(
-        self, parser: argparse.ArgumentParser, ns: argparse.Namespace, values: object, _: object = None
-    ) -> None:
-        if getattr(ns, "net", None) is not None:
-            parser.error(_CONFIG_USAGE)
-        ns.config = values
-
-
-class _NetAction(argparse.Action):
-    def __call__(
-        self, parser: argparse.ArgumentParser, ns: argparse.Namespace, values: object, _: object = None
-    ) -> None:
-        if values is None:
-            return  # argparse calls a "?" positional even when it is absent
-        from syncd.config import config_path
-
-        if not isinstance(ns.config, _NoConfig):
-            parser.error(_CONFIG_USAGE)
-        try:
-            ns.config = str(config_path(str(values)))
-        except UsageError as exc:
-            parser.error(exc.message)
-        ns.net = values
+    options = Options.of(args.allowed_signers, args.no_follow_repo, args.verify, args.max_clock_skew, args.branch)
+    repo = Path(args.repo or os.environ.get("GIT_DIR") or ".")
+    return run(repo, options, args.revs, sys.stdin if args.pre_receive else None, out, err)
 
 
 def cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:

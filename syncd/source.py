@@ -102,9 +102,42 @@ class GitStore:
         store = self.repo.object_store
         assert isinstance(store, DiskObjectStore)
         self.store: DiskObjectStore = store
+        self.read_only = False
         if writes == FETCHED_REF:  # quarantines of a fetch that died; none is in use under fetch.lock
             for stale in path.parent.glob("incoming-*"):
                 shutil.rmtree(stale, ignore_errors=True)
+
+    @classmethod
+    def reading(cls, path: Path) -> GitStore:
+        """Someone else's repository, only read (``syncd verify``).  In a
+        git hook during a push, git keeps the pushed objects in a quarantine
+        (``GIT_OBJECT_DIRECTORY``, with the repository's own objects as
+        ``GIT_ALTERNATE_OBJECT_DIRECTORIES``): read through both."""
+        self = cls.__new__(cls)
+        self.path = path
+        self.repo = Repo(str(path))
+        self.read_only = True
+        quarantine = os.environ.get("GIT_OBJECT_DIRECTORY")
+        if quarantine:
+            alternates = [p for p in os.environ.get("GIT_ALTERNATE_OBJECT_DIRECTORIES", "").split(os.pathsep) if p]
+            self.store = DiskObjectStore(quarantine, alternates=alternates)
+        else:
+            store = self.repo.object_store
+            assert isinstance(store, DiskObjectStore)
+            self.store = store
+        return self
+
+    def resolve(self, rev: str) -> str:
+        """A commit id from an id or a ref name (``main``, ``refs/heads/main``)."""
+        for name in (rev, f"refs/heads/{rev}", f"refs/tags/{rev}"):
+            try:
+                sha = self.repo.refs[Ref(name.encode())]
+            except KeyError:
+                continue
+            return sha.decode()
+        if len(rev) == 40 and all(c in "0123456789abcdef" for c in rev) and _oid(rev) in self.store:
+            return rev
+        raise UnsafeTreeError(f"no commit {rev!r} in {self.path}")
 
     def close(self) -> None:
         self.repo.close()
@@ -371,7 +404,10 @@ class GitStore:
         try:
             yield
         except STORE_DAMAGE as exc:
-            raise self.repaired(f"{type(exc).__name__}: {exc}") from None
+            why = f"{type(exc).__name__}: {exc}"
+            if self.read_only:  # someone else's repository (syncd verify): refuse what cannot be read
+                raise UnsafeTreeError(f"the repository {self.path} is missing objects or damaged: {why}") from None
+            raise self.repaired(why) from None
 
     def _root_tree(self, commit_sha: str) -> Tree:
         info = self.store[_oid(commit_sha)]
