@@ -70,6 +70,7 @@ def sync_once(
     fetch: bool = True,
     parse_cache: ParseCache | None = None,
     cancel: Callable[[], bool] | None = None,
+    progress: bool = False,
 ) -> SyncResult:
     """One pass of the pipeline.  Its outcome (success, or any failure with
     ``errors.outcome``'s reason) is recorded in ``health.json`` for
@@ -90,7 +91,7 @@ def sync_once(
     fetched: Fetched | None = None
     if fetch:
         try:
-            fetched = _fetch(config, cancel)
+            fetched = _fetch(config, cancel, progress)
         except Exception as exc:
             if not dry_run:
                 with contextlib.suppress(TransientError), locked(config.state_dir, LOCK_TIMEOUT):
@@ -116,14 +117,15 @@ def sync_once(
         return result
 
 
-def _fetch(config: Config, cancel: Callable[[], bool] | None) -> Fetched:
+def _fetch(config: Config, cancel: Callable[[], bool] | None, progress: bool = False) -> Fetched:
     """The fetch phase: the tip of the first URL whose answer holds up,
     its signature verified (in git's own encoding) before anything else is
     read, and complete in the store (``GitStore.fetch``)."""
     with locked(config.state_dir, LOCK_TIMEOUT, FETCH_LOCK_FILE):
         store = GitStore(config.state_dir / "repo.git", writes=FETCHED_REF)
         try:
-            tip, url = store.fetch(config.repo.urls, config.repo.branch, fetch_limits(config), signing_key, cancel)
+            limits = fetch_limits(config, progress)
+            tip, url = store.fetch(config.repo.urls, config.repo.branch, limits, signing_key, cancel)
         finally:
             store.close()
     return Fetched(tip, url)
@@ -223,6 +225,6 @@ def stale_warning(config: Config, result: SyncResult, now: float) -> str | None:
     )
 
 
-def fetch_limits(config: Config) -> FetchLimits:
+def fetch_limits(config: Config, progress: bool = False) -> FetchLimits:
     repo = config.repo
-    return FetchLimits(repo.timeout, repo.max_fetch_bytes, repo.ssh_command, repo.ca_file)
+    return FetchLimits(repo.timeout, repo.max_fetch_bytes, repo.ssh_command, repo.ca_file, progress)

@@ -255,7 +255,7 @@ def cmd_sync(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     config = load_config(Path(args.config))
     if args.log:
         return _sync_logged(config, args, err)
-    result = sync_once(config, dry_run=args.dry_run, allow_rewind=args.allow_rewind)
+    result = sync_once(config, dry_run=args.dry_run, allow_rewind=args.allow_rewind, progress=err.isatty())
     for warning in result.warnings:
         err.write(f"warning: {warning}\n")
     stale = stale_warning(config, result, time.time())

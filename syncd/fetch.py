@@ -52,6 +52,7 @@ class FetchLimits:
     max_bytes: int = 256 << 20  # bytes received from one URL; also the largest object
     ssh_command: str | None = None
     ca_file: Path | None = None
+    progress: bool = False  # show the server's progress and the bytes received on stderr (a terminal)
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,12 +222,19 @@ def _fetch_into(
 
         def pack_data(data: bytes) -> int:
             nonlocal received
+            if limits.progress and received >> 20 != (received + len(data)) >> 20:
+                os.write(2, f"\rsyncd: received {(received + len(data)) >> 20} MiB ".encode())
             received += len(data)
             if received > limits.max_bytes:
                 raise _TooLargeError(f"the server sent more than {limits.max_bytes} bytes")
             return out.write(data)
 
-        client.fetch_pack(path, wants, walker, pack_data, ref_prefix=[ref])
+        def progress(message: bytes) -> None:  # the server's own ("Counting objects: 42% ...")
+            os.write(2, b"\rremote: " + message.rstrip(b"\r\n")[:200] + b"\x1b[K")
+
+        client.fetch_pack(path, wants, walker, pack_data, progress if limits.progress else None, ref_prefix=[ref])
+        if limits.progress and received >= 1 << 20:
+            os.write(2, b"\n")
     if "tip" not in found:
         raise NoBranchError(f"the remote has no branch {ref.decode()}")
     tip = found["tip"]
