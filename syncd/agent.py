@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from syncd.config import Config
 from syncd.errors import ConfigError, SyncdError, TransientError, outcome
@@ -20,16 +21,19 @@ from syncd.fetch import FetchLimits
 from syncd.hostsdir import HostsDir
 from syncd.metrics import write_metrics
 from syncd.nodekey import private_key_publics
-from syncd.parseindex import Record as IndexRecord
-from syncd.parseindex import owners_of
 from syncd.pipeline import Ports, Rules, SyncResult, run_pass
 from syncd.plan import Plan
 from syncd.reload import reload_tinc
 from syncd.signers import AllowedSigner, parse_allowed_signers
+
+if TYPE_CHECKING:
+    from syncd.commits import CommitInfo
+    from syncd.parseindex import Record as IndexRecord
+    from syncd.pipeline import Signed
+    from syncd.trust import Authority
+    from syncd.validate import ParseCache
 from syncd.source import APPLIED_REF, FETCHED_REF, GitStore
 from syncd.state import FETCH_LOCK_FILE, StateFile, load_health, load_state, locked, save_health
-from syncd.trust import Authority, signing_key
-from syncd.validate import ParseCache
 
 LOCK_TIMEOUT = 300.0  # seconds to wait for another sync of the same network
 
@@ -121,6 +125,8 @@ def _fetch(config: Config, cancel: Callable[[], bool] | None, progress: bool = F
     """The fetch phase: the tip of the first URL whose answer holds up,
     its signature verified (in git's own encoding) before anything else is
     read, and complete in the store (``GitStore.fetch``)."""
+    from syncd.commits import signing_key
+
     with locked(config.state_dir, LOCK_TIMEOUT, FETCH_LOCK_FILE):
         store = GitStore(config.state_dir / "repo.git", writes=FETCHED_REF)
         try:
@@ -152,21 +158,11 @@ def _sync(
         tip, url = last, "(local store)"
     store = GitStore(config.state_dir / "repo.git", writes=APPLIED_REF)
     try:
-        by_blob: dict[str, IndexRecord] | None = None
-
-        def owners(blob: str) -> tuple[frozenset[bytes], dict[bytes, str]] | None:
-            """Owner lines of a file the node validated before (parse index)."""
-            nonlocal by_blob
-            if by_blob is None:
-                by_blob = {b: record for (b, _, _), record in states.load_index().items()}
-            record = by_blob.get(blob)
-            return None if record is None else owners_of(record)
-
         ports = Ports(
             repo=store,
             hosts=HostsDir(config.tinc.hosts_dir),
             state=states,
-            authority=Authority(store, signers, follow_repo=config.trust.follow_repo, owners_of=owners),
+            authority=_Authority(store, signers, config.trust.follow_repo, states),
             own_keys=lambda: private_key_publics(config.tinc.dir),
             reload=lambda: reload_tinc(config.tinc, config.net),
         )
@@ -228,3 +224,37 @@ def stale_warning(config: Config, result: SyncResult, now: float) -> str | None:
 def fetch_limits(config: Config, progress: bool = False) -> FetchLimits:
     repo = config.repo
     return FetchLimits(repo.timeout, repo.max_fetch_bytes, repo.ssh_command, repo.ca_file, progress)
+
+
+class _Authority:
+    """``trust.Authority``, built on first use: a pass with nothing new
+    (most of them) never imports the rule, its parsers, or cryptography."""
+
+    def __init__(self, store: GitStore, signers: list[AllowedSigner], follow_repo: bool, states: StateFile) -> None:
+        self.args = store, signers, follow_repo, states
+        self.real: Authority | None = None
+
+    def _get(self) -> Authority:
+        if self.real is None:
+            from syncd.parseindex import owners_of
+            from syncd.trust import Authority
+
+            store, signers, follow_repo, states = self.args
+            by_blob: dict[str, IndexRecord] | None = None
+
+            def owners(blob: str) -> tuple[frozenset[bytes], dict[bytes, str]] | None:
+                """Owner lines of a file the node validated before (parse index)."""
+                nonlocal by_blob
+                if by_blob is None:
+                    by_blob = {b: record for (b, _, _), record in states.load_index().items()}
+                record = by_blob.get(blob)
+                return None if record is None else owners_of(record)
+
+            self.real = Authority(store, signers, follow_repo=follow_repo, owners_of=owners)
+        return self.real
+
+    def check(self, info: CommitInfo, *, tip_only: bool = False) -> Signed:
+        return self._get().check(info, tip_only=tip_only)
+
+    def from_trust_root(self, tip: CommitInfo) -> list[tuple[CommitInfo, Signed | None]]:
+        return self._get().from_trust_root(tip)

@@ -19,13 +19,13 @@ from syncd.errors import EXIT_TRANSIENT as EXIT_TRANSIENT  # the exit codes, imp
 from syncd.errors import EXIT_USAGE as EXIT_USAGE
 from syncd.findings import plural
 from syncd.netarg import config_option
-from syncd.worktree import run_check
 
 if TYPE_CHECKING:
     from typing import TypeAlias
 
     from syncd.config import Config
     from syncd.reload import Reloaded
+    from syncd.validate import Report
 
     _Commands: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
 
@@ -223,6 +223,13 @@ def cmd_verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     options = Options.of(args.allowed_signers, args.no_follow_repo, args.verify, args.max_clock_skew, args.branch)
     repo = Path(args.repo or os.environ.get("GIT_DIR") or ".")
     return run(repo, options, args.revs, sys.stdin if args.pre_receive else None, out, err)
+
+
+def run_check(repo: Path | None, hosts_dir: Path | None) -> Report:
+    """``worktree.run_check``, imported when a check runs (not on every command)."""
+    from syncd.worktree import run_check as check
+
+    return check(repo, hosts_dir)
 
 
 def cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:

@@ -94,3 +94,26 @@ def armor(signature: bytes) -> bytes:
     text = base64.b64encode(blob)
     wrapped = [text[i : i + ARMOR_WIDTH] for i in range(0, len(text), ARMOR_WIDTH)]
     return b"\n".join([ARMOR_BEGIN, *wrapped, ARMOR_END]) + b"\n"
+
+
+def signing_key(info: CommitInfo) -> bytes:
+    """The key that made ``info``'s signature, once the signature verifies
+    (namespace ``git``) in git's own encoding; ``SignatureError`` else."""
+    from syncd.errors import SignatureError
+
+    what = f"commit {info.sha[:12]} ({info.summary!r})"
+    if info.noncanonical is not None:
+        raise SignatureError(
+            f"{what}: {info.noncanonical}: a copy of a signed commit re-encoded by the server or a mirror; "
+            "nothing was installed"
+        )
+    if info.signature is None:
+        raise SignatureError(f"{what}: not signed; nothing was installed")
+    from syncd.sshsig import parse_signature, verify
+
+    try:
+        sig = parse_signature(info.signature)
+        verify(sig, info.payload, "git")
+    except SignatureError as exc:
+        raise SignatureError(f"{what}: {exc.message}; nothing was installed") from None
+    return sig.public_key

@@ -7,11 +7,11 @@ all``).  Pure: it reads commits through the pipeline's ``Repository``."""
 from __future__ import annotations
 
 import datetime
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from syncd.commits import CommitInfo
 from syncd.errors import RefusedError
-from syncd.trust import topological
 
 if TYPE_CHECKING:
     from syncd.pipeline import Ports, Repository, Rules, Signed
@@ -84,3 +84,23 @@ def _check_dates(rules: Rules, state: State, commits: list[CommitInfo], tip: Com
 
 def _iso(ts: float) -> str:
     return datetime.datetime.fromtimestamp(ts, tz=datetime.UTC).isoformat(timespec="seconds")
+
+
+def topological(commits: Sequence[CommitInfo]) -> list[CommitInfo]:
+    """``commits`` parents first (a linear range is just reversed)."""
+    inside = {c.sha: c for c in commits}
+    done: set[str] = set()
+    ordered: list[CommitInfo] = []
+    for start in reversed(commits):
+        stack = [(start, False)]
+        while stack:
+            commit, expanded = stack.pop()
+            if commit.sha in done:
+                continue
+            if expanded:
+                done.add(commit.sha)
+                ordered.append(commit)
+                continue
+            stack.append((commit, True))
+            stack.extend((inside[p], False) for p in commit.parents if p in inside and p not in done)
+    return ordered

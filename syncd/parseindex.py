@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import marshal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from syncd.findings import Finding, Location, Severity
-from syncd.hostfile import HostFile
-from syncd.keys import PublicKey
-from syncd.subnet import Kind, Subnet
+if TYPE_CHECKING:
+    from syncd.hostfile import HostFile
 
 INDEX_FILE = "parse-index"
 VERSION = 3  # records: findings, subnets, keys, size, owners
@@ -45,6 +44,11 @@ def record_of(host: HostFile, size: int) -> Record | None:
 
 def host_of(path: str, record: Record) -> HostFile:
     """The ``HostFile`` validation sees, rebuilt for the file at ``path``."""
+    from syncd.findings import Finding, Location, Severity
+    from syncd.hostfile import HostFile
+    from syncd.keys import PublicKey
+    from syncd.subnet import Kind, Subnet
+
     findings, subnets, keys, _size, owners = record
     host = HostFile(path)
     host.findings = [

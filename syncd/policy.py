@@ -18,9 +18,9 @@ import yaml
 from syncd.findings import Finding, error
 from syncd.hostfile import TINC_VERSIONS
 from syncd.names import NAME_RE
+from syncd.names import POLICY_FILE as POLICY_FILE  # re-exported
 from syncd.subnet import Kind, Subnet, SubnetError, parse_subnet
 
-POLICY_FILE = "syncd.yaml"
 DEFAULT_MAX_FILE_BYTES = 65536
 DEFAULT_MAX_FILES = 100_000
 DEFAULT_MIN_RSA_BITS = 2048

@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from syncd.findings import Finding
-from syncd.policy import DEFAULT_POLICY, POLICY_FILE, Policy, parse_policy
+from syncd.names import POLICY_FILE
 
 if TYPE_CHECKING:
+    from syncd.policy import Policy
     from syncd.validate import ParseCache, Report
 
 
@@ -61,6 +62,8 @@ class TreeSource(Protocol):
 
 def policy_of(data: bytes | None) -> tuple[Policy, list[Finding]]:
     """A tree's policy: its ``syncd.yaml``, or the defaults when it has none."""
+    from syncd.policy import DEFAULT_POLICY, parse_policy
+
     if data is None:
         return DEFAULT_POLICY, []
     return parse_policy(data, POLICY_FILE)

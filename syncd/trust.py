@@ -21,11 +21,11 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from syncd.authority import ADMIN, SIGNATURE, Change, Roles, admin_principal, authorize, host_name
-from syncd.commits import CommitInfo
+from syncd.commits import CommitInfo, signing_key
 from syncd.errors import AllowedSignersError, RefusedError, SignatureError
+from syncd.history import topological
 from syncd.owners import fingerprint, parse_owners
 from syncd.signers import AllowedSigner, parse_allowed_signers
-from syncd.sshsig import parse_signature, verify
 
 if TYPE_CHECKING:
     from syncd.pipeline import Repository, Signed
@@ -33,25 +33,6 @@ if TYPE_CHECKING:
 REPO_SIGNERS = "allowed_signers"  # the repository's own, at its root
 MAX_SIGNERS_BYTES = 1 << 20
 OwnerLookup = Callable[[str], tuple[frozenset[bytes], dict[bytes, str]] | None]
-
-
-def signing_key(info: CommitInfo) -> bytes:
-    """The key that made ``info``'s signature, once the signature verifies
-    (namespace ``git``) in git's own encoding; ``SignatureError`` else."""
-    what = f"commit {info.sha[:12]} ({info.summary!r})"
-    if info.noncanonical is not None:
-        raise SignatureError(
-            f"{what}: {info.noncanonical}: a copy of a signed commit re-encoded by the server or a mirror; "
-            "nothing was installed"
-        )
-    if info.signature is None:
-        raise SignatureError(f"{what}: not signed; nothing was installed")
-    try:
-        sig = parse_signature(info.signature)
-        verify(sig, info.payload, "git")
-    except SignatureError as exc:
-        raise SignatureError(f"{what}: {exc.message}; nothing was installed") from None
-    return sig.public_key
 
 
 class Authority:
@@ -208,23 +189,3 @@ class Authority:
         except (SignatureError, RefusedError):
             return False
         return True
-
-
-def topological(commits: Sequence[CommitInfo]) -> list[CommitInfo]:
-    """``commits`` parents first (a linear range is just reversed)."""
-    inside = {c.sha: c for c in commits}
-    done: set[str] = set()
-    ordered: list[CommitInfo] = []
-    for start in reversed(commits):
-        stack = [(start, False)]
-        while stack:
-            commit, expanded = stack.pop()
-            if commit.sha in done:
-                continue
-            if expanded:
-                done.add(commit.sha)
-                ordered.append(commit)
-                continue
-            stack.append((commit, True))
-            stack.extend((inside[p], False) for p in commit.parents if p in inside and p not in done)
-    return ordered
