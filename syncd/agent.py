@@ -1,4 +1,4 @@
-"""One sync: the pipeline of DESIGN.md §1, all or nothing.
+"""One sync: the pipeline of docs/architecture.md, all or nothing.
 
 fetch → rollback guard → signatures → tree → validation (the code path of
 ``syncd check``) → own-key check → plan → apply → state.  Any failure before

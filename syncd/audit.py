@@ -2,7 +2,7 @@
 
 Each line names a commit this node applied, when it was committed and
 applied, who signed it (principal and key fingerprint), the role the signer
-acted in (``admin``, ``owner:NAME``, ``join:NAME``; DESIGN.md §6a) and the
+acted in (``admin``, ``owner:NAME``, ``join:NAME``; docs/trust.md) and the
 paths it changed.
 """
 

@@ -2,7 +2,7 @@
 
 Each layer raises the class that says what went wrong, with a message that
 names the file, key, commit or URL; only ``outcome`` decides what a failure
-means for the caller (DESIGN.md §3): the exit code, the stable reason (in
+means for the caller (README, "Exit codes"): the exit code, the stable reason (in
 ``health.json``, logs and metrics), the log event, and whether ``syncd run``
 retries soon.  The cli, ``sync --log``, ``run`` and ``status`` all ask it.
 

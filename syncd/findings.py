@@ -1,6 +1,6 @@
 """Findings: what the checker says about a file, with a stable code and a line.
 
-Codes are a contract (DESIGN.md §3): add codes, never rename one.
+Codes are a contract (README, "syncd check"): add codes, never rename one.
 """
 
 from __future__ import annotations

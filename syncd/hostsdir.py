@@ -20,7 +20,7 @@ Crash safety, point by point (the next run must converge whatever happens):
   between the two leaves a mode-0 directory, which the next run recognises
   as its own unfinished work and finishes.
 
-What is read, and what is replaced (DESIGN.md §6b):
+What is read, and what is replaced (docs/architecture.md, "Safety rules"):
 
 * Only regular files are read in the hosts directory.  Each is opened with
   ``O_NOFOLLOW|O_NONBLOCK`` (a symlink is never followed out of the

@@ -1,5 +1,5 @@
 """The node's own private keys, to check the repository's copy of its own
-host file (DESIGN.md §6): a repo version whose public key does not match the
+host file (docs/architecture.md, "Safety rules"): a repo version whose public key does not match the
 key tincd will use would cut the node off, so it is refused.
 
 tinc 1.0 keeps ``rsa_key.priv`` (PEM, PKCS#1); tinc 1.1 keeps

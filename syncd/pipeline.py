@@ -1,4 +1,4 @@
-"""One pass of the pipeline of DESIGN.md §1, against small interfaces.
+"""One pass of the pipeline of docs/architecture.md, against small interfaces.
 
 ``run_pass`` decides everything a pass does once a tip is at hand: the
 rollback and clock guards, the signatures of the new commits, the tree's
@@ -115,7 +115,7 @@ class StateFile(Protocol):
 
 
 class Authority(Protocol):
-    """Who may change what (``trust.Authority``, DESIGN.md §6a)."""
+    """Who may change what (``trust.Authority``, docs/trust.md)."""
 
     def check(self, info: CommitInfo, *, tip_only: bool = False) -> Signed:
         """Who signed ``info`` and in which role, or a refusal."""

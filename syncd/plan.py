@@ -2,7 +2,7 @@
 
 The plan is data: ``syncd sync --dry-run`` prints it (with ``Plan.diff``,
 given a reader of the installed files), ``apply`` carries it out.
-Ownership follows DESIGN.md §6: a file the repository has is made equal to
+Ownership follows docs/architecture.md ("Safety rules"): a file the repository has is made equal to
 the repository's version whoever wrote it (syncd adopts it); a file syncd
 installed earlier and the repository no longer has is removed; any other
 file is left alone and reported as unmanaged.

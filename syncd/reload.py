@@ -1,4 +1,4 @@
-"""Make tincd re-read its host files (TINC.md "Reload").
+"""Make tincd re-read its host files (docs/host-files.md, "Reload").
 
 Methods (``tinc.reload`` in the node config):
 

@@ -1,4 +1,4 @@
-"""Who may change what, on a real history (DESIGN.md §6a).
+"""Who may change what, on a real history (docs/trust.md).
 
 ``authority.authorize`` is the rule; this module feeds it from the store:
 the key that made a commit's signature (the signature verified, in git's own
@@ -51,21 +51,32 @@ class Authority:
         self.follow_repo = follow_repo
         self.owners_of = owners_of or (lambda _blob: None)
         self._roles: dict[str | None, Roles] = {}
+        self._later: dict[str | None, tuple[str | None, CommitInfo, tuple[str, ...]]] = {}
+        self._admins_memo: dict[str, tuple[AllowedSigner, ...]] = {}
 
     # --- one commit -----------------------------------------------------------------
 
     def check(self, info: CommitInfo, *, tip_only: bool = False) -> Signed:
         """Who signed ``info`` and in which role; ``SignatureError`` (no
         role at all) or ``RefusedError`` (``unauthorized``) naming the commit,
-        the signer, the role and the first path outside it."""
+        the signer, the role and the first path outside it.
+
+        An admin's commit needs only the admins at its parent (one small
+        file); the owners of every host file are read only when a commit is
+        signed by someone else."""
         from syncd.pipeline import Signed
 
         key = signing_key(info)
         parent = info.parents[0] if info.parents else None
+        paths = self.repo.changed_paths(info.sha)
+        admins = self.admins_at(parent)
+        principal = admin_principal(admins, key, info.committer_time)
+        self._later[info.sha] = (parent, info, paths)  # the roles at info, if a child asks
+        if principal is not None:
+            return Signed(principal, fingerprint(key), ADMIN)
         roles = self.roles_at(parent)
-        change = self._change(info, roles)
-        decision = authorize(roles, change, key, info.committer_time)
-        if decision.ok and tip_only and decision.role != ADMIN:
+        decision = authorize(roles, self._change(info, roles, paths), key, info.committer_time)
+        if decision.ok and tip_only:
             message = f"signed by {decision.signer}: with trust.verify: tip only an admin's commit is accepted"
             raise RefusedError(f"commit {info.sha[:12]} ({info.summary!r}): {message}", reason="unauthorized")
         if not decision.ok:
@@ -73,31 +84,55 @@ class Authority:
             if decision.reason == SIGNATURE:
                 raise SignatureError(text)
             raise RefusedError(text, reason="unauthorized")
-        self._roles[info.sha] = self._advance(roles, info, change)
         name = decision.signer.rsplit(" (", 1)[0]
         return Signed(name, fingerprint(key), decision.role)
 
-    def _change(self, info: CommitInfo, roles: Roles) -> Change:
-        paths = self.repo.changed_paths(info.sha)
-        added: dict[str, frozenset[bytes]] = {}
-        for path in paths:
-            name = host_name(path, roles.hosts_dir)
-            if name is not None and name not in roles.owners:
-                data = self.repo.file_at(info.sha, path, MAX_SIGNERS_BYTES)
-                if data is not None:
-                    added[name] = parse_owners(path, data).keys
+    def admins_at(self, sha: str | None) -> tuple[AllowedSigner, ...]:
+        if sha is None:
+            return self.local
+        known = self._admins_memo.get(sha)
+        if known is None:
+            known = self._admins_memo[sha] = self._admins(sha)
+        return known
+
+    def _change(self, info: CommitInfo, roles: Roles, paths: tuple[str, ...]) -> Change:
+        names = [n for p in paths if (n := host_name(p, roles.hosts_dir)) is not None and n not in roles.owners]
+        files = self._host_files(info.sha, roles.hosts_dir, names)
+        added = {n: parse_owners(f"{roles.hosts_dir}/{n}", data).keys for n, data in files.items() if data is not None}
         return Change(len(info.parents), paths, added)
+
+    def _host_files(self, sha: str, hosts_dir: str, names: Sequence[str]) -> dict[str, bytes | None]:
+        """Some host files of commit ``sha`` (None: not there), from one
+        listing of its hosts directory."""
+        if not names:
+            return {}
+        from syncd.tree import EntryKind
+
+        entries = {e.name: e for e in self.repo.host_entries(sha, hosts_dir, 1 << 30, MAX_SIGNERS_BYTES)}
+        files: dict[str, bytes | None] = {}
+        for name in names:
+            entry = entries.get(name)
+            ok = entry is not None and entry.kind is EntryKind.FILE and entry.blob is not None
+            files[name] = self.repo.blob(entry.blob, MAX_SIGNERS_BYTES) if ok and entry and entry.blob else None
+        return files
 
     # --- roles ------------------------------------------------------------------------
 
     def roles_at(self, sha: str | None) -> Roles:
         """The roles at commit ``sha`` (None: before the root commit, where
-        only the node's own admins count)."""
-        known = self._roles.get(sha)
-        if known is not None:
-            return known
-        roles = Roles(self.local, {}) if sha is None else self._read_roles(sha)
-        self._roles[sha] = roles
+        only the node's own admins count): carried forward from the nearest
+        commit whose roles are known, reading only what each commit changed."""
+        chain: list[tuple[str | None, CommitInfo, tuple[str, ...]]] = []
+        at = sha
+        while at not in self._roles and at in self._later:
+            step = self._later[at]
+            chain.append(step)
+            at = step[0]
+        if at not in self._roles:
+            self._roles[at] = Roles(self.local, {}) if at is None else self._read_roles(at)
+        roles = self._roles[at]
+        for _parent, info, paths in reversed(chain):
+            roles = self._roles[info.sha] = self._advance(roles, info, paths)
         return roles
 
     def _read_roles(self, sha: str) -> Roles:
@@ -117,22 +152,20 @@ class Authority:
             owners[entry.name] = found[0]
             for key, comment in found[1].items():
                 comments.setdefault(key, comment)
-        return Roles(self._admins(sha), owners, policy.join, policy.hosts_dir, comments)
+        return Roles(self.admins_at(sha), owners, policy.join, policy.hosts_dir, comments)
 
-    def _advance(self, roles: Roles, info: CommitInfo, change: Change) -> Roles:
+    def _advance(self, roles: Roles, info: CommitInfo, paths: tuple[str, ...]) -> Roles:
         """The roles at ``info`` from those at its parent and what it changed."""
-        if any(host_name(p, roles.hosts_dir) is None for p in change.paths):
+        if any(host_name(p, roles.hosts_dir) is None for p in paths):
             return self._read_roles(info.sha)  # the policy or the admins may have changed
         owners = dict(roles.owners)
         comments = dict(roles.comments)
-        for path in change.paths:
-            name = host_name(path, roles.hosts_dir)
-            assert name is not None
-            data = self.repo.file_at(info.sha, path, MAX_SIGNERS_BYTES)
+        names = [n for p in paths if (n := host_name(p, roles.hosts_dir)) is not None]
+        for name, data in self._host_files(info.sha, roles.hosts_dir, names).items():
             if data is None:
                 owners.pop(name, None)
                 continue
-            parsed = parse_owners(path, data)
+            parsed = parse_owners(f"{roles.hosts_dir}/{name}", data)
             owners[name] = parsed.keys
             comments.update((o.key, o.comment) for o in parsed.owners if o.comment and o.key not in comments)
         return Roles(roles.admins, owners, roles.join, roles.hosts_dir, comments)

@@ -1,5 +1,5 @@
 """What syncd finds in and makes of the hosts and state directories
-(DESIGN.md §6b): only regular files are read, whatever else occupies a host's
+(docs/architecture.md, "Safety rules"): only regular files are read, whatever else occupies a host's
 name is replaced (a directory cannot be: exit 2), and the modes are fixed
 whatever the umask.
 

@@ -1,4 +1,4 @@
-"""The host-file parser against the line grammar and variables of TINC.md."""
+"""The host-file parser against the line grammar and variables of docs/host-files.md."""
 
 from __future__ import annotations
 

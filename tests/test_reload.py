@@ -1,4 +1,4 @@
-"""Reloading a real tincd 1.0.36 after a sync (DESIGN.md §6, TINC.md "Reload")."""
+"""Reloading a real tincd 1.0.36 after a sync (docs/host-files.md, "Reload")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Subnet parsing against every form TINC.md lists, and the overlap sweep."""
+"""Subnet parsing against every form docs/host-files.md lists, and the overlap sweep."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def v6(text: str) -> int:
     return int(ipaddress.IPv6Address(text))
 
 
-# TINC.md "Accepted by 1.0.36 [run]", with what tincd reads.
+# docs/host-files.md, "Subnets": accepted by tincd 1.0.36, with what tincd reads.
 ACCEPTED = [
     ("10.0.0.0/24", Subnet(Kind.IPV4, v4("10.0.0.0"), 24)),
     ("10.0.0.1", Subnet(Kind.IPV4, v4("10.0.0.1"), 32)),
@@ -57,7 +57,7 @@ def test_accepted_forms(text: str, expected: Subnet) -> None:
     assert parse_subnet(text) == expected
 
 
-# TINC.md "Rejected [run]", with the finding code syncd gives.
+# docs/host-files.md, "Subnets": refused by tincd 1.0.36, with the finding code syncd gives.
 REJECTED = [
     ("10.0.0.1/24", "subnet-host-bits"),
     ("2001:db8::1/32", "subnet-host-bits"),
@@ -92,7 +92,7 @@ def test_host_bits_message_suggests_the_network() -> None:
         parse_subnet("10.0.0.1/24")
 
 
-# TINC.md "Quirks tincd 1.0.36 accepts but newer tinc rejects": flagged, and
+# docs/host-files.md, "Subnets": what tincd 1.0.36 reads but newer tinc refuses: flagged, and
 # the message says what tincd 1.0 actually reads.
 QUIRKS = [
     ("+10.0.0.1", "10.0.0.1"),
@@ -114,7 +114,7 @@ def test_lenient_tinc10_forms_are_flagged_with_their_reading(text: str, read_as:
 
 
 def test_six_short_groups_are_a_mac_address() -> None:
-    # TINC.md: "1:2:3:4:5:6" is read as a MAC; accepted, but the checker warns.
+    # docs/host-files.md: "1:2:3:4:5:6" is read as a MAC; accepted, but the checker warns.
     assert parse_subnet("1:2:3:4:5:6") == Subnet(Kind.MAC, 0x010203040506, 48)
     assert is_short_mac("1:2:3:4:5:6")
     assert is_short_mac("0:1a:2b:3c:4d:5e#3")
