@@ -51,11 +51,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
-from sync_scale import GIT_ENV, commit_signed, free_port, run
-
-from syncd.keys import tinc_b64encode
+from sync_scale import GIT_ENV, commit_signed, free_port, make_network, run
 
 MIB = 1 << 20
 GIB = 1 << 30
@@ -164,34 +160,6 @@ JUNK: list[tuple[str, str, int, Callable[[], Iterator[tuple[str, int, Source]]]]
 
 
 # --- the network and the node ---------------------------------------------------
-
-
-def make_network(tmp: Path, nodes: int) -> tuple[Path, Path, Path]:
-    """A signed repository of ``nodes`` host files: (work clone, key, bare server)."""
-    key = tmp / "admin"
-    run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "admin", "-f", key)
-    kind, blob = (tmp / "admin.pub").read_text().split()[:2]
-    (tmp / "allowed_signers").write_text(f"admin@example.org {kind} {blob}\n")
-    server = tmp / "srv" / "hosts.git"
-    run("git", "init", "-q", "--bare", "-b", "main", server)
-    work = tmp / "work"
-    (work / "hosts").mkdir(parents=True)
-    (work / "syncd.yaml").write_text("tinc: '1.1'\nprefixes: ['fd00::/8', 10.0.0.0/8]\n")
-    for i in range(nodes):
-        raw = (
-            ed25519.Ed25519PrivateKey.generate()
-            .public_key()
-            .public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-        )
-        (work / "hosts" / f"node{i}").write_text(
-            f"Subnet = fd00:{i >> 16:x}:{i & 0xFFFF:x}::/64\n"
-            f"Subnet = 10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}\n"
-            f"Ed25519PublicKey = {tinc_b64encode(raw)}\n"
-        )
-    run("git", "init", "-q", "-b", "main", cwd=work)
-    run("git", "remote", "add", "origin", server, cwd=work)
-    commit_signed(work, key, f"{nodes} nodes")
-    return work, key, server
 
 
 @contextlib.contextmanager

@@ -70,6 +70,34 @@ def commit_signed(work: Path, key: Path, message: str) -> None:
     run("git", "push", "-q", "origin", "HEAD:main", cwd=work)
 
 
+def make_network(tmp: Path, nodes: int) -> tuple[Path, Path, Path]:
+    """A signed repository of ``nodes`` host files: (work clone, key, bare server)."""
+    key = tmp / "admin"
+    run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "admin", "-f", key)
+    kind, blob = (tmp / "admin.pub").read_text().split()[:2]
+    (tmp / "allowed_signers").write_text(f"admin@example.org {kind} {blob}\n")
+    server = tmp / "srv" / "hosts.git"
+    run("git", "init", "-q", "--bare", "-b", "main", server)
+    work = tmp / "work"
+    (work / "hosts").mkdir(parents=True)
+    (work / "syncd.yaml").write_text("tinc: '1.1'\nprefixes: ['fd00::/8', 10.0.0.0/8]\n")
+    for i in range(nodes):
+        raw = (
+            ed25519.Ed25519PrivateKey.generate()
+            .public_key()
+            .public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        )
+        (work / "hosts" / f"node{i}").write_text(
+            f"Subnet = fd00:{i >> 16:x}:{i & 0xFFFF:x}::/64\n"
+            f"Subnet = 10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}\n"
+            f"Ed25519PublicKey = {tinc_b64encode(raw)}\n"
+        )
+    run("git", "init", "-q", "-b", "main", cwd=work)
+    run("git", "remote", "add", "origin", server, cwd=work)
+    commit_signed(work, key, f"{nodes} nodes")
+    return work, key, server
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--nodes", type=int, default=10_000)
@@ -79,31 +107,8 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="syncd-sync-bench-") as tmp_name:
         tmp = Path(tmp_name)
-        key = tmp / "admin"
-        run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "admin", "-f", key)
-        kind, blob = (tmp / "admin.pub").read_text().split()[:2]
-        (tmp / "allowed_signers").write_text(f"admin@example.org {kind} {blob}\n")
-
-        server = tmp / "srv" / "hosts.git"
-        run("git", "init", "-q", "--bare", "-b", "main", server)
-        work = tmp / "work"
-        (work / "hosts").mkdir(parents=True)
-        (work / "syncd.yaml").write_text("tinc: '1.1'\nprefixes: ['fd00::/8', 10.0.0.0/8]\n")
         t0 = time.perf_counter()
-        for i in range(args.nodes):
-            raw = (
-                ed25519.Ed25519PrivateKey.generate()
-                .public_key()
-                .public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-            )
-            (work / "hosts" / f"node{i}").write_text(
-                f"Subnet = fd00:{i >> 16:x}:{i & 0xFFFF:x}::/64\n"
-                f"Subnet = 10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}\n"
-                f"Ed25519PublicKey = {tinc_b64encode(raw)}\n"
-            )
-        run("git", "init", "-q", "-b", "main", cwd=work)
-        run("git", "remote", "add", "origin", server, cwd=work)
-        commit_signed(work, key, f"{args.nodes} nodes")
+        work, key, _server = make_network(tmp, args.nodes)
         print(f"made a {args.nodes}-node signed repository in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
 
         port = free_port()

@@ -89,7 +89,7 @@ def fetch_url(
         (objects / "pack").mkdir(parents=True)
         (objects / "info").mkdir()
         (objects / "info" / "alternates").write_text(os.fspath((store_path / "objects").resolve()) + "\n")
-        report = _run_child(url, ref, store_path, heads, limits, objects, cancel)
+        report = _run_child(_Job(url, ref, store_path, tuple(heads), limits, objects), cancel)
     except BaseException:
         shutil.rmtree(quarantine, ignore_errors=True)
         raise
@@ -102,21 +102,26 @@ def fetch_url(
     return Received(tip, objects, received if isinstance(received, int) else 0)
 
 
-def _run_child(
-    url: str,
-    ref: Ref,
-    store_path: Path,
-    heads: Sequence[ObjectID],
-    limits: FetchLimits,
-    objects: Path,
-    cancel: Callable[[], bool] | None,
-) -> Mapping[str, object]:
+@dataclass(frozen=True, slots=True)
+class _Job:
+    """One fetch, as the child process does it."""
+
+    url: str
+    ref: Ref
+    store_path: Path
+    heads: tuple[ObjectID, ...]  # "have": the store holds every object they reach
+    limits: FetchLimits
+    objects: Path  # the quarantine's object directory
+
+
+def _run_child(job: _Job, cancel: Callable[[], bool] | None) -> Mapping[str, object]:
+    url, limits = job.url, job.limits
     shown = redact_url(url)
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: never returns
         os.close(read_end)
-        _child(url, ref, store_path, heads, limits, objects, write_end)
+        _child(job, write_end)
     os.close(write_end)
     deadline = time.monotonic() + limits.timeout
     data = b""
@@ -159,22 +164,14 @@ def _parse_report(data: bytes, shown: str, limits: FetchLimits) -> Mapping[str, 
     raise FetchError(f"{shown}: {message}")
 
 
-def _child(
-    url: str,
-    ref: Ref,
-    store_path: Path,
-    heads: Sequence[ObjectID],
-    limits: FetchLimits,
-    objects: Path,
-    report_fd: int,
-) -> None:
+def _child(job: _Job, report_fd: int) -> None:
     """The forked child: fetch, scan, index, report as one JSON object."""
     code = 1
     try:
         os.setsid()  # its own process group: ssh and friends die with it
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, signal.SIG_DFL)
-        report: dict[str, object] = {"kind": "ok", **_fetch_into(url, ref, store_path, heads, limits, objects)}
+        report: dict[str, object] = {"kind": "ok", **_fetch_into(job)}
         code = 0
     except (_TooLargeError, PackTooLargeError) as exc:
         report = {"kind": "too-large", "message": str(exc)}
@@ -183,7 +180,7 @@ def _child(
     except PackFormatError as exc:
         report = {"kind": "failed", "message": f"the server sent a bad pack: {exc}"}
     except BaseException as exc:  # dulwich raises many kinds for network trouble
-        report = {"kind": "failed", "message": f"{type(exc).__name__}: {_one_line(exc, url)}"}
+        report = {"kind": "failed", "message": f"{type(exc).__name__}: {_one_line(exc, job.url)}"}
     try:
         os.write(report_fd, json.dumps(report).encode()[:RESULT_LIMIT])
     finally:
@@ -194,9 +191,8 @@ class _TooLargeError(Exception):
     pass
 
 
-def _fetch_into(
-    url: str, ref: Ref, store_path: Path, heads: Sequence[ObjectID], limits: FetchLimits, objects: Path
-) -> dict[str, object]:
+def _fetch_into(job: _Job) -> dict[str, object]:
+    url, ref, store_path, heads, limits, objects = job.url, job.ref, job.store_path, job.heads, job.limits, job.objects
     settings = ConfigDict()
     if limits.ca_file is not None:  # https:// with a private CA: git's http.sslCAInfo
         settings.set((b"http",), b"sslCAInfo", os.fsencode(limits.ca_file))

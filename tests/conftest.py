@@ -8,9 +8,12 @@ from __future__ import annotations
 import os
 from collections.abc import Generator
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import pytest
+
+if TYPE_CHECKING:
+    from tests.syncenv import Hub, Node
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_REPO = ROOT / "examples" / "repo"
@@ -57,3 +60,21 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.section("measured by the tests")
         for name, value in FIGURES.items():
             terminalreporter.write_line(f"{name}: {value}")
+
+
+@pytest.fixture
+def hub(tmp_path: Path) -> Hub:
+    """A hosts repository: the example network, signed by an admin whose key
+    is in ``tmp_path/keys/allowed_signers``, pushed to a bare server."""
+    from tests.syncenv import Hub, admin_and_signers
+
+    admin, _ = admin_and_signers(tmp_path / "keys")
+    return Hub(tmp_path / "hub", admin)
+
+
+@pytest.fixture
+def node(hub: Hub, tmp_path: Path) -> Node:
+    """A node (my_pc) that syncs from ``hub``'s server."""
+    from tests.syncenv import make_node
+
+    return make_node(tmp_path / "node", str(hub.server), tmp_path / "keys" / "allowed_signers")

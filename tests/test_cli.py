@@ -17,7 +17,7 @@ import pytest
 
 from syncd.cli import main
 from tests.conftest import EXAMPLE_REPO
-from tests.syncenv import Hub, Node, admin_and_signers, make_node
+from tests.syncenv import Hub, Node
 
 
 def run(*args: str) -> tuple[int, str, str]:
@@ -202,17 +202,6 @@ def test_summary_counts_are_singular_for_one(tmp_path: Path) -> None:
 
 
 # --- sync --dry-run: the diff of each file ------------------------------------------------
-
-
-@pytest.fixture
-def hub(tmp_path: Path) -> Hub:
-    admin, _ = admin_and_signers(tmp_path / "keys")
-    return Hub(tmp_path / "hub", admin)
-
-
-@pytest.fixture
-def node(hub: Hub, tmp_path: Path) -> Node:
-    return make_node(tmp_path / "node", str(hub.server), tmp_path / "keys" / "allowed_signers")
 
 
 def test_sync_dry_run_shows_new_files_in_full(hub: Hub, node: Node) -> None:

@@ -32,17 +32,6 @@ from tests.servers import require
 from tests.syncenv import Hub, Node, admin_and_signers, make_node
 
 
-@pytest.fixture
-def hub(tmp_path: Path) -> Hub:
-    admin, _ = admin_and_signers(tmp_path / "keys")
-    return Hub(tmp_path / "hub", admin)
-
-
-@pytest.fixture
-def node(hub: Hub, tmp_path: Path) -> Node:
-    return make_node(tmp_path / "node", str(hub.server), tmp_path / "keys" / "allowed_signers")
-
-
 def health(node: Node) -> dict[str, Any]:
     data: dict[str, Any] = json.loads((node.state / HEALTH_FILE).read_text())
     return data

@@ -20,13 +20,7 @@ from syncd.source import APPLIED_REF, FETCHED_REF
 from tests.gitutil import git
 from tests.hostile import REENCODINGS, hostile_git, reencode_signature
 from tests.keyfactory import rsa_pem
-from tests.syncenv import Hub, Node, admin_and_signers, make_node
-
-
-@pytest.fixture
-def hub(tmp_path: Path) -> Hub:
-    admin, _ = admin_and_signers(tmp_path / "keys")
-    return Hub(tmp_path / "hub", admin)
+from tests.syncenv import Hub, Node, make_node
 
 
 def node_at(hub: Hub, tmp_path: Path, url: str, name: str = "node", **overrides: Any) -> Node:

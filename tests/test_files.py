@@ -28,22 +28,11 @@ from syncd.hostsdir import make_dirs, read_installed
 from syncd.plan import blob_id as digest
 from syncd.state import HEALTH_FILE, LOCK_FILE, STATE_FILE
 from tests.figures import record
-from tests.syncenv import Hub, Node, admin_and_signers, make_node
+from tests.syncenv import Hub, Node, make_node
 from tests.test_crash import CRASH_RUNNER
 
 ROOT = Path(__file__).resolve().parents[1]
 CHILD_TIMEOUT = 60  # seconds; a sync of three files takes well under one
-
-
-@pytest.fixture
-def hub(tmp_path: Path) -> Hub:
-    admin, _ = admin_and_signers(tmp_path / "keys")
-    return Hub(tmp_path / "hub", admin)
-
-
-@pytest.fixture
-def node(hub: Hub, tmp_path: Path) -> Node:
-    return make_node(tmp_path / "node", str(hub.server), tmp_path / "keys" / "allowed_signers")
 
 
 def syncd(*args: str) -> subprocess.CompletedProcess[str]:

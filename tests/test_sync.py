@@ -18,18 +18,7 @@ from syncd.plan import blob_id
 from syncd.state import STATE_FILE
 from tests.gitutil import allowed_signers, make_key
 from tests.keyfactory import rsa_pem
-from tests.syncenv import Hub, Node, admin_and_signers, make_node
-
-
-@pytest.fixture
-def hub(tmp_path: Path) -> Hub:
-    admin, _ = admin_and_signers(tmp_path / "keys")
-    return Hub(tmp_path / "hub", admin)
-
-
-@pytest.fixture
-def node(hub: Hub, tmp_path: Path) -> Node:
-    return make_node(tmp_path / "node", str(hub.server), tmp_path / "keys" / "allowed_signers")
+from tests.syncenv import Hub, Node, make_node
 
 
 def add_host(name: str, subnet: str, seed: int) -> Callable[[Path], None]:

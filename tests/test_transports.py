@@ -7,17 +7,9 @@ from __future__ import annotations
 import getpass
 from pathlib import Path
 
-import pytest
-
 from tests.gitutil import make_key
 from tests.servers import git_daemon, git_http, self_signed_certificate, ssh_server
-from tests.syncenv import Hub, Node, admin_and_signers, make_node
-
-
-@pytest.fixture
-def hub(tmp_path: Path) -> Hub:
-    admin, _ = admin_and_signers(tmp_path / "keys")
-    return Hub(tmp_path / "hub", admin)
+from tests.syncenv import Hub, Node, make_node
 
 
 def sync_twice(hub: Hub, node: Node) -> None:
