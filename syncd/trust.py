@@ -99,13 +99,16 @@ class Authority:
     def _change(self, info: CommitInfo, roles: Roles) -> Change:
         paths = self.repo.changed_paths(info.sha)
         added: dict[str, frozenset[bytes]] = {}
+        comments: dict[bytes, str] = {}
         for path in paths:
             name = host_name(path, roles.hosts_dir)
             if name is not None and name not in roles.owners:
                 data = self.repo.file_at(info.sha, path, MAX_SIGNERS_BYTES)
                 if data is not None:
-                    added[name] = parse_owners(path, data).keys
-        return Change(len(info.parents), paths, added)
+                    parsed = parse_owners(path, data)
+                    added[name] = parsed.keys
+                    comments.update((o.key, o.comment) for o in parsed.owners if o.comment and o.key not in comments)
+        return Change(len(info.parents), paths, added, comments)
 
     # --- roles ------------------------------------------------------------------------
 

@@ -54,6 +54,13 @@ class Hub:
     def host(self, name: str) -> Path:
         return self.work / "hosts" / name
 
+    def reset(self, sha: str) -> None:
+        """Point the admin's clone and the server's main back at ``sha``
+        (e.g. to drop a commit a node refused before trying the next one)."""
+        git(self.work, "reset", "-q", "--hard", sha)
+        git(self.work, "push", "-q", "--force", "origin", "HEAD:main")
+        self.tip = sha
+
 
 @dataclass
 class Node:

@@ -1,0 +1,486 @@
+"""Repository-held trust end to end (DESIGN.md §6a): each authority rule and
+its refusal, on real SSH-signed commits pushed to a bare server and synced by
+``syncd sync``.
+
+Every refusal must exit 1 with its stable reason in ``health.json``, name the
+commit, the signer (principal or owner comment, and key fingerprint), the
+role it had and the first path outside it, and leave the installed hosts
+files and ``state.json`` byte-for-byte as they were.  Every accepted commit is
+in ``syncd log --format json`` with the role it was accepted in.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from syncd.cli import main
+from syncd.state import HEALTH_FILE, STATE_FILE
+from tests.gitutil import SshKey, allowed_signers, fingerprint_of, git, make_key, merge
+from tests.keyfactory import rsa_pem
+from tests.syncenv import Hub, Node, make_node
+
+Edit = Callable[[Path], object]
+
+# The owner-line comments, deliberately unlike the keys' own comments: a
+# refusal must name an owner by the comment of its owner line.
+COMMENTS = {"alice": "alice@home-pc", "bob": "bob@laptop", "carol": "carol@newbie", "dave": "dave@elsewhere"}
+
+
+@dataclass(frozen=True)
+class Keys:
+    directory: Path
+    admin: SshKey  # the admin every node's own allowed_signers lists
+    admin2: SshKey  # the admin the repository rotates to
+    alice: SshKey  # owns my_pc
+    alice2: SshKey  # alice's next key
+    bob: SshKey  # owns my_laptop
+    carol: SshKey  # a newcomer
+    dave: SshKey  # a stranger
+
+    @property
+    def local(self) -> Path:
+        """The node's own allowed_signers: the first admin only."""
+        return self.directory / "allowed_signers"
+
+
+@pytest.fixture(scope="module")
+def module_keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
+    directory = tmp_path_factory.mktemp("keys")
+    names = ("admin", "admin2", "alice", "alice2", "bob", "carol", "dave")
+    keys = Keys(directory, *(make_key(directory, name) for name in names))
+    allowed_signers(keys.local, (keys.admin, ""))
+    keys.local.chmod(0o644)
+    return keys
+
+
+@pytest.fixture
+def keys(module_keys: Keys) -> Keys:
+    return module_keys
+
+
+def owner_line(key: SshKey, comment: str | None = None) -> str:
+    """``# syncd-owner: KEYTYPE BASE64 COMMENT`` for ``key``."""
+    return f"# syncd-owner: {key.public_line()} {comment or COMMENTS[key.principal.split('@')[0]]}\n"
+
+
+def add_owner(name: str, key: SshKey) -> Edit:
+    def edit(work: Path) -> None:
+        path = work / "hosts" / name
+        path.write_text(path.read_text() + owner_line(key))
+
+    return edit
+
+
+def append(name: str, text: str) -> Edit:
+    def edit(work: Path) -> None:
+        path = work / "hosts" / name
+        path.write_text(path.read_text() + text)
+
+    return edit
+
+
+def write(path: str, text: str) -> Edit:
+    return lambda work: (work / path).write_text(text)
+
+
+def new_host(name: str, subnet: str, seed: int, *owners: SshKey, key: bool = True) -> Edit:
+    """A host file for a new node: a subnet, its owner lines and (unless
+    ``key`` is false) an RSA public key."""
+    body = f"Subnet = {subnet}\n" + "".join(owner_line(o) for o in owners)
+    return write(f"hosts/{name}", body + (f"\n{rsa_pem(seed=seed)}" if key else ""))
+
+
+def both(*edits: Edit) -> Edit:
+    def edit(work: Path) -> None:
+        for one in edits:
+            one(work)
+
+    return edit
+
+
+@pytest.fixture
+def hub(tmp_path: Path, keys: Keys) -> Hub:
+    """The example network with owner lines: alice owns my_pc, bob my_laptop
+    (added by the admin); gateway has none."""
+    hub = Hub(tmp_path / "hub", keys.admin)
+    hub.change("owners for my_pc and my_laptop", both(add_owner("my_pc", keys.alice), add_owner("my_laptop", keys.bob)))
+    return hub
+
+
+def node_of(hub: Hub, root: Path, signers: Path, **overrides: object) -> Node:
+    node = make_node(root, str(hub.server), signers, "my_pc", **overrides)
+    code, _, err = node.sync()
+    assert code == 0, err
+    return node
+
+
+@pytest.fixture
+def node(hub: Hub, tmp_path: Path, keys: Keys) -> Node:
+    """my_pc, in sync with the hub."""
+    return node_of(hub, tmp_path / "node", keys.local)
+
+
+# --- what a pass leaves behind ------------------------------------------------------
+
+
+def health(node: Node) -> dict[str, object]:
+    data: dict[str, object] = json.loads((node.state / HEALTH_FILE).read_text())
+    return data
+
+
+def state_bytes(node: Node) -> bytes | None:
+    path = node.state / STATE_FILE
+    return path.read_bytes() if path.exists() else None
+
+
+def accepted(node: Node) -> str:
+    code, out, err = node.sync()
+    assert code == 0, (out, err)
+    assert health(node)["last_outcome"] == "applied"
+    return out
+
+
+def refused(node: Node, reason: str) -> str:
+    """One refused pass: exit 1, ``reason`` in health.json, nothing changed."""
+    before, state_before = node.snapshot(), state_bytes(node)
+    code, out, err = node.sync()
+    assert code == 1, (out, err)
+    assert node.snapshot() == before, "a refused sync changed the installed files"
+    assert state_bytes(node) == state_before, "a refused sync changed state.json"
+    assert health(node)["last_error_reason"] == reason, err
+    return err
+
+
+def names(err: str, sha: str, signer: str, key: SshKey, role: str, path: str | None) -> None:
+    """The refusal names the commit, the signer (and its key's fingerprint),
+    the role it had and the first path outside it."""
+    assert f"commit {sha[:12]} " in err, err
+    assert f"signed by {signer} ({fingerprint_of(key)})" in err, err
+    assert role in err, err
+    if path is not None:
+        assert f": {path} " in err, err
+
+
+def logged(node: Node) -> list[dict[str, object]]:
+    """``syncd log --format json``, newest first."""
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["log", "-c", str(node.config), "--format", "json"], out, err) == 0, err.getvalue()
+    return [json.loads(line) for line in out.getvalue().splitlines()]
+
+
+def roles(node: Node, n: int) -> list[tuple[str, object, object]]:
+    """The newest ``n`` applied commits as (commit, signer, role)."""
+    return [(e["commit"], e["signer"], e["role"]) for e in logged(node)[:n]]  # type: ignore[misc]
+
+
+def files_of(hub: Hub) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((hub.work / "hosts").iterdir())}
+
+
+# --- rule 2: an owner edits its own host file ----------------------------------------
+
+
+def test_owner_edits_its_own_file(hub: Hub, node: Node, keys: Keys) -> None:
+    sha = hub.change("my_pc: a fixed address", append("my_pc", "Address = 192.0.2.7\n"), key=keys.alice)
+    accepted(node)
+    assert (node.hosts / "my_pc").read_bytes() == hub.host("my_pc").read_bytes()
+    assert roles(node, 1) == [(sha, COMMENTS["alice"], "owner:my_pc")]
+    assert logged(node)[0]["key"] == fingerprint_of(keys.alice)
+    assert logged(node)[0]["files"] == ["hosts/my_pc"]
+
+
+@pytest.mark.parametrize(
+    ("path", "edit"),
+    [
+        ("hosts/my_laptop", append("my_laptop", "Address = 192.0.2.8\n")),
+        ("hosts/gateway", append("gateway", "# mine now\n")),
+        ("syncd.yaml", lambda w: (w / "syncd.yaml").write_text((w / "syncd.yaml").read_text() + "join: open\n")),
+        ("allowed_signers", write("allowed_signers", "")),
+        ("README.md", write("README.md", "# the network\n")),
+    ],
+)
+def test_owner_outside_its_own_file_is_unauthorized(hub: Hub, node: Node, keys: Keys, path: str, edit: Edit) -> None:
+    sha = hub.change(f"alice edits {path}", both(append("my_pc", "Address = 192.0.2.7\n"), edit), key=keys.alice)
+    err = refused(node, "unauthorized")
+    names(err, sha, COMMENTS["alice"], keys.alice, "owner of my_pc", path)
+    assert "hosts/my_pc" not in err  # her own file is not the problem
+
+
+def test_owner_merge_is_unauthorized_and_an_admin_merge_is_accepted(hub: Hub, node: Node, keys: Keys) -> None:
+    start = hub.tip
+    git(hub.work, "checkout", "-q", "-b", "side")
+    own = hub.change("my_pc: a fixed address", append("my_pc", "Address = 192.0.2.7\n"), key=keys.alice, push=False)
+    git(hub.work, "checkout", "-q", "main")
+    other = hub.change("gateway: a note", append("gateway", "# note\n"), push=False)
+    sha = merge(hub.work, "side", "alice merges her branch", keys.alice)
+    git(hub.work, "push", "-q", "--force", "origin", "HEAD:main")
+    err = refused(node, "unauthorized")
+    names(err, sha, COMMENTS["alice"], keys.alice, "owner of my_pc", None)
+    assert "a merge: only an admin may make it" in err
+
+    hub.reset(other)
+    git(hub.work, "branch", "-q", "-f", "side", own)
+    sha = merge(hub.work, "side", "the admin merges alice's branch", keys.admin)
+    git(hub.work, "push", "-q", "--force", "origin", "HEAD:main")
+    accepted(node)
+    assert {r for _, _, r in roles(node, 3)} == {"admin", "owner:my_pc"}
+    assert roles(node, 3)[0] == (sha, "admin@example.org", "admin")
+    assert git(hub.work, "merge-base", sha, start) == start
+
+
+# --- rule 2: rotation and removal -------------------------------------------------------
+
+
+def test_owner_key_rotation(hub: Hub, node: Node, keys: Keys) -> None:
+    def rotate(work: Path) -> None:
+        path = work / "hosts" / "my_pc"
+        path.write_text(path.read_text().replace(owner_line(keys.alice), owner_line(keys.alice2, "alice@new-key")))
+
+    rotated = hub.change("my_pc: alice's new key", rotate, key=keys.alice)
+    accepted(node)
+    assert roles(node, 1) == [(rotated, COMMENTS["alice"], "owner:my_pc")]
+    assert owner_line(keys.alice2, "alice@new-key") in (node.hosts / "my_pc").read_text()
+
+    # the old key owns nothing any more: no role at all
+    sha = hub.change("my_pc: with the old key", append("my_pc", "Address = 192.0.2.7\n"), key=keys.alice)
+    err = refused(node, "signature")
+    names(err, sha, "unknown key", keys.alice, "no role at the parent commit (not an admin, owns no node)", None)
+
+    hub.reset(rotated)
+    sha = hub.change("my_pc: with the new key", append("my_pc", "Address = 192.0.2.7\n"), key=keys.alice2)
+    accepted(node)
+    assert roles(node, 1) == [(sha, "alice@new-key", "owner:my_pc")]
+
+
+def test_owner_removes_its_own_file(hub: Hub, node: Node, keys: Keys) -> None:
+    assert (node.hosts / "my_laptop").exists()
+    sha = hub.change("my_laptop retires", lambda w: (w / "hosts" / "my_laptop").unlink(), key=keys.bob)
+    out = accepted(node)
+    assert "1 removed" in out
+    assert not (node.hosts / "my_laptop").exists()
+    assert roles(node, 1) == [(sha, COMMENTS["bob"], "owner:my_laptop")]
+    assert logged(node)[0]["files"] == ["hosts/my_laptop"]
+
+
+# --- rule 3: joining --------------------------------------------------------------------
+
+
+def set_join(hub: Hub, mode: str) -> Edit:
+    def edit(work: Path) -> None:
+        policy = work / "syncd.yaml"
+        policy.write_text(policy.read_text() + f"join: {mode}\n")
+
+    return edit
+
+
+NEWBIE = "2002:102:304:7::/64"  # free, inside the policy's prefixes
+
+
+@pytest.mark.parametrize("mode", [None, "admins"])
+def test_join_admins_refuses_a_self_signed_newcomer(hub: Hub, node: Node, keys: Keys, mode: str | None) -> None:
+    if mode is not None:
+        hub.change(f"join: {mode}", set_join(hub, mode))
+        accepted(node)
+    sha = hub.change("carol joins", new_host("newbie", NEWBIE, 31, keys.carol), key=keys.carol)
+    err = refused(node, "unauthorized")
+    names(err, sha, COMMENTS["carol"], keys.carol, "no role but owner of a host file this commit adds", "hosts/newbie")
+    assert "the policy's join is admins, so only an admin may add one" in err
+    # an owner may not invite either
+    hub.reset(hub.tip + "~1")
+    sha = hub.change("alice invites carol", new_host("newbie", NEWBIE, 31, keys.carol), key=keys.alice)
+    err = refused(node, "unauthorized")
+    names(err, sha, COMMENTS["alice"], keys.alice, "owner of my_pc", "hosts/newbie")
+
+
+def test_join_members_lets_an_owner_invite(hub: Hub, node: Node, keys: Keys) -> None:
+    hub.change("join: members", set_join(hub, "members"))
+    accepted(node)
+    invited = hub.change("alice invites carol", new_host("newbie", NEWBIE, 31, keys.carol), key=keys.alice)
+    accepted(node)
+    assert (node.hosts / "newbie").read_bytes() == hub.host("newbie").read_bytes()
+    assert roles(node, 1) == [(invited, COMMENTS["alice"], "join:newbie")]
+    # the newcomer owns its file from then on
+    sha = hub.change("newbie: an address", append("newbie", "Address = 192.0.2.9\n"), key=keys.carol)
+    accepted(node)
+    assert roles(node, 1) == [(sha, COMMENTS["carol"], "owner:newbie")]
+
+
+def test_join_members_refuses_a_self_signed_stranger(hub: Hub, node: Node, keys: Keys) -> None:
+    hub.change("join: members", set_join(hub, "members"))
+    accepted(node)
+    sha = hub.change("dave joins", new_host("stranger", NEWBIE, 32, keys.dave), key=keys.dave)
+    err = refused(node, "unauthorized")
+    names(err, sha, COMMENTS["dave"], keys.dave, "no role but owner of a host file this commit adds", "hosts/stranger")
+    assert "the policy's join is members, so only a key that owns a node may add one" in err
+
+
+def test_join_open_lets_a_newcomer_add_itself(hub: Hub, node: Node, keys: Keys) -> None:
+    hub.change("join: open", set_join(hub, "open"))
+    accepted(node)
+    sha = hub.change("carol joins", new_host("newbie", NEWBIE, 31, keys.carol), key=keys.carol)
+    accepted(node)
+    assert (node.hosts / "newbie").read_bytes() == hub.host("newbie").read_bytes()
+    assert roles(node, 1) == [(sha, COMMENTS["carol"], "join:newbie")]
+    assert logged(node)[0]["key"] == fingerprint_of(keys.carol)
+
+
+def test_join_open_newcomer_may_not_sign_for_someone_else(hub: Hub, node: Node, keys: Keys) -> None:
+    """Open join lets a key add a file it is an owner of; one naming only
+    another key is an invitation, which a stranger cannot make."""
+    hub.change("join: open", set_join(hub, "open"))
+    accepted(node)
+    sha = hub.change("dave adds carol", new_host("newbie", NEWBIE, 31, keys.carol), key=keys.dave)
+    err = refused(node, "signature")
+    names(err, sha, "unknown key", keys.dave, "no role at the parent commit (not an admin, owns no node)", None)
+
+
+def test_join_open_newcomer_claiming_an_existing_name_has_no_role(hub: Hub, node: Node, keys: Keys) -> None:
+    """hosts/my_laptop exists: writing it is an edit, not an addition, and
+    the newcomer owns nothing at the parent, so its key has no role at all
+    (``signature``, not ``unauthorized``)."""
+    hub.change("join: open", set_join(hub, "open"))
+    accepted(node)
+    sha = hub.change("carol takes my_laptop", new_host("my_laptop", NEWBIE, 31, keys.carol), key=keys.carol)
+    err = refused(node, "signature")
+    names(err, sha, "unknown key", keys.carol, "no role at the parent commit (not an admin, owns no node)", None)
+    assert "hosts/my_laptop is owned by bob@laptop" in err
+
+
+@pytest.mark.parametrize(
+    ("name", "subnet", "key", "code"),
+    [
+        ("My_Laptop", NEWBIE, True, "name-collision"),  # my_laptop ignoring case
+        ("newbie", "2002:102:304:4::/62", True, "subnet-overlap"),  # covers my_pc's /64
+        ("newbie", "2002:102:304:5::/64", True, "subnet-overlap"),  # my_laptop's own
+        ("newbie", "2001:db8::/64", True, "subnet-outside-prefix"),
+        ("newbie", NEWBIE, False, "key-missing"),
+    ],
+)
+def test_join_open_content_is_still_validated(
+    hub: Hub, node: Node, keys: Keys, name: str, subnet: str, key: bool, code: str
+) -> None:
+    """The join itself is authorized (an addition carrying the signer's own
+    owner line), so what stops it is the content: ``invalid-content``."""
+    hub.change("join: open", set_join(hub, "open"))
+    accepted(node)
+    sha = hub.change(f"carol joins as {name}", new_host(name, subnet, 31, keys.carol, key=key), key=keys.carol)
+    err = refused(node, "invalid-content")
+    assert f"commit {sha[:12]} has invalid content [" in err and code in err, err
+
+
+# --- admins held in the repository ------------------------------------------------------
+
+
+def rotate_admins(keys: Keys) -> Edit:
+    """The repository's allowed_signers: admin2 in, the first admin out."""
+    return lambda work: allowed_signers(work / "allowed_signers", (keys.admin2, ""))
+
+
+def test_admin_rotation_through_the_repository(hub: Hub, node: Node, keys: Keys) -> None:
+    rotation = hub.change("admins: admin2 takes over", rotate_admins(keys))
+    accepted(node)
+    assert roles(node, 1) == [(rotation, "admin@example.org", "admin")]
+
+    sha = hub.change("admin2 adds newbie", new_host("newbie", NEWBIE, 31), key=keys.admin2)
+    accepted(node)
+    assert roles(node, 1) == [(sha, "admin2@example.org", "admin")]
+
+    tip = sha
+    sha = hub.change("the old admin adds one", new_host("late", "2002:102:304:8::/64", 32))
+    err = refused(node, "signature")
+    names(err, sha, "unknown key", keys.admin, "no role at the parent commit (not an admin, owns no node)", None)
+
+    hub.reset(tip)
+    sha = hub.change(
+        "alice adds herself as admin",
+        both(
+            append("my_pc", "Address = 192.0.2.7\n"),
+            lambda w: allowed_signers(w / "allowed_signers", (keys.admin2, ""), (keys.alice, "")),
+        ),
+        key=keys.alice,
+    )
+    err = refused(node, "unauthorized")
+    names(err, sha, COMMENTS["alice"], keys.alice, "owner of my_pc", "allowed_signers")
+
+
+def test_first_sync_follows_a_rotation_the_local_file_predates(hub: Hub, keys: Keys, tmp_path: Path) -> None:
+    """The local file lists only the first admin; the repository rotated to
+    admin2 long ago: trust starts at the rotation, which the first admin
+    signed, and admin2's commits after it are accepted."""
+    rotation = hub.change("admins: admin2 takes over", rotate_admins(keys))
+    added = hub.change("admin2 adds newbie", new_host("newbie", NEWBIE, 31), key=keys.admin2)
+    tip = hub.change("admin2: a note", append("gateway", "# note\n"), key=keys.admin2)
+    node = make_node(tmp_path / "fresh", str(hub.server), keys.local)
+    accepted(node)
+    assert node.files() == files_of(hub)
+    assert json.loads((node.state / STATE_FILE).read_text())["last_applied"] == tip
+    log = logged(node)
+    assert [e["commit"] for e in log] == [tip, added, rotation]
+    assert [e["signer"] for e in log] == ["admin2@example.org", "admin2@example.org", "admin@example.org"]
+    assert {e["role"] for e in log} == {"admin"}
+
+
+def test_first_sync_refuses_a_rotated_out_admin_signing_a_new_tip(hub: Hub, keys: Keys, tmp_path: Path) -> None:
+    """The rotated-out admin signs a new tip: on a fresh node whose file
+    lists only that admin, the tip is not a trust root (it has no role at
+    its parent), the rotation is, and the tip is then refused."""
+    hub.change("admins: admin2 takes over", rotate_admins(keys))
+    hub.change("admin2 adds newbie", new_host("newbie", NEWBIE, 31), key=keys.admin2)
+    sha = hub.change("the old admin's tip", new_host("evil", "2002:102:304:8::/64", 32))
+    node = make_node(tmp_path / "fresh", str(hub.server), keys.local)
+    err = refused(node, "signature")
+    names(err, sha, "unknown key", keys.admin, "no role at the parent commit (not an admin, owns no node)", None)
+    assert node.snapshot() == {} and state_bytes(node) is None
+
+
+def test_follow_repo_false_ignores_the_repositorys_admins(hub: Hub, keys: Keys, tmp_path: Path) -> None:
+    node = node_of(hub, tmp_path / "pinned", keys.local, trust__follow_repo=False)
+    rotation = hub.change("admins: admin2 takes over", rotate_admins(keys))
+    accepted(node)  # signed by the node's own admin: an ordinary admin commit
+    sha = hub.change("admin2 adds newbie", new_host("newbie", NEWBIE, 31), key=keys.admin2)
+    err = refused(node, "signature")
+    names(err, sha, "unknown key", keys.admin2, "no role at the parent commit (not an admin, owns no node)", None)
+
+    hub.reset(rotation)
+    sha = hub.change("the node's admin adds newbie", new_host("newbie", NEWBIE, 31))
+    accepted(node)
+    assert roles(node, 1) == [(sha, "admin@example.org", "admin")]
+    # a node that follows the repository refuses that very commit
+    follower = make_node(tmp_path / "follower", str(hub.server), keys.local)
+    err = refused(follower, "signature")
+    names(err, sha, "unknown key", keys.admin, "no role at the parent commit (not an admin, owns no node)", None)
+
+
+def test_verify_tip_accepts_only_an_admins_tip(hub: Hub, keys: Keys, tmp_path: Path) -> None:
+    node = node_of(hub, tmp_path / "tip", keys.local, trust__verify="tip")
+    start = hub.tip
+    sha = hub.change("my_pc: a fixed address", append("my_pc", "Address = 192.0.2.7\n"), key=keys.alice)
+    err = refused(node, "unauthorized")
+    assert f"commit {sha[:12]} " in err and f"signed by {COMMENTS['alice']} ({fingerprint_of(keys.alice)})" in err
+    assert "with trust.verify: tip only an admin's commit is accepted" in err
+
+    hub.reset(start)
+    hub.change("my_pc: a fixed address", append("my_pc", "Address = 192.0.2.7\n"), key=keys.alice, push=False)
+    sha = hub.change("the admin signs the tip", append("gateway", "# note\n"))
+    accepted(node)
+    assert roles(node, 1) == [(sha, "admin@example.org", "admin")]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "admin@example.org ssh-ed25519 not-base64\n",
+        "just-a-principal\n",
+        'admin@example.org valid-after="yesterday" ssh-ed25519 AAAA\n',
+    ],
+)
+def test_a_root_allowed_signers_that_does_not_parse_is_invalid_content(hub: Hub, node: Node, text: str) -> None:
+    sha = hub.change("a broken allowed_signers", write("allowed_signers", text))
+    err = refused(node, "invalid-content")
+    assert f"commit {sha[:12]}: its allowed_signers does not parse: " in err, err
