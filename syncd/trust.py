@@ -147,16 +147,24 @@ class Authority:
             return self._read_roles(info.sha)  # the policy or the admins may have changed
         owners = dict(roles.owners)
         comments = dict(roles.comments)
+        dropped: set[bytes] = set()
         for path in change.paths:
             name = host_name(path, roles.hosts_dir)
             assert name is not None
+            before = owners.pop(name, frozenset())
             data = self.repo.file_at(info.sha, path, MAX_SIGNERS_BYTES)
             if data is None:
-                owners.pop(name, None)
+                dropped.update(before)
                 continue
             parsed = parse_owners(path, data)
             owners[name] = parsed.keys
-            comments.update((o.key, o.comment) for o in parsed.owners if o.comment and o.key not in comments)
+            dropped.update(before - parsed.keys)
+            # an owner who rewrites its own line is named by what it wrote last
+            comments.update((o.key, o.comment) for o in parsed.owners if o.comment)
+        # a key rotated out of every file has no name at the next commit, just
+        # as when the roles there are read afresh (the next pass)
+        for key in dropped - set().union(*owners.values()) if dropped else ():
+            comments.pop(key, None)
         return Roles(roles.admins, owners, roles.join, roles.hosts_dir, comments)
 
     def _admins(self, sha: str) -> tuple[AllowedSigner, ...]:

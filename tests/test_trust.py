@@ -484,3 +484,76 @@ def test_a_root_allowed_signers_that_does_not_parse_is_invalid_content(hub: Hub,
     sha = hub.change("a broken allowed_signers", write("allowed_signers", text))
     err = refused(node, "invalid-content")
     assert f"commit {sha[:12]}: its allowed_signers does not parse: " in err, err
+
+
+# --- several commits in one pass: the roles carried from commit to commit --------------
+
+
+def test_rotation_and_the_old_key_in_one_pass(hub: Hub, node: Node, keys: Keys) -> None:
+    """The roles each commit is checked against come from its own parent,
+    not from the last applied commit: the old key loses my_pc at once."""
+    start = hub.tip
+
+    def rotate(work: Path) -> None:
+        path = work / "hosts" / "my_pc"
+        path.write_text(path.read_text().replace(owner_line(keys.alice), owner_line(keys.alice2, "alice@new-key")))
+
+    hub.change("my_pc: alice's new key", rotate, key=keys.alice, push=False)
+    sha = hub.change("my_pc: with the old key", append("my_pc", "Address = 192.0.2.7\n"), key=keys.alice)
+    err = refused(node, "signature")
+    names(err, sha, "unknown key", keys.alice, "no role at the parent commit (not an admin, owns no node)", None)
+
+    hub.reset(start)
+    rotated = hub.change("my_pc: alice's new key", rotate, key=keys.alice, push=False)
+    sha = hub.change("my_pc: with the new key", append("my_pc", "Address = 192.0.2.7\n"), key=keys.alice2)
+    out = accepted(node)
+    assert "2 new commits" in out
+    assert roles(node, 2) == [(sha, "alice@new-key", "owner:my_pc"), (rotated, COMMENTS["alice"], "owner:my_pc")]
+
+
+def test_admin_rotation_and_both_admins_in_one_pass(hub: Hub, node: Node, keys: Keys) -> None:
+    start = hub.tip
+    hub.change("admins: admin2 takes over", rotate_admins(keys), push=False)
+    sha = hub.change("the old admin, just after", append("gateway", "# note\n"))
+    err = refused(node, "signature")
+    names(err, sha, "unknown key", keys.admin, "no role at the parent commit (not an admin, owns no node)", None)
+
+    hub.reset(start)
+    rotation = hub.change("admins: admin2 takes over", rotate_admins(keys), push=False)
+    sha = hub.change("admin2, just after", append("gateway", "# note\n"), key=keys.admin2)
+    accepted(node)
+    assert roles(node, 2) == [(sha, "admin2@example.org", "admin"), (rotation, "admin@example.org", "admin")]
+
+
+def test_owner_rename_is_a_removal_and_an_invitation(hub: Hub, node: Node, keys: Keys) -> None:
+    """Rules 2 and 3 combine: with ``join: members`` bob may rename his own
+    node; with the default ``join: admins`` the new name is refused."""
+
+    def rename(work: Path) -> None:
+        (work / "hosts" / "my_laptop").rename(work / "hosts" / "laptop")
+
+    start = hub.tip
+    sha = hub.change("bob renames my_laptop", rename, key=keys.bob)
+    err = refused(node, "unauthorized")
+    names(err, sha, COMMENTS["bob"], keys.bob, "owner of my_laptop", "hosts/laptop")
+
+    hub.reset(start)
+    hub.change("join: members", set_join(hub, "members"))
+    sha = hub.change("bob renames my_laptop", rename, key=keys.bob)
+    accepted(node)
+    assert set(node.files()) == {"gateway", "laptop", "my_pc"}
+    assert roles(node, 1) == [(sha, COMMENTS["bob"], "owner:my_laptop join:laptop")]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a first sync authorizes every commit after the trust root by all the rules, whatever trust.verify says "
+    "(history.verify_history calls Authority.from_trust_root without the tip-only rule)",
+)
+def test_first_sync_with_verify_tip_refuses_an_owner_signed_tip(hub: Hub, keys: Keys, tmp_path: Path) -> None:
+    """A fresh node with ``trust.verify: tip`` applies the same rule as one
+    that synced before: only an admin's tip."""
+    sha = hub.change("my_pc: a fixed address", append("my_pc", "Address = 192.0.2.7\n"), key=keys.alice)
+    node = make_node(tmp_path / "fresh", str(hub.server), keys.local, trust__verify="tip")
+    err = refused(node, "unauthorized")
+    assert f"commit {sha[:12]} " in err and "with trust.verify: tip only an admin's commit is accepted" in err
