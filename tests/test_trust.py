@@ -557,3 +557,19 @@ def test_first_sync_with_verify_tip_refuses_an_owner_signed_tip(hub: Hub, keys: 
     node = make_node(tmp_path / "fresh", str(hub.server), keys.local, trust__verify="tip")
     err = refused(node, "unauthorized")
     assert f"commit {sha[:12]} " in err and "with trust.verify: tip only an admin's commit is accepted" in err
+
+
+def test_verify_tip_does_not_take_admins_from_an_unchecked_commit(hub: Hub, keys: Keys, tmp_path: Path) -> None:
+    """With ``trust.verify: tip`` the commits under the tip are not checked,
+    so anyone who can push may write them: an unsigned one naming a stranger
+    in the root allowed_signers must not make the stranger's tip an admin's."""
+    node = node_of(hub, tmp_path / "tip", keys.local, trust__verify="tip")
+    forged = lambda w: allowed_signers(w / "allowed_signers", (keys.dave, ""))  # noqa: E731
+    hub.change("unsigned: dave is an admin now", forged, key=None, push=False)
+    sha = hub.change("dave adds evil", new_host("evil", NEWBIE, 32), key=keys.dave)
+    err = refused(node, "signature")
+    assert f"commit {sha[:12]} " in err and fingerprint_of(keys.dave) in err
+    # the node's own admin still signs tips over it
+    sha = hub.change("the admin's tip", append("gateway", "# note\n"))
+    accepted(node)
+    assert roles(node, 1) == [(sha, "admin@example.org", "admin")]
