@@ -203,13 +203,34 @@ def test_owner_edits_its_own_file(hub: Hub, node: Node, keys: Keys) -> None:
         ("syncd.yaml", lambda w: (w / "syncd.yaml").write_text((w / "syncd.yaml").read_text() + "join: open\n")),
         ("allowed_signers", write("allowed_signers", "")),
         ("README.md", write("README.md", "# the network\n")),
+        ("hosts/my_pc-up", write("hosts/my_pc-up", "#!/bin/sh\n")),  # tincd would run it as root
     ],
 )
 def test_owner_outside_its_own_file_is_unauthorized(hub: Hub, node: Node, keys: Keys, path: str, edit: Edit) -> None:
     sha = hub.change(f"alice edits {path}", both(append("my_pc", "Address = 192.0.2.7\n"), edit), key=keys.alice)
     err = refused(node, "unauthorized")
     names(err, sha, COMMENTS["alice"], keys.alice, "owner of my_pc", path)
-    assert "hosts/my_pc" not in err  # her own file is not the problem
+    assert ": hosts/my_pc " not in err  # her own file is not the problem
+
+
+def test_owner_empty_commit_is_unauthorized(hub: Hub, node: Node, keys: Keys) -> None:
+    sha = hub.change("alice: nothing", lambda w: None, key=keys.alice)
+    err = refused(node, "unauthorized")
+    names(err, sha, COMMENTS["alice"], keys.alice, "owner of my_pc", None)
+    assert "an empty commit: only an admin may make it" in err
+
+
+def test_owner_mistyping_its_owner_line_is_invalid_content(hub: Hub, node: Node, keys: Keys) -> None:
+    """Authorized (her own file), but the near miss would make no one an
+    owner: the content check refuses it, so she keeps her file."""
+
+    def mistype(work: Path) -> None:
+        path = work / "hosts" / "my_pc"
+        path.write_text(path.read_text().replace("# syncd-owner:", "#syncd-owner:"))
+
+    sha = hub.change("my_pc: a typo", mistype, key=keys.alice)
+    err = refused(node, "invalid-content")
+    assert f"commit {sha[:12]} has invalid content [owner-invalid]" in err, err
 
 
 def test_owner_merge_is_unauthorized_and_an_admin_merge_is_accepted(hub: Hub, node: Node, keys: Keys) -> None:
