@@ -1,107 +1,52 @@
 """Repository-held trust end to end (DESIGN.md §6a): each authority rule and
 its refusal, on real SSH-signed commits pushed to a bare server and synced by
-``syncd sync``.
-
-Every refusal must exit 1 with its stable reason in ``health.json``, name the
-commit, the signer (principal or owner comment, and key fingerprint), the
-role it had and the first path outside it, and leave the installed hosts
-files and ``state.json`` byte-for-byte as they were.  Every accepted commit is
-in ``syncd log --format json`` with the role it was accepted in.
-"""
+``syncd sync``.  A refusal exits 1 with its reason in ``health.json``, names
+the commit, the signer (principal or owner comment, key fingerprint), its role
+and the first path outside it, and leaves the hosts files and ``state.json``
+byte-for-byte as they were; ``syncd log --format json`` has every accepted
+commit with the role it was accepted in."""
 
 from __future__ import annotations
 
-import io
-import json
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from syncd.cli import main
-from syncd.state import HEALTH_FILE, STATE_FILE
-from tests.gitutil import SshKey, allowed_signers, fingerprint_of, git, make_key, merge
-from tests.keyfactory import rsa_pem
-from tests.syncenv import Hub, Node, make_node
-
-Edit = Callable[[Path], object]
-
-# The owner-line comments, deliberately unlike the keys' own comments: a
-# refusal must name an owner by the comment of its owner line.
-COMMENTS = {"alice": "alice@home-pc", "bob": "bob@laptop", "carol": "carol@newbie", "dave": "dave@elsewhere"}
-
-
-@dataclass(frozen=True)
-class Keys:
-    directory: Path
-    admin: SshKey  # the admin every node's own allowed_signers lists
-    admin2: SshKey  # the admin the repository rotates to
-    alice: SshKey  # owns my_pc
-    alice2: SshKey  # alice's next key
-    bob: SshKey  # owns my_laptop
-    carol: SshKey  # a newcomer
-    dave: SshKey  # a stranger
-
-    @property
-    def local(self) -> Path:
-        """The node's own allowed_signers: the first admin only."""
-        return self.directory / "allowed_signers"
+from tests.gitutil import fingerprint_of, git, merge
+from tests.syncenv import (
+    COMMENTS,
+    Edit,
+    Hub,
+    Keys,
+    Node,
+    accepted,
+    add_owner,
+    admins,
+    append,
+    both,
+    files_of,
+    last_applied,
+    logged,
+    make_keys,
+    make_node,
+    names,
+    new_host,
+    no_role,
+    owner_line,
+    refused,
+    rekey,
+    replace_in,
+    roles,
+    set_join,
+    state_bytes,
+    synced_node,
+    write,
+)
 
 
 @pytest.fixture(scope="module")
-def module_keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
-    directory = tmp_path_factory.mktemp("keys")
-    names = ("admin", "admin2", "alice", "alice2", "bob", "carol", "dave")
-    keys = Keys(directory, *(make_key(directory, name) for name in names))
-    allowed_signers(keys.local, (keys.admin, ""))
-    keys.local.chmod(0o644)
-    return keys
-
-
-@pytest.fixture
-def keys(module_keys: Keys) -> Keys:
-    return module_keys
-
-
-def owner_line(key: SshKey, comment: str | None = None) -> str:
-    """``# syncd-owner: KEYTYPE BASE64 COMMENT`` for ``key``."""
-    return f"# syncd-owner: {key.public_line()} {comment or COMMENTS[key.principal.split('@')[0]]}\n"
-
-
-def add_owner(name: str, key: SshKey) -> Edit:
-    def edit(work: Path) -> None:
-        path = work / "hosts" / name
-        path.write_text(path.read_text() + owner_line(key))
-
-    return edit
-
-
-def append(name: str, text: str) -> Edit:
-    def edit(work: Path) -> None:
-        path = work / "hosts" / name
-        path.write_text(path.read_text() + text)
-
-    return edit
-
-
-def write(path: str, text: str) -> Edit:
-    return lambda work: (work / path).write_text(text)
-
-
-def new_host(name: str, subnet: str, seed: int, *owners: SshKey, key: bool = True) -> Edit:
-    """A host file for a new node: a subnet, its owner lines and (unless
-    ``key`` is false) an RSA public key."""
-    body = f"Subnet = {subnet}\n" + "".join(owner_line(o) for o in owners)
-    return write(f"hosts/{name}", body + (f"\n{rsa_pem(seed=seed)}" if key else ""))
-
-
-def both(*edits: Edit) -> Edit:
-    def edit(work: Path) -> None:
-        for one in edits:
-            one(work)
-
-    return edit
+def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
+    return make_keys(tmp_path_factory.mktemp("keys"))
 
 
 @pytest.fixture
@@ -113,74 +58,10 @@ def hub(tmp_path: Path, keys: Keys) -> Hub:
     return hub
 
 
-def node_of(hub: Hub, root: Path, signers: Path, **overrides: object) -> Node:
-    node = make_node(root, str(hub.server), signers, "my_pc", **overrides)
-    code, _, err = node.sync()
-    assert code == 0, err
-    return node
-
-
 @pytest.fixture
 def node(hub: Hub, tmp_path: Path, keys: Keys) -> Node:
     """my_pc, in sync with the hub."""
-    return node_of(hub, tmp_path / "node", keys.local)
-
-
-# --- what a pass leaves behind ------------------------------------------------------
-
-
-def health(node: Node) -> dict[str, object]:
-    data: dict[str, object] = json.loads((node.state / HEALTH_FILE).read_text())
-    return data
-
-
-def state_bytes(node: Node) -> bytes | None:
-    path = node.state / STATE_FILE
-    return path.read_bytes() if path.exists() else None
-
-
-def accepted(node: Node) -> str:
-    code, out, err = node.sync()
-    assert code == 0, (out, err)
-    assert health(node)["last_outcome"] == "applied"
-    return out
-
-
-def refused(node: Node, reason: str) -> str:
-    """One refused pass: exit 1, ``reason`` in health.json, nothing changed."""
-    before, state_before = node.snapshot(), state_bytes(node)
-    code, out, err = node.sync()
-    assert code == 1, (out, err)
-    assert node.snapshot() == before, "a refused sync changed the installed files"
-    assert state_bytes(node) == state_before, "a refused sync changed state.json"
-    assert health(node)["last_error_reason"] == reason, err
-    return err
-
-
-def names(err: str, sha: str, signer: str, key: SshKey, role: str, path: str | None) -> None:
-    """The refusal names the commit, the signer (and its key's fingerprint),
-    the role it had and the first path outside it."""
-    assert f"commit {sha[:12]} " in err, err
-    assert f"signed by {signer} ({fingerprint_of(key)})" in err, err
-    assert role in err, err
-    if path is not None:
-        assert f": {path} " in err, err
-
-
-def logged(node: Node) -> list[dict[str, object]]:
-    """``syncd log --format json``, newest first."""
-    out, err = io.StringIO(), io.StringIO()
-    assert main(["log", "-c", str(node.config), "--format", "json"], out, err) == 0, err.getvalue()
-    return [json.loads(line) for line in out.getvalue().splitlines()]
-
-
-def roles(node: Node, n: int) -> list[tuple[str, object, object]]:
-    """The newest ``n`` applied commits as (commit, signer, role)."""
-    return [(e["commit"], e["signer"], e["role"]) for e in logged(node)[:n]]  # type: ignore[misc]
-
-
-def files_of(hub: Hub) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted((hub.work / "hosts").iterdir())}
+    return synced_node(hub, tmp_path / "node", keys.local)
 
 
 # --- rule 2: an owner edits its own host file ----------------------------------------
@@ -223,12 +104,7 @@ def test_owner_empty_commit_is_unauthorized(hub: Hub, node: Node, keys: Keys) ->
 def test_owner_mistyping_its_owner_line_is_invalid_content(hub: Hub, node: Node, keys: Keys) -> None:
     """Authorized (her own file), but the near miss would make no one an
     owner: the content check refuses it, so she keeps her file."""
-
-    def mistype(work: Path) -> None:
-        path = work / "hosts" / "my_pc"
-        path.write_text(path.read_text().replace("# syncd-owner:", "#syncd-owner:"))
-
-    sha = hub.change("my_pc: a typo", mistype, key=keys.alice)
+    sha = hub.change("my_pc: a typo", replace_in("my_pc", "# syncd-owner:", "#syncd-owner:"), key=keys.alice)
     err = refused(node, "invalid-content")
     assert f"commit {sha[:12]} has invalid content [owner-invalid]" in err, err
 
@@ -259,10 +135,7 @@ def test_owner_merge_is_unauthorized_and_an_admin_merge_is_accepted(hub: Hub, no
 
 
 def test_owner_key_rotation(hub: Hub, node: Node, keys: Keys) -> None:
-    def rotate(work: Path) -> None:
-        path = work / "hosts" / "my_pc"
-        path.write_text(path.read_text().replace(owner_line(keys.alice), owner_line(keys.alice2, "alice@new-key")))
-
+    rotate = rekey("my_pc", keys.alice, keys.alice2, "alice@new-key")
     rotated = hub.change("my_pc: alice's new key", rotate, key=keys.alice)
     accepted(node)
     assert roles(node, 1) == [(rotated, COMMENTS["alice"], "owner:my_pc")]
@@ -271,7 +144,7 @@ def test_owner_key_rotation(hub: Hub, node: Node, keys: Keys) -> None:
     # the old key owns nothing any more: no role at all
     sha = hub.change("my_pc: with the old key", append("my_pc", "Address = 192.0.2.7\n"), key=keys.alice)
     err = refused(node, "signature")
-    names(err, sha, "unknown key", keys.alice, "no role at the parent commit (not an admin, owns no node)", None)
+    no_role(err, sha, keys.alice)
 
     hub.reset(rotated)
     sha = hub.change("my_pc: with the new key", append("my_pc", "Address = 192.0.2.7\n"), key=keys.alice2)
@@ -282,8 +155,7 @@ def test_owner_key_rotation(hub: Hub, node: Node, keys: Keys) -> None:
 def test_owner_removes_its_own_file(hub: Hub, node: Node, keys: Keys) -> None:
     assert (node.hosts / "my_laptop").exists()
     sha = hub.change("my_laptop retires", lambda w: (w / "hosts" / "my_laptop").unlink(), key=keys.bob)
-    out = accepted(node)
-    assert "1 removed" in out
+    assert "1 removed" in accepted(node)
     assert not (node.hosts / "my_laptop").exists()
     assert roles(node, 1) == [(sha, COMMENTS["bob"], "owner:my_laptop")]
     assert logged(node)[0]["files"] == ["hosts/my_laptop"]
@@ -292,21 +164,13 @@ def test_owner_removes_its_own_file(hub: Hub, node: Node, keys: Keys) -> None:
 # --- rule 3: joining --------------------------------------------------------------------
 
 
-def set_join(hub: Hub, mode: str) -> Edit:
-    def edit(work: Path) -> None:
-        policy = work / "syncd.yaml"
-        policy.write_text(policy.read_text() + f"join: {mode}\n")
-
-    return edit
-
-
 NEWBIE = "2002:102:304:7::/64"  # free, inside the policy's prefixes
 
 
 @pytest.mark.parametrize("mode", [None, "admins"])
 def test_join_admins_refuses_a_self_signed_newcomer(hub: Hub, node: Node, keys: Keys, mode: str | None) -> None:
     if mode is not None:
-        hub.change(f"join: {mode}", set_join(hub, mode))
+        hub.change(f"join: {mode}", set_join(mode))
         accepted(node)
     sha = hub.change("carol joins", new_host("newbie", NEWBIE, 31, keys.carol), key=keys.carol)
     err = refused(node, "unauthorized")
@@ -320,7 +184,7 @@ def test_join_admins_refuses_a_self_signed_newcomer(hub: Hub, node: Node, keys: 
 
 
 def test_join_members_lets_an_owner_invite(hub: Hub, node: Node, keys: Keys) -> None:
-    hub.change("join: members", set_join(hub, "members"))
+    hub.change("join: members", set_join("members"))
     accepted(node)
     invited = hub.change("alice invites carol", new_host("newbie", NEWBIE, 31, keys.carol), key=keys.alice)
     accepted(node)
@@ -333,7 +197,7 @@ def test_join_members_lets_an_owner_invite(hub: Hub, node: Node, keys: Keys) -> 
 
 
 def test_join_members_refuses_a_self_signed_stranger(hub: Hub, node: Node, keys: Keys) -> None:
-    hub.change("join: members", set_join(hub, "members"))
+    hub.change("join: members", set_join("members"))
     accepted(node)
     sha = hub.change("dave joins", new_host("stranger", NEWBIE, 32, keys.dave), key=keys.dave)
     err = refused(node, "unauthorized")
@@ -342,7 +206,7 @@ def test_join_members_refuses_a_self_signed_stranger(hub: Hub, node: Node, keys:
 
 
 def test_join_open_lets_a_newcomer_add_itself(hub: Hub, node: Node, keys: Keys) -> None:
-    hub.change("join: open", set_join(hub, "open"))
+    hub.change("join: open", set_join("open"))
     accepted(node)
     sha = hub.change("carol joins", new_host("newbie", NEWBIE, 31, keys.carol), key=keys.carol)
     accepted(node)
@@ -354,23 +218,43 @@ def test_join_open_lets_a_newcomer_add_itself(hub: Hub, node: Node, keys: Keys) 
 def test_join_open_newcomer_may_not_sign_for_someone_else(hub: Hub, node: Node, keys: Keys) -> None:
     """Open join lets a key add a file it is an owner of; one naming only
     another key is an invitation, which a stranger cannot make."""
-    hub.change("join: open", set_join(hub, "open"))
+    hub.change("join: open", set_join("open"))
     accepted(node)
     sha = hub.change("dave adds carol", new_host("newbie", NEWBIE, 31, keys.carol), key=keys.dave)
     err = refused(node, "signature")
-    names(err, sha, "unknown key", keys.dave, "no role at the parent commit (not an admin, owns no node)", None)
+    no_role(err, sha, keys.dave)
 
 
 def test_join_open_newcomer_claiming_an_existing_name_has_no_role(hub: Hub, node: Node, keys: Keys) -> None:
     """hosts/my_laptop exists: writing it is an edit, not an addition, and
     the newcomer owns nothing at the parent, so its key has no role at all
     (``signature``, not ``unauthorized``)."""
-    hub.change("join: open", set_join(hub, "open"))
+    hub.change("join: open", set_join("open"))
     accepted(node)
     sha = hub.change("carol takes my_laptop", new_host("my_laptop", NEWBIE, 31, keys.carol), key=keys.carol)
     err = refused(node, "signature")
-    names(err, sha, "unknown key", keys.carol, "no role at the parent commit (not an admin, owns no node)", None)
+    no_role(err, sha, keys.carol)
     assert "hosts/my_laptop is owned by bob@laptop" in err
+
+
+def test_owner_rename_is_a_removal_and_an_invitation(hub: Hub, node: Node, keys: Keys) -> None:
+    """Rules 2 and 3 combine: with ``join: members`` bob may rename his own
+    node; with the default ``join: admins`` the new name is refused."""
+
+    def rename(work: Path) -> None:
+        (work / "hosts" / "my_laptop").rename(work / "hosts" / "laptop")
+
+    start = hub.tip
+    sha = hub.change("bob renames my_laptop", rename, key=keys.bob)
+    err = refused(node, "unauthorized")
+    names(err, sha, COMMENTS["bob"], keys.bob, "owner of my_laptop", "hosts/laptop")
+
+    hub.reset(start)
+    hub.change("join: members", set_join("members"))
+    sha = hub.change("bob renames my_laptop", rename, key=keys.bob)
+    accepted(node)
+    assert set(node.files()) == {"gateway", "laptop", "my_pc"}
+    assert roles(node, 1) == [(sha, COMMENTS["bob"], "owner:my_laptop join:laptop")]
 
 
 @pytest.mark.parametrize(
@@ -388,7 +272,7 @@ def test_join_open_content_is_still_validated(
 ) -> None:
     """The join itself is authorized (an addition carrying the signer's own
     owner line), so what stops it is the content: ``invalid-content``."""
-    hub.change("join: open", set_join(hub, "open"))
+    hub.change("join: open", set_join("open"))
     accepted(node)
     sha = hub.change(f"carol joins as {name}", new_host(name, subnet, 31, keys.carol, key=key), key=keys.carol)
     err = refused(node, "invalid-content")
@@ -398,13 +282,8 @@ def test_join_open_content_is_still_validated(
 # --- admins held in the repository ------------------------------------------------------
 
 
-def rotate_admins(keys: Keys) -> Edit:
-    """The repository's allowed_signers: admin2 in, the first admin out."""
-    return lambda work: allowed_signers(work / "allowed_signers", (keys.admin2, ""))
-
-
 def test_admin_rotation_through_the_repository(hub: Hub, node: Node, keys: Keys) -> None:
-    rotation = hub.change("admins: admin2 takes over", rotate_admins(keys))
+    rotation = hub.change("admins: admin2 takes over", admins(keys.admin2))
     accepted(node)
     assert roles(node, 1) == [(rotation, "admin@example.org", "admin")]
 
@@ -415,15 +294,12 @@ def test_admin_rotation_through_the_repository(hub: Hub, node: Node, keys: Keys)
     tip = sha
     sha = hub.change("the old admin adds one", new_host("late", "2002:102:304:8::/64", 32))
     err = refused(node, "signature")
-    names(err, sha, "unknown key", keys.admin, "no role at the parent commit (not an admin, owns no node)", None)
+    no_role(err, sha, keys.admin)
 
     hub.reset(tip)
     sha = hub.change(
         "alice adds herself as admin",
-        both(
-            append("my_pc", "Address = 192.0.2.7\n"),
-            lambda w: allowed_signers(w / "allowed_signers", (keys.admin2, ""), (keys.alice, "")),
-        ),
+        both(append("my_pc", "Address = 192.0.2.7\n"), admins(keys.admin2, keys.alice)),
         key=keys.alice,
     )
     err = refused(node, "unauthorized")
@@ -434,13 +310,13 @@ def test_first_sync_follows_a_rotation_the_local_file_predates(hub: Hub, keys: K
     """The local file lists only the first admin; the repository rotated to
     admin2 long ago: trust starts at the rotation, which the first admin
     signed, and admin2's commits after it are accepted."""
-    rotation = hub.change("admins: admin2 takes over", rotate_admins(keys))
+    rotation = hub.change("admins: admin2 takes over", admins(keys.admin2))
     added = hub.change("admin2 adds newbie", new_host("newbie", NEWBIE, 31), key=keys.admin2)
     tip = hub.change("admin2: a note", append("gateway", "# note\n"), key=keys.admin2)
     node = make_node(tmp_path / "fresh", str(hub.server), keys.local)
     accepted(node)
     assert node.files() == files_of(hub)
-    assert json.loads((node.state / STATE_FILE).read_text())["last_applied"] == tip
+    assert last_applied(node) == tip
     log = logged(node)
     assert [e["commit"] for e in log] == [tip, added, rotation]
     assert [e["signer"] for e in log] == ["admin2@example.org", "admin2@example.org", "admin@example.org"]
@@ -451,22 +327,22 @@ def test_first_sync_refuses_a_rotated_out_admin_signing_a_new_tip(hub: Hub, keys
     """The rotated-out admin signs a new tip: on a fresh node whose file
     lists only that admin, the tip is not a trust root (it has no role at
     its parent), the rotation is, and the tip is then refused."""
-    hub.change("admins: admin2 takes over", rotate_admins(keys))
+    hub.change("admins: admin2 takes over", admins(keys.admin2))
     hub.change("admin2 adds newbie", new_host("newbie", NEWBIE, 31), key=keys.admin2)
     sha = hub.change("the old admin's tip", new_host("evil", "2002:102:304:8::/64", 32))
     node = make_node(tmp_path / "fresh", str(hub.server), keys.local)
     err = refused(node, "signature")
-    names(err, sha, "unknown key", keys.admin, "no role at the parent commit (not an admin, owns no node)", None)
+    no_role(err, sha, keys.admin)
     assert node.snapshot() == {} and state_bytes(node) is None
 
 
 def test_follow_repo_false_ignores_the_repositorys_admins(hub: Hub, keys: Keys, tmp_path: Path) -> None:
-    node = node_of(hub, tmp_path / "pinned", keys.local, trust__follow_repo=False)
-    rotation = hub.change("admins: admin2 takes over", rotate_admins(keys))
+    node = synced_node(hub, tmp_path / "pinned", keys.local, trust__follow_repo=False)
+    rotation = hub.change("admins: admin2 takes over", admins(keys.admin2))
     accepted(node)  # signed by the node's own admin: an ordinary admin commit
     sha = hub.change("admin2 adds newbie", new_host("newbie", NEWBIE, 31), key=keys.admin2)
     err = refused(node, "signature")
-    names(err, sha, "unknown key", keys.admin2, "no role at the parent commit (not an admin, owns no node)", None)
+    no_role(err, sha, keys.admin2)
 
     hub.reset(rotation)
     sha = hub.change("the node's admin adds newbie", new_host("newbie", NEWBIE, 31))
@@ -475,22 +351,7 @@ def test_follow_repo_false_ignores_the_repositorys_admins(hub: Hub, keys: Keys, 
     # a node that follows the repository refuses that very commit
     follower = make_node(tmp_path / "follower", str(hub.server), keys.local)
     err = refused(follower, "signature")
-    names(err, sha, "unknown key", keys.admin, "no role at the parent commit (not an admin, owns no node)", None)
-
-
-def test_verify_tip_accepts_only_an_admins_tip(hub: Hub, keys: Keys, tmp_path: Path) -> None:
-    node = node_of(hub, tmp_path / "tip", keys.local, trust__verify="tip")
-    start = hub.tip
-    sha = hub.change("my_pc: a fixed address", append("my_pc", "Address = 192.0.2.7\n"), key=keys.alice)
-    err = refused(node, "unauthorized")
-    assert f"commit {sha[:12]} " in err and f"signed by {COMMENTS['alice']} ({fingerprint_of(keys.alice)})" in err
-    assert "with trust.verify: tip only an admin's commit is accepted" in err
-
-    hub.reset(start)
-    hub.change("my_pc: a fixed address", append("my_pc", "Address = 192.0.2.7\n"), key=keys.alice, push=False)
-    sha = hub.change("the admin signs the tip", append("gateway", "# note\n"))
-    accepted(node)
-    assert roles(node, 1) == [(sha, "admin@example.org", "admin")]
+    no_role(err, sha, keys.admin)
 
 
 @pytest.mark.parametrize(
@@ -514,56 +375,49 @@ def test_rotation_and_the_old_key_in_one_pass(hub: Hub, node: Node, keys: Keys) 
     """The roles each commit is checked against come from its own parent,
     not from the last applied commit: the old key loses my_pc at once."""
     start = hub.tip
-
-    def rotate(work: Path) -> None:
-        path = work / "hosts" / "my_pc"
-        path.write_text(path.read_text().replace(owner_line(keys.alice), owner_line(keys.alice2, "alice@new-key")))
-
+    rotate = rekey("my_pc", keys.alice, keys.alice2, "alice@new-key")
     hub.change("my_pc: alice's new key", rotate, key=keys.alice, push=False)
     sha = hub.change("my_pc: with the old key", append("my_pc", "Address = 192.0.2.7\n"), key=keys.alice)
     err = refused(node, "signature")
-    names(err, sha, "unknown key", keys.alice, "no role at the parent commit (not an admin, owns no node)", None)
+    no_role(err, sha, keys.alice)
 
     hub.reset(start)
     rotated = hub.change("my_pc: alice's new key", rotate, key=keys.alice, push=False)
     sha = hub.change("my_pc: with the new key", append("my_pc", "Address = 192.0.2.7\n"), key=keys.alice2)
-    out = accepted(node)
-    assert "2 new commits" in out
+    assert "2 new commits" in accepted(node)
     assert roles(node, 2) == [(sha, "alice@new-key", "owner:my_pc"), (rotated, COMMENTS["alice"], "owner:my_pc")]
 
 
 def test_admin_rotation_and_both_admins_in_one_pass(hub: Hub, node: Node, keys: Keys) -> None:
     start = hub.tip
-    hub.change("admins: admin2 takes over", rotate_admins(keys), push=False)
+    hub.change("admins: admin2 takes over", admins(keys.admin2), push=False)
     sha = hub.change("the old admin, just after", append("gateway", "# note\n"))
     err = refused(node, "signature")
-    names(err, sha, "unknown key", keys.admin, "no role at the parent commit (not an admin, owns no node)", None)
+    no_role(err, sha, keys.admin)
 
     hub.reset(start)
-    rotation = hub.change("admins: admin2 takes over", rotate_admins(keys), push=False)
+    rotation = hub.change("admins: admin2 takes over", admins(keys.admin2), push=False)
     sha = hub.change("admin2, just after", append("gateway", "# note\n"), key=keys.admin2)
     accepted(node)
     assert roles(node, 2) == [(sha, "admin2@example.org", "admin"), (rotation, "admin@example.org", "admin")]
 
 
-def test_owner_rename_is_a_removal_and_an_invitation(hub: Hub, node: Node, keys: Keys) -> None:
-    """Rules 2 and 3 combine: with ``join: members`` bob may rename his own
-    node; with the default ``join: admins`` the new name is refused."""
+# --- trust.verify: tip ----------------------------------------------------------------
 
-    def rename(work: Path) -> None:
-        (work / "hosts" / "my_laptop").rename(work / "hosts" / "laptop")
 
+def test_verify_tip_accepts_only_an_admins_tip(hub: Hub, keys: Keys, tmp_path: Path) -> None:
+    node = synced_node(hub, tmp_path / "tip", keys.local, trust__verify="tip")
     start = hub.tip
-    sha = hub.change("bob renames my_laptop", rename, key=keys.bob)
+    sha = hub.change("my_pc: a fixed address", append("my_pc", "Address = 192.0.2.7\n"), key=keys.alice)
     err = refused(node, "unauthorized")
-    names(err, sha, COMMENTS["bob"], keys.bob, "owner of my_laptop", "hosts/laptop")
+    assert f"commit {sha[:12]} " in err and f"signed by {COMMENTS['alice']} ({fingerprint_of(keys.alice)})" in err
+    assert "with trust.verify: tip only an admin's commit is accepted" in err
 
     hub.reset(start)
-    hub.change("join: members", set_join(hub, "members"))
-    sha = hub.change("bob renames my_laptop", rename, key=keys.bob)
+    hub.change("my_pc: a fixed address", append("my_pc", "Address = 192.0.2.7\n"), key=keys.alice, push=False)
+    sha = hub.change("the admin signs the tip", append("gateway", "# note\n"))
     accepted(node)
-    assert set(node.files()) == {"gateway", "laptop", "my_pc"}
-    assert roles(node, 1) == [(sha, COMMENTS["bob"], "owner:my_laptop join:laptop")]
+    assert roles(node, 1) == [(sha, "admin@example.org", "admin")]
 
 
 @pytest.mark.xfail(
@@ -584,9 +438,8 @@ def test_verify_tip_does_not_take_admins_from_an_unchecked_commit(hub: Hub, keys
     """With ``trust.verify: tip`` the commits under the tip are not checked,
     so anyone who can push may write them: an unsigned one naming a stranger
     in the root allowed_signers must not make the stranger's tip an admin's."""
-    node = node_of(hub, tmp_path / "tip", keys.local, trust__verify="tip")
-    forged = lambda w: allowed_signers(w / "allowed_signers", (keys.dave, ""))  # noqa: E731
-    hub.change("unsigned: dave is an admin now", forged, key=None, push=False)
+    node = synced_node(hub, tmp_path / "tip", keys.local, trust__verify="tip")
+    hub.change("unsigned: dave is an admin now", admins(keys.dave), key=None, push=False)
     sha = hub.change("dave adds evil", new_host("evil", NEWBIE, 32), key=keys.dave)
     err = refused(node, "signature")
     assert f"commit {sha[:12]} " in err and fingerprint_of(keys.dave) in err
