@@ -97,13 +97,25 @@ class Authority:
             message = f"signed by {decision.signer}: with trust.verify: tip only an admin's commit is accepted"
             raise RefusedError(f"commit {info.sha[:12]} ({info.summary!r}): {message}", reason="unauthorized")
         if not decision.ok:
-            text = f"commit {info.sha[:12]} ({info.summary!r}): {decision.message}; nothing was installed"
+            note = self._not_admin_here(roles, key, info.committer_time)
+            text = f"commit {info.sha[:12]} ({info.summary!r}): {decision.message}{note}; nothing was installed"
             if decision.reason == SIGNATURE:
                 raise SignatureError(text)
             raise RefusedError(text, reason="unauthorized")
         self._roles[info.sha] = self._advance(roles, info, change)
         name = decision.signer.rsplit(" (", 1)[0]
         return Signed(name, fingerprint(key), decision.role)
+
+    def _not_admin_here(self, roles: Roles, key: bytes, when: int) -> str:
+        """A key the node's own file makes an admin, refused because the
+        repository's allowed_signers (rotated) says otherwise: say so."""
+        principal = admin_principal(self.local, key, when) if roles.admins != self.local else None
+        if principal is None or admin_principal(roles.admins, key, when) is not None:
+            return ""
+        return (
+            f"; {principal} is an admin in this node's own allowed_signers, but not in the repository's "
+            f"{REPO_SIGNERS} at the parent commit, which counts (trust.follow_repo)"
+        )
 
     def _change(self, info: CommitInfo, roles: Roles) -> Change:
         paths = self.repo.changed_paths(info.sha)

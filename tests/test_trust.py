@@ -295,6 +295,7 @@ def test_admin_rotation_through_the_repository(hub: Hub, node: Node, keys: Keys)
     sha = hub.change("the old admin adds one", new_host("late", "2002:102:304:8::/64", 32))
     err = refused(node, "signature")
     no_role(err, sha, keys.admin)
+    assert "admin@example.org is an admin in this node's own allowed_signers, but not in the repository's" in err
 
     hub.reset(tip)
     sha = hub.change(
