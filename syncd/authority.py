@@ -74,6 +74,9 @@ class Change:
     parents: int
     paths: tuple[str, ...]  # repository-relative paths C adds, modifies or deletes
     added_owners: Mapping[str, frozenset[bytes]] = field(default_factory=dict)
+    # owner key -> its owner-line comment in a file C adds: how a newcomer, who
+    # has no line at P yet, is named when it signs its own addition
+    added_comments: Mapping[bytes, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,12 +105,14 @@ def roles_at(admins: Sequence[AllowedSigner], policy: Policy, hosts: Mapping[str
 def change_between(parent: Mapping[str, bytes], child: Mapping[str, bytes], hosts_dir: str, parents: int = 1) -> Change:
     """The ``Change`` from one tree (path -> bytes) to the next."""
     paths = tuple(sorted(p for p in parent.keys() | child.keys() if parent.get(p) != child.get(p)))
-    added = {
-        name: parse_owners(path, child[path]).keys
-        for path in paths
-        if path not in parent and (name := host_name(path, hosts_dir)) is not None
-    }
-    return Change(parents, paths, added)
+    added: dict[str, frozenset[bytes]] = {}
+    comments: dict[bytes, str] = {}
+    for path in paths:
+        if path not in parent and (name := host_name(path, hosts_dir)) is not None:
+            parsed = parse_owners(path, child[path])
+            added[name] = parsed.keys
+            comments.update((o.key, o.comment) for o in parsed.owners if o.comment and o.key not in comments)
+    return Change(parents, paths, added, comments)
 
 
 def host_name(path: str, hosts_dir: str) -> str | None:
@@ -139,7 +144,7 @@ def authorize(roles: Roles, change: Change, key: bytes, when: int) -> Decision:
     """May the holder of ``key`` make ``change`` in a commit dated ``when``
     (committer time), given the roles at its first parent?"""
     principal = admin_principal(roles.admins, key, when)
-    signer = _signer(roles, key, principal)
+    signer = _signer(roles, key, principal, change)
     if principal is not None:
         return Decision(True, ADMIN, signer)
     owned = roles.owned_by(key)
@@ -193,9 +198,15 @@ def _names(roles: Roles, keys: frozenset[bytes]) -> str:
     return ", ".join(shown[:3]) + (f" and {len(shown) - 3} more" if len(shown) > 3 else "")
 
 
-def _signer(roles: Roles, key: bytes, principal: str | None) -> str:
+def _signer(roles: Roles, key: bytes, principal: str | None, change: Change) -> str:
     listed = next((s for s in roles.admins if s.public_key == key), None)
-    name = principal or (listed.principals[0] if listed else None) or roles.comments.get(key) or "unknown key"
+    name = (
+        principal
+        or (listed.principals[0] if listed else None)
+        or roles.comments.get(key)
+        or change.added_comments.get(key)
+        or "unknown key"
+    )
     return f"{name} ({fingerprint(key)})"
 
 

@@ -17,6 +17,7 @@ where trust starts; every commit after it must be accepted.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -36,7 +37,11 @@ OwnerLookup = Callable[[str], tuple[frozenset[bytes], dict[bytes, str]] | None]
 
 
 class Authority:
-    """Authorizes commits of one repository for one pass."""
+    """Authorizes commits of one repository for one pass.
+
+    A ``check`` with ``tip_only`` (``trust.verify: tip``) takes the admins
+    from the node's own allowed_signers: the repository's counts only where
+    every commit before it was checked."""
 
     def __init__(
         self,
@@ -69,23 +74,42 @@ class Authority:
         key = signing_key(info)
         parent = info.parents[0] if info.parents else None
         paths = self.repo.changed_paths(info.sha)
-        admins = self.admins_at(parent)
+        # with tip_only, nothing checked the commits under the tip: anyone who
+        # can push may have written the allowed_signers they hold, so only the
+        # node's own counts
+        admins = self.local if tip_only else self.admins_at(parent)
         principal = admin_principal(admins, key, info.committer_time)
         self._later[info.sha] = (parent, info, paths)  # the roles at info, if a child asks
         if principal is not None:
+            if REPO_SIGNERS in paths:
+                self.admins_at(info.sha)  # a root allowed_signers that does not parse: invalid-content
             return Signed(principal, fingerprint(key), ADMIN)
         roles = self.roles_at(parent)
+        if tip_only and roles.admins != self.local:
+            roles = dataclasses.replace(roles, admins=self.local)
         decision = authorize(roles, self._change(info, roles, paths), key, info.committer_time)
         if decision.ok and tip_only:
             message = f"signed by {decision.signer}: with trust.verify: tip only an admin's commit is accepted"
             raise RefusedError(f"commit {info.sha[:12]} ({info.summary!r}): {message}", reason="unauthorized")
         if not decision.ok:
-            text = f"commit {info.sha[:12]} ({info.summary!r}): {decision.message}; nothing was installed"
+            note = self._not_admin_here(roles, key, info.committer_time)
+            text = f"commit {info.sha[:12]} ({info.summary!r}): {decision.message}{note}; nothing was installed"
             if decision.reason == SIGNATURE:
                 raise SignatureError(text)
             raise RefusedError(text, reason="unauthorized")
         name = decision.signer.rsplit(" (", 1)[0]
         return Signed(name, fingerprint(key), decision.role)
+
+    def _not_admin_here(self, roles: Roles, key: bytes, when: int) -> str:
+        """A key the node's own file makes an admin, refused because the
+        repository's allowed_signers (rotated) says otherwise: say so."""
+        principal = admin_principal(self.local, key, when) if roles.admins != self.local else None
+        if principal is None or admin_principal(roles.admins, key, when) is not None:
+            return ""
+        return (
+            f"; {principal} is an admin in this node's own allowed_signers, but not in the repository's "
+            f"{REPO_SIGNERS} at the parent commit, which counts (trust.follow_repo)"
+        )
 
     def admins_at(self, sha: str | None) -> tuple[AllowedSigner, ...]:
         if sha is None:
@@ -97,9 +121,14 @@ class Authority:
 
     def _change(self, info: CommitInfo, roles: Roles, paths: tuple[str, ...]) -> Change:
         names = [n for p in paths if (n := host_name(p, roles.hosts_dir)) is not None and n not in roles.owners]
-        files = self._host_files(info.sha, roles.hosts_dir, names)
-        added = {n: parse_owners(f"{roles.hosts_dir}/{n}", data).keys for n, data in files.items() if data is not None}
-        return Change(len(info.parents), paths, added)
+        added: dict[str, frozenset[bytes]] = {}
+        comments: dict[bytes, str] = {}
+        for name, data in self._host_files(info.sha, roles.hosts_dir, names).items():
+            if data is not None:
+                parsed = parse_owners(f"{roles.hosts_dir}/{name}", data)
+                added[name] = parsed.keys
+                comments.update((o.key, o.comment) for o in parsed.owners if o.comment and o.key not in comments)
+        return Change(len(info.parents), paths, added, comments)
 
     def _host_files(self, sha: str, hosts_dir: str, names: Sequence[str]) -> dict[str, bytes | None]:
         """Some host files of commit ``sha`` (None: not there), from one
@@ -160,14 +189,22 @@ class Authority:
             return self._read_roles(info.sha)  # the policy or the admins may have changed
         owners = dict(roles.owners)
         comments = dict(roles.comments)
+        dropped: set[bytes] = set()
         names = [n for p in paths if (n := host_name(p, roles.hosts_dir)) is not None]
         for name, data in self._host_files(info.sha, roles.hosts_dir, names).items():
+            before = owners.pop(name, frozenset())
             if data is None:
-                owners.pop(name, None)
+                dropped.update(before)
                 continue
             parsed = parse_owners(f"{roles.hosts_dir}/{name}", data)
             owners[name] = parsed.keys
-            comments.update((o.key, o.comment) for o in parsed.owners if o.comment and o.key not in comments)
+            dropped.update(before - parsed.keys)
+            # an owner who rewrites its own line is named by what it wrote last
+            comments.update((o.key, o.comment) for o in parsed.owners if o.comment)
+        # a key rotated out of every file has no name at the next commit, just
+        # as when the roles there are read afresh (the next pass)
+        for key in dropped - set().union(*owners.values()) if dropped else ():
+            comments.pop(key, None)
         return Roles(roles.admins, owners, roles.join, roles.hosts_dir, comments)
 
     def _admins(self, sha: str) -> tuple[AllowedSigner, ...]:
@@ -177,7 +214,10 @@ class Authority:
         if data is None:
             return self.local
         try:
-            return tuple(parse_allowed_signers(data, f"{REPO_SIGNERS} of commit {sha[:12]}"))
+            admins = tuple(parse_allowed_signers(data, f"{REPO_SIGNERS} of commit {sha[:12]}"))
+            if not any(s.allows_namespace("git") for s in admins):
+                raise AllowedSignersError("it lists no admin who may sign commits: no admin commit could follow it")
+            return admins
         except AllowedSignersError as exc:
             raise RefusedError(
                 f"commit {sha[:12]}: its {REPO_SIGNERS} does not parse: {exc.message}; nothing was installed",

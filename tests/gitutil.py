@@ -97,6 +97,20 @@ def commit(
     return git(repo, "rev-parse", "HEAD")
 
 
+def merge(repo: Path, branch: str, message: str, key: SshKey) -> str:
+    """Merge ``branch`` into the checked-out branch with a merge commit
+    (even when a fast-forward would do), signed with ``key``."""
+    args = ["-c", "gpg.format=ssh", "-c", f"user.signingkey={key.private}"]
+    git(repo, *args, "merge", "-q", "--no-ff", "-S", "-m", message, branch)
+    return git(repo, "rev-parse", "HEAD")
+
+
+def fingerprint_of(key: SshKey) -> str:
+    """``ssh-keygen -l``'s SHA256 fingerprint of ``key``, to check syncd's own."""
+    result = subprocess.run(["ssh-keygen", "-l", "-f", str(key.public)], check=True, capture_output=True, text=True)
+    return result.stdout.split()[1]
+
+
 def verify_with_git(repo: Path, rev: str, signers_file: Path) -> bool:
     """What real `git verify-commit` says, to cross-check syncd's verdicts."""
     result = subprocess.run(
