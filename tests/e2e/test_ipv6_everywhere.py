@@ -166,6 +166,7 @@ def test_a_new_node_joins_by_its_own_signed_push(net: IPv6Everywhere) -> None:
     for node in (gw, pc, laptop):
         assert (node.tinc_dir / "hosts" / "newbie").exists()
         assert node.log().count("Got HUP signal") > hups_before[node.name], f"{node.name}'s tincd was not reloaded"
+    assert wait_for(lambda: all(_applied(n) == sha for n in (gw, pc, laptop, newbie)), 10) is not None
     for node in (gw, pc, laptop, newbie):
         assert net.role(node, sha) == "join:newbie", (node.name, net.log(node)[:2])
     assert net.reachable(newbie, laptop, 10) is not None
@@ -192,6 +193,7 @@ def test_an_owner_edits_its_own_host_file(net: IPv6Everywhere) -> None:
     installed = wait_for_each([n.name for n in everyone], lambda n: _has(net, n, "my_pc", f"Address = {pc.lan_ip}"), 20)
     assert None not in installed.values(), f"not installed everywhere: {installed}"
     FIGURES["push-to-installed, my_pc's owner-signed edit"] = _per_node(installed)
+    assert wait_for(lambda: all(_applied(n) == sha for n in everyone), 10) is not None  # the audit trail is written
     for node in everyone:
         assert (node.tinc_dir / "hosts" / "my_pc").read_bytes() == host.read_bytes()
         assert net.role(node, sha) == "owner:my_pc", (node.name, net.log(node)[:2])
@@ -295,8 +297,12 @@ def test_a_signed_removal_cuts_the_node_off(net: IPv6Everywhere) -> None:
     _stop_cleanly(net, newbie)  # its own host file is about to go
     closed_before = closures(net)
     (net.repo / "hosts" / "newbie").unlink()
-    net.push("Remove newbie")  # signed by admin2 since the rotation
+    removed = net.push("Remove newbie")  # signed by admin2 since the rotation
     assert wait_for(lambda: not any((n.tinc_dir / "hosts" / "newbie").exists() for n in (gw, pc, laptop)), 20)
+    assert wait_for(lambda: all(_applied(n) == removed for n in (gw, pc, laptop)), 10) is not None
+    for node in (gw, pc, laptop):
+        entry = next(e for e in net.log(node) if e["commit"] == removed)
+        assert (entry["role"], entry["signer"], entry["files"]) == ("admin", "admin2@example.org", ["hosts/newbie"])
     assert wait_for(lambda: not net.ping(pc, newbie, timeout=1), 30) is not None, "newbie is still reachable"
     assert wait_for(lambda: not net.ping(laptop, newbie, timeout=1), 10) is not None
     closed = {n: c - closed_before[n] for n, c in closures(net).items()}
