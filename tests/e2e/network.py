@@ -205,7 +205,11 @@ class IPv6Everywhere:
         """The node's tinc directory, laid out as in the classic guide."""
         tinc = node.tinc_dir
         (tinc / "hosts").mkdir(parents=True)
-        conf = [f"Name = {node.name}", "AddressFamily = ipv4", "Mode = router", "StrictSubnets = yes"]
+        # PingInterval: after a node's first ten MTU probes go unanswered, tincd 1.0
+        # probes it again only every PingInterval (send_mtu_probe() in src/net_packet.c);
+        # with the default 60 s a missed first LocalDiscovery round costs a minute.
+        conf = ["Name = " + node.name, "AddressFamily = ipv4", "Mode = router", "StrictSubnets = yes"]
+        conf.append("PingInterval = 10")
         if not node.gateway:
             conf += ["ConnectTo = gateway", "LocalDiscovery = yes"]
         (tinc / "tinc.conf").write_text("\n".join(conf) + "\n")
