@@ -118,3 +118,17 @@ def wait_for(check: Callable[[], bool], timeout: float, interval: float = 0.2) -
         if time.monotonic() - start >= timeout:
             return None
         time.sleep(interval)
+
+
+def wait_for_each(names: Sequence[str], check: Callable[[str], bool], timeout: float) -> dict[str, float | None]:
+    """Seconds until ``check(name)`` first held, for each name (None: not
+    within ``timeout``); polled together, so one slow name delays none."""
+    start = time.monotonic()
+    times: dict[str, float | None] = dict.fromkeys(names)
+    while True:
+        for name in names:
+            if times[name] is None and check(name):
+                times[name] = time.monotonic() - start
+        if all(t is not None for t in times.values()) or time.monotonic() - start >= timeout:
+            return times
+        time.sleep(0.05)

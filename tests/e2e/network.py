@@ -16,10 +16,15 @@
   would go through the gateway).
 * Every node runs real ``tincd`` 1.0 (``StrictSubnets = yes``) and gets its
   host files only through the ``syncd`` command line tool.
+* Trust lives in the repository: my_pc and my_laptop own their host files
+  (an owner line with each node's own SSH key), ``join: open`` lets a
+  newcomer add its own host file, and a root ``allowed_signers`` lets the
+  admins rotate themselves.  Each member pushes from its own clone.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -91,6 +96,7 @@ class IPv6Everywhere:
         self.lab = Lab(workdir)
         self.nodes: dict[str, Node] = {}
         self.admin: SshKey | None = None
+        self.owners: dict[str, SshKey] = {}  # a node's own SSH key, on its host file's owner line
         self.repo = workdir / "admin-clone"
         self.served = workdir / "srv" / "hosts.git"
 
@@ -116,6 +122,7 @@ class IPv6Everywhere:
         keys = self.workdir / "admin"
         self.admin = make_key(keys, "admin")
         self.signers = allowed_signers(keys / "allowed_signers", (self.admin, 'namespaces="git"'))
+        self.admin2 = make_key(keys, "admin2")
         self.stranger = make_key(self.workdir / "stranger", "stranger")
 
         # The admin's working copy, pushed to a bare repository the gateway serves.
@@ -128,6 +135,7 @@ class IPv6Everywhere:
         for node in self.nodes.values():
             shutil.copy(node.tinc_dir / "hosts" / node.name, self.repo / "hosts" / node.name)
         self.push("gateway, my_pc and my_laptop")
+        self.owned_sha = self.own_and_open(("my_pc", "my_laptop"))
         self.daemon = lab.spawn(
             self.nodes["gateway"].ns,
             ["git", "daemon", "--reuseaddr", "--export-all", f"--base-path={self.served.parent}",
@@ -136,6 +144,24 @@ class IPv6Everywhere:
         )  # fmt: skip
         if wait_for(lambda: self._daemon_up(), 10) is None:
             raise RuntimeError("git daemon did not start")
+
+    def own_and_open(self, names: tuple[str, ...]) -> str:
+        """The admin gives each named node's host file an owner line with the
+        node's own SSH key, and lets newcomers join with their own signature."""
+        for name in names:
+            host = self.repo / "hosts" / name
+            host.write_text(self.owner_line(self.owner_key(name)) + "\n" + host.read_text())
+        (self.repo / "syncd.yaml").write_text(POLICY + "join: open\n")
+        return self.push("my_pc and my_laptop own their host files; anyone may join")
+
+    def owner_key(self, name: str) -> SshKey:
+        if name not in self.owners:
+            self.owners[name] = make_key(self.workdir / "owners" / name, name)
+        return self.owners[name]
+
+    @staticmethod
+    def owner_line(key: SshKey) -> str:
+        return f"# syncd-owner: {key.public_line()} {key.principal}"
 
     def _daemon_up(self) -> bool:
         gw = self.nodes["gateway"].ns
@@ -153,15 +179,15 @@ class IPv6Everywhere:
         self._syncd_config(node)
         return node
 
-    def join_with_add_node(self, name: str, ip: str, switch: str) -> Node:
-        """A newcomer set up by `syncd add-node` in the admin's clone (next free /64, keys,
+    def join_with_add_node(self, name: str, ip: str, switch: str, repo: Path) -> Node:
+        """A newcomer set up by `syncd add-node` in ``repo`` (next free /64, keys,
         tinc.conf with ConnectTo gateway, tinc-up/down, hosts/NAME in the repository)."""
         ns = self.lab.ns(name.replace("_", ""))
         self.lab.plug(ns, switch, "eth0", f"{ip}/24")
         root = self.workdir / "nodes" / name
         env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
         result = subprocess.run(
-            [sys.executable, "-m", "syncd", "add-node", name, "--repo", str(self.repo),
+            [sys.executable, "-m", "syncd", "add-node", name, "--repo", str(repo),
              "--tinc-dir", str(root / "tinc"), "--rsa-bits", "2048"],
             capture_output=True, text=True, timeout=120, env=env, check=False,
         )  # fmt: skip
@@ -179,7 +205,11 @@ class IPv6Everywhere:
         """The node's tinc directory, laid out as in the classic guide."""
         tinc = node.tinc_dir
         (tinc / "hosts").mkdir(parents=True)
-        conf = [f"Name = {node.name}", "AddressFamily = ipv4", "Mode = router", "StrictSubnets = yes"]
+        # PingInterval: after a node's first ten MTU probes go unanswered, tincd 1.0
+        # probes it again only every PingInterval (send_mtu_probe() in src/net_packet.c);
+        # with the default 60 s a missed first LocalDiscovery round costs a minute.
+        conf = ["Name = " + node.name, "AddressFamily = ipv4", "Mode = router", "StrictSubnets = yes"]
+        conf.append("PingInterval = 10")
         if not node.gateway:
             conf += ["ConnectTo = gateway", "LocalDiscovery = yes"]
         (tinc / "tinc.conf").write_text("\n".join(conf) + "\n")
@@ -212,12 +242,32 @@ class IPv6Everywhere:
 
     # --- the admin ------------------------------------------------------------------------
 
-    def push(self, message: str, key: SshKey | str | None = "admin") -> str:
+    def push(self, message: str, key: SshKey | str | None = "admin", repo: Path | None = None) -> str:
+        """Commit the work tree of ``repo`` (the admin's clone by default),
+        signed with ``key``, and force-push it: the server takes anything."""
         signer = self.admin if key == "admin" else key
         assert not isinstance(signer, str)
-        sha = commit(self.repo, message, signer, allow_empty=True)
-        git(self.repo, "push", "-q", "--force", "origin", "HEAD:main")
+        repo = repo or self.repo
+        sha = commit(repo, message, signer, allow_empty=True)
+        git(repo, "push", "-q", "--force", "origin", "HEAD:main")
         return sha
+
+    def clone(self, name: str) -> Path:
+        """A member's own working copy of the served repository, up to date."""
+        path = self.workdir / f"{name}-clone"
+        if not path.exists():
+            git(self.workdir, "clone", "-q", str(self.served), str(path))
+        self.refresh(path)
+        return path
+
+    def refresh(self, repo: Path, rev: str = "origin/main") -> None:
+        git(repo, "fetch", "-q", "origin")
+        git(repo, "reset", "-q", "--hard", rev)
+
+    def drop_to(self, sha: str) -> None:
+        """The admins throw away every commit after ``sha`` (force-push back)."""
+        self.refresh(self.repo, sha)
+        git(self.repo, "push", "-q", "--force", "origin", "HEAD:main")
 
     # --- the nodes --------------------------------------------------------------------------
 
@@ -237,6 +287,17 @@ class IPv6Everywhere:
         if result.returncode != 0:
             raise AssertionError(f"syncd sync on {node.name} exited {result.returncode}: {result.stderr.decode()}")
         return result.stdout.decode()
+
+    def log(self, node: Node) -> list[dict[str, object]]:
+        """The node's audit trail (`syncd log --format json`), newest first."""
+        result = self.syncd(node, "log", "--format", "json")
+        if result.returncode != 0:
+            raise AssertionError(f"syncd log on {node.name} exited {result.returncode}: {result.stderr.decode()}")
+        return [json.loads(line) for line in result.stdout.decode().splitlines() if line.strip()]
+
+    def role(self, node: Node, sha: str) -> object:
+        """The role ``sha`` was applied in on ``node`` (None: not applied)."""
+        return next((entry["role"] for entry in self.log(node) if entry["commit"] == sha), None)
 
     def start_tincd(self, node: Node) -> None:
         node.tincd = self.lab.spawn(

@@ -17,10 +17,10 @@ from collections.abc import Iterator
 import pytest
 
 from tests.conftest import lacking
-from tests.e2e.lab import run, wait_for
+from tests.e2e.lab import run, wait_for, wait_for_each
 from tests.e2e.network import PREFIX, IPv6Everywhere, Node
 from tests.figures import FIGURES
-from tests.gitutil import git
+from tests.gitutil import allowed_signers, git
 from tests.servers import require
 
 pytestmark = pytest.mark.e2e
@@ -127,32 +127,48 @@ def test_lan_peers_talk_directly_after_local_discovery(net: IPv6Everywhere) -> N
     FIGURES["LocalDiscovery: both LAN addresses learned after"] = f"{time.monotonic() - start:.1f} s"
 
 
-def test_a_new_node_joins_by_a_signed_push(net: IPv6Everywhere) -> None:
+def test_a_new_node_joins_by_its_own_signed_push(net: IPv6Everywhere) -> None:
+    """``join: open``: newbie adds its own host file, with its own owner line,
+    in a commit signed by that same key; no admin is involved."""
     gw, pc, laptop = nodes(net, "gateway", "my_pc", "my_laptop")
     for node in (gw, pc, laptop):
         net.start_agent(node)
     assert wait_for(lambda: all(_outcome(n) == "unchanged" for n in (gw, pc, laptop)), 30) is not None
+    for node in (gw, pc, laptop):  # the admin's commit that set the owners, as every node applied it
+        assert net.role(node, net.owned_sha) == "admin"
+        for owned in ("my_pc", "my_laptop"):
+            first = (node.tinc_dir / "hosts" / owned).read_text().splitlines()[0]
+            assert first == net.owner_line(net.owner_key(owned)), (node.name, owned, first)
     hups_before = {n.name: n.log().count("Got HUP signal") for n in (gw, pc, laptop)}
     closed_before = closures(net)
 
-    newbie = net.join_with_add_node("newbie", "198.51.100.3", net.inet)
+    clone = net.clone("newbie")
+    newbie = net.join_with_add_node("newbie", "198.51.100.3", net.inet, clone)
     assert newbie.subnet == f"{PREFIX}:1::/64"  # the lowest free /64 (0, 4 and 5 are taken)
-    assert (net.repo / "hosts" / "newbie").read_bytes() == (newbie.tinc_dir / "hosts" / "newbie").read_bytes()
+    key = net.owner_key("newbie")
+    for host in (clone / "hosts" / "newbie", newbie.tinc_dir / "hosts" / "newbie"):
+        if not host.read_text().startswith("# syncd-owner:"):  # add-node may write it already
+            host.write_text(net.owner_line(key) + "\n" + host.read_text())
+    assert (clone / "hosts" / "newbie").read_bytes() == (newbie.tinc_dir / "hosts" / "newbie").read_bytes()
     pushed = time.monotonic()
-    net.push("Add newbie")
+    sha = net.push("Add newbie", key=key, repo=clone)
     # newbie's operator starts tincd once the gateway it connects to has its host file
-    installed = wait_for(lambda: (gw.tinc_dir / "hosts" / "newbie").exists(), 20)
-    assert installed is not None, "the gateway's agent did not install hosts/newbie"
+    installed = wait_for_each(["gateway", "my_pc", "my_laptop"], lambda n: _has(net, n, "newbie"), 20)
+    assert None not in installed.values(), f"not installed everywhere: {installed}"
     out = net.sync(newbie)  # the newcomer fetches everyone else's host file, and keeps its own
     assert "3 added" in out and "= newbie (identical; adopted)" in out, out
     net.start_tincd(newbie)
     reachable = wait_for(lambda: net.ping(pc, newbie), 30, 0.1)
     assert reachable is not None, f"my_pc cannot reach newbie:\n{pc.log()[-2000:]}"
-    FIGURES["push-to-installed on the gateway (syncd run, interval 1 s)"] = f"{installed:.2f} s"
+    FIGURES["push-to-installed on the gateway (syncd run, interval 1 s)"] = f"{installed['gateway']:.2f} s"
+    FIGURES["push-to-installed, newbie's self-signed join (join: open)"] = _per_node(installed)
     FIGURES["push-to-reachable from my_pc"] = f"{time.monotonic() - pushed:.2f} s"
     for node in (gw, pc, laptop):
         assert (node.tinc_dir / "hosts" / "newbie").exists()
         assert node.log().count("Got HUP signal") > hups_before[node.name], f"{node.name}'s tincd was not reloaded"
+    assert wait_for(lambda: all(_applied(n) == sha for n in (gw, pc, laptop, newbie)), 10) is not None
+    for node in (gw, pc, laptop, newbie):
+        assert net.role(node, sha) == "join:newbie", (node.name, net.log(node)[:2])
     assert net.reachable(newbie, laptop, 10) is not None
     closed = {n: c - closed_before[n] for n, c in closures(net).items() if n in closed_before}
     FIGURES["connections closed by the join"] = str(closed)
@@ -161,31 +177,132 @@ def test_a_new_node_joins_by_a_signed_push(net: IPv6Everywhere) -> None:
         assert all("newbie" in line for line in new_lines), new_lines  # only the changed node's, if any
     assert closed == {"gateway": 0, "my_pc": 0, "my_laptop": 0}
     assert all(net.same_tincd().values())
+    net.start_agent(newbie)
+    assert wait_for(lambda: _outcome(newbie) == "unchanged", 20) is not None
+
+
+def test_an_owner_edits_its_own_host_file(net: IPv6Everywhere) -> None:
+    everyone = nodes(net, "gateway", "my_pc", "my_laptop", "newbie")
+    gw, pc, laptop, newbie = everyone
+    hups_before = {n.name: n.log().count("Got HUP signal") for n in everyone}
+    closed_before = closures(net)
+    clone = net.clone("my_pc")
+    host = clone / "hosts" / "my_pc"
+    host.write_text(host.read_text() + f"Address = {pc.lan_ip}\n")
+    sha = net.push("my_pc: its LAN address", key=net.owner_key("my_pc"), repo=clone)
+    installed = wait_for_each([n.name for n in everyone], lambda n: _has(net, n, "my_pc", f"Address = {pc.lan_ip}"), 20)
+    assert None not in installed.values(), f"not installed everywhere: {installed}"
+    FIGURES["push-to-installed, my_pc's owner-signed edit"] = _per_node(installed)
+    assert wait_for(lambda: all(_applied(n) == sha for n in everyone), 10) is not None  # the audit trail is written
+    for node in everyone:
+        assert (node.tinc_dir / "hosts" / "my_pc").read_bytes() == host.read_bytes()
+        assert net.role(node, sha) == "owner:my_pc", (node.name, net.log(node)[:2])
+    reloaded = wait_for(lambda: all(n.log().count("Got HUP signal") > hups_before[n.name] for n in everyone), 10)
+    assert reloaded is not None, "not every tincd was reloaded"
+    # tincd 1.0 drops, on reload, the connections whose host file changed: my_pc's, and no other
+    assert wait_for(lambda: net.ping(pc, laptop) and net.ping(pc, newbie) and net.ping(pc, gw), 30) is not None
+    closed = {n: c - closed_before[n] for n, c in closures(net).items()}
+    FIGURES["connections closed by my_pc's edit"] = str(closed)
+    for line in gw.closed_connections()[closed_before["gateway"] :]:
+        assert "my_pc" in line, f"the gateway closed another connection: {line}"
+    assert closed["my_laptop"] == 0 and closed["newbie"] == 0, closed
+    assert all(net.same_tincd().values())
+
+
+def test_an_owner_cannot_touch_another_nodes_file(net: IPv6Everywhere) -> None:
+    everyone = nodes(net, "gateway", "my_pc", "my_laptop", "newbie")
+    gw, pc, laptop, newbie = everyone
+    hups_before = {n.name: n.log().count("Got HUP signal") for n in everyone}
+    applied = {n.name: _applied(n) for n in everyone}
+    clone = net.clone("my_pc")
+    good = git(clone, "rev-parse", "HEAD")
+    assert set(applied.values()) == {good}, applied
+    gateway_file = clone / "hosts" / "gateway"
+    gateway_file.write_text(gateway_file.read_text().replace("Subnet = ::/0\n", ""))  # take the default route away
+    since = time.time()
+    net.push("my_pc edits the gateway", key=net.owner_key("my_pc"), repo=clone)
+    refused = wait_for(lambda: all(_refused(n, "unauthorized", since) for n in everyone), 20)
+    assert refused is not None, {n.name: _health(n) for n in everyone}
+    for node in everyone:
+        assert "hosts/gateway" in str(_health(node).get("last_error")), _health(node)
+        assert (node.tinc_dir / "hosts" / "gateway").read_text().count("Subnet = ::/0") == 1
+        assert _applied(node) == good
+        assert node.log().count("Got HUP signal") == hups_before[node.name], f"{node.name}'s tincd was reloaded"
+    assert net.ping(pc, gw, count=3) and net.ping(newbie, laptop, count=3)
+    assert all(net.same_tincd().values())
+    # the admins drop my_pc's commit; every node is current again
+    since = time.time()
+    net.drop_to(good)
+    assert wait_for(lambda: all(_converged(n, since) for n in everyone), 20) is not None
+    assert {n.name: _applied(n) for n in everyone} == applied
 
 
 def test_a_strangers_commit_is_refused_everywhere(net: IPv6Everywhere) -> None:
     gw, pc, laptop, newbie = nodes(net, "gateway", "my_pc", "my_laptop", "newbie")
+    net.refresh(net.repo)
     good = git(net.repo, "rev-parse", "HEAD")
     (net.repo / "hosts" / "evil").write_text(
         f"Subnet = {newbie.subnet}\n\n" + (newbie.tinc_dir / "hosts" / "newbie").read_text().split("\n\n", 1)[-1]
     )
+    since = time.time()
     net.push("evil claims newbie's subnet", key=net.stranger)
-    assert wait_for(lambda: all(_error_reason(n) == "signature" for n in (gw, pc, laptop)), 20) is not None
-    for node in (gw, pc, laptop):
+    assert wait_for(lambda: all(_refused(n, "signature", since) for n in (gw, pc, laptop, newbie)), 20) is not None
+    for node in (gw, pc, laptop, newbie):
         assert not (node.tinc_dir / "hosts" / "evil").exists()
     assert net.ping(pc, newbie, count=3)
     assert all(net.same_tincd().values())
     # the admin throws the stranger's commit away
-    git(net.repo, "reset", "-q", "--hard", good)
-    git(net.repo, "push", "-q", "--force", "origin", "HEAD:main")
+    since = time.time()
+    net.drop_to(good)
+    assert wait_for(lambda: all(_converged(n, since) for n in (gw, pc, laptop, newbie)), 20) is not None
+
+
+def test_the_admins_rotate_themselves_in_the_repository(net: IPv6Everywhere) -> None:
+    """Every node's local allowed_signers names admin1 only; the repository's
+    own file takes over: admin2 is added, then admin2 removes admin1."""
+    everyone = nodes(net, "gateway", "my_pc", "my_laptop", "newbie")
+    admin1, admin2 = net.admin, net.admin2
+    assert admin1 is not None
+    net.refresh(net.repo)
+    allowed_signers(net.repo / "allowed_signers", (admin1, 'namespaces="git"'), (admin2, 'namespaces="git"'))
+    added = net.push("admin2 joins the admins")
+    assert wait_for(lambda: all(_applied(n) == added for n in everyone), 20) is not None
+    allowed_signers(net.repo / "allowed_signers", (admin2, 'namespaces="git"'))
+    rotated = net.push("admin1 leaves the admins", key=admin2)
+    installed = wait_for_each([n.name for n in everyone], lambda n: _applied(net.nodes[n]) == rotated, 20)
+    assert None not in installed.values(), f"admin2's commit not applied everywhere: {installed}"
+    FIGURES["push-to-applied, admin2's first commit (rotation)"] = _per_node(installed)
+    for node in everyone:
+        entries = {e["commit"]: e for e in net.log(node)}
+        assert entries[added]["role"] == "admin" and entries[added]["signer"] == admin1.principal
+        assert entries[rotated]["role"] == "admin" and entries[rotated]["signer"] == admin2.principal
+    net.admin = admin2
+    # admin1, rotated out, signs a change anyway
+    gateway_file = net.repo / "hosts" / "gateway"
+    gateway_file.write_text(gateway_file.read_text() + "# admin1 was here\n")
+    since = time.time()
+    net.push("admin1 after leaving", key=admin1)
+    assert wait_for(lambda: all(_refused(n, "signature", since) for n in everyone), 20) is not None
+    for node in everyone:
+        assert "admin1 was here" not in (node.tinc_dir / "hosts" / "gateway").read_text()
+        assert _applied(node) == rotated
+    since = time.time()
+    net.drop_to(rotated)
+    assert wait_for(lambda: all(_converged(n, since) for n in everyone), 20) is not None
+    assert all(net.same_tincd().values())
 
 
 def test_a_signed_removal_cuts_the_node_off(net: IPv6Everywhere) -> None:
     gw, pc, laptop, newbie = nodes(net, "gateway", "my_pc", "my_laptop", "newbie")
+    _stop_cleanly(net, newbie)  # its own host file is about to go
     closed_before = closures(net)
     (net.repo / "hosts" / "newbie").unlink()
-    net.push("Remove newbie")
+    removed = net.push("Remove newbie")  # signed by admin2 since the rotation
     assert wait_for(lambda: not any((n.tinc_dir / "hosts" / "newbie").exists() for n in (gw, pc, laptop)), 20)
+    assert wait_for(lambda: all(_applied(n) == removed for n in (gw, pc, laptop)), 10) is not None
+    for node in (gw, pc, laptop):
+        entry = next(e for e in net.log(node) if e["commit"] == removed)
+        assert (entry["role"], entry["signer"], entry["files"]) == ("admin", "admin2@example.org", ["hosts/newbie"])
     assert wait_for(lambda: not net.ping(pc, newbie, timeout=1), 30) is not None, "newbie is still reachable"
     assert wait_for(lambda: not net.ping(laptop, newbie, timeout=1), 10) is not None
     closed = {n: c - closed_before[n] for n, c in closures(net).items()}
@@ -205,11 +322,48 @@ def test_a_signed_removal_cuts_the_node_off(net: IPv6Everywhere) -> None:
 
 def test_agents_stop_cleanly(net: IPv6Everywhere) -> None:
     for node in nodes(net, "gateway", "my_pc", "my_laptop"):
-        assert node.agent is not None and node.agent.poll() is None, f"{node.name}'s agent died"
-        net.stop_agent(node)
-        log = (node.root / "agent.log").read_text().splitlines()
-        events = [json.loads(line[3:])["event"] for line in log if line.startswith("<")]
-        assert events[0] == "run.started" and events[-1] == "run.stopped", events
+        _stop_cleanly(net, node)
+
+
+def _stop_cleanly(net: IPv6Everywhere, node: Node) -> None:
+    assert node.agent is not None and node.agent.poll() is None, f"{node.name}'s agent died"
+    net.stop_agent(node)
+    log = (node.root / "agent.log").read_text().splitlines()
+    events = [json.loads(line[3:])["event"] for line in log if line.startswith("<")]
+    assert events[0] == "run.started" and events[-1] == "run.stopped", events
+
+
+def _has(net: IPv6Everywhere, name: str, host: str, text: str = "") -> bool:
+    """``name`` has hosts/``host`` installed (containing ``text``)."""
+    try:
+        return text in (net.nodes[name].tinc_dir / "hosts" / host).read_text()
+    except OSError:
+        return False
+
+
+def _per_node(times: dict[str, float | None]) -> str:
+    return ", ".join(f"{name} {t:.2f} s" for name, t in times.items() if t is not None)
+
+
+def _applied(node: Node) -> object:
+    try:
+        return json.loads((node.root / "state" / "state.json").read_text()).get("last_applied")
+    except (OSError, ValueError):
+        return None
+
+
+def _refused(node: Node, reason: str, since: float) -> bool:
+    """The node's latest pass, after ``since`` (wall clock), refused for ``reason``."""
+    health = _health(node)
+    at = health.get("last_error_at")
+    return health.get("last_outcome") == reason and isinstance(at, float) and at >= since
+
+
+def _converged(node: Node, since: float) -> bool:
+    """A pass after ``since`` (wall clock) found the node current."""
+    health = _health(node)
+    at = health.get("last_pass_at")
+    return health.get("last_outcome") == "unchanged" and isinstance(at, float) and at >= since
 
 
 def _health(node: Node) -> dict[str, object]:
