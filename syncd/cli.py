@@ -146,14 +146,8 @@ def _add_node_parser(commands: _Commands) -> None:
     add.add_argument("--address", metavar="HOST [PORT]", help="public address others connect to (a gateway)")
     add.add_argument("--connect-to", action="append", default=[], metavar="NODE", help="ConnectTo (repeatable)")
     add.add_argument("--rsa-bits", type=int, default=4096, help="RSA key size (tinc 1.0 networks; default 4096)")
-    add.add_argument(
-        "--owner-key",
-        action="append",
-        default=[],
-        metavar="FILE.pub",
-        help="SSH public key of an owner, who may edit the node's host file (repeatable; "
-        "default: ~/.ssh/id_ed25519.pub when it exists)",
-    )
+    owner_help = "an owner's SSH public key (repeatable; default: ~/.ssh/id_ed25519.pub when it exists)"
+    add.add_argument("--owner-key", action="append", default=[], metavar="FILE.pub", help=owner_help)
     add.add_argument("--no-owner-key", action="store_true", help="name no owner: only admins may change the node")
     add.add_argument("--force", action="store_true", help="replace the keys of an existing tinc directory")
     add.add_argument("--dry-run", action="store_true", help="print what would be written, write nothing")
@@ -381,13 +375,10 @@ def cmd_status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def cmd_add_node(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from syncd.onboard import default_owner_keys, next_steps, prepare, read_owner_keys, tinc_dir_of, write
+    from syncd.onboard import next_steps, owner_keys, prepare, tinc_dir_of, write
 
     tinc_dir, net = tinc_dir_of(args.net, args.tinc_dir)
-    if args.owner_key and args.no_owner_key:
-        raise UsageError("--owner-key and --no-owner-key contradict each other")
-    key_files = () if args.no_owner_key else tuple(Path(k) for k in args.owner_key) or default_owner_keys()
-    owners = read_owner_keys(key_files)
+    owners, note = owner_keys(args.owner_key, args.no_owner_key)
     repo = Path(args.repo).resolve()  # absolute: the next steps name it
     node = prepare(
         args.name,
@@ -406,11 +397,8 @@ def cmd_add_node(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         err.write(f"note: the repository has another problem: {finding.format_text()}\n")
     out.write(f"node {node.name}: subnet {node.subnet}, address {node.vpn_address}, ")
     out.write(f"ConnectTo {', '.join(node.connect_to) or '(none: others connect to it)'}\n")
-    for owner in owners:
-        out.write(f"owner {owner.fingerprint} ({owner.source}): {owner.line}\n")
-    if not owners:
-        why = "--no-owner-key" if args.no_owner_key else "no --owner-key, and no ~/.ssh/id_ed25519.pub"
-        err.write(f"note: {why}: the host file names no owner, so only an admin may change it\n")
+    out.writelines(f"owner {owner.fingerprint} ({owner.source}): {owner.line}\n" for owner in owners)
+    err.write(f"note: {note}\n" if note else "")
     if args.dry_run:
         for planned in node.files:
             out.write(f"\n--- {planned.path} (mode {planned.mode:04o})\n")

@@ -151,6 +151,16 @@ def prepare(
     )
 
 
+def owner_keys(files: Sequence[str], none: bool) -> tuple[tuple[OwnerKey, ...], str | None]:
+    """The owners ``--owner-key FILE`` (or its default) and ``--no-owner-key``
+    name, and a note when there is none."""
+    if files and none:
+        raise UsageError("--owner-key and --no-owner-key contradict each other")
+    owners = read_owner_keys(() if none else tuple(Path(f) for f in files) or default_owner_keys())
+    why = "--no-owner-key" if none else "no --owner-key, and no ~/.ssh/id_ed25519.pub"
+    return owners, None if owners else f"{why}: the host file names no owner, so only an admin may change it"
+
+
 def default_owner_keys() -> tuple[Path, ...]:
     """``~/.ssh/id_ed25519.pub`` when it exists: whoever sets the node up
     owns it unless told otherwise."""
