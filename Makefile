@@ -40,6 +40,7 @@ bench: $(BIN)/syncd
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python benchmarks/check_scale.py
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python benchmarks/sync_scale.py
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python benchmarks/refuse_junk.py
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python benchmarks/authority_scale.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

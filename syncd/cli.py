@@ -135,7 +135,8 @@ def _add_node_parser(commands: _Commands) -> None:
         description=(
             "Set up a new tinc node the way the classic guide does by hand, checked against the hosts "
             "repository: a unique name, the next free subnet of the policy, a key pair tincd reads, the "
-            "node's tinc directory, and its host file in the repository (to commit, signed, and push). "
+            "node's tinc directory, and its host file in the repository (to commit, signed, and push), "
+            "naming its owners' SSH keys on '# syncd-owner:' lines. "
             "Exit 1 (nothing written) when the name, subnet or existing keys are a problem."
         ),
     )
@@ -147,6 +148,9 @@ def _add_node_parser(commands: _Commands) -> None:
     add.add_argument("--address", metavar="HOST [PORT]", help="public address others connect to (a gateway)")
     add.add_argument("--connect-to", action="append", default=[], metavar="NODE", help="ConnectTo (repeatable)")
     add.add_argument("--rsa-bits", type=int, default=4096, help="RSA key size (tinc 1.0 networks; default 4096)")
+    owner_help = "an owner's SSH public key (repeatable; default: ~/.ssh/id_ed25519.pub when it exists)"
+    add.add_argument("--owner-key", action="append", default=[], metavar="FILE.pub", help=owner_help)
+    add.add_argument("--no-owner-key", action="store_true", help="name no owner: only admins may change the node")
     add.add_argument("--force", action="store_true", help="replace the keys of an existing tinc directory")
     add.add_argument("--dry-run", action="store_true", help="print what would be written, write nothing")
     add.set_defaults(handler=cmd_add_node)
@@ -355,9 +359,10 @@ def cmd_status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def cmd_add_node(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from syncd.onboard import next_steps, prepare, tinc_dir_of, write
+    from syncd.onboard import next_steps, owner_keys, prepare, tinc_dir_of, write
 
     tinc_dir, net = tinc_dir_of(args.net, args.tinc_dir)
+    owners, note = owner_keys(args.owner_key, args.no_owner_key)
     repo = Path(args.repo).resolve()  # absolute: the next steps name it
     node = prepare(
         args.name,
@@ -370,11 +375,14 @@ def cmd_add_node(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         force=args.force,
         rsa_bits=args.rsa_bits,
         dry_run=args.dry_run,
+        owners=owners,
     )
     for finding in node.warnings:
         err.write(f"note: the repository has another problem: {finding.format_text()}\n")
     out.write(f"node {node.name}: subnet {node.subnet}, address {node.vpn_address}, ")
     out.write(f"ConnectTo {', '.join(node.connect_to) or '(none: others connect to it)'}\n")
+    out.writelines(f"owner {owner.fingerprint} ({owner.source}): {owner.line}\n" for owner in owners)
+    err.write(f"note: {note}\n" if note else "")
     if args.dry_run:
         for planned in node.files:
             out.write(f"\n--- {planned.path} (mode {planned.mode:04o})\n")

@@ -2,7 +2,9 @@
 a node, checked against the hosts repository first.
 
 It prepares the whole result in memory (``prepare``): name, subnet, keys,
-host file, ``tinc.conf``, ``tinc-up``/``tinc-down``; validates the network
+host file (with its owners' SSH keys on ``# syncd-owner:`` lines, so they
+may edit it later without an admin), ``tinc.conf``, ``tinc-up``/``tinc-down``;
+validates the network
 with the new host file exactly as ``syncd check`` would; and only then
 writes (``write``).  Any refusal leaves no file behind anywhere.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +24,8 @@ from syncd.findings import Finding, Severity
 from syncd.hostfile import host_problem
 from syncd.keygen import KeyPair, ed25519_keypair, rsa_keypair
 from syncd.names import NAME_RE
+from syncd.owners import PREFIX as OWNER_PREFIX
+from syncd.owners import parse_owners
 from syncd.policy import POLICY_FILE, Policy
 from syncd.subnet import Kind, Subnet, SubnetError, format_subnet, parse_subnet
 from syncd.tree import EntryKind, Snapshot, TreeEntry, check_tree, snapshot
@@ -28,6 +33,14 @@ from syncd.validate import Report
 from syncd.worktree import WorkTree
 
 PRIVATE_KEY_FILES = ("rsa_key.priv", "ed25519_key.priv")
+DEFAULT_OWNER_KEY = Path(".ssh") / "id_ed25519.pub"  # under the user's home
+
+
+@dataclass(frozen=True)
+class OwnerKey:
+    source: Path  # the public key file it was read from
+    line: str  # "# syncd-owner: ssh-ed25519 AAAA... alice@laptop"
+    fingerprint: str
 
 
 @dataclass(frozen=True)
@@ -49,6 +62,8 @@ class NewNode:
     files: tuple[PlannedFile, ...]
     warnings: tuple[Finding, ...] = field(default_factory=tuple)
     dry_run: bool = False  # the key files and key lines are placeholders: never to be written
+    owners: tuple[OwnerKey, ...] = ()
+    join: str = "admins"  # the repository's policy: who may sign the commit that adds the node
 
     @property
     def host_file(self) -> PlannedFile:
@@ -72,6 +87,7 @@ def prepare(
     force: bool = False,
     rsa_bits: int = 4096,
     dry_run: bool = False,
+    owners: tuple[OwnerKey, ...] = (),
 ) -> NewNode:
     """Everything ``add-node`` would write.  ``dry_run``: the same, except
     that no key is generated (placeholders stand in for the keys), so what
@@ -114,7 +130,7 @@ def prepare(
     for peer in peers:
         if peer not in report.hosts:
             raise UsageError(f"--connect-to: {peer!r} has no host file in {hosts_path}")
-    host_text = "\n".join([*host_lines, f"Subnet = {format_subnet(chosen)}"]) + "\n"
+    host_text = "\n".join([*host_lines, f"Subnet = {format_subnet(chosen)}", *(o.line for o in owners)]) + "\n"
     others = _check_new_host(tree, policy.hosts_dir, name, host_text.encode())
 
     # Keys come last: an RSA 4096 key takes seconds, and a refusal needs none.
@@ -130,7 +146,61 @@ def prepare(
         *(PlannedFile(tinc_dir / k.private_file, k.private_pem, 0o600, secret=True) for k in keys),
         PlannedFile(hosts_path / name, host_bytes, 0o644),  # last: see repo_host_file
     ]
-    return NewNode(name, net, tinc_dir, chosen, vpn_address, tuple(peers), tuple(files), others, dry_run)
+    return NewNode(
+        name, net, tinc_dir, chosen, vpn_address, tuple(peers), tuple(files), others, dry_run, owners, policy.join
+    )
+
+
+def owner_keys(files: Sequence[str], none: bool) -> tuple[tuple[OwnerKey, ...], str | None]:
+    """The owners ``--owner-key FILE`` (or its default) and ``--no-owner-key``
+    name, and a note when there is none."""
+    if files and none:
+        raise UsageError("--owner-key and --no-owner-key contradict each other")
+    owners = read_owner_keys(() if none else tuple(Path(f) for f in files) or default_owner_keys())
+    why = "--no-owner-key" if none else "no --owner-key, and no ~/.ssh/id_ed25519.pub"
+    return owners, None if owners else f"{why}: the host file names no owner, so only an admin may change it"
+
+
+def default_owner_keys() -> tuple[Path, ...]:
+    """``~/.ssh/id_ed25519.pub`` when it exists: whoever sets the node up
+    owns it unless told otherwise."""
+    try:
+        path = Path.home() / DEFAULT_OWNER_KEY
+    except RuntimeError:  # no HOME and no passwd entry
+        return ()
+    return (path,) if path.is_file() else ()
+
+
+def read_owner_keys(paths: Sequence[Path]) -> tuple[OwnerKey, ...]:
+    """The owner lines for the SSH public key files ``paths`` (OpenSSH's
+    ``.pub`` format: ``KEYTYPE BASE64 [COMMENT]`` a line), each read by the
+    same rules as an owner line in the repository, so a key accepted here
+    is one ``syncd check`` and every node accept."""
+    keys: dict[str, OwnerKey] = {}
+    for path in paths:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise UsageError(f"--owner-key {path}: {exc.strerror}") from None
+        if b"PRIVATE KEY-----" in data:
+            raise UsageError(f"--owner-key {path}: a private key; give its public half ({path}.pub)")
+        found = 0
+        for number, raw in enumerate(data.splitlines(), 1):
+            words = raw.split()
+            if not words or words[0].startswith(b"#"):
+                continue
+            line = OWNER_PREFIX + b" " + b" ".join(words)
+            parsed = parse_owners(str(path), line)
+            bad = next((f for f in parsed.findings), None)
+            if bad is not None or len(parsed.owners) != 1:
+                why = bad.message.split("; as written")[0] if bad is not None else "not a public key"
+                raise UsageError(f"--owner-key {path}:{number}: {why}")
+            owner = parsed.owners[0]
+            keys.setdefault(owner.fingerprint(), OwnerKey(path, line.decode(), owner.fingerprint()))
+            found += 1
+        if not found:
+            raise UsageError(f"--owner-key {path}: no SSH public key in it (a line 'ssh-ed25519 AAAA... COMMENT')")
+    return tuple(keys.values())
 
 
 def tinc_dir_of(net: str | None, tinc_dir: str | None) -> tuple[Path, str]:
@@ -150,7 +220,7 @@ def next_steps(node: NewNode, repo: Path) -> str:
     return f"""
 Next steps:
   1. In {repo}: git add {host.relative_to(repo) if host.is_relative_to(repo) else host}
-     then commit it signed by an admin and push:  git commit -S -m "Add {node.name}" && git push
+{_join_step(node)}
   2. On {node.name}, install syncd's config as /etc/syncd/{net}.yaml:
        net: {net}
        node: {node.name}
@@ -161,6 +231,39 @@ Next steps:
   3. Start tinc and keep the host files in sync:
        systemctl enable --now tinc@{net} syncd@{net}.timer
 """
+
+
+def _join_step(node: NewNode) -> str:
+    """Who must sign the commit that adds the node, by the policy's ``join``
+    (docs/trust.md): every node refuses the commit signed by anyone else."""
+    message = f'-m "Add {node.name}"'
+    admin = f"git -c gpg.format=ssh commit -S {message} && git push"
+    if not node.owners:
+        rule = "" if node.join == "admins" else f" (join: {node.join} needs an owner line; give --owner-key FILE.pub)"
+        return f"     then commit it signed by an admin{rule} and push:  {admin}"
+    if node.join == "members":
+        return (
+            f"     then commit it ({message}) and ask an owner of an existing node (join: members) or an admin\n"
+            "     to sign it and push:  git -c gpg.format=ssh commit --amend --no-edit -S && git push"
+        )
+    if node.join == "open":
+        key = _signing_key(node.owners[0].source)
+        return (
+            "     then sign the commit with the owner key yourself (join: open) and push:\n"
+            f"       git -c gpg.format=ssh -c user.signingkey={shlex.quote(str(key))} commit -S {message} && git push"
+        )
+    return (
+        f"     then commit it ({message}) and ask an admin to sign it (join: admins) and push:\n"
+        "       git -c gpg.format=ssh commit --amend --no-edit -S && git push"
+    )
+
+
+def _signing_key(public: Path) -> Path:
+    """git's ``user.signingkey``: the private key beside ``FILE.pub`` when
+    there is one, else the public key (``ssh-keygen -Y sign`` then asks
+    ssh-agent for its private half)."""
+    private = public.with_suffix("") if public.suffix == ".pub" else public
+    return private.resolve() if private != public and private.is_file() else public.resolve()
 
 
 def _address_lines(address: str | None) -> list[str]:

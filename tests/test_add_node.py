@@ -4,6 +4,7 @@ tincd really reads, and tinc 1.1's formats."""
 from __future__ import annotations
 
 import io
+import re
 import shutil
 import subprocess
 import time
@@ -19,8 +20,10 @@ from syncd.keys import tinc_b64decode, tinc_b64encode
 from syncd.nodekey import private_key_publics
 from syncd.subnet import Subnet, parse_subnet
 from tests.conftest import EXAMPLE_REPO
+from tests.gitutil import env, git, make_key
 from tests.keyfactory import rsa_pem
 from tests.servers import free_port, require
+from tests.syncenv import Hub, admin_and_signers, make_node
 
 
 def subnets(*texts: str) -> list[Subnet]:
@@ -70,6 +73,16 @@ def test_exhaustion() -> None:
 
 
 # --- the command ------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty home: the user's own ~/.ssh/id_ed25519.pub is add-node's
+    default owner key, and must not leak into these tests."""
+    path = tmp_path / "home"
+    path.mkdir()
+    monkeypatch.setenv("HOME", str(path))
+    return path
 
 
 @pytest.fixture
@@ -221,7 +234,128 @@ def test_next_steps_name_absolute_paths(repo: Path, tmp_path: Path, monkeypatch:
     assert f"wrote {tinc / 'tinc.conf'}\n" in text
     assert f"  1. In {repo}: git add hosts/newbie\n" in text
     assert f"       tinc: {{dir: {tinc}}}\n" in text
-    assert "       net: inet6\n" in text and 'git commit -S -m "Add newbie" && git push' in text
+    assert "       net: inet6\n" in text and 'git -c gpg.format=ssh commit -S -m "Add newbie" && git push' in text
+
+
+# --- owners and joining ------------------------------------------------------------------
+
+
+def set_join(repo: Path, mode: str) -> None:
+    (repo / "syncd.yaml").write_text((repo / "syncd.yaml").read_text() + f"join: {mode}\n")
+
+
+def owner_line(public: Path) -> str:
+    kind, blob, comment = public.read_text().split()
+    return f"# syncd-owner: {kind} {blob} {comment}"
+
+
+def test_owner_keys_are_written_validated_and_pass_check(repo: Path, tmp_path: Path) -> None:
+    alice, bob = make_key(tmp_path / "keys", "alice"), make_key(tmp_path / "keys", "bob", "ecdsa")
+    tinc = tmp_path / "tinc"
+    code, out, err = add(repo, tinc, "newbie", "--owner-key", str(alice.public), "--owner-key", str(bob.public))
+    assert code == 0, err
+    written = (repo / "hosts" / "newbie").read_text()
+    assert written.startswith(f"Subnet = 2002:102:304:1::/64\n{owner_line(alice.public)}\n{owner_line(bob.public)}\n\n")
+    assert (tinc / "hosts" / "newbie").read_text() == written
+    fingerprint = subprocess.run(
+        ["ssh-keygen", "-l", "-f", str(alice.public)], check=True, capture_output=True, text=True
+    ).stdout.split()[1]
+    assert f"owner {fingerprint} ({alice.public}): {owner_line(alice.public)}\n" in out
+    assert "note:" not in err
+    check = io.StringIO()
+    assert main(["check", str(repo)], check, io.StringIO()) == 0, check.getvalue()
+
+
+def test_default_owner_key_is_the_users_ed25519_key(repo: Path, tmp_path: Path, home: Path) -> None:
+    code, out, err = add(repo, tmp_path / "t0", "nobody", "--dry-run")
+    assert code == 0 and "syncd-owner" not in out
+    assert "note: no --owner-key, and no ~/.ssh/id_ed25519.pub: the host file names no owner" in err
+    me = make_key(home / ".ssh", "id_ed25519")
+    code, out, err = add(repo, tmp_path / "t1", "mine", "--dry-run")
+    assert code == 0, err
+    assert out.count(owner_line(me.public)) == 3  # the summary, and both copies of the host file
+    assert "note:" not in err
+    code, out, err = add(repo, tmp_path / "t2", "nobodys", "--no-owner-key", "--dry-run")
+    assert code == 0 and "syncd-owner" not in out and "note: --no-owner-key: " in err
+    assert add(repo, tmp_path / "t3", "x", "--no-owner-key", "--owner-key", str(me.public))[0] == 2
+
+
+BAD_KEY_FILES = [
+    ("missing.pub", None, "missing.pub: No such file or directory"),
+    ("empty.pub", b"\n# nothing\n", "empty.pub: no SSH public key in it"),
+    ("garbage.pub", b"hello world\n", "garbage.pub:1: expected an SSH public key"),
+    ("bad64.pub", b"ssh-ed25519 AAAA!!!! x\n", "bad64.pub:1: the ssh-ed25519 key is not valid base64"),
+    ("control.pub", None, "control.pub:2: control character U+0007"),
+    ("id_ed25519", None, "id_ed25519: a private key; give its public half"),
+]
+
+
+@pytest.mark.parametrize(("name", "data", "message"), BAD_KEY_FILES, ids=[b[0] for b in BAD_KEY_FILES])
+def test_a_bad_owner_key_file_is_a_usage_error_naming_it(
+    repo: Path, tmp_path: Path, name: str, data: bytes | None, message: str
+) -> None:
+    keys = tmp_path / "keys"
+    real = make_key(keys, "id_ed25519")
+    path = keys / name
+    if name == "control.pub":
+        path.write_bytes(b"# a comment line\n" + real.public.read_bytes().rstrip() + b" bell\x07\n")
+    elif data is not None:
+        path.write_bytes(data)
+    before = everything(repo)
+    code, _, err = add(repo, tmp_path / "tinc", "newbie", "--owner-key", str(path))
+    assert code == 2, err
+    assert f"--owner-key {path}" in err and message in err
+    assert everything(repo) == before and not (tmp_path / "tinc").exists()
+
+
+def test_a_small_rsa_owner_key_is_refused(repo: Path, tmp_path: Path) -> None:
+    weak = make_key(tmp_path / "keys", "weak", "rsa", bits=1024)
+    code, _, err = add(repo, tmp_path / "tinc", "newbie", "--owner-key", str(weak.public))
+    assert code == 2 and f"--owner-key {weak.public}:1: RSA key of 1024 bits" in err
+
+
+@pytest.mark.parametrize(
+    ("mode", "expected"),
+    [
+        ("admins", "ask an admin to sign it (join: admins)"),
+        ("members", "ask an owner of an existing node (join: members) or an admin"),
+        ("open", "sign the commit with the owner key yourself (join: open)"),
+    ],
+)
+def test_join_steps_follow_the_policy(repo: Path, tmp_path: Path, mode: str, expected: str) -> None:
+    set_join(repo, mode)
+    alice = make_key(tmp_path / "keys", "alice")
+    code, out, err = add(repo, tmp_path / "tinc", "newbie", "--owner-key", str(alice.public))
+    assert code == 0, err
+    assert expected in out
+    signing = f"user.signingkey={alice.private}" in out
+    assert signing == (mode == "open")
+    # no owner line: whatever the mode, only an admin can add the node
+    code, out, err = add(repo, tmp_path / "tinc2", "other", "--no-owner-key")
+    assert code == 0 and "commit it signed by an admin" in out
+    assert ("give --owner-key FILE.pub" in out) == (mode != "admins")
+
+
+def test_open_join_with_the_printed_command_is_accepted_by_a_node(tmp_path: Path) -> None:
+    admin, signers = admin_and_signers(tmp_path / "keys")
+    hub = Hub(tmp_path / "hub", admin)
+    hub.change("open the network", lambda w: set_join(w, "open"))
+    node = make_node(tmp_path / "node", str(hub.server), signers)
+    assert node.sync()[0] == 0
+    newcomer = make_key(tmp_path / "newcomer" / ".ssh", "id_ed25519")
+    code, out, err = add(hub.work, tmp_path / "tinc", "newbie", "--owner-key", str(newcomer.public))
+    assert code == 0, err
+    printed = re.search(r"^ +(git -c gpg\.format=ssh -c user\.signingkey=\S+ commit -S .*) && git push$", out, re.M)
+    assert printed is not None, out
+    git(hub.work, "add", "hosts/newbie")
+    subprocess.run(printed[1], shell=True, cwd=hub.work, env=env(), check=True, capture_output=True)
+    git(hub.work, "push", "-q", "origin", "HEAD:main")
+    code, _, err = node.sync()
+    assert code == 0, err
+    assert node.files()["newbie"] == (hub.work / "hosts" / "newbie").read_bytes()
+    log = io.StringIO()
+    assert main(["log", "-c", str(node.config), "-n", "1", "--format", "json"], log, io.StringIO()) == 0
+    assert '"role": "join:newbie"' in log.getvalue()
 
 
 # --- IPv4 ----------------------------------------------------------------------------------
