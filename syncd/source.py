@@ -39,7 +39,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
-from dulwich.diff_tree import tree_changes
 from dulwich.errors import NotTreeError
 from dulwich.object_store import DiskObjectStore, tree_lookup_path
 from dulwich.objects import Commit, ObjectID, Tree, hex_to_filename
@@ -71,6 +70,7 @@ MAX_COMMIT_BYTES = 1 << 20  # a commit (with its signature) larger than this is 
 MAX_TREE_BYTES = 64 << 20  # 100k entries of ~40 bytes fit easily
 MAX_POLICY_BYTES = 1 << 20
 SUBMODULE_MODE = 0o160000
+TREE_CACHE = 64  # parsed trees kept per pass (a 10k-node hosts tree is about a megabyte parsed)
 BROKEN_SUFFIX = ".broken"  # where a corrupt store is set aside (one kept, for a post-mortem)
 
 # What reading a damaged store raises (a missing object, a bad checksum or
@@ -103,6 +103,8 @@ class GitStore:
         assert isinstance(store, DiskObjectStore)
         self.store: DiskObjectStore = store
         self.read_only = False
+        self._changed: dict[str, tuple[str, ...]] = {}
+        self._parsed: dict[ObjectID, dict[str, tuple[int, ObjectID]]] = {}
         if writes == FETCHED_REF:  # quarantines of a fetch that died; none is in use under fetch.lock
             for stale in path.parent.glob("incoming-*"):
                 shutil.rmtree(stale, ignore_errors=True)
@@ -117,6 +119,8 @@ class GitStore:
         self.path = path
         self.repo = Repo(str(path))
         self.read_only = True
+        self._changed = {}
+        self._parsed = {}
         quarantine = os.environ.get("GIT_OBJECT_DIRECTORY")
         if quarantine:
             alternates = [p for p in os.environ.get("GIT_ALTERNATE_OBJECT_DIRECTORIES", "").split(os.pathsep) if p]
@@ -301,7 +305,11 @@ class GitStore:
 
     def changed_paths(self, sha: str) -> tuple[str, ...]:
         """The paths ``sha`` changes against its first parent (every file of
-        a root commit), sorted; identical subtrees are skipped unread."""
+        a root commit), sorted; identical subtrees are skipped unread.  Asked
+        twice per new commit (its authority, the audit log): kept."""
+        known = self._changed.get(sha)
+        if known is not None:
+            return known
         with self._repairing():
             commit = self.store[_oid(sha)]
             assert isinstance(commit, Commit)
@@ -310,12 +318,36 @@ class GitStore:
                 parent = self.store[commit.parents[0]]
                 assert isinstance(parent, Commit)
                 old = parent.tree
-            paths = set()
-            for change in tree_changes(self.store, old, commit.tree):
-                for entry in (change.old, change.new):
-                    if entry is not None and entry.path is not None:
-                        paths.add(entry.path.decode("utf-8", "replace"))
-            return tuple(sorted(paths))
+            paths = tuple(sorted(self._diff(old, commit.tree, "")))
+        self._changed[sha] = paths
+        return paths
+
+    def _diff(self, old: ObjectID | None, new: ObjectID | None, prefix: str) -> Iterator[str]:
+        if old == new:
+            return
+        before = self._entries(old) if old is not None else {}
+        after = self._entries(new) if new is not None else {}
+        for name in before.keys() | after.keys():
+            a, b = before.get(name), after.get(name)
+            if a == b:
+                continue
+            a_dir = a is not None and stat.S_ISDIR(a[0])
+            b_dir = b is not None and stat.S_ISDIR(b[0])
+            if a_dir or b_dir:
+                yield from self._diff(a[1] if a and a_dir else None, b[1] if b and b_dir else None, f"{prefix}{name}/")
+            if (a is not None and not a_dir) or (b is not None and not b_dir):
+                yield prefix + name
+
+    def _entries(self, tree: ObjectID) -> dict[str, tuple[int, ObjectID]]:
+        """A tree's entries by name (mode, id), parsed once per pass: a run of
+        commits shares its trees (each one is a child's parent)."""
+        known = self._parsed.get(tree)
+        if known is None:
+            known = {i.path.decode("utf-8", "replace"): (i.mode, i.sha) for i in self._tree(tree, "a tree").iteritems()}
+            if len(self._parsed) >= TREE_CACHE:
+                self._parsed.pop(next(iter(self._parsed)))
+            self._parsed[tree] = known
+        return known
 
     def pin_applied(self, sha: str) -> None:
         """Keep the applied commit referenced in the store (see module doc)."""
@@ -365,16 +397,22 @@ class GitStore:
 
     def file_at(self, sha: str, path: str, limit: int) -> bytes | None:
         """The regular file at ``path`` in commit ``sha`` (size-checked
-        first), or None when there is none."""
+        first), or None when there is none.  Trees come from the pass's
+        cache: asking for many files of one commit parses its trees once."""
         with self._repairing():
-            root = self._root_tree(sha)
-            try:
-                mode, blob = tree_lookup_path(self.store.__getitem__, root.id, path.encode())
-            except (KeyError, NotTreeError):
-                return None
+            commit = self.store[_oid(sha)]
+            assert isinstance(commit, Commit)
+            mode, oid = stat.S_IFDIR, commit.tree
+            for part in path.split("/"):
+                if not stat.S_ISDIR(mode):
+                    return None
+                found = self._entries(oid).get(part)
+                if found is None:
+                    return None
+                mode, oid = found
             if not stat.S_ISREG(mode):
                 return None
-            return self._read_blob(blob, limit, f"{path} in commit {sha[:12]}")
+            return self._read_blob(oid, limit, f"{path} in commit {sha[:12]}")
 
     def blob(self, blob: str, limit: int) -> bytes:
         """A blob's bytes, its size checked (from its header) first."""

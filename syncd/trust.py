@@ -131,19 +131,8 @@ class Authority:
         return Change(len(info.parents), paths, added, comments)
 
     def _host_files(self, sha: str, hosts_dir: str, names: Sequence[str]) -> dict[str, bytes | None]:
-        """Some host files of commit ``sha`` (None: not there), from one
-        listing of its hosts directory."""
-        if not names:
-            return {}
-        from syncd.tree import EntryKind
-
-        entries = {e.name: e for e in self.repo.host_entries(sha, hosts_dir, 1 << 30, MAX_SIGNERS_BYTES)}
-        files: dict[str, bytes | None] = {}
-        for name in names:
-            entry = entries.get(name)
-            ok = entry is not None and entry.kind is EntryKind.FILE and entry.blob is not None
-            files[name] = self.repo.blob(entry.blob, MAX_SIGNERS_BYTES) if ok and entry and entry.blob else None
-        return files
+        """Some host files of commit ``sha`` (None: not there)."""
+        return {name: self.repo.file_at(sha, f"{hosts_dir}/{name}", MAX_SIGNERS_BYTES) for name in names}
 
     # --- roles ------------------------------------------------------------------------
 
