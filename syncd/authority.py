@@ -52,16 +52,19 @@ class Roles:
     hosts_dir: str = "hosts"  # P's policy
     comments: Mapping[bytes, str] = field(default_factory=dict)  # owner key -> its owner-line comment
     # key -> the names it owns: one look-up per commit, however many nodes
-    _owned: Mapping[bytes, tuple[str, ...]] = field(init=False, repr=False, compare=False)
+    _owned: Mapping[bytes, tuple[str, ...]] | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        owned: dict[bytes, list[str]] = {}
-        for name in sorted(self.owners):
-            for key in self.owners[name]:
-                owned.setdefault(key, []).append(name)
-        object.__setattr__(self, "_owned", {key: tuple(names) for key, names in owned.items()})
+        object.__setattr__(self, "_owned", None)  # built on the first question: many Roles are never asked
 
     def owned_by(self, key: bytes) -> tuple[str, ...]:
+        if self._owned is None:
+            owned: dict[bytes, list[str]] = {}
+            for name in sorted(self.owners):
+                for owner in self.owners[name]:
+                    owned.setdefault(owner, []).append(name)
+            object.__setattr__(self, "_owned", {k: tuple(names) for k, names in owned.items()})
+        assert self._owned is not None
         return self._owned.get(key, ())
 
 

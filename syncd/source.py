@@ -343,7 +343,8 @@ class GitStore:
         commits shares its trees (each one is a child's parent)."""
         known = self._parsed.get(tree)
         if known is None:
-            known = {i.path.decode("utf-8", "replace"): (i.mode, i.sha) for i in self._tree(tree, "a tree").iteritems()}
+            parsed = self._tree(tree, "a tree")  # iterated unsorted: iteritems() sorts every time
+            known = {name.decode("utf-8", "replace"): parsed[name] for name in parsed}
             if len(self._parsed) >= TREE_CACHE:
                 self._parsed.pop(next(iter(self._parsed)))
             self._parsed[tree] = known
@@ -521,11 +522,12 @@ def _check_connected(store: DiskObjectStore, known: Callable[[ObjectID], bool], 
                 pending.append((obj.tree, "tree", f"root tree of {oid.decode()[:12]}"))
                 pending.extend((p, "commit", f"parent of {oid.decode()[:12]}") for p in obj.parents)
             elif isinstance(obj, Tree) and kind == "tree":
-                for item in obj.iteritems():
-                    if item.mode == SUBMODULE_MODE:
+                for name in obj:  # unsorted: iteritems() would sort every tree
+                    mode, child_id = obj[name]
+                    if mode == SUBMODULE_MODE or child_id in seen:
                         continue  # a gitlink names a commit of another repository
-                    child = "tree" if stat.S_ISDIR(item.mode) else "blob"
-                    pending.append((item.sha, child, item.path.decode("utf-8", "replace")))
+                    child = "tree" if stat.S_ISDIR(mode) else "blob"
+                    pending.append((child_id, child, name.decode("utf-8", "replace")))
             else:
                 return f"{oid.decode()} ({what}) is a {obj.type_name.decode()}, not a {kind}"
     finally:
