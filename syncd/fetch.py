@@ -39,7 +39,15 @@ from dulwich.objects import Commit, ObjectID
 from dulwich.refs import Ref
 
 from syncd.config import redact_url
-from syncd.errors import FetchError, FetchTimeoutError, FetchTooLargeError, NoBranchError
+from syncd.errors import (
+    ConfigError,
+    FetchError,
+    FetchTimeoutError,
+    FetchTooLargeError,
+    NoBranchError,
+    SignatureError,
+    SyncdError,
+)
 from syncd.packscan import PackFormatError, PackTooLargeError, scan_pack
 
 POLL_SECONDS = 0.2  # how often a waiting parent checks whether it was told to stop
@@ -252,3 +260,22 @@ def _one_line(exc: BaseException, url: str) -> str:
     text = str(exc).strip().splitlines()
     message = text[0] if text else ""
     return message.replace(url, redact_url(url))[:300]
+
+
+def fetch_failure(failures: list[SyncdError], branch: str) -> SyncdError:
+    """The one error for a fetch no URL survived: a refused signature wins
+    (exit 1: only a new commit can fix it); no URL having the branch is a
+    config error; else the URLs' failures, of one class when they agree."""
+    summary = "; ".join(f.message for f in failures)
+    refusals = [f for f in failures if isinstance(f, SignatureError)]
+    if refusals:
+        return SignatureError("; ".join(f.message for f in refusals))
+    if failures and all(isinstance(f, NoBranchError) for f in failures):
+        return ConfigError(
+            f"no repository URL has the branch {branch}: {summary}",
+            hint="check repo.branch (and repo.url) in the node's config",
+        )
+    for kind in (FetchTimeoutError, FetchTooLargeError):
+        if failures and all(isinstance(f, kind) for f in failures):
+            return kind(f"no repository URL could be fetched: {summary}")
+    return FetchError(f"no repository URL could be fetched: {summary}")

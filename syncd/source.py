@@ -37,39 +37,40 @@ import stat
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import BinaryIO
 
 from dulwich.errors import NotTreeError
 from dulwich.object_store import DiskObjectStore, tree_lookup_path
-from dulwich.objects import Commit, ObjectID, Tree, hex_to_filename
+from dulwich.objects import Commit, ObjectID, Tree
 from dulwich.refs import Ref
 from dulwich.repo import Repo
 
-from syncd.commits import CommitInfo, split_commit
+from syncd.commits import CommitInfo
 from syncd.errors import (
-    ConfigError,
     FetchError,
-    FetchTimeoutError,
-    FetchTooLargeError,
     IncompleteError,
-    NoBranchError,
     SignatureError,
     StoreRepairedError,
     SyncdError,
     UnsafeTreeError,
 )
-from syncd.fetch import FetchLimits, Received, fetch_url
+from syncd.fetch import FetchLimits, Received, fetch_failure, fetch_url
+from syncd.gitobjects import (
+    MAX_TREE_BYTES,
+    ObjectSizes,
+    check_connected,
+    commit_info,
+    complete,
+    entry_kind,
+    known_ids,
+    object_id,
+    object_size,
+)
 from syncd.names import POLICY_FILE
-from syncd.packscan import PackFormatError, index_object_ids, inflate_prefix, packed_size
-from syncd.plan import blob_id as plan_blob_id
 from syncd.tree import EntryKind, TreeEntry
 
 APPLIED_REF = Ref(b"refs/heads/syncd-applied")
 FETCHED_REF = Ref(b"refs/heads/syncd-fetched")
-MAX_COMMIT_BYTES = 1 << 20  # a commit (with its signature) larger than this is refused
-MAX_TREE_BYTES = 64 << 20  # 100k entries of ~40 bytes fit easily
 MAX_POLICY_BYTES = 1 << 20
-SUBMODULE_MODE = 0o160000
 TREE_CACHE = 64  # parsed trees kept per pass (a 10k-node hosts tree is about a megabyte parsed)
 BROKEN_SUFFIX = ".broken"  # where a corrupt store is set aside (one kept, for a post-mortem)
 
@@ -139,7 +140,7 @@ class GitStore:
             except KeyError:
                 continue
             return sha.decode()
-        if len(rev) == 40 and all(c in "0123456789abcdef" for c in rev) and _oid(rev) in self.store:
+        if len(rev) == 40 and all(c in "0123456789abcdef" for c in rev) and object_id(rev) in self.store:
             return rev
         raise UnsafeTreeError(f"no commit {rev!r} in {self.path}")
 
@@ -200,7 +201,7 @@ class GitStore:
             try:
                 self._accept(received, verify_tip)
             except IncompleteError as exc:
-                if heads and not self.complete(heads):
+                if heads and not complete(self.store, heads):
                     raise self.repaired(f"commits fetched before are missing objects ({exc.message})") from None
                 failures.append(FetchError(f"{redact_url(url)}: {exc.message}"))
                 continue
@@ -210,55 +211,34 @@ class GitStore:
             finally:
                 received.discard()
             return received.tip, redact_url(url)
-        raise _fetch_failure(failures, branch)
+        raise fetch_failure(failures, branch)
 
     def _accept(self, received: Received, verify_tip: Callable[[CommitInfo], object]) -> None:
         if received.incoming is None:
-            if self._ref(APPLIED_REF) != _oid(received.tip):  # the applied tip was verified when applied
+            if self._ref(APPLIED_REF) != object_id(received.tip):  # the applied tip was verified when applied
                 verify_tip(self.commit(received.tip))
-            self.repo.refs[FETCHED_REF] = _oid(received.tip)
+            self.repo.refs[FETCHED_REF] = object_id(received.tip)
             return
         incoming = DiskObjectStore(os.fspath(received.incoming))
         try:
-            verify_tip(_commit_info(incoming, received.tip))
-            missing = _check_connected(incoming, self._known(), _oid(received.tip))
+            verify_tip(commit_info(incoming, received.tip))
+            missing = check_connected(incoming, known_ids(self.store), object_id(received.tip))
         finally:
             incoming.close()
         if missing is not None:
             raise IncompleteError(f"incomplete answer: {missing} (nothing was kept)")
         for pack in sorted(received.incoming.glob("pack/pack-*"), key=lambda p: p.suffix != ".pack"):
             pack.rename(Path(self.store.pack_dir) / pack.name)  # the .pack before its .idx
-        self.repo.refs[FETCHED_REF] = _oid(received.tip)
-
-    def _known(self) -> Callable[[ObjectID], bool]:
-        """Membership in the store, fast: the ids of its pack indexes read
-        into a set once (a hosts tree names 10k blobs), loose objects by path."""
-        ids: set[bytes] = set()
-        for index in Path(self.store.pack_dir).glob("pack-*.idx"):
-            ids |= index_object_ids(index.read_bytes())
-        base = os.fspath(self.store.path)
-
-        def known(oid: ObjectID) -> bool:
-            return oid in ids or Path(hex_to_filename(base, oid)).exists()
-
-        return known
-
-    def complete(self, heads: Sequence[ObjectID]) -> bool:
-        """Whether every object ``heads`` reach is in the store (a full walk:
-        only for telling a damaged store from a lying server)."""
-        try:
-            return all(_check_connected(self.store, _nothing_known, head) is None for head in heads)
-        except STORE_DAMAGE:
-            return False
+        self.repo.refs[FETCHED_REF] = object_id(received.tip)
 
     # --- history ------------------------------------------------------------------
 
     def has(self, sha: str) -> bool:
-        return _oid(sha) in self.store
+        return object_id(sha) in self.store
 
     def commit(self, sha: str) -> CommitInfo:
         with self._repairing():
-            return _commit_info(self.store, sha)
+            return commit_info(self.store, sha)
 
     def ancestors(self, tip: str, stop: str | None = None) -> Iterator[CommitInfo]:
         """Commits reachable from ``tip`` and not from ``stop``, newest first
@@ -311,7 +291,7 @@ class GitStore:
         if known is not None:
             return known
         with self._repairing():
-            commit = self.store[_oid(sha)]
+            commit = self.store[object_id(sha)]
             assert isinstance(commit, Commit)
             old = None
             if commit.parents:
@@ -352,7 +332,7 @@ class GitStore:
 
     def pin_applied(self, sha: str) -> None:
         """Keep the applied commit referenced in the store (see module doc)."""
-        self.repo.refs[APPLIED_REF] = _oid(sha)
+        self.repo.refs[APPLIED_REF] = object_id(sha)
 
     # --- trees ----------------------------------------------------------------------
 
@@ -383,7 +363,7 @@ class GitStore:
             try:
                 for item in tree.iteritems():
                     name = item.path.decode("utf-8", "replace")
-                    kind = _kind(item.mode)
+                    kind = entry_kind(item.mode)
                     if kind is EntryKind.FILE:
                         blob = item.sha.decode("ascii")
                         size = known.get(blob)
@@ -401,7 +381,7 @@ class GitStore:
         first), or None when there is none.  Trees come from the pass's
         cache: asking for many files of one commit parses its trees once."""
         with self._repairing():
-            commit = self.store[_oid(sha)]
+            commit = self.store[object_id(sha)]
             assert isinstance(commit, Commit)
             mode, oid = stat.S_IFDIR, commit.tree
             for part in path.split("/"):
@@ -418,7 +398,7 @@ class GitStore:
     def blob(self, blob: str, limit: int) -> bytes:
         """A blob's bytes, its size checked (from its header) first."""
         with self._repairing():
-            return self._read_blob(_oid(blob), limit, f"blob {blob}")
+            return self._read_blob(object_id(blob), limit, f"blob {blob}")
 
     def _hosts_tree(self, commit: str, hosts_dir: str, max_files: int) -> Tree:
         root = self._root_tree(commit)
@@ -450,7 +430,7 @@ class GitStore:
             raise self.repaired(why) from None
 
     def _root_tree(self, commit_sha: str) -> Tree:
-        info = self.store[_oid(commit_sha)]
+        info = self.store[object_id(commit_sha)]
         assert isinstance(info, Commit)
         return self._tree(info.tree, "the root tree")
 
@@ -468,159 +448,3 @@ class GitStore:
         if size > limit:
             raise UnsafeTreeError(f"{what} is {size} bytes, over {limit}")
         return self.store[sha].as_raw_string()
-
-
-def _kind(mode: int) -> EntryKind:
-    if mode == SUBMODULE_MODE:
-        return EntryKind.SUBMODULE
-    if stat.S_ISLNK(mode):
-        return EntryKind.SYMLINK
-    if stat.S_ISDIR(mode):
-        return EntryKind.DIRECTORY
-    return EntryKind.FILE if stat.S_ISREG(mode) else EntryKind.OTHER
-
-
-def _commit_info(store: DiskObjectStore, sha: str) -> CommitInfo:
-    """A commit read from ``store`` (size-checked first), its signature split
-    off exactly as git does (``commits.split_commit``)."""
-    oid = _oid(sha)
-    size = object_size(store, oid)
-    if size > MAX_COMMIT_BYTES:
-        raise UnsafeTreeError(f"commit {sha} is {size} bytes, over {MAX_COMMIT_BYTES}")
-    obj = store[oid]
-    if not isinstance(obj, Commit):
-        raise UnsafeTreeError(f"{sha} is a {obj.type_name.decode()}, not a commit")
-    signed = split_commit(obj.as_raw_string())
-    summary = obj.message.split(b"\n", 1)[0].decode("utf-8", "replace")
-    parents = tuple(p.decode() for p in obj.parents)
-    return CommitInfo(sha, signed.payload, signed.signature, obj.commit_time, parents, summary, signed.noncanonical)
-
-
-def _check_connected(store: DiskObjectStore, known: Callable[[ObjectID], bool], tip: ObjectID) -> str | None:
-    """Walk everything ``tip`` reaches in ``store``, skipping objects in
-    those ``known`` (complete by the store's invariant); return the first missing
-    object, described, or None.  Blobs are checked for presence, never read;
-    commits and trees are size-checked before they are read."""
-    seen: set[ObjectID] = set()
-    pending: list[tuple[ObjectID, str, str]] = [(tip, "commit", "the tip")]
-    sizes = ObjectSizes(store)
-    try:
-        while pending:
-            oid, kind, what = pending.pop()
-            if oid in seen or known(oid):
-                continue
-            seen.add(oid)
-            if oid not in store:
-                return f"{kind} {oid.decode()} ({what}) is missing"
-            if kind == "blob":
-                continue
-            limit = MAX_COMMIT_BYTES if kind == "commit" else MAX_TREE_BYTES
-            if sizes(oid) > limit:
-                raise UnsafeTreeError(f"{kind} {oid.decode()} is over {limit} bytes")
-            obj = store[oid]
-            if isinstance(obj, Commit) and kind == "commit":
-                pending.append((obj.tree, "tree", f"root tree of {oid.decode()[:12]}"))
-                pending.extend((p, "commit", f"parent of {oid.decode()[:12]}") for p in obj.parents)
-            elif isinstance(obj, Tree) and kind == "tree":
-                for name in obj:  # unsorted: iteritems() would sort every tree
-                    mode, child_id = obj[name]
-                    if mode == SUBMODULE_MODE or child_id in seen:
-                        continue  # a gitlink names a commit of another repository
-                    child = "tree" if stat.S_ISDIR(mode) else "blob"
-                    pending.append((child_id, child, name.decode("utf-8", "replace")))
-            else:
-                return f"{oid.decode()} ({what}) is a {obj.type_name.decode()}, not a {kind}"
-    finally:
-        sizes.close()
-    return None
-
-
-def _nothing_known(_oid: ObjectID) -> bool:
-    return False
-
-
-def _fetch_failure(failures: list[SyncdError], branch: str) -> SyncdError:
-    """The one error for a fetch no URL survived: a refused signature wins
-    (exit 1: only a new commit can fix it); no URL having the branch is a
-    config error; else the URLs' failures, of one class when they agree."""
-    summary = "; ".join(f.message for f in failures)
-    refusals = [f for f in failures if isinstance(f, SignatureError)]
-    if refusals:
-        return SignatureError("; ".join(f.message for f in refusals))
-    if failures and all(isinstance(f, NoBranchError) for f in failures):
-        return ConfigError(
-            f"no repository URL has the branch {branch}: {summary}",
-            hint="check repo.branch (and repo.url) in the node's config",
-        )
-    for kind in (FetchTimeoutError, FetchTooLargeError):
-        if failures and all(isinstance(f, kind) for f in failures):
-            return kind(f"no repository URL could be fetched: {summary}")
-    return FetchError(f"no repository URL could be fetched: {summary}")
-
-
-def blob_id(data: bytes) -> ObjectID:
-    """git's id for a blob with this content (``plan.blob_id``, as dulwich spells ids)."""
-    return ObjectID(plan_blob_id(data).encode())
-
-
-# --- object sizes from headers ------------------------------------------------------
-
-
-def _oid(sha: str) -> ObjectID:
-    return ObjectID(sha.encode("ascii"))
-
-
-class ObjectSizes:
-    """Object sizes read from headers, with the pack list and pack files
-    opened once (a hosts tree has one blob per node)."""
-
-    def __init__(self, store: DiskObjectStore) -> None:
-        self.store = store
-        self.packs = list(store.packs)  # dulwich rescans the pack directory on each access
-        self.files: dict[str, BinaryIO] = {}
-
-    def close(self) -> None:
-        for fh in self.files.values():
-            fh.close()
-        self.files.clear()
-
-    def __call__(self, sha: ObjectID) -> int:
-        """The size of an object's content, read from its header only.
-
-        Packed objects: see ``packscan.packed_size``; loose objects start
-        with ``"<type> <size>\\0"`` (zlib).  At most a few dozen bytes are
-        inflated, whatever the object's size."""
-        for pack in self.packs:
-            try:
-                offset = pack.index.object_offset(sha)
-            except KeyError:
-                continue
-            path = os.fspath(pack.data.path)
-            fh = self.files.get(path)
-            if fh is None:
-                fh = self.files[path] = open(path, "rb")  # noqa: SIM115 (closed in close())
-            fh.seek(offset)
-            try:
-                return packed_size(fh)
-            except PackFormatError:
-                raise UnsafeTreeError(f"object {sha.decode()} has a corrupt header") from None
-        path = hex_to_filename(os.fspath(self.store.path), sha)
-        try:
-            with open(path, "rb") as loose:
-                head = inflate_prefix(loose, 64)
-            return int(head.split(b"\0", 1)[0].split(b" ", 1)[1])
-        except FileNotFoundError:
-            for alternate in self.store.alternates:  # a quarantine reads through to the store
-                if isinstance(alternate, DiskObjectStore) and sha in alternate:
-                    return object_size(alternate, sha)
-            raise KeyError(sha) from None
-        except (ValueError, IndexError, zlib.error):
-            raise UnsafeTreeError(f"object {sha.decode()} has a corrupt header") from None
-
-
-def object_size(store: DiskObjectStore, sha: ObjectID) -> int:
-    sizes = ObjectSizes(store)
-    try:
-        return sizes(sha)
-    finally:
-        sizes.close()

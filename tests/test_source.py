@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from syncd.errors import UnsafeTreeError
-from syncd.source import GitStore, object_size
+from syncd.gitobjects import object_size
+from syncd.source import GitStore
 from syncd.validate import EntryKind
 from tests.gitutil import commit, git, init_repo
 
