@@ -40,19 +40,11 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from sync_scale import GIT_ENV as SCALE_GIT_ENV
 
 from syncd.keys import tinc_b64encode
 
-GIT_ENV = {
-    **os.environ,
-    "GIT_CONFIG_NOSYSTEM": "1",
-    "GIT_CONFIG_GLOBAL": os.devnull,
-    "GIT_AUTHOR_NAME": "admin",
-    "GIT_AUTHOR_EMAIL": "admin@example.org",
-    "GIT_COMMITTER_NAME": "admin",
-    "GIT_COMMITTER_EMAIL": "admin@example.org",
-    "LC_ALL": "C",
-}
+GIT_ENV = {**SCALE_GIT_ENV, "LC_ALL": "C"}
 GOAL_SECONDS = 2.0  # for 1,000 commits
 
 
