@@ -209,17 +209,22 @@ print -r -- $out
 """
 
 
-def zsh_offers(fpath: Path, line: str) -> list[str]:
-    result = subprocess.run(
-        [require("zsh"), "-f", "-c", ZSH_TAB, "zsh", str(fpath), line],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
-    groups = re.findall(r"<<([^>]*)>>", result.stdout)
-    assert groups, result.stdout + result.stderr
-    return sorted(word for group in groups for word in group.split("|"))
+def zsh_offers(fpath: Path, line: str, attempts: int = 3) -> list[str]:
+    """What zsh offers at TAB.  The pseudo-terminal dance can lose the race
+    on a loaded machine (nothing is read at all): tried again, at most
+    ``attempts`` times; a wrong answer is never retried."""
+    for _ in range(attempts):
+        result = subprocess.run(
+            [require("zsh"), "-f", "-c", ZSH_TAB, "zsh", str(fpath), line],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+        groups = re.findall(r"<<([^>]*)>>", result.stdout)
+        if groups:
+            return sorted(word for group in groups for word in group.split("|"))
+    raise AssertionError(f"zsh offered nothing for {line!r}: {result.stdout}{result.stderr}")
 
 
 def test_zsh_completes_commands_options_and_choices(tmp_path: Path) -> None:
