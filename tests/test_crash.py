@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from syncd.hostsdir import TEMP_PREFIX
@@ -57,6 +58,34 @@ def check_converged(node: Node, hub: Hub) -> None:
     assert {n: m[0] for n, m in state["manifest"].items()} == {n: blob_id(d) for n, d in files.items()}
 
 
+def kill_at_every_step(node: Node, tmp_path: Path, recovered: Callable[[int], None], umask: int = -1) -> int:
+    """From a copy of the node as it is now, for N = 1, 2, ...: a `syncd sync`
+    (under ``umask``, when given) killed at its N-th file-system call, then
+    ``recovered(N)``, which runs a normal sync and checks it converged; until a
+    sync gets through.  Returns how many crashes there were."""
+    pristine = tmp_path / "pristine"
+    shutil.copytree(node.root, pristine, symlinks=True)
+    runner = tmp_path / "crash_runner.py"
+    runner.write_text(CRASH_RUNNER)
+    for limit in range(1, 200):
+        shutil.rmtree(node.root)
+        shutil.copytree(pristine, node.root, symlinks=True)
+        result = subprocess.run(
+            [sys.executable, str(runner), str(limit), "sync", "-c", str(node.config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+            umask=umask,
+            check=False,
+        )
+        if result.returncode == 0:
+            return limit - 1  # every run before this one crashed
+        assert result.returncode == 77, result.stderr
+        recovered(limit)
+    raise AssertionError("the sync never got through")
+
+
 def test_a_crash_at_any_step_converges(tmp_path: Path) -> None:
     admin, signers = admin_and_signers(tmp_path / "keys")
     hub = Hub(tmp_path / "hub", admin)
@@ -72,33 +101,15 @@ def test_a_crash_at_any_step_converges(tmp_path: Path) -> None:
 
     hub.change("three new nodes, one gone, one updated", change)
     assert node.sync("--dry-run")[0] == 0  # fetch the objects first: the crashes hit the apply
-    pristine = tmp_path / "pristine"
-    shutil.copytree(node.root, pristine, symlinks=True)
-    runner = tmp_path / "crash_runner.py"
-    runner.write_text(CRASH_RUNNER)
 
-    crashes = 0
-    for limit in range(1, 200):
-        shutil.rmtree(node.root)
-        shutil.copytree(pristine, node.root, symlinks=True)
-        result = subprocess.run(
-            [sys.executable, str(runner), str(limit), "sync", "-c", str(node.config)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
-        )
-        if result.returncode == 0:
-            break
-        assert result.returncode == 77, result.stderr
-        crashes += 1
-        code, out, err = node.sync()
+    def recovered(limit: int) -> None:
+        code, _, err = node.sync()
         assert code == 0, f"crash at call {limit}: recovery failed: {err}"
         check_converged(node, hub)
-        code, out, _ = node.sync()
+        _, out, _ = node.sync()
         assert out.startswith("already current"), f"crash at call {limit}: not idempotent: {out}"
-    else:
-        raise AssertionError("the sync never got through")
+
+    crashes = kill_at_every_step(node, tmp_path, recovered)
     check_converged(node, hub)
     assert crashes >= 25, f"only {crashes} crash points were exercised"
     record("crash test: kill points during one sync, all converged", str(crashes))

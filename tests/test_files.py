@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import stat
 import subprocess
 import sys
@@ -29,7 +28,7 @@ from syncd.plan import blob_id as digest
 from syncd.state import HEALTH_FILE, LOCK_FILE, STATE_FILE
 from tests.figures import record
 from tests.syncenv import Hub, Node, make_node
-from tests.test_crash import CRASH_RUNNER
+from tests.test_crash import kill_at_every_step
 
 ROOT = Path(__file__).resolve().parents[1]
 CHILD_TIMEOUT = 60  # seconds; a sync of three files takes well under one
@@ -196,36 +195,17 @@ def test_a_crash_while_creating_the_directories_converges_to_the_same_modes(
     (mkdir and chmod included) under umask 077: the next run ends with the
     modes a clean run leaves."""
     assert node.sync("--dry-run")[0] == 0  # fetch first: the crashes hit the directories and the apply
-    pristine = tmp_path / "pristine"
-    shutil.copytree(node.root, pristine, symlinks=True)
-    runner = tmp_path / "crash_runner.py"
-    runner.write_text(CRASH_RUNNER)
     etc = node.root / "etc"
     created = [etc, etc / "tinc", etc / "tinc" / "inet6", node.hosts]
-    crashes = 0
-    for limit in range(1, 200):
-        shutil.rmtree(node.root)
-        shutil.copytree(pristine, node.root, symlinks=True)
-        result = subprocess.run(
-            [sys.executable, str(runner), str(limit), "sync", "-c", str(node.config)],
-            capture_output=True,
-            text=True,
-            timeout=CHILD_TIMEOUT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-            umask=0o077,
-            check=False,
-        )
-        if result.returncode == 0:
-            break
-        assert result.returncode == 77, result.stderr
-        crashes += 1
+
+    def recovered(limit: int) -> None:
         with umask(0o077):
             code, _, err = node.sync()
         assert code == 0, f"crash at call {limit}: recovery failed: {err}"
         assert node.files() == repo_files(hub), f"crash at call {limit}"
         check_modes(node, node.state, created)
-    else:
-        raise AssertionError("the sync never got through")
+
+    crashes = kill_at_every_step(node, tmp_path, recovered, umask=0o077)
     check_modes(node, node.state, created)
     assert crashes >= 2 * len(created) + 3 * 5, f"only {crashes} crash points were exercised"
     record("crash test: kill points during a first sync that creates the tinc dirs, all converged", str(crashes))
