@@ -41,6 +41,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from sync_scale import GIT_ENV as SCALE_GIT_ENV
+from sync_scale import make_node
 
 from syncd.keys import tinc_b64encode
 
@@ -157,13 +158,7 @@ def make_network(tmp: Path, nodes: int) -> Network:
     base = run("git", "rev-parse", "HEAD", cwd=work).decode().strip()
 
     node_dir = tmp / "node"
-    (node_dir / "tinc").mkdir(parents=True)
-    config = node_dir / "node.yaml"
-    config.write_text(
-        f"net: bench\nnode: node0\nrepo: {{url: '{server}'}}\n"
-        f"trust: {{allowed_signers: {tmp / 'allowed_signers'}}}\n"
-        f"tinc: {{dir: {node_dir / 'tinc'}, reload: none}}\nstate_dir: {node_dir / 'state'}\n"
-    )
+    config = make_node(node_dir, server, tmp / "allowed_signers")
     out = run(sys.executable, "-m", "syncd", "sync", "-c", config).decode()
     assert f"{nodes} added" in out, out
     return Network(server, config, node_dir, base, admin, owners, hosts, root_files)

@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from sync_scale import GIT_ENV, commit_signed, free_port, make_network, run
+from sync_scale import GIT_ENV, commit_signed, free_port, make_network, make_node, run
 
 MIB = 1 << 20
 GIB = 1 << 30
@@ -268,13 +268,7 @@ def bench(tmp: Path, nodes: int) -> list[Row]:
     rows = []
     with serve(tmp / "srv") as url:
         node = tmp / "node"
-        (node / "tinc").mkdir(parents=True)
-        config = node / "node.yaml"
-        config.write_text(
-            f"net: bench\nnode: node0\nrepo: {{url: '{url}'}}\n"
-            f"trust: {{allowed_signers: {tmp / 'allowed_signers'}}}\n"
-            f"tinc: {{dir: {node / 'tinc'}, reload: none}}\nstate_dir: {node / 'state'}\n"
-        )
+        config = make_node(node, url, tmp / "allowed_signers")
         first = measure(sync_command(config))
         if first.code != 0:
             raise SystemExit(f"the first sync failed ({first.code}):\n{first.stderr}")

@@ -98,6 +98,19 @@ def make_network(tmp: Path, nodes: int) -> tuple[Path, Path, Path]:
     return work, key, server
 
 
+def make_node(node: Path, url: str | Path, signers: Path) -> Path:
+    """A node's directories and config (node0, reload none), fresh; its config."""
+    shutil.rmtree(node, ignore_errors=True)
+    (node / "tinc").mkdir(parents=True)
+    config = node / "node.yaml"
+    config.write_text(
+        f"net: bench\nnode: node0\nrepo: {{url: '{url}'}}\n"
+        f"trust: {{allowed_signers: {signers}}}\n"
+        f"tinc: {{dir: {node / 'tinc'}, reload: none}}\nstate_dir: {node / 'state'}\n"
+    )
+    return config
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--nodes", type=int, default=10_000)
@@ -132,14 +145,7 @@ def main() -> int:
             first = []
             for _ in range(args.runs):
                 node = tmp / "node"
-                shutil.rmtree(node, ignore_errors=True)
-                (node / "tinc").mkdir(parents=True)
-                config = node / "node.yaml"
-                config.write_text(
-                    f"net: bench\nnode: node0\nrepo: {{url: '{url}'}}\n"
-                    f"trust: {{allowed_signers: {tmp / 'allowed_signers'}}}\n"
-                    f"tinc: {{dir: {node / 'tinc'}, reload: none}}\nstate_dir: {node / 'state'}\n"
-                )
+                config = make_node(node, url, tmp / "allowed_signers")
                 elapsed, out = timed(*syncd, "sync", "-c", config)
                 assert f"{args.nodes} added" in out, out
                 first.append(elapsed)
