@@ -27,7 +27,7 @@ from syncd.content import read_and_validate
 from syncd.errors import RefusedError
 from syncd.findings import Severity
 from syncd.history import verify_history
-from syncd.plan import Plan, make_plan
+from syncd.plan import Plan, keep_learned, make_plan
 
 if TYPE_CHECKING:
     from syncd.hostsdir import FileStat
@@ -161,6 +161,8 @@ class SyncResult:
     warnings: tuple[str, ...] = field(default_factory=tuple)
     reloaded: Reloaded | None = None
     commit_time: int | None = None  # the committer time of ``commit`` (for staleness)
+    # Ed25519 keys tincd appended to installed files (name → key), first seen in this pass
+    learned: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # a reload that was due and did not happen (tincd not running) is
@@ -200,8 +202,9 @@ def run_pass(
     report, desired, ids = read_and_validate(ports, tip, installed, parse_cache, save_index=not dry_run)
     check_own_key(ports, rules, report, tip)
     plan = make_plan(desired, installed, {n: f.blob for n, f in state.manifest.items()}, ids)
+    plan = keep_learned(plan, ports.hosts.read)  # tincd's own appends are not drift
     warnings = tuple(f.format_text() for f in report.findings if f.severity is Severity.WARNING)
-    base = replace(base, plan=plan, new_commits=new_commits, warnings=warnings)
+    base = replace(base, plan=plan, new_commits=new_commits, warnings=warnings, learned=_new_keys(plan, state))
     if dry_run:
         return replace(base, status="planned")
     if tip == state.last_applied and not plan.changes_files:
@@ -231,6 +234,12 @@ def run_pass(
     ports.state.save(state)
     reloaded = _reload(ports, state) if state.reload_pending else None
     return replace(base, status="applied", reloaded=reloaded)
+
+
+def _new_keys(plan: Plan, state: State) -> dict[str, str]:
+    """The keys tincd appended that the last pass had not recorded yet."""
+    known = state.manifest
+    return {n: key for n, key in plan.learned.items() if n not in known or known[n].learned != key}
 
 
 def _audit(ports: Ports, history: list[tuple[CommitInfo, Signed | None]], now: float) -> list[Applied]:

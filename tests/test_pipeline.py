@@ -3,8 +3,9 @@
 Every outcome of ``pipeline.run_pass``: applied, unchanged (also for a
 touched but identical file), planned, and a refusal at each step (the tip's
 signature, a middle commit's signature, a rewound history, a backdated
-commit, an unsafe tree, invalid content, a foreign own key), and a failed
-reload.  A refusal leaves the fakes exactly as they were."""
+commit, an unsafe tree, invalid content, a foreign own key), a failed
+reload, and the Ed25519 key tincd 1.1 appends (kept, never a reload).
+A refusal leaves the fakes exactly as they were."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from syncd.plan import Plan, blob_id
 from syncd.reload import Reloaded
 from syncd.state import State
 from syncd.validate import EntryKind, TreeEntry
-from tests.keyfactory import ed25519_text
+from tests.keyfactory import ed25519_text, rsa_pem
 
 
 def host(subnet: str, seed: int) -> bytes:
@@ -121,7 +122,8 @@ class FakeHosts:
             self.files.pop(name, None)
             self.writes.append(f"-{name}")
         self.touched.clear()
-        return {n: FileStat(b, 0, 0, 0, 0) for n, b in sorted(plan.ids.items())}
+        kept = {n: FileStat(blob_id(self.files[n]), 0, 0, 0, 0, key) for n, key in plan.learned.items()}
+        return {n: kept.get(n) or FileStat(b, 0, 0, 0, 0) for n, b in sorted(plan.ids.items())}
 
 
 @dataclass
@@ -299,3 +301,73 @@ def test_a_failed_reload_stays_pending_and_is_retried(node: Node) -> None:
     node.reload_fails = False
     assert node.sync("c2") == "unchanged"
     assert node.reloads == 2 and not node.state.state.reload_pending
+
+
+# --- what tincd 1.1 appends (syncd.learnedkey) ------------------------------------------------
+
+TINC_BLOCK = "\n# The following line was automatically added by tinc\nEd25519PublicKey = {}\n"
+
+
+def legacy(subnet: str, seed: int) -> bytes:
+    """A host file with an RSA key only: tinc 1.1 learns its Ed25519 key."""
+    return f"Subnet = {subnet}\n\n{rsa_pem(seed=seed)}".encode()
+
+
+@pytest.fixture
+def legacy_node() -> Node:
+    node = Node()
+    node.repo.add("c1", {"alpha": legacy("10.1.0.0/16", 1), "bravo": legacy("10.2.0.0/16", 2)})
+    assert node.sync("c1") == "applied"
+    return node
+
+
+def tincd_appends(node: Node, name: str, key: str) -> None:
+    node.hosts.files[name] += TINC_BLOCK.format(key).encode()
+    node.hosts.touched.add(name)
+
+
+def test_a_key_tincd_appended_is_kept_and_reported_once(legacy_node: Node) -> None:
+    node, key = legacy_node, ed25519_text(2)
+    tincd_appends(node, "bravo", key)
+    appended = node.hosts.files["bravo"]
+    result = run_pass(node.ports(), node.rules, "c1", "(local store)")
+    assert (result.status, result.plan.learned, result.learned) == ("unchanged", {"bravo": key}, {"bravo": key})
+    assert node.hosts.files["bravo"] == appended and node.hosts.writes == ["alpha", "bravo"]
+    assert node.reloads == 1 and node.state.state.manifest["bravo"].learned == key
+    assert any(f"Ed25519PublicKey = {key}" in line for line in result.plan.describe())
+    # the next passes: nothing new to say, nothing written, never a reload
+    for _ in range(3):
+        result = run_pass(node.ports(), node.rules, "c1", "(local store)")
+        assert (result.status, result.learned, node.reloads) == ("unchanged", {}, 1)
+    tincd_appends(node, "bravo", key)  # a key request and a handshake crossed: a second block
+    result = run_pass(node.ports(), node.rules, "c1", "(local store)")
+    assert (result.status, result.learned, node.reloads, len(node.hosts.writes)) == ("unchanged", {}, 1, 2)
+
+
+def test_once_the_repository_carries_the_key_it_converges_with_one_reload(legacy_node: Node) -> None:
+    node, key = legacy_node, ed25519_text(2)
+    tincd_appends(node, "bravo", key)
+    assert node.sync("c1") == "unchanged"
+    with_key = legacy("10.2.0.0/16", 2) + f"Ed25519PublicKey = {key}\n".encode()
+    node.repo.add("c2", {**node.repo.trees["c1"], "bravo": with_key}, ("c1",))
+    assert node.sync("c2") == "applied"
+    assert node.hosts.files["bravo"] == with_key and node.reloads == 2
+    assert node.state.state.manifest["bravo"].learned == ""
+    assert node.sync("c2") == "unchanged" and node.reloads == 2
+
+
+def test_the_repository_taking_the_appended_file_as_it_is_writes_nothing(legacy_node: Node) -> None:
+    node, key = legacy_node, ed25519_text(2)
+    tincd_appends(node, "bravo", key)
+    assert node.sync("c1") == "unchanged"
+    node.repo.add("c2", {**node.repo.trees["c1"], "bravo": node.hosts.files["bravo"]}, ("c1",))
+    assert node.sync("c2") == "applied"
+    assert node.hosts.writes == ["alpha", "bravo"] and node.reloads == 1  # identical bytes: no write, no reload
+    assert node.state.state.manifest["bravo"].learned == ""
+
+
+def test_an_appended_key_beside_the_repositorys_own_is_drift(node: Node) -> None:
+    tincd_appends(node, "bravo", ed25519_text(3))  # bravo's repository file names its own Ed25519 key
+    result = run_pass(node.ports(), node.rules, "c1", "(local store)")
+    assert (result.status, result.plan.update, result.plan.learned) == ("applied", ("bravo",), {})
+    assert node.hosts.files["bravo"] == node.repo.trees["c1"]["bravo"]
