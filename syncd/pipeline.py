@@ -292,17 +292,38 @@ def _after_last_reload_second(state: State) -> None:
 
 
 def check_own_key(ports: Ports, rules: Rules, report: Report, commit: str) -> None:
-    """The repository's copy of this node's own host file must carry the
-    public key of each of its private keys: installing it would cut the node
-    off otherwise."""
+    """The repository's copy of this node's own host file must name this
+    node's keys, or installing it would cut the node off: for each kind of
+    key (RSA, Ed25519) the node has a private key of, a key of that kind in
+    the file must be that very key, and at least one of the node's keys must
+    be there.  A kind the file names no key of cuts nothing off: a tinc 1.1
+    node whose Ed25519 key is not in the repository yet still authenticates
+    with its RSA key, and its 1.1 peers learn the Ed25519 key then
+    (``learnedkey``, docs/host-files.md)."""
     host = report.hosts.get(rules.node)
     if host is None:
         return
-    repo_keys = {key.identity for key, _ in host.keys}
-    for filename, key in ports.own_keys():
-        if key.identity not in repo_keys:
-            raise RefusedError(
-                f"commit {commit[:12]}: {host.path} does not carry the public key of this node's "
-                f"{rules.tinc_dir / filename}; installing it would cut {rules.node} off. Nothing was installed",
-                reason="own-key-mismatch",
+    named: dict[str, set[bytes]] = {}
+    for key, _ in host.keys:
+        named.setdefault(key.algorithm, set()).add(key.identity)
+    own = ports.own_keys()
+    for filename, key in own:
+        if key.algorithm in named and key.identity not in named[key.algorithm]:
+            raise _own_key_mismatch(
+                commit,
+                f"{host.path} carries another {_KINDS[key.algorithm]} key than this node's {rules.tinc_dir / filename}",
+                rules.node,
             )
+    if own and not any(key.identity in named.get(key.algorithm, ()) for _, key in own):
+        files = " or ".join(str(rules.tinc_dir / filename) for filename, _ in own)
+        raise _own_key_mismatch(commit, f"{host.path} does not carry the public key of this node's {files}", rules.node)
+
+
+_KINDS = {"rsa": "RSA", "ed25519": "Ed25519"}
+
+
+def _own_key_mismatch(commit: str, what: str, node: str) -> RefusedError:
+    return RefusedError(
+        f"commit {commit[:12]}: {what}; installing it would cut {node} off. Nothing was installed",
+        reason="own-key-mismatch",
+    )

@@ -26,7 +26,7 @@ from syncd.plan import Plan, blob_id
 from syncd.reload import Reloaded
 from syncd.state import State
 from syncd.validate import EntryKind, TreeEntry
-from tests.keyfactory import ed25519_text, rsa_pem
+from tests.keyfactory import ed25519_text, rsa_pem, rsa_private
 
 
 def host(subnet: str, seed: int) -> bytes:
@@ -313,6 +313,13 @@ def legacy(subnet: str, seed: int) -> bytes:
     return f"Subnet = {subnet}\n\n{rsa_pem(seed=seed)}".encode()
 
 
+def rsa_of(seed: int) -> PublicKey:
+    from syncd.keys import rsa_key
+
+    numbers = rsa_private(2048, seed).public_key().public_numbers()  # as rsa_pem() calls it: the same key
+    return rsa_key(numbers.n, numbers.e)
+
+
 @pytest.fixture
 def legacy_node() -> Node:
     node = Node()
@@ -371,3 +378,19 @@ def test_an_appended_key_beside_the_repositorys_own_is_drift(node: Node) -> None
     result = run_pass(node.ports(), node.rules, "c1", "(local store)")
     assert (result.status, result.plan.update, result.plan.learned) == ("applied", ("bravo",), {})
     assert node.hosts.files["bravo"] == node.repo.trees["c1"]["bravo"]
+
+
+def test_own_file_without_the_nodes_ed25519_key_is_installed(legacy_node: Node) -> None:
+    """A tinc 1.1 node whose Ed25519 key is not in the repository yet: its
+    RSA key is there, so it is not cut off (its peers learn the other)."""
+    from syncd.keys import ed25519_from_text
+
+    node = legacy_node
+    node.own = [("rsa_key.priv", rsa_of(1)), ("ed25519_key.priv", ed25519_from_text(ed25519_text(1)))]
+    node.repo.add("c2", {**node.repo.trees["c1"], "charlie": legacy("10.3.0.0/16", 3)}, ("c1",))
+    assert node.sync("c2") == "applied"
+    node.own = [("rsa_key.priv", rsa_of(5)), ("ed25519_key.priv", ed25519_from_text(ed25519_text(1)))]
+    node.repo.add("c3", {**node.repo.trees["c2"], "delta": legacy("10.4.0.0/16", 4)}, ("c2",))
+    assert "carries another RSA key than this node's" in refused(node, "c3", "own-key-mismatch")
+    node.own = [("ed25519_key.priv", ed25519_from_text(ed25519_text(1)))]
+    assert "does not carry the public key of this node's" in refused(node, "c3", "own-key-mismatch")
