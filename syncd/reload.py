@@ -123,8 +123,7 @@ def reload_tinc(tinc: TincConfig, net: str) -> Reloaded:
     if method == "signal":
         return _signal(tinc.pidfile)
     if method == "tinc":
-        pidfile = [] if tinc.pidfile is None else [f"--pidfile={tinc.pidfile}"]
-        return _run("tinc", ["tinc", "-c", str(tinc.dir), *pidfile, "reload"])
+        return _control(tinc)
     if method == "systemd":
         return _run("systemd", ["systemctl", "reload", f"tinc@{net}"])
     if method == "command":
@@ -160,6 +159,18 @@ def _signal(pidfile: Path | None) -> Reloaded:
                 "the VPN is down on this node: check tinc.conf and tincd's log, then restart tincd"
             )
     return Reloaded("signal", f"SIGHUP to tincd pid {pid}")
+
+
+def _control(tinc: TincConfig) -> Reloaded:
+    """``tinc reload``, when the pidfile names a running tincd (tinc 1.1's
+    control program fails otherwise; tincd reads the files when it starts)."""
+    pidfile = []
+    if tinc.pidfile is not None:
+        pid = running_tincd(tinc.pidfile)
+        if isinstance(pid, str):
+            return Reloaded("none", pid, f"{NOT_RUNNING} ({pid})")
+        pidfile = [f"--pidfile={tinc.pidfile}"]
+    return _run("tinc", ["tinc", "-c", str(tinc.dir), *pidfile, "reload"])
 
 
 def running_tincd(pidfile: Path) -> int | str:

@@ -131,7 +131,13 @@ def test_tinc_method_reloads_a_real_tincd_1_1(tmp_path: Path, monkeypatch: pytes
     hub.change("my_pc's real keys", lambda w: (w / "hosts" / "my_pc").write_text(host))
     node.config.write_text(node.config.read_text().replace("reload: tinc", f"reload: tinc\n  pidfile: {tinc.pidfile}"))
     monkeypatch.setenv("PATH", f"{sbin}:{os.environ['PATH']}")  # where an operator's tinc 1.1 would be
+    code, out, err = node.sync()  # tincd is not running yet: nothing to reload, no failure
+    assert (code, f"warning: {NOT_RUNNING} (no {tinc.pidfile})") == (0, err.strip().splitlines()[-1]), out
     with running(tinc):
+        hub.change(
+            "my_laptop moved",
+            lambda w: (w / "hosts" / "my_laptop").write_text((w / "hosts" / "my_laptop").read_text() + "# moved\n"),
+        )
         code, out, err = node.sync()
         assert code == 0, err
         assert f"reloaded tincd (tinc): tinc -c {tinc.dir} --pidfile={tinc.pidfile} reload" in out
