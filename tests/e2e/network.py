@@ -120,7 +120,10 @@ class Node:
         return self.logfile.read_text(errors="replace") if self.logfile.exists() else ""
 
     def closed_connections(self) -> list[str]:
-        return [line for line in self.log().splitlines() if "Closing connection with" in line]
+        """tincd's connections to peers that it closed (not tinc 1.1's control
+        connections, one per `tinc reload`)."""
+        lines = self.log().splitlines()
+        return [line for line in lines if "Closing connection with" in line and "<control>" not in line]
 
 
 class IPv6Everywhere:
