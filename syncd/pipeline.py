@@ -202,7 +202,8 @@ def run_pass(
     report, desired, ids = read_and_validate(ports, tip, installed, parse_cache, save_index=not dry_run)
     check_own_key(ports, rules, report, tip)
     plan = make_plan(desired, installed, {n: f.blob for n, f in state.manifest.items()}, ids)
-    plan = keep_learned(plan, ports.hosts.read)  # tincd's own appends are not drift
+    changed = {n for n in plan.update if n in stale or n not in state.manifest or state.manifest[n].learned}
+    plan = keep_learned(plan, ports.hosts.read, changed)  # tincd's own appends are not drift
     warnings = tuple(f.format_text() for f in report.findings if f.severity is Severity.WARNING)
     base = replace(base, plan=plan, new_commits=new_commits, warnings=warnings, learned=_new_keys(plan, state))
     if dry_run:

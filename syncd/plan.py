@@ -15,7 +15,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 
 from syncd import learnedkey
@@ -134,13 +134,19 @@ def make_plan(
     return Plan(tuple(add), tuple(update), tuple(remove), tuple(adopt), tuple(unmanaged), data, ids)
 
 
-def keep_learned(plan: Plan, read_installed: Callable[[str], bytes | None]) -> Plan:
+def keep_learned(
+    plan: Plan, read_installed: Callable[[str], bytes | None], changed: Collection[str] | None = None
+) -> Plan:
     """``plan`` without the updates that would only take away an Ed25519 key
     tincd 1.1 appended (``learnedkey.appended_key``): those files are kept
     and listed in ``Plan.learned``.  ``read_installed(name)`` gives the
-    installed bytes; only the files the plan would update are read."""
+    installed bytes.  Only files the plan would update are read, and of
+    those only the ``changed`` ones (when given): files that changed since
+    syncd recorded them, or that it never recorded, or that it recorded with
+    a key tincd appended.  A file exactly as syncd wrote it carries nothing
+    tincd appended."""
     learned: dict[str, str] = {}
-    for name in plan.update:
+    for name in plan.update if changed is None else (n for n in plan.update if n in changed):
         installed = read_installed(name)
         key = None if installed is None else learnedkey.appended_key(plan.desired[name], installed)
         if key is not None:
