@@ -10,7 +10,7 @@ A refusal leaves the fakes exactly as they were."""
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -184,12 +184,17 @@ class Node:
         return copy.deepcopy((self.hosts.files, self.state.state, self.repo.pinned, self.reloads, self.state.audit))
 
 
-@pytest.fixture
-def node() -> Node:
+def synced(make: Callable[[str, int], bytes]) -> Node:
+    """A node that applied c1: alpha and bravo, their files made by ``make``."""
     node = Node()
-    node.repo.add("c1", {"alpha": host("10.1.0.0/16", 1), "bravo": host("10.2.0.0/16", 2)})
+    node.repo.add("c1", {"alpha": make("10.1.0.0/16", 1), "bravo": make("10.2.0.0/16", 2)})
     assert node.sync("c1") == "applied"
     return node
+
+
+@pytest.fixture
+def node() -> Node:
+    return synced(host)
 
 
 def test_first_sync_applies_and_reloads(node: Node) -> None:
@@ -322,10 +327,7 @@ def rsa_of(seed: int) -> PublicKey:
 
 @pytest.fixture
 def legacy_node() -> Node:
-    node = Node()
-    node.repo.add("c1", {"alpha": legacy("10.1.0.0/16", 1), "bravo": legacy("10.2.0.0/16", 2)})
-    assert node.sync("c1") == "applied"
-    return node
+    return synced(legacy)
 
 
 def tincd_appends(node: Node, name: str, key: str) -> None:

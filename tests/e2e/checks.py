@@ -10,6 +10,9 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pytest
+
+from tests import tinc11
 from tests.conftest import lacking
 from tests.e2e.lab import run, wait_for, wait_for_each
 from tests.e2e.network import ONE_ZERO, Flavour, IPv6Everywhere, Node
@@ -52,6 +55,13 @@ def network(
         net.close()
         left = run(["ip", "netns", "list"]).stdout.decode()
         assert prefix not in left, f"namespaces left behind: {left}"
+
+
+def tinc11_network(factory: pytest.TempPathFactory, flavour: Flavour) -> Iterator[IPv6Everywhere]:
+    """A module's network with nodes on tinc 1.1 (the build of
+    tests/tinc11.py), its agents running before any tincd starts."""
+    with network(factory.mktemp("e2e-tinc11"), flavour, tinc11.sbin(), agents=True) as built:
+        yield built
 
 
 def events(node: Node) -> list[dict[str, object]]:

@@ -23,7 +23,17 @@ from syncd.keys import tinc_b64encode
 from syncd.learnedkey import block
 from syncd.nodekey import private_key_publics
 from tests import tinc11
-from tests.e2e.checks import MEMBERS, applied, events, join_measured, network, nodes, outcome, per_node, stop_cleanly
+from tests.e2e.checks import (
+    MEMBERS,
+    applied,
+    events,
+    join_measured,
+    nodes,
+    outcome,
+    per_node,
+    stop_cleanly,
+    tinc11_network,
+)
 from tests.e2e.lab import wait_for, wait_for_each
 from tests.e2e.network import Flavour, IPv6Everywhere, Node
 from tests.figures import FIGURES
@@ -40,9 +50,7 @@ WINDOW = 60.0  # seconds of `syncd run` watched after tincd appended the key
 
 @pytest.fixture(scope="module")
 def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IPv6Everywhere]:
-    sbin = tinc11.sbin()
-    with network(tmp_path_factory.mktemp("e2e-tinc11-mixed"), MIXED, sbin, agents=True) as built:
-        yield built
+    yield from tinc11_network(tmp_path_factory, MIXED)
 
 
 def ed25519_key(node: Node) -> str:

@@ -12,8 +12,16 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests import tinc11
-from tests.e2e.checks import MEMBERS, closures, events, join_measured, network, nodes, outcome, stop_cleanly
+from tests.e2e.checks import (
+    MEMBERS,
+    closures,
+    events,
+    join_measured,
+    nodes,
+    outcome,
+    stop_cleanly,
+    tinc11_network,
+)
 from tests.e2e.lab import wait_for
 from tests.e2e.network import Flavour, IPv6Everywhere
 
@@ -25,9 +33,7 @@ TINC_WROTE = b"automatically added by tinc"
 
 @pytest.fixture(scope="module")
 def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IPv6Everywhere]:
-    sbin = tinc11.sbin()
-    with network(tmp_path_factory.mktemp("e2e-tinc11-only"), ONLY, sbin, agents=True) as built:
-        yield built
+    yield from tinc11_network(tmp_path_factory, ONLY)
 
 
 def test_ed25519_only_nodes_reach_each_other(net: IPv6Everywhere) -> None:
