@@ -1,8 +1,9 @@
 """The Ed25519 key tincd 1.1 appends to a peer's host file, on a real node:
 `syncd sync` keeps the file and says which line to add, `status` and the
-metrics report it, `syncd run` neither rewrites nor reloads, a crash at any
-step keeps it, and once the repository carries the key the file converges
-with one reload.  (The real tincd 1.1 appending: tests/e2e/test_tinc11.py.)"""
+metrics report it, `syncd run` neither rewrites nor reloads, and once the
+repository carries the key the file converges with one reload.  (A crash at
+any step keeps it: tests/test_crash.py.  The real tincd 1.1 appending:
+tests/e2e/test_tinc11_mixed.py.)"""
 
 from __future__ import annotations
 
@@ -13,11 +14,10 @@ from pathlib import Path
 
 from syncd.cli import main
 from syncd.learnedkey import block
-from syncd.plan import blob_id
 from syncd.state import STATE_FILE
 from tests.keyfactory import ed25519_text
 from tests.syncenv import Hub, Node, admin_and_signers, append, make_node
-from tests.test_crash import desired_files, kill_at_every_step
+from tests.test_crash import desired_files
 from tests.test_runloop import Agent, wait_until
 
 KEY = ed25519_text(40)
@@ -130,25 +130,6 @@ def test_the_repository_taking_the_appended_file_as_it_is_rewrites_nothing(tmp_p
     state = json.loads((node.state / STATE_FILE).read_text())
     assert state["manifest"]["gateway"] == state["manifest"]["gateway"][:5]  # nothing learned any more
     assert status(node)["learned_keys"] == {}
-
-
-def test_a_crash_at_any_step_keeps_the_learned_key(tmp_path: Path) -> None:
-    hub, node, _ = setup(tmp_path)
-    tincd_appends(node, "gateway")
-    assert node.sync()[0] == 0
-    appended = (node.hosts / "gateway").read_bytes()
-    hub.change("my_laptop edited", append("my_laptop", "# moved\n"))
-    assert node.sync("--dry-run")[0] == 0  # fetch first: the crashes hit the apply
-
-    def recovered(limit: int) -> None:
-        code, _, err = node.sync()
-        assert code == 0, f"crash at call {limit}: recovery failed: {err}"
-        assert node.files() == {**desired_files(hub), "gateway": appended}, f"crash at call {limit}"
-        manifest = json.loads((node.state / STATE_FILE).read_text())["manifest"]
-        assert manifest["gateway"][0] == blob_id(appended) and manifest["gateway"][5] == KEY
-        assert node.sync()[1].startswith("already current"), f"crash at call {limit}: not idempotent"
-
-    assert kill_at_every_step(node, tmp_path, recovered) >= 10
 
 
 def test_syncd_run_neither_rewrites_nor_reloads(tmp_path: Path) -> None:
