@@ -15,10 +15,14 @@ $(BIN)/syncd: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
-# Wheels of syncd's dependencies (and the build backend), so that the
-# pre-commit test installs the hook offline, from this folder only.
-$(VENV)/wheelhouse/.done: $(BIN)/syncd
-	$(BIN)/python -m pip wheel --quiet --wheel-dir $(VENV)/wheelhouse . 'setuptools>=77' wheel
+# Wheels of syncd, its dependencies and its build backend, for the Python
+# that `make install` uses (INSTALL_PYTHON, below): the only download.  With
+# them the install and pre-commit tests install offline.
+# Debian's python3 has no pip of its own: a throwaway environment lends one.
+WHEELHOUSE ?= build/wheelhouse
+$(WHEELHOUSE)/.done: pyproject.toml
+	'$(INSTALL_PYTHON)' -m venv --clear build/pip
+	build/pip/bin/python -m pip wheel --quiet --disable-pip-version-check --wheel-dir '$(WHEELHOUSE)' . 'setuptools>=77' wheel
 	touch $@
 
 demo: $(BIN)/syncd
@@ -31,8 +35,8 @@ lint: $(BIN)/syncd
 typecheck: $(BIN)/syncd
 	$(BIN)/mypy --strict
 
-pytest: $(BIN)/syncd $(VENV)/wheelhouse/.done
-	PATH="$(abspath $(BIN)):$$PATH" SYNCD_WHEELHOUSE="$(abspath $(VENV)/wheelhouse)" $(BIN)/pytest
+pytest: $(BIN)/syncd $(WHEELHOUSE)/.done
+	PATH="$(abspath $(BIN)):$$PATH" SYNCD_WHEELHOUSE="$(abspath $(WHEELHOUSE))" $(BIN)/pytest
 
 test: lint typecheck pytest
 
@@ -43,7 +47,7 @@ bench: $(BIN)/syncd
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python benchmarks/authority_scale.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) build .mypy_cache .ruff_cache .pytest_cache .hypothesis
 
 # `make install` puts syncd where the systemd units expect it, without
 # touching the system Python (Debian's is "externally managed", PEP 668):
@@ -72,6 +76,9 @@ install:
 	@# --clear: an upgrade starts from a fresh environment (no stale
 	@# dependencies, and the current Python after a Debian release upgrade)
 	'$(INSTALL_PYTHON)' -m venv --clear '$(VENVDIR)'
+	@# setuptools builds in build/lib and packs whatever it finds there: a
+	@# module since moved or deleted would be installed again
+	rm -rf build/lib build/bdist.*
 	'$(VENVDIR)/bin/python' -m pip install --quiet --disable-pip-version-check --root-user-action=ignore .
 	install -d '$(DESTDIR)$(BINDIR)' '$(DESTDIR)$(MANDIR)/man1' '$(DESTDIR)$(UNITDIR)' \
 	    '$(DESTDIR)$(BASHCOMPDIR)' '$(DESTDIR)$(ZSHCOMPDIR)'
