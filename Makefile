@@ -1,13 +1,14 @@
 # Two entry points for a new user:
 #   make demo   -- set up .venv and show syncd at work on examples/repo
 #   make test   -- set up .venv and run ruff, mypy --strict and the tests
-# and one for a node (as root):
+# and two for a node (as root):
 #   make install / make uninstall -- syncd in its own virtual environment
+#   make deb    -- the same, as a Debian package (syncd_VERSION_ARCH.deb)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint typecheck pytest bench clean install uninstall
+.PHONY: demo test lint typecheck pytest bench clean install uninstall deb
 
 $(BIN)/syncd: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +18,7 @@ $(BIN)/syncd: pyproject.toml
 
 # Wheels of syncd, its dependencies and its build backend, for the Python
 # that `make install` uses (INSTALL_PYTHON, below): the only download.  With
-# them the install and pre-commit tests install offline.
+# them `make deb`, and the install and pre-commit tests, install offline.
 # Debian's python3 has no pip of its own: a throwaway environment lends one.
 WHEELHOUSE ?= build/wheelhouse
 $(WHEELHOUSE)/.done: pyproject.toml
@@ -47,7 +48,7 @@ bench: $(BIN)/syncd
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python benchmarks/authority_scale.py
 
 clean:
-	rm -rf $(VENV) build .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) build .mypy_cache .ruff_cache .pytest_cache .hypothesis syncd_*.deb
 
 # `make install` puts syncd where the systemd units expect it, without
 # touching the system Python (Debian's is "externally managed", PEP 668):
@@ -107,3 +108,15 @@ uninstall:
 	if [ "$$(readlink '$(DESTDIR)$(BINDIR)/syncd')" = '$(PREFIX)/bin/syncd' ]; then rm -f '$(DESTDIR)$(BINDIR)/syncd'; fi
 	if [ -f '$(VENVDIR)/pyvenv.cfg' ]; then rm -rf '$(VENVDIR)'; fi
 	@echo "removed syncd; /etc/syncd (configs, keys) and /var/lib/syncd (state) are left in place"
+
+# `make deb`: the tree `make install` stages, with Debian's paths, packed by
+# contrib/debian/mkdeb.sh into ./syncd_VERSION_ARCH.deb.  pip reads only the
+# wheelhouse: after its one download the package builds with no network.
+DEBROOT := build/deb/debian/syncd
+deb: $(WHEELHOUSE)/.done
+	rm -rf build/deb
+	PIP_NO_INDEX=1 PIP_FIND_LINKS='$(abspath $(WHEELHOUSE))' PIP_CONFIG_FILE=/dev/null $(MAKE) --no-print-directory install \
+	    DESTDIR='$(abspath $(DEBROOT))' PREFIX=/opt/syncd BINDIR=/usr/bin MANDIR=/usr/share/man \
+	    UNITDIR=/lib/systemd/system BASHCOMPDIR=/usr/share/bash-completion/completions \
+	    ZSHCOMPDIR=/usr/share/zsh/vendor-completions >/dev/null
+	bash contrib/debian/mkdeb.sh '$(DEBROOT)' .
