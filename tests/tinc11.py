@@ -15,7 +15,7 @@ RELOAD_LINES = ("Got HUP signal", "Got Hangup signal", "Got 'reload' command")  
 
 
 def prefix() -> Path:
-    return Path(os.environ.get("SYNCD_TINC11") or ROOT / ".venv" / "tinc-1.1")
+    return Path(os.environ.get("SYNCD_TINC11") or ROOT / "build" / "tinc-1.1")
 
 
 def sbin() -> Path:
