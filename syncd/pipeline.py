@@ -27,7 +27,7 @@ from syncd.content import read_and_validate
 from syncd.errors import RefusedError
 from syncd.findings import Severity
 from syncd.history import verify_history
-from syncd.plan import Plan, make_plan
+from syncd.plan import Plan, keep_learned, make_plan
 
 if TYPE_CHECKING:
     from syncd.hostsdir import FileStat
@@ -161,6 +161,8 @@ class SyncResult:
     warnings: tuple[str, ...] = field(default_factory=tuple)
     reloaded: Reloaded | None = None
     commit_time: int | None = None  # the committer time of ``commit`` (for staleness)
+    # Ed25519 keys tincd appended to installed files (name → key), first seen in this pass
+    learned: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # a reload that was due and did not happen (tincd not running) is
@@ -200,8 +202,10 @@ def run_pass(
     report, desired, ids = read_and_validate(ports, tip, installed, parse_cache, save_index=not dry_run)
     check_own_key(ports, rules, report, tip)
     plan = make_plan(desired, installed, {n: f.blob for n, f in state.manifest.items()}, ids)
+    changed = {n for n in plan.update if n in stale or n not in state.manifest or state.manifest[n].learned}
+    plan = keep_learned(plan, ports.hosts.read, changed)  # tincd's own appends are not drift
     warnings = tuple(f.format_text() for f in report.findings if f.severity is Severity.WARNING)
-    base = replace(base, plan=plan, new_commits=new_commits, warnings=warnings)
+    base = replace(base, plan=plan, new_commits=new_commits, warnings=warnings, learned=_new_keys(plan, state))
     if dry_run:
         return replace(base, status="planned")
     if tip == state.last_applied and not plan.changes_files:
@@ -231,6 +235,12 @@ def run_pass(
     ports.state.save(state)
     reloaded = _reload(ports, state) if state.reload_pending else None
     return replace(base, status="applied", reloaded=reloaded)
+
+
+def _new_keys(plan: Plan, state: State) -> dict[str, str]:
+    """The keys tincd appended that the last pass had not recorded yet."""
+    known = state.manifest
+    return {n: key for n, key in plan.learned.items() if n not in known or known[n].learned != key}
 
 
 def _audit(ports: Ports, history: list[tuple[CommitInfo, Signed | None]], now: float) -> list[Applied]:
@@ -283,17 +293,38 @@ def _after_last_reload_second(state: State) -> None:
 
 
 def check_own_key(ports: Ports, rules: Rules, report: Report, commit: str) -> None:
-    """The repository's copy of this node's own host file must carry the
-    public key of each of its private keys: installing it would cut the node
-    off otherwise."""
+    """The repository's copy of this node's own host file must name this
+    node's keys, or installing it would cut the node off: for each kind of
+    key (RSA, Ed25519) the node has a private key of, a key of that kind in
+    the file must be that very key, and at least one of the node's keys must
+    be there.  A kind the file names no key of cuts nothing off: a tinc 1.1
+    node whose Ed25519 key is not in the repository yet still authenticates
+    with its RSA key, and its 1.1 peers learn the Ed25519 key then
+    (``learnedkey``, docs/host-files.md)."""
     host = report.hosts.get(rules.node)
     if host is None:
         return
-    repo_keys = {key.identity for key, _ in host.keys}
-    for filename, key in ports.own_keys():
-        if key.identity not in repo_keys:
-            raise RefusedError(
-                f"commit {commit[:12]}: {host.path} does not carry the public key of this node's "
-                f"{rules.tinc_dir / filename}; installing it would cut {rules.node} off. Nothing was installed",
-                reason="own-key-mismatch",
+    named: dict[str, set[bytes]] = {}
+    for key, _ in host.keys:
+        named.setdefault(key.algorithm, set()).add(key.identity)
+    own = ports.own_keys()
+    for filename, key in own:
+        if key.algorithm in named and key.identity not in named[key.algorithm]:
+            raise _own_key_mismatch(
+                commit,
+                f"{host.path} carries another {_KINDS[key.algorithm]} key than this node's {rules.tinc_dir / filename}",
+                rules.node,
             )
+    if own and not any(key.identity in named.get(key.algorithm, ()) for _, key in own):
+        files = " or ".join(str(rules.tinc_dir / filename) for filename, _ in own)
+        raise _own_key_mismatch(commit, f"{host.path} does not carry the public key of this node's {files}", rules.node)
+
+
+_KINDS = {"rsa": "RSA", "ed25519": "Ed25519"}
+
+
+def _own_key_mismatch(commit: str, what: str, node: str) -> RefusedError:
+    return RefusedError(
+        f"commit {commit[:12]}: {what}; installing it would cut {node} off. Nothing was installed",
+        reason="own-key-mismatch",
+    )
