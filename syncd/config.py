@@ -90,7 +90,7 @@ class Config:
     trust: TrustConfig
     tinc: TincConfig
     state_dir: Path
-    interval: int = 300
+    interval: float = 300.0  # seconds between passes of `run`
     metrics_file: Path | None = None
     source: str = ""  # the file it was read from, for messages
 
@@ -202,11 +202,13 @@ class _Reader:
                 raise self.error(f"{key}[{i}]", "must be a non-empty string")
         return tuple(items)
 
-    def duration(self, key: str, default: float, maximum: float) -> float:
-        seconds = self.optional_duration(key, maximum)
+    def duration(self, key: str, default: float, maximum: float, minimum: float = 0.0) -> float:
+        seconds = self.optional_duration(key, maximum, minimum)
         return default if seconds is None else seconds
 
-    def optional_duration(self, key: str, maximum: float) -> float | None:
+    def optional_duration(self, key: str, maximum: float, minimum: float = 0.0) -> float | None:
+        """Every duration key is read here, by ``units.parse_duration``:
+        ``90``, ``"90"``, ``"10m"``, ``"1.5h"``, ``"14d"``."""
         value = self.get(key, (int, float, str))
         if value is None:
             return None
@@ -216,6 +218,8 @@ class _Reader:
             raise self.error(key, str(exc)) from None
         if seconds > maximum:
             raise self.error(key, f"{value!r} is more than {format_duration(maximum)}")
+        if seconds < minimum:
+            raise self.error(key, f"{value!r} is less than {format_duration(minimum)}")
         return seconds
 
     def size(self, key: str, default: int, minimum: int, maximum: int) -> int:
@@ -291,9 +295,7 @@ def parse_config(data: object, source: str = "config", base: Path | None = None)
         raise tinc_r.error("command", "is required (an argv list) when reload is 'command'")
 
     state_dir = path_of(top.get("state_dir", str, f"/var/lib/syncd/{net}"))
-    interval = top.get("interval", int, 300)
-    if not 1 <= interval <= 86400:
-        raise top.error("interval", f"{interval} must be between 1 and 86400 seconds")
+    interval = top.duration("interval", 300.0, maximum=86400, minimum=1)
     metrics = top.get("metrics_file", str)
     return Config(
         net=net,
@@ -317,7 +319,7 @@ def _repo(r: _Reader, path_of: Callable[[str], Path]) -> RepoConfig:
     ssh_command = r.get("ssh_command", str)
     ca_text = r.get("ca_file", str)
     ca_file = path_of(ca_text) if ca_text else None
-    timeout = r.duration("timeout", 60.0, maximum=86400)
+    timeout = r.duration("timeout", 60.0, maximum=86400, minimum=1)
     # below 1 KiB not even the ref advertisement fits; above 64 GiB is a typo
     max_fetch_bytes = r.size("max_fetch_bytes", 256 * 1024**2, minimum=1024, maximum=64 * 1024**3)
     if ca_file is not None and not ca_file.is_file():

@@ -83,6 +83,46 @@ def test_new_keys_are_read(signers: Path) -> None:
     assert (config.trust.max_age, config.trust.max_clock_skew) == (14 * 86400.0, 1800.0)
 
 
+# Every duration key of the node config, each read by units.parse_duration.
+DURATION_KEYS = ("interval", "repo.timeout", "trust.max_age", "trust.max_clock_skew")
+
+
+@pytest.mark.parametrize("key", DURATION_KEYS)
+@pytest.mark.parametrize("text", [90, "90", "5m", "10m", "1.5h", "2.5"])
+def test_every_duration_key_takes_what_the_readme_says(signers: Path, key: str, text: object) -> None:
+    data = minimal(signers)
+    section, _, name = key.rpartition(".")
+    if section:
+        data[section] = {**data.get(section, {}), name: text}  # type: ignore[dict-item]
+    else:
+        data[name] = text
+    config = parse_config(data)
+    got = getattr(getattr(config, section), name) if section else getattr(config, name)
+    assert got == parse_duration(text)
+
+
+def test_the_duration_keys_are_all_the_keys_that_hold_durations(signers: Path) -> None:
+    """Every key of the schema given "5m": exactly DURATION_KEYS read it as 300 seconds."""
+    from syncd.config import SCHEMA
+
+    taking = []
+    for section, keys in SCHEMA.items():
+        for name in keys if keys is not None else (section,):
+            data = minimal(signers)
+            if keys is not None:
+                data[section] = {**data.get(section, {}), name: "5m"}  # type: ignore[dict-item]
+            else:
+                data[name] = "5m"
+            try:
+                config = parse_config(data)
+            except ConfigError:
+                continue
+            value = getattr(getattr(config, section), name) if keys is not None else getattr(config, name)
+            if value == 300.0:
+                taking.append(f"{section}.{name}" if keys is not None else name)
+    assert sorted(taking) == sorted(DURATION_KEYS)
+
+
 def test_relative_paths_are_relative_to_the_config_file(tmp_path: Path, signers: Path) -> None:
     path = tmp_path / "etc" / "inet6.yaml"
     (path.parent / "tinc").mkdir(parents=True)
@@ -115,8 +155,11 @@ def test_relative_paths_are_relative_to_the_config_file(tmp_path: Path, signers:
         ({"tinc": {"reload": "kill"}}, "tinc.reload: 'kill' must be one of"),
         ({"tinc": {"reload": "command"}}, "tinc.command: is required"),
         ({"tinc": {"dir": 5}}, "tinc.dir: must be a string, not int 5"),
-        ({"interval": 0}, "interval: 0 must be between 1 and 86400"),
-        ({"interval": True}, "interval: must be an integer, not a boolean"),
+        ({"interval": 0}, "interval: 0 must be more than zero"),
+        ({"interval": "0.5s"}, "interval: '0.5s' is less than 1s"),
+        ({"interval": "2d"}, "interval: '2d' is more than 1d"),
+        ({"interval": "5 minutes"}, "interval: '5 minutes' is not a duration (seconds, or a number with s, m, h, d"),
+        ({"interval": True}, "interval: must be an integer or a number or a string, not a boolean"),
         ({"colour": "blue"}, "colour: unknown key"),
         ({"repo": {"url": "x", "timeout": 0}}, "repo.timeout: 0 must be more than zero"),
         ({"repo": {"url": "x", "timeout": "-3s"}}, "repo.timeout: '-3s' is not a duration"),
