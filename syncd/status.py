@@ -173,6 +173,10 @@ def verdict_line(status: dict[str, object]) -> str:
     return f"{text.replace('|', '/')} | {' '.join(perf)}"
 
 
+def _in_a_row(failures: object) -> str:
+    return "1 failure so far" if failures == 1 else f"{failures} failures in a row now"
+
+
 def render_status(status: dict[str, object]) -> str:
     lines = [verdict_line(status)]
     lines.append(f"network {status['net']} (node {status['node']}), repository {status['repository']}")
@@ -203,7 +207,7 @@ def render_status(status: dict[str, object]) -> str:
     if isinstance(error, dict):
         lines.append(
             f"last error: {error['at']} [{error['reason']}] {error['message']} "
-            f"({status['consecutive_failures']} failures in a row now)"
+            f"({_in_a_row(status['consecutive_failures'])})"
         )
     advice = status["advice"]
     if isinstance(advice, list):
