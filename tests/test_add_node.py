@@ -94,7 +94,8 @@ def repo(tmp_path: Path) -> Path:
 
 def add(repo: Path, tinc: Path, *args: str) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
-    code = main(["add-node", *args, "--repo", str(repo), "--tinc-dir", str(tinc), "--rsa-bits", "2048"], out, err)
+    where = ["--repo", str(repo), "--tinc-dir", str(tinc), "--net", "inet6", "--rsa-bits", "2048"]
+    code = main(["add-node", *args, *where], out, err)
     return code, out.getvalue(), err.getvalue()
 
 
@@ -160,7 +161,7 @@ def test_existing_keys_need_force(repo: Path, tmp_path: Path) -> None:
     tinc.mkdir()
     (tinc / "rsa_key.priv").write_text("old key\n")
     code, _, err = add(repo, tinc, "newbie")
-    assert code == 1 and "refusing to replace" in err
+    assert code == 1 and f"{tinc} is already set up: it has rsa_key.priv; add-node replaces none" in err
     assert (tinc / "rsa_key.priv").read_text() == "old key\n"
     assert not (repo / "hosts" / "newbie").exists()
     assert add(repo, tinc, "newbie", "--force")[0] == 0
@@ -227,14 +228,16 @@ def test_rsa_bits_under_the_policy_minimum_is_a_usage_error(repo: Path, tmp_path
 def test_next_steps_name_absolute_paths(repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(repo)
     out, err = io.StringIO(), io.StringIO()
-    code = main(["add-node", "newbie", "--repo", ".", "--tinc-dir", "../tinc/inet6", "--rsa-bits", "2048"], out, err)
+    args = ["add-node", "newbie", "--repo", ".", "--tinc-dir", "../tinc/inet6", "--rsa-bits", "2048"]
+    code = main([*args, "--net", "inet6"], out, err)
     assert code == 0, err.getvalue()
     tinc = tmp_path / "tinc" / "inet6"
     text = out.getvalue()
     assert f"wrote {tinc / 'tinc.conf'}\n" in text
     assert f"  1. In {repo}: git add hosts/newbie\n" in text
     assert f"       tinc: {{dir: {tinc}}}\n" in text
-    assert "       net: inet6\n" in text and 'git -c gpg.format=ssh commit -S -m "Add newbie" && git push' in text
+    signed = 'git -c gpg.format=ssh -c user.signingkey="$HOME/.ssh/id_ed25519" commit -S -m "Add newbie" && git push'
+    assert "       net: inet6\n" in text and signed in text
 
 
 # --- owners and joining ------------------------------------------------------------------

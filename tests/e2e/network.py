@@ -188,7 +188,7 @@ class IPv6Everywhere:
         env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
         result = subprocess.run(
             [sys.executable, "-m", "syncd", "add-node", name, "--repo", str(repo),
-             "--tinc-dir", str(root / "tinc"), "--rsa-bits", "2048"],
+             "--tinc-dir", str(root / "tinc"), "--net", NET, "--rsa-bits", "2048"],
             capture_output=True, text=True, timeout=120, env=env, check=False,
         )  # fmt: skip
         if result.returncode != 0:
