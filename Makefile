@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint typecheck pytest bench clean install uninstall
+.PHONY: demo test lint typecheck pytest corpora bench clean install uninstall
 
 $(BIN)/syncd: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ pytest: $(BIN)/syncd $(VENV)/wheelhouse/.done
 	PATH="$(abspath $(BIN)):$$PATH" SYNCD_WHEELHOUSE="$(abspath $(VENV)/wheelhouse)" $(BIN)/pytest
 
 test: lint typecheck pytest
+
+# The real host files of three public tinc networks that tests/test_corpora.py
+# checks, fetched at pinned commits (tests/corpora/README.md); needs network.
+corpora:
+	bash tests/corpora/fetch
 
 bench: $(BIN)/syncd
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python benchmarks/check_scale.py
