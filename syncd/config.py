@@ -120,6 +120,22 @@ def config_path(net: str) -> Path:
     return config_dir() / f"{net}.yaml"
 
 
+def _configured_networks() -> str:
+    """The hint for a config file that is not there: the networks that are
+    configured (``NET.yaml`` in the config directory), or where to start."""
+    directory = config_dir()
+    try:
+        nets = sorted(p.stem for p in directory.glob("*.yaml") if _NETNAME_RE.match(p.stem))
+    except OSError:
+        nets = []
+    if not nets:
+        return (
+            f'no network is configured in {directory}: write {directory}/NET.yaml (README, "Deploy it on a '
+            'node"), or give the file with -c CONFIG'
+        )
+    return f"the networks configured in {directory}: {', '.join(nets)}"
+
+
 def redact_url(url: str) -> str:
     """``url`` with any password and query values replaced by ``***``."""
     try:
@@ -250,9 +266,13 @@ def load_config(path: Path) -> Config:
             raw = fh.read()
         text = raw.decode("utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read: {exc}") from None
+        raise ConfigError(f"{path}: no such config file", hint=_configured_networks()) from None
+    except PermissionError:
+        raise  # errors.outcome names the path and the user
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     refuse_writable(path, mode, "config file")
     try:
         data = yaml.safe_load(text)
@@ -374,6 +394,17 @@ def check_node(config: Config) -> None:
     refuse_writable(with_mode, mode, "allowed_signers file (the trust root)")
 
 
+def local_path(url: str) -> Path | None:
+    """The directory a repository URL names on this machine (a path, or a
+    ``file://`` URL), as git and dulwich read it; None for a remote URL
+    (``ssh://``, ``https://``, ``git://``, or scp-like ``host:path``)."""
+    if url.startswith("file://"):
+        return Path(urllib.parse.unquote(urllib.parse.urlsplit(url).path))
+    if "://" in url or ":" in url.split("/", 1)[0]:
+        return None
+    return Path(url)
+
+
 def tinc_conf_name(conf: Path) -> str | None:
     """The ``Name`` tincd takes from ``conf``: the first one, its variable
     name case-insensitive (``Name = x``, ``name x``); None without one.
@@ -384,6 +415,8 @@ def tinc_conf_name(conf: Path) -> str | None:
         data = conf.read_bytes()
     except FileNotFoundError:
         return None
+    except PermissionError:
+        raise  # errors.outcome names the path and the user
     except OSError as exc:
         raise ConfigError(f"{conf}: cannot read: {exc.strerror}") from None
     for raw in data.split(b"\n"):

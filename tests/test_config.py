@@ -391,7 +391,14 @@ def test_net_shorthand_for_every_command_that_takes_c(tmp_path: Path, monkeypatc
     code, out, _ = cli("status", "inet6")
     assert code == 0 and out.startswith("syncd inet6 OK: ")
     code, _, err = cli("status", "inet7")
-    assert (code, err) == (2, f"syncd status: {etc / 'inet7.yaml'}: no such config file\n")
+    assert (code, err) == (
+        2,
+        f"syncd status: {etc / 'inet7.yaml'}: no such config file\n  hint: the networks configured in {etc}: inet6\n",
+    )
+    (etc / "inet6.yaml").unlink()
+    code, _, err = cli("status", "inet6")
+    assert code == 2 and err.endswith(f"  hint: no network is configured in {etc}: write {etc}/NET.yaml (README, "
+                                      '"Deploy it on a node"), or give the file with -c CONFIG\n')  # fmt: skip
 
 
 @pytest.mark.parametrize(

@@ -157,9 +157,12 @@ def test_no_permission_on_the_hosts_directory_exits_2_naming_it(node: Node) -> N
     node.hosts.chmod(0o755)
     assert proc.returncode == 2, proc.stderr
     first, hint = proc.stderr.splitlines()
-    assert first.startswith(f"syncd sync: {node.hosts}/") and first.endswith(": Permission denied"), first
+    assert first.startswith(f"syncd sync: {node.hosts}/"), first
+    assert first.endswith(": permission denied to user root (uid 0)"), first
     assert "[Errno" not in proc.stderr
-    assert hint.startswith(f"  hint: give the user running syncd (uid 0) read and write permission on {node.hosts} (")
+    assert hint.startswith(
+        f"  hint: give user root (uid 0), who runs syncd, read and write permission on {node.hosts} ("
+    )
     assert health(node)["last_error_reason"] == "io-error"
     assert node.files() == {}
 
