@@ -99,7 +99,7 @@ def prepare(
     policy = report.policy
     if any(f.severity is Severity.ERROR for f in report.policy_findings):
         raise RefusedError(
-            f"{repo / POLICY_FILE} has errors: " + "; ".join(f.format_text() for f in report.policy_findings),
+            "\n".join([f"{repo / POLICY_FILE} has errors:", *(f.format_text() for f in report.policy_findings)]),
             reason="policy",
         )
     hosts_path = repo / policy.hosts_dir
@@ -339,7 +339,7 @@ def _check_new_host(tree: Snapshot, hosts_dir: str, name: str, host_bytes: bytes
     mine = [f for f in errors if f.path == path or any(r.path == path for r in f.related)]
     if mine:
         raise RefusedError(
-            "the new host file would not pass syncd check: " + "; ".join(f.format_text() for f in mine),
+            "\n".join(["the new host file would not pass syncd check:", *(f.format_text() for f in mine)]),
             reason="invalid-content",
         )
     return tuple(f for f in errors if f not in mine)

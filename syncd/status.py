@@ -205,10 +205,12 @@ def render_status(status: dict[str, object]) -> str:
         lines.append(f"last pass:  {last['outcome']} at {at}" if at else "last pass:  never synced")
     error = status["last_error"]
     if isinstance(error, dict):
+        # a content refusal: its summary, then one finding a line
+        first, *details = str(error["message"]).split("\n")
         lines.append(
-            f"last error: {error['at']} [{error['reason']}] {error['message']} "
-            f"({_in_a_row(status['consecutive_failures'])})"
+            f"last error: {error['at']} [{error['reason']}] {first} ({_in_a_row(status['consecutive_failures'])})"
         )
+        lines += [f"            {detail}" for detail in details]
     advice = status["advice"]
     if isinstance(advice, list):
         lines += [f"  try: {command}" for command in advice]
