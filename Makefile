@@ -9,29 +9,35 @@ BIN := $(VENV)/bin
 
 .PHONY: demo test lint typecheck pytest corpora bench clean install uninstall
 
+# syncd and its dependencies: all the demo needs.
 $(BIN)/syncd: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+# The test tools too (pytest, hypothesis, ruff, mypy, pre-commit).
+$(VENV)/.test-deps: $(BIN)/syncd
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
 # Wheels of syncd's dependencies (and the build backend), so that the
 # pre-commit test installs the hook offline, from this folder only.
-$(VENV)/wheelhouse/.done: $(BIN)/syncd
+$(VENV)/wheelhouse/.done: $(VENV)/.test-deps
 	$(BIN)/python -m pip wheel --quiet --wheel-dir $(VENV)/wheelhouse . 'setuptools>=77' wheel
 	touch $@
 
 demo: $(BIN)/syncd
 	PATH="$(abspath $(BIN)):$$PATH" bash examples/demo.sh
 
-lint: $(BIN)/syncd
+lint: $(VENV)/.test-deps
 	$(BIN)/ruff check syncd tests benchmarks
 	$(BIN)/ruff format --check syncd tests benchmarks
 
-typecheck: $(BIN)/syncd
+typecheck: $(VENV)/.test-deps
 	$(BIN)/mypy --strict
 
-pytest: $(BIN)/syncd $(VENV)/wheelhouse/.done
+pytest: $(VENV)/.test-deps $(VENV)/wheelhouse/.done
 	PATH="$(abspath $(BIN)):$$PATH" SYNCD_WHEELHOUSE="$(abspath $(VENV)/wheelhouse)" $(BIN)/pytest
 
 test: lint typecheck pytest
