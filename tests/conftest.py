@@ -108,6 +108,25 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 
 
 @pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty home directory as ``$HOME`` (no ~/.ssh keys of the user's)."""
+    path = tmp_path / "home"
+    path.mkdir()
+    monkeypatch.setenv("HOME", str(path))
+    return path
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """A working copy of the example network (not a git repository)."""
+    import shutil
+
+    path = tmp_path / "repo"
+    shutil.copytree(EXAMPLE_REPO, path)
+    return path
+
+
+@pytest.fixture
 def hub(tmp_path: Path) -> Hub:
     """A hosts repository: the example network, signed by an admin whose key
     is in ``tmp_path/keys/allowed_signers``, pushed to a bare server."""

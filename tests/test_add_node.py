@@ -19,7 +19,6 @@ from syncd.keygen import ed25519_expanded, ed25519_keypair
 from syncd.keys import tinc_b64decode, tinc_b64encode
 from syncd.nodekey import private_key_publics
 from syncd.subnet import Subnet, parse_subnet
-from tests.conftest import EXAMPLE_REPO
 from tests.gitutil import env, git, make_key
 from tests.keyfactory import rsa_pem
 from tests.servers import free_port, require
@@ -75,21 +74,9 @@ def test_exhaustion() -> None:
 # --- the command ------------------------------------------------------------------------
 
 
-@pytest.fixture(autouse=True)
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty home: the user's own ~/.ssh/id_ed25519.pub is add-node's
-    default owner key, and must not leak into these tests."""
-    path = tmp_path / "home"
-    path.mkdir()
-    monkeypatch.setenv("HOME", str(path))
-    return path
-
-
-@pytest.fixture
-def repo(tmp_path: Path) -> Path:
-    path = tmp_path / "repo"
-    shutil.copytree(EXAMPLE_REPO, path)
-    return path
+# An empty home: the user's own ~/.ssh/id_ed25519.pub is add-node's default
+# owner key, and must not leak into these tests (conftest: home, repo).
+pytestmark = pytest.mark.usefixtures("home")
 
 
 def add(repo: Path, tinc: Path, *args: str) -> tuple[int, str, str]:

@@ -9,7 +9,6 @@ import errno
 import io
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -18,26 +17,13 @@ import pytest
 from syncd.cli import main
 from syncd.errors import UsageError
 from syncd.onboard import tinc_dir_of
-from tests.conftest import EXAMPLE_REPO
 from tests.gitutil import allowed_signers, env, git, make_key
 from tests.syncenv import Hub, make_node
 
 MY_PC_CONF = "Name = my_pc\nConnectTo = gateway\n"
 
 
-@pytest.fixture(autouse=True)
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = tmp_path / "home"
-    path.mkdir()
-    monkeypatch.setenv("HOME", str(path))
-    return path
-
-
-@pytest.fixture
-def repo(tmp_path: Path) -> Path:
-    path = tmp_path / "repo"
-    shutil.copytree(EXAMPLE_REPO, path)
-    return path
+pytestmark = pytest.mark.usefixtures("home")  # an empty home (conftest)
 
 
 def add(repo: Path, *args: str) -> tuple[int, str, str]:
