@@ -29,6 +29,7 @@ CLASSES: list[tuple[type[errors.SyncdError], int, str, str, bool]] = [
     (errors.FetchTimeoutError, 3, "fetch-timeout", "sync.failed", True),
     (errors.FetchTooLargeError, 3, "fetch-too-large", "sync.failed", True),
     (errors.NoBranchError, 3, "fetch-failed", "sync.failed", True),
+    (errors.NotARepositoryError, 3, "fetch-failed", "sync.failed", True),  # one URL; none: ConfigError
     (errors.IncompleteError, 3, "fetch-failed", "sync.failed", True),
     (errors.StoreRepairedError, 3, "store-repaired", "sync.failed", True),
     (errors.ReloadError, 3, "reload-failed", "reload.failed", True),
