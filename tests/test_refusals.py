@@ -45,6 +45,7 @@ def test_a_node_prints_the_summary_then_one_finding_a_line(hub: Hub, node: Node)
     assert f"[invalid-content] commit {sha[:12]} has invalid content [subnet-overlap]: {len(findings)} errors;" in text
     assert all(f"\n            {line}\n" in text for line in findings)
     assert "hosts/" not in text.splitlines()[0]  # the monitoring line holds the summary only
+    assert "\nlast pass:  refused [invalid-content] at " in text
 
 
 def test_a_long_list_is_cut_after_max_listed_findings(hub: Hub, node: Node) -> None:
