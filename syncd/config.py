@@ -375,9 +375,9 @@ def check_node(config: Config) -> None:
         what = "not a directory" if tinc_dir.exists() else "no such directory"
         raise ConfigError(
             f"{config.source}: tinc.dir: {tinc_dir}: {what}",
-            hint=f"syncd creates only {tinc_dir / 'hosts'} inside it: set tinc.dir to the network's tinc "
-            f"directory, or create it first (syncd add-node {config.node} --tinc-dir {shlex.quote(str(tinc_dir))} "
-            "sets up a new node)",
+            hint=f"syncd creates only {tinc_dir / 'hosts'} inside it: set tinc.dir to this node's tinc "
+            f"directory, or set tinc up there first (a tinc.conf with Name = {config.node}); for a new node, "
+            f"`{_add_node_command(config)}` in a clone of the hosts repository does that",
         )
     conf = tinc_dir / "tinc.conf"
     name = tinc_conf_name(conf)
@@ -403,6 +403,14 @@ def local_path(url: str) -> Path | None:
     if "://" in url or ":" in url.split("/", 1)[0]:
         return None
     return Path(url)
+
+
+def _add_node_command(config: Config) -> str:
+    """The add-node command that would set up this node's tinc directory."""
+    command = f"syncd add-node {config.node} --net {config.net}"
+    if config.tinc.dir != Path("/etc/tinc") / config.net:
+        command += f" --tinc-dir {shlex.quote(str(config.tinc.dir))}"
+    return command
 
 
 def tinc_conf_name(conf: Path) -> str | None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import re
+import shlex
 import shutil
 from pathlib import Path
 
@@ -13,6 +15,7 @@ from syncd.cli import main
 from syncd.config import config_path, load_config, parse_config, redact_url
 from syncd.errors import ConfigError
 from syncd.units import parse_duration, parse_size
+from tests.conftest import EXAMPLE_REPO
 from tests.syncenv import Hub, admin_and_signers, make_node
 
 
@@ -322,6 +325,25 @@ def test_tinc_dir_must_exist(tmp_path: Path) -> None:
     missing.write_text("")
     with pytest.raises(ConfigError, match=r"tinc\.dir: .*: not a directory"):
         load_config(path)
+
+
+def test_the_hint_for_a_missing_tinc_dir_sets_the_node_up_as_pasted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    missing = tmp_path / "nowhere" / "inet6"
+    path = node_files(tmp_path, tinc={"dir": str(missing)}, node="newbie")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    hint = info.value.hint or ""
+    command = re.search(r"`(syncd add-node [^`]+)`", hint)
+    assert command is not None and command[1] == f"syncd add-node newbie --net inet6 --tinc-dir {missing}"
+    clone = tmp_path / "clone"
+    shutil.copytree(EXAMPLE_REPO, clone)
+    monkeypatch.chdir(clone)  # "in a clone of the hosts repository"
+    monkeypatch.setenv("HOME", str(tmp_path))
+    out, err = io.StringIO(), io.StringIO()
+    assert main([*shlex.split(command[1])[1:], "--rsa-bits", "2048"], out, err) == 0, err.getvalue()
+    assert load_config(path).tinc.dir == missing
 
 
 @pytest.mark.parametrize("which", ["config", "allowed_signers"])
