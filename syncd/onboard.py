@@ -171,11 +171,12 @@ def _replaced(tinc_dir: Path, name: str, kinds: list[str], force: bool) -> tuple
         owner = None
     whose = f" (its tinc.conf says Name = {owner})" if owner else ""
     names = ", ".join(str(path.relative_to(tinc_dir)) for path in there)
+    keys = " (the node's keys are lost)" if any(path.name in PRIVATE_KEY_FILES for path in there) else ""
     raise RefusedError(
-        f"{tinc_dir} is already set up{whose}: it has {names}; add-node replaces none of them without --force",
+        f"{tinc_dir} is already set up{whose}: it has {names}; add-node replaces nothing there without --force",
         reason="exists",
-        hint=f"to set up {name} in another directory, give --tinc-dir DIR (or another --net); --force replaces "
-        "them, and the old keys are lost",
+        hint=f"to set up {name} elsewhere, give another --tinc-dir DIR (or --net); --force replaces "
+        f"{'it' if len(there) == 1 else 'them'}{keys}",
     )
 
 
@@ -287,8 +288,9 @@ def _join_step(node: NewNode) -> str:
         )
     if node.join == "members":
         return (
-            f"     then commit it ({message}) and ask an owner of an existing node (join: members) or an admin\n"
-            f"     to sign it with their key (if not {THEIR_KEY}) and push:\n       {amend}"
+            f"     then commit it:  git commit {message}\n"
+            "     and ask an owner of an existing node (join: members) or an admin to sign it with their key\n"
+            f"     (if not {THEIR_KEY}) and push, in their clone with your commit:\n       {amend}"
         )
     if node.join == "open":
         key = _signing_key(node.owners[0].source)
@@ -297,8 +299,9 @@ def _join_step(node: NewNode) -> str:
             f"       git -c gpg.format=ssh -c user.signingkey={shlex.quote(str(key))} commit -S {message} && git push"
         )
     return (
-        f"     then commit it ({message}) and ask an admin to sign it (join: admins) with their key\n"
-        f"     (if not {THEIR_KEY}) and push:\n       {amend}"
+        f"     then commit it:  git commit {message}\n"
+        f"     and ask an admin to sign it (join: admins) with their key (if not {THEIR_KEY})\n"
+        f"     and push, in their clone with your commit:\n       {amend}"
     )
 
 

@@ -148,7 +148,8 @@ def test_existing_keys_need_force(repo: Path, tmp_path: Path) -> None:
     tinc.mkdir()
     (tinc / "rsa_key.priv").write_text("old key\n")
     code, _, err = add(repo, tinc, "newbie")
-    assert code == 1 and f"{tinc} is already set up: it has rsa_key.priv; add-node replaces none" in err
+    assert code == 1 and f"{tinc} is already set up: it has rsa_key.priv; add-node replaces nothing" in err
+    assert "--force replaces it (the node's keys are lost)" in err
     assert (tinc / "rsa_key.priv").read_text() == "old key\n"
     assert not (repo / "hosts" / "newbie").exists()
     assert add(repo, tinc, "newbie", "--force")[0] == 0
