@@ -121,8 +121,7 @@ def config_path(net: str) -> Path:
 
 
 def _configured_networks() -> str:
-    """The hint for a config file that is not there: the networks that are
-    configured (``NET.yaml`` in the config directory), or where to start."""
+    """The hint for a missing config file: the networks configured, or where to start."""
     directory = config_dir()
     try:
         nets = sorted(p.stem for p in directory.glob("*.yaml") if _NETNAME_RE.match(p.stem))
@@ -406,7 +405,6 @@ def local_path(url: str) -> Path | None:
 
 
 def _add_node_command(config: Config) -> str:
-    """The add-node command that would set up this node's tinc directory."""
     command = f"syncd add-node {config.node} --net {config.net}"
     if config.tinc.dir != Path("/etc/tinc") / config.net:
         command += f" --tinc-dir {shlex.quote(str(config.tinc.dir))}"
