@@ -4,7 +4,11 @@ promises."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 from syncd.policy import parse_policy
 from syncd.units import parse_duration
@@ -40,3 +44,20 @@ def test_every_duration_spelling_the_readme_gives_is_accepted() -> None:
     assert len(examples) >= 4 and "1.5h" in examples
     for text in examples:
         assert parse_duration(text) > 0
+
+
+def test_a_run_without_the_corpora_says_so_in_one_line(tmp_path: Path) -> None:
+    """README, "Try it": without the corpora their tests skip, said once;
+    with CI=true each of them fails instead."""
+    env = {k: v for k, v in os.environ.items() if k != "CI"}
+    env["SYNCD_CORPORA"] = str(tmp_path / "none")
+    tests = [str(ROOT / "tests" / name) for name in ("test_corpora.py", "test_names.py")]  # and others that run
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests]
+    run = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert run.returncode == 0, run.stdout
+    said = [line for line in run.stdout.splitlines() if "corpora" in line and "SKIPPED" in line]
+    assert len(said) == 1 and "`make corpora` fetches them, or set SYNCD_CORPORA" in said[0], run.stdout
+    failed = subprocess.run(
+        command, cwd=ROOT, env={**env, "CI": "true"}, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert failed.returncode == 1 and "6 errors" in failed.stdout, failed.stdout
