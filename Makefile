@@ -8,11 +8,17 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint typecheck pytest bench clean install uninstall deb tinc11
+.PHONY: demo test lint typecheck pytest corpora bench clean install uninstall deb tinc11
 
+# syncd and its dependencies: all the demo needs.
 $(BIN)/syncd: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+# The test tools too (pytest, hypothesis, ruff, mypy, pre-commit).
+$(VENV)/.test-deps: $(BIN)/syncd
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
@@ -46,18 +52,23 @@ tinc11:
 demo: $(BIN)/syncd
 	PATH="$(abspath $(BIN)):$$PATH" bash examples/demo.sh
 
-lint: $(BIN)/syncd
+lint: $(VENV)/.test-deps
 	$(BIN)/ruff check syncd tests benchmarks
 	$(BIN)/ruff format --check syncd tests benchmarks
 
-typecheck: $(BIN)/syncd
+typecheck: $(VENV)/.test-deps
 	$(BIN)/mypy --strict
 
-pytest: $(BIN)/syncd $(WHEELHOUSE)/.done tinc11
+pytest: $(VENV)/.test-deps $(WHEELHOUSE)/.done tinc11
 	PATH="$(abspath $(BIN)):$$PATH" SYNCD_WHEELHOUSE="$(abspath $(WHEELHOUSE))" SYNCD_TINC11="$(TINC11)" \
 	    $(BIN)/pytest
 
 test: lint typecheck pytest
+
+# The real host files of three public tinc networks that tests/test_corpora.py
+# checks, fetched at pinned commits (tests/corpora/README.md); needs network.
+corpora:
+	bash tests/corpora/fetch
 
 bench: $(BIN)/syncd
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python benchmarks/check_scale.py

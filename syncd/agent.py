@@ -48,6 +48,8 @@ def read_signers_file(path: Path, what: str = "") -> list[AllowedSigner]:
     """The node's allowed_signers (the trust root): at least one signer."""
     try:
         text = path.read_bytes()
+    except PermissionError:
+        raise  # errors.outcome names the path and the user
     except OSError as exc:
         raise ConfigError(f"{what}{path}: cannot read: {exc.strerror}") from None
     signers = parse_allowed_signers(text, str(path))

@@ -137,7 +137,9 @@ def _add_node_parser(commands: _Commands) -> None:
             "repository: a unique name, the next free subnet of the policy, a key pair tincd reads, the "
             "node's tinc directory, and its host file in the repository (to commit, signed, and push), "
             "naming its owners' SSH keys on '# syncd-owner:' lines. "
-            "Exit 1 (nothing written) when the name, subnet or existing keys are a problem."
+            "Nothing in the tinc directory is replaced without --force: add-node names each file that is "
+            "already there and stops. Exit 1 (nothing written) when the name, the subnet or an existing file "
+            "is a problem."
         ),
     )
     add.add_argument("name", metavar="NAME", help="the new node's tinc Name")
@@ -151,7 +153,11 @@ def _add_node_parser(commands: _Commands) -> None:
     owner_help = "an owner's SSH public key (repeatable; default: ~/.ssh/id_ed25519.pub when it exists)"
     add.add_argument("--owner-key", action="append", default=[], metavar="FILE.pub", help=owner_help)
     add.add_argument("--no-owner-key", action="store_true", help="name no owner: only admins may change the node")
-    add.add_argument("--force", action="store_true", help="replace the keys of an existing tinc directory")
+    add.add_argument(
+        "--force",
+        action="store_true",
+        help="replace what the tinc directory already has (tinc.conf, tinc-up/down, hosts/NAME, keys)",
+    )
     add.add_argument("--dry-run", action="store_true", help="print what would be written, write nothing")
     add.set_defaults(handler=cmd_add_node)
 
@@ -386,6 +392,9 @@ def cmd_add_node(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     out.write(f"ConnectTo {', '.join(node.connect_to) or '(none: others connect to it)'}\n")
     out.writelines(f"owner {owner.fingerprint} ({owner.source}): {owner.line}\n" for owner in owners)
     err.write(f"note: {note}\n" if note else "")
+    if node.replaces:
+        replaced = ", ".join(str(path) for path in node.replaces)
+        err.write(f"note: --force: {'would replace' if args.dry_run else 'replacing'} {replaced}\n")
     if args.dry_run:
         for planned in node.files:
             out.write(f"\n--- {planned.path} (mode {planned.mode:04o})\n")

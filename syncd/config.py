@@ -90,7 +90,7 @@ class Config:
     trust: TrustConfig
     tinc: TincConfig
     state_dir: Path
-    interval: int = 300
+    interval: float = 300.0  # seconds between passes of `run`
     metrics_file: Path | None = None
     source: str = ""  # the file it was read from, for messages
 
@@ -118,6 +118,21 @@ def config_path(net: str) -> Path:
     if not _NETNAME_RE.match(net):
         raise UsageError(f"NET {net!r} is not a valid tinc network name (letters, digits, _ . -)")
     return config_dir() / f"{net}.yaml"
+
+
+def _configured_networks() -> str:
+    """The hint for a missing config file: the networks configured, or where to start."""
+    directory = config_dir()
+    try:
+        nets = sorted(p.stem for p in directory.glob("*.yaml") if _NETNAME_RE.match(p.stem))
+    except OSError:
+        nets = []
+    if not nets:
+        return (
+            f'no network is configured in {directory}: write {directory}/NET.yaml (README, "Deploy it on a '
+            'node"), or give the file with -c CONFIG'
+        )
+    return f"the networks configured in {directory}: {', '.join(nets)}"
 
 
 def redact_url(url: str) -> str:
@@ -202,11 +217,13 @@ class _Reader:
                 raise self.error(f"{key}[{i}]", "must be a non-empty string")
         return tuple(items)
 
-    def duration(self, key: str, default: float, maximum: float) -> float:
-        seconds = self.optional_duration(key, maximum)
+    def duration(self, key: str, default: float, maximum: float, minimum: float = 0.0) -> float:
+        seconds = self.optional_duration(key, maximum, minimum)
         return default if seconds is None else seconds
 
-    def optional_duration(self, key: str, maximum: float) -> float | None:
+    def optional_duration(self, key: str, maximum: float, minimum: float = 0.0) -> float | None:
+        """Every duration key is read here, by ``units.parse_duration``:
+        ``90``, ``"90"``, ``"10m"``, ``"1.5h"``, ``"14d"``."""
         value = self.get(key, (int, float, str))
         if value is None:
             return None
@@ -216,6 +233,8 @@ class _Reader:
             raise self.error(key, str(exc)) from None
         if seconds > maximum:
             raise self.error(key, f"{value!r} is more than {format_duration(maximum)}")
+        if seconds < minimum:
+            raise self.error(key, f"{value!r} is less than {format_duration(minimum)}")
         return seconds
 
     def size(self, key: str, default: int, minimum: int, maximum: int) -> int:
@@ -246,9 +265,13 @@ def load_config(path: Path) -> Config:
             raw = fh.read()
         text = raw.decode("utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read: {exc}") from None
+        raise ConfigError(f"{path}: no such config file", hint=_configured_networks()) from None
+    except PermissionError:
+        raise  # errors.outcome names the path and the user
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     refuse_writable(path, mode, "config file")
     try:
         data = yaml.safe_load(text)
@@ -291,9 +314,7 @@ def parse_config(data: object, source: str = "config", base: Path | None = None)
         raise tinc_r.error("command", "is required (an argv list) when reload is 'command'")
 
     state_dir = path_of(top.get("state_dir", str, f"/var/lib/syncd/{net}"))
-    interval = top.get("interval", int, 300)
-    if not 1 <= interval <= 86400:
-        raise top.error("interval", f"{interval} must be between 1 and 86400 seconds")
+    interval = top.duration("interval", 300.0, maximum=86400, minimum=1)
     metrics = top.get("metrics_file", str)
     return Config(
         net=net,
@@ -317,7 +338,7 @@ def _repo(r: _Reader, path_of: Callable[[str], Path]) -> RepoConfig:
     ssh_command = r.get("ssh_command", str)
     ca_text = r.get("ca_file", str)
     ca_file = path_of(ca_text) if ca_text else None
-    timeout = r.duration("timeout", 60.0, maximum=86400)
+    timeout = r.duration("timeout", 60.0, maximum=86400, minimum=1)
     # below 1 KiB not even the ref advertisement fits; above 64 GiB is a typo
     max_fetch_bytes = r.size("max_fetch_bytes", 256 * 1024**2, minimum=1024, maximum=64 * 1024**3)
     if ca_file is not None and not ca_file.is_file():
@@ -353,9 +374,9 @@ def check_node(config: Config) -> None:
         what = "not a directory" if tinc_dir.exists() else "no such directory"
         raise ConfigError(
             f"{config.source}: tinc.dir: {tinc_dir}: {what}",
-            hint=f"syncd creates only {tinc_dir / 'hosts'} inside it: set tinc.dir to the network's tinc "
-            f"directory, or create it first (syncd add-node {config.node} --tinc-dir {shlex.quote(str(tinc_dir))} "
-            "sets up a new node)",
+            hint=f"syncd creates only {tinc_dir / 'hosts'} inside it: set tinc.dir to this node's tinc "
+            f"directory, or set tinc up there first (a tinc.conf with Name = {config.node}); for a new node, "
+            f"`{_add_node_command(config)}` in a clone of the hosts repository does that",
         )
     conf = tinc_dir / "tinc.conf"
     name = tinc_conf_name(conf)
@@ -372,6 +393,24 @@ def check_node(config: Config) -> None:
     refuse_writable(with_mode, mode, "allowed_signers file (the trust root)")
 
 
+def local_path(url: str) -> Path | None:
+    """The directory a repository URL names on this machine (a path, or a
+    ``file://`` URL), as git and dulwich read it; None for a remote URL
+    (``ssh://``, ``https://``, ``git://``, or scp-like ``host:path``)."""
+    if url.startswith("file://"):
+        return Path(urllib.parse.unquote(urllib.parse.urlsplit(url).path))
+    if "://" in url or ":" in url.split("/", 1)[0]:
+        return None
+    return Path(url)
+
+
+def _add_node_command(config: Config) -> str:
+    command = f"syncd add-node {config.node} --net {config.net}"
+    if config.tinc.dir != Path("/etc/tinc") / config.net:
+        command += f" --tinc-dir {shlex.quote(str(config.tinc.dir))}"
+    return command
+
+
 def tinc_conf_name(conf: Path) -> str | None:
     """The ``Name`` tincd takes from ``conf``: the first one, its variable
     name case-insensitive (``Name = x``, ``name x``); None without one.
@@ -382,6 +421,8 @@ def tinc_conf_name(conf: Path) -> str | None:
         data = conf.read_bytes()
     except FileNotFoundError:
         return None
+    except PermissionError:
+        raise  # errors.outcome names the path and the user
     except OSError as exc:
         raise ConfigError(f"{conf}: cannot read: {exc.strerror}") from None
     for raw in data.split(b"\n"):

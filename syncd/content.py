@@ -8,11 +8,13 @@ id is the tree's, and are used only if they still hash to that id."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from syncd.errors import RefusedError, UnsafeTreeError
-from syncd.findings import Severity
+from syncd.findings import Finding, Severity, plural
+
+MAX_LISTED = 20  # findings a refusal lists, one a line
 
 if TYPE_CHECKING:
     from syncd.parseindex import Key as IndexKey
@@ -65,16 +67,23 @@ def read_and_validate(
         _update_index(ports, index, cache, entries, policy.tinc, policy.min_rsa_bits)
     errors = [f for f in report.findings if f.severity is Severity.ERROR]
     if errors:
-        codes = sorted({f.code for f in errors})
-        details = "; ".join(f.format_text() for f in errors[:5])
-        more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
-        raise RefusedError(
-            f"commit {commit[:12]} has invalid content [{', '.join(codes)}]: {details}{more}; nothing was installed",
-            reason="invalid-content",
-        )
+        raise invalid_content(commit, errors)
     ids = {e.name: e.blob for e in entries if e.name in report.hosts and e.blob is not None}
     files.known.update({e.name: e.data for e in entries if e.name in ids and e.data is not None})
     return report, _Desired(files, ids), ids
+
+
+def invalid_content(commit: str, errors: Sequence[Finding]) -> RefusedError:
+    """The refusal of a tree with error findings: a one-line summary, then
+    one finding a line, as ``syncd check`` prints them (the first
+    ``MAX_LISTED``: a journal or a pusher's terminal is no place for ten
+    thousand)."""
+    codes, sha = ", ".join(sorted({f.code for f in errors})), commit[:12]
+    lines = [f.format_text() for f in errors[:MAX_LISTED]]
+    if len(errors) > MAX_LISTED:
+        lines.append(f"... and {len(errors) - MAX_LISTED} more (syncd check on a clone at {sha} lists them all)")
+    summary = f"commit {sha} has invalid content [{codes}]: {plural(len(errors), 'error')}; nothing was installed"
+    return RefusedError("\n".join([summary, *lines]), reason="invalid-content")
 
 
 def _path(hosts_dir: str, entry: TreeEntry) -> str:

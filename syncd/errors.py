@@ -125,6 +125,12 @@ class NoBranchError(FetchError):
     ``ConfigError`` instead: retrying will not create the branch."""
 
 
+class NotARepositoryError(FetchError):
+    """A local URL (a path, ``file://``) that is no git repository.  When no
+    URL can be fetched for this reason (or a missing branch), the fetch
+    raises a ``ConfigError``: a typo does not heal by retrying."""
+
+
 class IncompleteError(FetchError):
     """What a URL sent does not reach every object its commits need."""
 
@@ -198,10 +204,23 @@ def _os_outcome(exc: OSError) -> Outcome:
     path = _path_name(exc.filename)
     where = path if exc.filename2 is None else f"{path} -> {_path_name(exc.filename2)}"
     message = f"{where}: {exc.strerror or exc}"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        message = f"{where}: permission denied to {user_name()}"
     hint = _os_hint(exc.errno, path)
     if hint is None:
         return Outcome(EXIT_TRANSIENT, "io-error", "sync.failed", True, message)
     return Outcome(EXIT_USAGE, "io-error", "sync.failed", False, message, hint)
+
+
+def user_name() -> str:
+    """``user alice (uid 1000)``: who was refused, for permission messages."""
+    uid = os.geteuid()
+    try:
+        import pwd
+
+        return f"user {pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except (ImportError, KeyError):
+        return f"uid {uid}"
 
 
 def _path_name(name: object) -> str:
@@ -214,8 +233,13 @@ def _os_hint(code: int | None, path: str) -> str | None:
     # refused, and what the admin has to change.
     target = path if os.path.lexists(path) else str(Path(path).parent)
     if code in (errno.EACCES, errno.EPERM):
+        if os.geteuid() != 0:
+            return (
+                f"run syncd as root (sudo), as its units do, or give {user_name()} read and write permission "
+                f"on {target}"
+            )
         return (
-            f"give the user running syncd (uid {os.geteuid()}) read and write permission on {target} "
+            f"give {user_name()}, who runs syncd, read and write permission on {target} "
             "(syncd@.service runs it as root without CAP_DAC_OVERRIDE: there the owner and mode of "
             f"{target} decide)"
         )

@@ -38,13 +38,14 @@ from dulwich.object_store import DiskObjectStore, ObjectStoreGraphWalker
 from dulwich.objects import Commit, ObjectID
 from dulwich.refs import Ref
 
-from syncd.config import redact_url
+from syncd.config import local_path, redact_url
 from syncd.errors import (
     ConfigError,
     FetchError,
     FetchTimeoutError,
     FetchTooLargeError,
     NoBranchError,
+    NotARepositoryError,
     SignatureError,
     SyncdError,
 )
@@ -89,8 +90,10 @@ def fetch_url(
 
     ``heads`` are the commits offered as "have" (the store holds every object
     they reach).  Raises ``FetchTimeoutError``, ``FetchTooLargeError``,
-    ``NoBranchError`` or ``FetchError``; ``KeyboardInterrupt`` when
-    ``cancel()`` turns true (the child is killed either way)."""
+    ``NoBranchError``, ``NotARepositoryError`` or ``FetchError``;
+    ``KeyboardInterrupt`` when ``cancel()`` turns true (the child is killed
+    either way)."""
+    _local_repository(url)
     quarantine = Path(tempfile.mkdtemp(prefix="incoming-", dir=store_path.parent))
     objects = quarantine / "objects"
     try:
@@ -262,6 +265,15 @@ def _one_line(exc: BaseException, url: str) -> str:
     return message.replace(url, redact_url(url))[:300]
 
 
+def _local_repository(url: str) -> None:
+    """A local URL must name a git repository (bare, or a clone's worktree)."""
+    path = local_path(url)
+    if path is None or ((path / "HEAD").is_file() and (path / "objects").is_dir()) or (path / ".git").exists():
+        return
+    what = "not a git repository" if path.is_dir() else "not a directory" if path.exists() else "no such directory"
+    raise NotARepositoryError(f"{url}: {what}")
+
+
 def fetch_failure(failures: list[SyncdError], branch: str) -> SyncdError:
     """The one error for a fetch no URL survived: a refused signature wins
     (exit 1: only a new commit can fix it); no URL having the branch is a
@@ -274,6 +286,12 @@ def fetch_failure(failures: list[SyncdError], branch: str) -> SyncdError:
         return ConfigError(
             f"no repository URL has the branch {branch}: {summary}",
             hint="check repo.branch (and repo.url) in the node's config",
+        )
+    if failures and all(isinstance(f, NoBranchError | NotARepositoryError) for f in failures):
+        return ConfigError(
+            f"no repository URL could be fetched: {summary}",
+            hint="check repo.url (and repo.mirrors) in the node's config: a local path must be a git repository "
+            "(a bare repository or a clone); a server is named by its URL (ssh://, https://, git://)",
         )
     for kind in (FetchTimeoutError, FetchTooLargeError):
         if failures and all(isinstance(f, kind) for f in failures):

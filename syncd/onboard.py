@@ -12,14 +12,14 @@ writes (``write``).  Any refusal leaves no file behind anywhere.
 from __future__ import annotations
 
 import ipaddress
-import os
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from syncd.allocate import AllocationError, default_size, next_free, reserved
-from syncd.errors import RefusedError, UsageError
+from syncd.config import config_path, tinc_conf_name
+from syncd.errors import ConfigError, RefusedError, UsageError
 from syncd.findings import Finding, Severity
 from syncd.hostfile import host_problem
 from syncd.keygen import KeyPair, ed25519_keypair, rsa_keypair
@@ -28,12 +28,15 @@ from syncd.owners import PREFIX as OWNER_PREFIX
 from syncd.owners import parse_owners
 from syncd.policy import POLICY_FILE, Policy
 from syncd.subnet import Kind, Subnet, SubnetError, format_subnet, parse_subnet
+from syncd.tincdir import PlannedFile, existing, tinc_conf, tinc_down, tinc_up, write_all
 from syncd.tree import EntryKind, Snapshot, TreeEntry, check_tree, snapshot
 from syncd.validate import Report
 from syncd.worktree import WorkTree
 
 PRIVATE_KEY_FILES = ("rsa_key.priv", "ed25519_key.priv")
 DEFAULT_OWNER_KEY = Path(".ssh") / "id_ed25519.pub"  # under the user's home
+THEIR_KEY = "$HOME/.ssh/id_ed25519"  # an admin's or member's signing key, where ssh-keygen puts it
+TINC_ROOT = Path("/etc/tinc")  # tincd's configuration directory: /etc/tinc/NET
 
 
 @dataclass(frozen=True)
@@ -41,14 +44,6 @@ class OwnerKey:
     source: Path  # the public key file it was read from
     line: str  # "# syncd-owner: ssh-ed25519 AAAA... alice@laptop"
     fingerprint: str
-
-
-@dataclass(frozen=True)
-class PlannedFile:
-    path: Path
-    data: bytes
-    mode: int
-    secret: bool = False
 
 
 @dataclass(frozen=True)
@@ -64,6 +59,7 @@ class NewNode:
     dry_run: bool = False  # the key files and key lines are placeholders: never to be written
     owners: tuple[OwnerKey, ...] = ()
     join: str = "admins"  # the repository's policy: who may sign the commit that adds the node
+    replaces: tuple[Path, ...] = ()  # files already in the tinc directory that --force replaces
 
     @property
     def host_file(self) -> PlannedFile:
@@ -103,7 +99,7 @@ def prepare(
     policy = report.policy
     if any(f.severity is Severity.ERROR for f in report.policy_findings):
         raise RefusedError(
-            f"{repo / POLICY_FILE} has errors: " + "; ".join(f.format_text() for f in report.policy_findings),
+            "\n".join([f"{repo / POLICY_FILE} has errors:", *(f.format_text() for f in report.policy_findings)]),
             reason="policy",
         )
     hosts_path = repo / policy.hosts_dir
@@ -112,14 +108,8 @@ def prepare(
         raise RefusedError(
             f"{policy.hosts_dir}/{clash[0]} already exists: node names must be unique (any case)", "name"
         )
-    existing_keys = [f for f in PRIVATE_KEY_FILES if (tinc_dir / f).exists()]
-    if existing_keys and not force:
-        raise RefusedError(
-            f"{tinc_dir} already has {', '.join(existing_keys)}: refusing to replace a node's keys "
-            "(use --force to start over)",
-            reason="exists",
-        )
     kinds = _key_kinds(policy)
+    replaces = _replaced(tinc_dir, name, kinds, force)
     if "RSA" in kinds and rsa_bits < policy.min_rsa_bits:
         raise UsageError(f"--rsa-bits {rsa_bits} is under the policy's min_rsa_bits ({policy.min_rsa_bits})")
 
@@ -139,15 +129,54 @@ def prepare(
     default_route = any(s.prefixlen == 0 and s.kind == chosen.kind for h in report.hosts.values() for s, _ in h.subnets)
     route = default_route and not address
     files = [
-        PlannedFile(tinc_dir / "tinc.conf", _tinc_conf(name, peers).encode(), 0o644),
+        PlannedFile(tinc_dir / "tinc.conf", tinc_conf(name, peers).encode(), 0o644),
         PlannedFile(tinc_dir / "hosts" / name, host_bytes, 0o644),
-        PlannedFile(tinc_dir / "tinc-up", _tinc_up(chosen, vpn_address, route).encode(), 0o755),
-        PlannedFile(tinc_dir / "tinc-down", _tinc_down(chosen, vpn_address, route).encode(), 0o755),
+        PlannedFile(tinc_dir / "tinc-up", tinc_up(chosen, vpn_address, route).encode(), 0o755),
+        PlannedFile(tinc_dir / "tinc-down", tinc_down(chosen, vpn_address, route).encode(), 0o755),
         *(PlannedFile(tinc_dir / k.private_file, k.private_pem, 0o600, secret=True) for k in keys),
         PlannedFile(hosts_path / name, host_bytes, 0o644),  # last: see repo_host_file
     ]
     return NewNode(
-        name, net, tinc_dir, chosen, vpn_address, tuple(peers), tuple(files), others, dry_run, owners, policy.join
+        name,
+        net,
+        tinc_dir,
+        chosen,
+        vpn_address,
+        tuple(peers),
+        tuple(files),
+        others,
+        dry_run,
+        owners,
+        policy.join,
+        replaces,
+    )
+
+
+def _replaced(tinc_dir: Path, name: str, kinds: list[str], force: bool) -> tuple[Path, ...]:
+    """The files of ``tinc_dir`` that add-node would replace: none without
+    ``--force``, which it then refuses, naming every one of them (and the
+    node its tinc.conf names), before any key is generated."""
+    planned = [tinc_dir / f for f in ("tinc.conf", f"hosts/{name}", "tinc-up", "tinc-down")]
+    planned += [tinc_dir / _private_file(kind) for kind in kinds]
+    there = existing([*planned, *(tinc_dir / f for f in PRIVATE_KEY_FILES)])
+    for path in there:
+        if path.is_dir() and not path.is_symlink():
+            raise UsageError(f"{path} is a directory: add-node writes a file there; move it away, or give another "
+                             "--tinc-dir")  # fmt: skip
+    if not there or force:
+        return tuple(path for path in there if path in planned)
+    try:
+        owner = tinc_conf_name(tinc_dir / "tinc.conf")
+    except ConfigError:
+        owner = None
+    whose = f" (its tinc.conf says Name = {owner})" if owner else ""
+    names = ", ".join(str(path.relative_to(tinc_dir)) for path in there)
+    keys = " (the node's keys are lost)" if any(path.name in PRIVATE_KEY_FILES for path in there) else ""
+    raise RefusedError(
+        f"{tinc_dir} is already set up{whose}: it has {names}; add-node replaces nothing there without --force",
+        reason="exists",
+        hint=f"to set up {name} elsewhere, give another --tinc-dir DIR (or --net); --force replaces "
+        f"{'it' if len(there) == 1 else 'them'}{keys}",
     )
 
 
@@ -205,12 +234,22 @@ def read_owner_keys(paths: Sequence[Path]) -> tuple[OwnerKey, ...]:
 
 def tinc_dir_of(net: str | None, tinc_dir: str | None) -> tuple[Path, str]:
     """The node's tinc directory and network name, from ``--net`` and/or
-    ``--tinc-dir`` (tincd's default layout: ``/etc/tinc/NET``)."""
+    ``--tinc-dir`` (tincd's default layout: ``/etc/tinc/NET``).  The name is
+    taken from the directory only there: elsewhere a folder's name says
+    nothing about the network (``/srv/nodes/hub``), and a wrong one would
+    end up in the node's config, its file name and its units."""
     if tinc_dir is None and net is None:
         raise UsageError("give --net NET (tinc dir /etc/tinc/NET) or --tinc-dir DIR")
     # Absolute: the next steps and the node's config name it.
-    directory = Path(tinc_dir).resolve() if tinc_dir else Path("/etc/tinc") / str(net)
-    return directory, net or directory.name
+    directory = Path(tinc_dir).resolve() if tinc_dir else TINC_ROOT / str(net)
+    if net is None and directory.parent != TINC_ROOT:
+        raise UsageError(
+            f"--tinc-dir {directory} is not under {TINC_ROOT}/, so its name need not be the network's: "
+            "give --net NET too (the name in /etc/syncd/NET.yaml and tinc@NET)"
+        )
+    net = net or directory.name
+    config_path(net)  # a valid network name, or a UsageError saying why
+    return directory, net
 
 
 def next_steps(node: NewNode, repo: Path) -> str:
@@ -237,14 +276,21 @@ def _join_step(node: NewNode) -> str:
     """Who must sign the commit that adds the node, by the policy's ``join``
     (docs/trust.md): every node refuses the commit signed by anyone else."""
     message = f'-m "Add {node.name}"'
-    admin = f"git -c gpg.format=ssh commit -S {message} && git push"
+    # Another person's key: its usual place on their machine, named, since
+    # git signs with no key unless user.signingkey says which.
+    theirs = f'git -c gpg.format=ssh -c user.signingkey="{THEIR_KEY}"'
+    amend = f"{theirs} commit --amend --no-edit -S && git push"
     if not node.owners:
         rule = "" if node.join == "admins" else f" (join: {node.join} needs an owner line; give --owner-key FILE.pub)"
-        return f"     then commit it signed by an admin{rule} and push:  {admin}"
+        return (
+            f"     then commit it signed by an admin{rule} and push (their key, if not {THEIR_KEY}):\n"
+            f"       {theirs} commit -S {message} && git push"
+        )
     if node.join == "members":
         return (
-            f"     then commit it ({message}) and ask an owner of an existing node (join: members) or an admin\n"
-            "     to sign it and push:  git -c gpg.format=ssh commit --amend --no-edit -S && git push"
+            f"     then commit it:  git commit {message}\n"
+            "     and ask an owner of an existing node (join: members) or an admin to sign it with their key\n"
+            f"     (if not {THEIR_KEY}) and push, in their clone with your commit:\n       {amend}"
         )
     if node.join == "open":
         key = _signing_key(node.owners[0].source)
@@ -253,8 +299,9 @@ def _join_step(node: NewNode) -> str:
             f"       git -c gpg.format=ssh -c user.signingkey={shlex.quote(str(key))} commit -S {message} && git push"
         )
     return (
-        f"     then commit it ({message}) and ask an admin to sign it (join: admins) and push:\n"
-        "       git -c gpg.format=ssh commit --amend --no-edit -S && git push"
+        f"     then commit it:  git commit {message}\n"
+        f"     and ask an admin to sign it (join: admins) with their key (if not {THEIR_KEY})\n"
+        f"     and push, in their clone with your commit:\n       {amend}"
     )
 
 
@@ -295,32 +342,17 @@ def _check_new_host(tree: Snapshot, hosts_dir: str, name: str, host_bytes: bytes
     mine = [f for f in errors if f.path == path or any(r.path == path for r in f.related)]
     if mine:
         raise RefusedError(
-            "the new host file would not pass syncd check: " + "; ".join(f.format_text() for f in mine),
+            "\n".join(["the new host file would not pass syncd check:", *(f.format_text() for f in mine)]),
             reason="invalid-content",
         )
     return tuple(f for f in errors if f not in mine)
 
 
 def write(node: NewNode) -> list[Path]:
-    """Write the planned files; on any failure, remove what was written."""
+    """Write the planned files, all or (on any failure) none."""
     if node.dry_run:
         raise ValueError("a dry run's files hold placeholders for the keys: they are never written")
-    written: list[Path] = []
-    try:
-        for planned in node.files:
-            planned.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(
-                planned.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, planned.mode
-            )
-            with os.fdopen(fd, "wb") as fh:
-                os.fchmod(fh.fileno(), planned.mode)
-                fh.write(planned.data)
-            written.append(planned.path)
-    except OSError:
-        for path in written:
-            path.unlink(missing_ok=True)
-        raise
-    return written
+    return write_all(node.files)
 
 
 def _subnet(requested: str, policy: Policy, report: Report) -> Subnet:
@@ -367,11 +399,14 @@ def _keypair(kind: str, rsa_bits: int) -> KeyPair:
     return ed25519_keypair() if kind == "Ed25519" else rsa_keypair(rsa_bits)
 
 
+def _private_file(kind: str) -> str:
+    return "ed25519_key.priv" if kind == "Ed25519" else "rsa_key.priv"
+
+
 def _placeholder(kind: str, rsa_bits: int) -> KeyPair:
     what = f"RSA {rsa_bits}" if kind == "RSA" else kind
-    private_file = "ed25519_key.priv" if kind == "Ed25519" else "rsa_key.priv"
     return KeyPair(
-        private_file,
+        _private_file(kind),
         f"<generated at install: {what} private key>\n".encode(),
         f"<generated at install: {what} public key>\n",
     )
@@ -406,37 +441,3 @@ def _interface_address(subnet: Subnet, policy: Policy) -> str:
         )
     text = str(ipaddress.IPv6Address(value) if subnet.kind is Kind.IPV6 else ipaddress.IPv4Address(value))
     return f"{text}/{network.prefixlen}"
-
-
-def _tinc_conf(name: str, peers: tuple[str, ...]) -> str:
-    # StrictSubnets: the host files syncd installs, signed, decide who routes what
-    lines = [f"Name = {name}", "AddressFamily = ipv4", "StrictSubnets = yes", *(f"ConnectTo = {p}" for p in peers)]
-    return "\n".join(lines) + "\n"
-
-
-def _family(subnet: Subnet) -> str:
-    return "-6" if subnet.kind is Kind.IPV6 else "-4"
-
-
-def _tinc_up(subnet: Subnet, address: str, default_route: bool) -> str:
-    family = _family(subnet)
-    lines = [
-        "#!/bin/sh",
-        f'ip {family} link set "$INTERFACE" up mtu 1400',
-        f'ip {family} addr add {shlex.quote(address)} dev "$INTERFACE"',
-    ]
-    if default_route:
-        lines.append(f'ip {family} route add default dev "$INTERFACE"')
-    return "\n".join(lines) + "\n"
-
-
-def _tinc_down(subnet: Subnet, address: str, default_route: bool) -> str:
-    family = _family(subnet)
-    lines = ["#!/bin/sh"]
-    if default_route:
-        lines.append(f'ip {family} route del default dev "$INTERFACE"')
-    lines += [
-        f'ip {family} addr del {shlex.quote(address)} dev "$INTERFACE"',
-        f'ip {family} link set "$INTERFACE" down',
-    ]
-    return "\n".join(lines) + "\n"

@@ -288,6 +288,12 @@ def _parse_line(text: str, where: str, number: int) -> AllowedSigner | None:
             for word in (opts.split(",")[0], rest.replace("\t", " ").split(" ")[0]):
                 if word.startswith(("ssh-", "ecdsa-", "sk-", "rsa-sha2-")) or "-cert-" in word:
                     raise AllowedSignersError(f"{where}: {_unsupported(word).message}")
+            if patterns in _OPENSSH_KEY_NAMES:  # a bare .pub line: the key where the principal goes
+                raise AllowedSignersError(
+                    f"{where}: the line starts with the key type {patterns}, not with the signer's principal",
+                    hint="each line is PRINCIPALS [OPTIONS] KEYTYPE BASE64: put the signer's name first, e.g. "
+                    f'alice@example.org namespaces="git" {patterns} AAAA...',
+                )
             raise AllowedSignersError(f"{where}: expected a key type and a base64 key after {opts!r}")
     namespaces, after, before = _parse_options(opts, where)
     return AllowedSigner(patterns, key[1], key[0], namespaces, after, before, number)
@@ -308,6 +314,32 @@ def parse_allowed_signers(data: str | bytes, path: str = "allowed_signers") -> l
         if signer is not None:
             signers.append(signer)
     return signers
+
+
+def why_not_allowed(
+    signers: Sequence[AllowedSigner], key: bytes, when: int, namespace: str = "git"
+) -> tuple[str, str | None]:
+    """Why ``signers`` do not allow a signature by ``key`` at ``when``, in
+    the words of the file (the line that lists the key and what on it
+    refuses, or that no line does), and what would fix it."""
+    candidates = [s for s in signers if s.public_key == key]
+    if not candidates:
+        return "no line lists that key", (
+            "check that repo.url is your network's repository, and that trust.allowed_signers lists the keys of "
+            "its admins (never a key just because a server presents it)"
+        )
+    valid = [s for s in candidates if s.valid_at(when)]
+    if not valid:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(when))
+        first = candidates[0]
+        return f"line {first.line} ({first.patterns}) lists it, but not as valid at {stamp}", None
+    line = valid[0]
+    if not any(s.allows_namespace(namespace) for s in valid):
+        return (
+            f'line {line.line} ({line.patterns}) lists it with namespaces="{line.namespaces}", without {namespace}',
+            f'git signs commits in namespace "{namespace}": write namespaces="{namespace}" on that line',
+        )
+    return f"line {line.line} lists it, for principals ({line.patterns}) no line allows with that key", None
 
 
 @dataclass(frozen=True, slots=True)

@@ -102,6 +102,8 @@ def load_state(state_dir: Path) -> State:
         raw = json.loads(path.read_text())
     except FileNotFoundError:
         return State()
+    except PermissionError:
+        raise  # errors.outcome names the path and the user: the file itself is fine
     except (OSError, ValueError) as exc:
         raise StateError(f"{path}: unreadable state ({exc})", hint=_STATE_HINT) from None
     try:

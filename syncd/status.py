@@ -194,6 +194,17 @@ def verdict_line(status: dict[str, object]) -> str:
     return f"{text.replace('|', '/')} | {' '.join(perf)}"
 
 
+def _pass_outcome(outcome: object) -> str:
+    """``applied``, ``unchanged``; ``refused [signature]``, ``failed [fetch-timeout]``."""
+    if outcome in SUCCESS_OUTCOMES or outcome is None:
+        return str(outcome)
+    return f"{'refused' if outcome in REFUSED_REASONS else 'failed'} [{outcome}]"
+
+
+def _in_a_row(failures: object) -> str:
+    return "1 failure so far" if failures == 1 else f"{failures} failures in a row now"
+
+
 def render_status(status: dict[str, object]) -> str:
     lines = [verdict_line(status)]
     lines.append(f"network {status['net']} (node {status['node']}), repository {status['repository']}")
@@ -226,13 +237,15 @@ def render_status(status: dict[str, object]) -> str:
     last = status["last_pass"]
     if isinstance(last, dict):
         at = last["at"]
-        lines.append(f"last pass:  {last['outcome']} at {at}" if at else "last pass:  never synced")
+        lines.append(f"last pass:  {_pass_outcome(last['outcome'])} at {at}" if at else "last pass:  never synced")
     error = status["last_error"]
     if isinstance(error, dict):
+        # a content refusal: its summary, then one finding a line
+        first, *details = str(error["message"]).split("\n")
         lines.append(
-            f"last error: {error['at']} [{error['reason']}] {error['message']} "
-            f"({status['consecutive_failures']} failures in a row now)"
+            f"last error: {error['at']} [{error['reason']}] {first} ({_in_a_row(status['consecutive_failures'])})"
         )
+        lines += [f"            {detail}" for detail in details]
     advice = status["advice"]
     if isinstance(advice, list):
         lines += [f"  try: {command}" for command in advice]

@@ -26,7 +26,7 @@ from syncd.commits import CommitInfo, signing_key
 from syncd.errors import AllowedSignersError, RefusedError, SignatureError
 from syncd.history import topological
 from syncd.owners import fingerprint, parse_owners
-from syncd.signers import AllowedSigner, parse_allowed_signers
+from syncd.signers import AllowedSigner, parse_allowed_signers, why_not_allowed
 
 if TYPE_CHECKING:
     from syncd.pipeline import Repository, Signed
@@ -227,15 +227,29 @@ class Authority:
                 break
             info = self.repo.commit(info.parents[0]) if info.parents else None
         else:
+            why, fix = self._untrusted(tip)
             raise SignatureError(
                 f"commit {tip.sha[:12]} ({tip.summary!r}): no commit on its history is signed by a key of this "
-                "node's allowed_signers and accepted at its parent: nothing to trust; nothing was installed"
+                f"node's allowed_signers and accepted at its parent ({why}): nothing to trust; nothing was installed",
+                hint=fix,
             )
         root = chain[-1]
         trusted = self.check(root)
         later = [c for c in self.repo.ancestors(tip.sha, root.sha) if c.sha != root.sha]
         history = [(c, self.check(c)) for c in topological(later)]
         return [*reversed(history), (root, trusted)]
+
+    def _untrusted(self, tip: CommitInfo) -> tuple[str, str | None]:
+        """Why the tip itself is no trust root, in the words of the node's
+        allowed_signers, and what would fix it."""
+        try:
+            key = signing_key(tip)
+        except SignatureError as exc:
+            return f"the tip: {exc.message.partition('): ')[2].removesuffix('; nothing was installed')}", None
+        if admin_principal(self.local, key, tip.committer_time) is not None:
+            return "the tip's key is an admin's here, but the tip is refused at its parent", None
+        why, fix = why_not_allowed(self.local, key, tip.committer_time)
+        return f"the tip is signed by {fingerprint(key)}: {why}", fix
 
     def _is_trust_root(self, info: CommitInfo) -> bool:
         try:

@@ -82,10 +82,30 @@ def run(repo: Path, options: Options, revs: Sequence[str], hook_input: TextIO | 
                 out.write(describe(update, check_update(store, update, options)) + "\n")
             except RefusedError as exc:
                 refused += 1
-                err.write(f"syncd verify: {update.ref}: refused ({exc.reason}): {exc.message}\n")
+                err.write(server_refusal(update.ref, exc))
         return 1 if refused else 0
     finally:
         store.close()
+
+
+# A node's refusal, in a server's words: the server installs nothing, and
+# the allowed_signers it was given is the nodes' one.
+_NODE_WORDS = (
+    ("; nothing was installed", ""),
+    ("this node's own allowed_signers", "the nodes' allowed_signers"),
+    ("this node's allowed_signers", "the nodes' allowed_signers"),
+)
+
+
+def server_refusal(ref: str, exc: RefusedError) -> str:
+    """A refused update as the pusher reads it (git shows each line after
+    ``remote:``): a one-line summary naming the ref and the reason, then the
+    node's message, line by line (a content refusal: one finding a line)."""
+    message = exc.message
+    for node, server in _NODE_WORDS:
+        message = message.replace(node, server)
+    first, *rest = message.split("\n")
+    return "".join(f"{line}\n" for line in (f"syncd verify: {ref}: refused ({exc.reason}): {first}", *rest))
 
 
 def read_updates(stream: TextIO) -> list[Update]:

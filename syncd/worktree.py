@@ -40,7 +40,15 @@ class WorkTree:
         if self.hosts_dir is not None:
             return read_hosts_dir(self.hosts_dir, max_file_bytes)
         assert self.root is not None
-        return read_hosts_dir(self.root / hosts_dir, max_file_bytes)
+        directory = self.root / hosts_dir
+        if not os.path.lexists(directory) and read_policy(self.root) is None:
+            where = self.root.resolve()
+            raise UsageError(
+                f"{where}: not a hosts repository (no {POLICY_FILE}, no {hosts_dir}/ directory)",
+                hint="run syncd check in a clone of the hosts repository, or name it: syncd check REPO; "
+                "for a node's installed host files: syncd check --hosts-dir /etc/tinc/NET/hosts",
+            )
+        return read_hosts_dir(directory, max_file_bytes)
 
 
 def run_check(repo: Path | None, hosts_dir: Path | None) -> Report:
@@ -56,6 +64,8 @@ def read_policy(repo: Path) -> bytes | None:
         return path.read_bytes()
     except FileNotFoundError:
         return None
+    except PermissionError:
+        raise  # errors.outcome names the path and the user
     except OSError as exc:
         raise UsageError(f"{path}: cannot read: {exc.strerror}") from None
 
@@ -67,6 +77,8 @@ def read_hosts_dir(directory: Path, max_file_bytes: int) -> list[TreeEntry]:
         raise UsageError(f"{directory}: no such directory") from None
     except NotADirectoryError:
         raise UsageError(f"{directory}: not a directory") from None
+    except PermissionError:
+        raise  # errors.outcome names the path and the user
     except OSError as exc:
         raise UsageError(f"{directory}: cannot read: {exc.strerror}") from None
     entries = []
@@ -87,6 +99,8 @@ def read_hosts_dir(directory: Path, max_file_bytes: int) -> list[TreeEntry]:
             # O_NOFOLLOW: a file swapped for a symlink after the listing is
             # refused, not followed.
             fd = os.open(item.path, flags)
+        except PermissionError:
+            raise
         except OSError as exc:
             raise UsageError(f"{item.path}: cannot open: {exc.strerror}") from None
         try:

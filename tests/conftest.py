@@ -5,6 +5,7 @@ does any other skip: CI must prove the real thing works."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Generator
 from pathlib import Path
@@ -30,16 +31,60 @@ def lacking(message: str) -> NoReturn:
     pytest.skip(message)
 
 
+CORPORA = ("retiolum", "ffs-ffsl3", "icvpn")
+
+
 def corpora_dir() -> Path:
-    return Path(os.environ.get("SYNCD_CORPORA", ROOT.parent / "shared" / "corpora"))
+    """Where the corpora of real host files are: ``$SYNCD_CORPORA``, else
+    ``tests/corpora`` (``make corpora`` fetches them there)."""
+    return Path(os.environ.get("SYNCD_CORPORA") or ROOT / "tests" / "corpora")
 
 
-@pytest.fixture
-def corpora() -> Path:
+def corpora_problem() -> tuple[str, bool] | None:
+    """Why the corpora cannot be used, and whether it is because they are
+    missing (rather than differing from ``tests/corpora/SHA256SUMS``: the
+    expectations of test_corpora.py hold for those bytes only)."""
     path = corpora_dir()
-    if not path.is_dir():
-        lacking(f"{path}: the corpora of real host files are not present (set SYNCD_CORPORA)")
-    return path
+    missing = [name for name in CORPORA if not (path / name / "hosts").is_dir()]
+    if missing:
+        return (
+            f"{path}: no corpora of real host files ({', '.join(missing)}): `make corpora` fetches them, "
+            "or set SYNCD_CORPORA (tests/corpora/README.md)",
+            True,
+        )
+    differ = []
+    for line in (ROOT / "tests" / "corpora" / "SHA256SUMS").read_text().splitlines():
+        digest, _, name = line.partition("  ")
+        file = path / name
+        if not file.is_file() or hashlib.sha256(file.read_bytes()).hexdigest() != digest:
+            differ.append(name)
+    if differ:
+        return (
+            f"{path}: {len(differ)} files differ from the pinned corpora (first: {differ[0]}); "
+            "tests/corpora/fetch gets the pinned ones",
+            False,
+        )
+    return None
+
+
+def skip_module_without_corpora() -> None:
+    """At the top of a module whose tests use the corpora: without them its
+    tests skip, said in one line.  (In CI each test fails instead, in the
+    ``corpora`` fixture: a module that fails to load would stop the run.)"""
+    problem = corpora_problem()
+    if problem is not None and problem[1] and not in_ci():
+        pytest.skip(problem[0], allow_module_level=True)
+
+
+@pytest.fixture(scope="session")
+def corpora() -> Path:
+    problem = corpora_problem()
+    if problem is not None:
+        message, missing = problem
+        if missing:
+            lacking(message)
+        pytest.fail(message)
+    return corpora_dir()
 
 
 @pytest.hookimpl(wrapper=True)
@@ -60,6 +105,25 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.section("measured by the tests")
         for name, value in FIGURES.items():
             terminalreporter.write_line(f"{name}: {value}")
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty home directory as ``$HOME`` (no ~/.ssh keys of the user's)."""
+    path = tmp_path / "home"
+    path.mkdir()
+    monkeypatch.setenv("HOME", str(path))
+    return path
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """A working copy of the example network (not a git repository)."""
+    import shutil
+
+    path = tmp_path / "repo"
+    shutil.copytree(EXAMPLE_REPO, path)
+    return path
 
 
 @pytest.fixture

@@ -19,7 +19,6 @@ from syncd.keygen import ed25519_expanded, ed25519_keypair
 from syncd.keys import tinc_b64decode, tinc_b64encode
 from syncd.nodekey import private_key_publics
 from syncd.subnet import Subnet, parse_subnet
-from tests.conftest import EXAMPLE_REPO
 from tests.gitutil import env, git, make_key
 from tests.keyfactory import rsa_pem
 from tests.servers import free_port, require
@@ -75,26 +74,15 @@ def test_exhaustion() -> None:
 # --- the command ------------------------------------------------------------------------
 
 
-@pytest.fixture(autouse=True)
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty home: the user's own ~/.ssh/id_ed25519.pub is add-node's
-    default owner key, and must not leak into these tests."""
-    path = tmp_path / "home"
-    path.mkdir()
-    monkeypatch.setenv("HOME", str(path))
-    return path
-
-
-@pytest.fixture
-def repo(tmp_path: Path) -> Path:
-    path = tmp_path / "repo"
-    shutil.copytree(EXAMPLE_REPO, path)
-    return path
+# An empty home: the user's own ~/.ssh/id_ed25519.pub is add-node's default
+# owner key, and must not leak into these tests (conftest: home, repo).
+pytestmark = pytest.mark.usefixtures("home")
 
 
 def add(repo: Path, tinc: Path, *args: str) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
-    code = main(["add-node", *args, "--repo", str(repo), "--tinc-dir", str(tinc), "--rsa-bits", "2048"], out, err)
+    where = ["--repo", str(repo), "--tinc-dir", str(tinc), "--net", "inet6", "--rsa-bits", "2048"]
+    code = main(["add-node", *args, *where], out, err)
     return code, out.getvalue(), err.getvalue()
 
 
@@ -160,7 +148,8 @@ def test_existing_keys_need_force(repo: Path, tmp_path: Path) -> None:
     tinc.mkdir()
     (tinc / "rsa_key.priv").write_text("old key\n")
     code, _, err = add(repo, tinc, "newbie")
-    assert code == 1 and "refusing to replace" in err
+    assert code == 1 and f"{tinc} is already set up: it has rsa_key.priv; add-node replaces nothing" in err
+    assert "--force replaces it (the node's keys are lost)" in err
     assert (tinc / "rsa_key.priv").read_text() == "old key\n"
     assert not (repo / "hosts" / "newbie").exists()
     assert add(repo, tinc, "newbie", "--force")[0] == 0
@@ -227,14 +216,16 @@ def test_rsa_bits_under_the_policy_minimum_is_a_usage_error(repo: Path, tmp_path
 def test_next_steps_name_absolute_paths(repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(repo)
     out, err = io.StringIO(), io.StringIO()
-    code = main(["add-node", "newbie", "--repo", ".", "--tinc-dir", "../tinc/inet6", "--rsa-bits", "2048"], out, err)
+    args = ["add-node", "newbie", "--repo", ".", "--tinc-dir", "../tinc/inet6", "--rsa-bits", "2048"]
+    code = main([*args, "--net", "inet6"], out, err)
     assert code == 0, err.getvalue()
     tinc = tmp_path / "tinc" / "inet6"
     text = out.getvalue()
     assert f"wrote {tinc / 'tinc.conf'}\n" in text
     assert f"  1. In {repo}: git add hosts/newbie\n" in text
     assert f"       tinc: {{dir: {tinc}}}\n" in text
-    assert "       net: inet6\n" in text and 'git -c gpg.format=ssh commit -S -m "Add newbie" && git push' in text
+    signed = 'git -c gpg.format=ssh -c user.signingkey="$HOME/.ssh/id_ed25519" commit -S -m "Add newbie" && git push'
+    assert "       net: inet6\n" in text and signed in text
 
 
 # --- owners and joining ------------------------------------------------------------------

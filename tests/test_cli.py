@@ -142,7 +142,11 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
     code, _, err = run("check", str(tmp_path / "missing"))
     assert code == 2 and "no such directory" in err
     code, _, err = run("check", str(tmp_path))  # no hosts/ in it
-    assert code == 2 and "hosts: no such directory" in err
+    assert code == 2 and f"syncd check: {tmp_path}: not a hosts repository (no syncd.yaml, no hosts/ directory)" in err
+    assert "  hint: run syncd check in a clone of the hosts repository, or name it: syncd check REPO" in err
+    (tmp_path / "syncd.yaml").write_text("hosts_dir: nodes\n")  # a repository, with its hosts directory missing
+    code, _, err = run("check", str(tmp_path))
+    assert code == 2 and f"{tmp_path / 'nodes'}: no such directory" in err
     assert run("check", "--format", "xml")[0] == 2
     assert run("frobnicate")[0] == 2
 

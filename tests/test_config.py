@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+import shlex
 import shutil
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from syncd.cli import main
 from syncd.config import config_path, load_config, parse_config, redact_url
 from syncd.errors import ConfigError
 from syncd.units import parse_duration, parse_size
-from tests.conftest import ROOT
+from tests.conftest import EXAMPLE_REPO, ROOT
 from tests.syncenv import Hub, admin_and_signers, make_node
 
 
@@ -85,6 +86,46 @@ def test_new_keys_are_read(signers: Path) -> None:
     assert (config.trust.max_age, config.trust.max_clock_skew) == (14 * 86400.0, 1800.0)
 
 
+# Every duration key of the node config, each read by units.parse_duration.
+DURATION_KEYS = ("interval", "repo.timeout", "trust.max_age", "trust.max_clock_skew")
+
+
+@pytest.mark.parametrize("key", DURATION_KEYS)
+@pytest.mark.parametrize("text", [90, "90", "5m", "10m", "1.5h", "2.5"])
+def test_every_duration_key_takes_what_the_readme_says(signers: Path, key: str, text: object) -> None:
+    data = minimal(signers)
+    section, _, name = key.rpartition(".")
+    if section:
+        data[section] = {**data.get(section, {}), name: text}  # type: ignore[dict-item]
+    else:
+        data[name] = text
+    config = parse_config(data)
+    got = getattr(getattr(config, section), name) if section else getattr(config, name)
+    assert got == parse_duration(text)
+
+
+def test_the_duration_keys_are_all_the_keys_that_hold_durations(signers: Path) -> None:
+    """Every key of the schema given "5m": exactly DURATION_KEYS read it as 300 seconds."""
+    from syncd.config import SCHEMA
+
+    taking = []
+    for section, keys in SCHEMA.items():
+        for name in keys if keys is not None else (section,):
+            data = minimal(signers)
+            if keys is not None:
+                data[section] = {**data.get(section, {}), name: "5m"}  # type: ignore[dict-item]
+            else:
+                data[name] = "5m"
+            try:
+                config = parse_config(data)
+            except ConfigError:
+                continue
+            value = getattr(getattr(config, section), name) if keys is not None else getattr(config, name)
+            if value == 300.0:
+                taking.append(f"{section}.{name}" if keys is not None else name)
+    assert sorted(taking) == sorted(DURATION_KEYS)
+
+
 def test_relative_paths_are_relative_to_the_config_file(tmp_path: Path, signers: Path) -> None:
     path = tmp_path / "etc" / "inet6.yaml"
     (path.parent / "tinc").mkdir(parents=True)
@@ -117,8 +158,11 @@ def test_relative_paths_are_relative_to_the_config_file(tmp_path: Path, signers:
         ({"tinc": {"reload": "kill"}}, "tinc.reload: 'kill' must be one of"),
         ({"tinc": {"reload": "command"}}, "tinc.command: is required"),
         ({"tinc": {"dir": 5}}, "tinc.dir: must be a string, not int 5"),
-        ({"interval": 0}, "interval: 0 must be between 1 and 86400"),
-        ({"interval": True}, "interval: must be an integer, not a boolean"),
+        ({"interval": 0}, "interval: 0 must be more than zero"),
+        ({"interval": "0.5s"}, "interval: '0.5s' is less than 1s"),
+        ({"interval": "2d"}, "interval: '2d' is more than 1d"),
+        ({"interval": "5 minutes"}, "interval: '5 minutes' is not a duration (seconds, or a number with s, m, h, d"),
+        ({"interval": True}, "interval: must be an integer or a number or a string, not a boolean"),
         ({"colour": "blue"}, "colour: unknown key"),
         ({"repo": {"url": "x", "timeout": 0}}, "repo.timeout: 0 must be more than zero"),
         ({"repo": {"url": "x", "timeout": "-3s"}}, "repo.timeout: '-3s' is not a duration"),
@@ -283,6 +327,25 @@ def test_tinc_dir_must_exist(tmp_path: Path) -> None:
         load_config(path)
 
 
+def test_the_hint_for_a_missing_tinc_dir_sets_the_node_up_as_pasted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    missing = tmp_path / "nowhere" / "inet6"
+    path = node_files(tmp_path, tinc={"dir": str(missing)}, node="newbie")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    hint = info.value.hint or ""
+    command = re.search(r"`(syncd add-node [^`]+)`", hint)
+    assert command is not None and command[1] == f"syncd add-node newbie --net inet6 --tinc-dir {missing}"
+    clone = tmp_path / "clone"
+    shutil.copytree(EXAMPLE_REPO, clone)
+    monkeypatch.chdir(clone)  # "in a clone of the hosts repository"
+    monkeypatch.setenv("HOME", str(tmp_path))
+    out, err = io.StringIO(), io.StringIO()
+    assert main([*shlex.split(command[1])[1:], "--rsa-bits", "2048"], out, err) == 0, err.getvalue()
+    assert load_config(path).tinc.dir == missing
+
+
 @pytest.mark.parametrize("which", ["config", "allowed_signers"])
 @pytest.mark.parametrize(("mode", "refused"), [(0o664, "group"), (0o646, "others"), (0o644, None), (0o600, None)])
 def test_files_others_may_write_are_refused(tmp_path: Path, which: str, mode: int, refused: str | None) -> None:
@@ -350,7 +413,14 @@ def test_net_shorthand_for_every_command_that_takes_c(tmp_path: Path, monkeypatc
     code, out, _ = cli("status", "inet6")
     assert code == 0 and out.startswith("syncd inet6 OK: ")
     code, _, err = cli("status", "inet7")
-    assert (code, err) == (2, f"syncd status: {etc / 'inet7.yaml'}: no such config file\n")
+    assert (code, err) == (
+        2,
+        f"syncd status: {etc / 'inet7.yaml'}: no such config file\n  hint: the networks configured in {etc}: inet6\n",
+    )
+    (etc / "inet6.yaml").unlink()
+    code, _, err = cli("status", "inet6")
+    assert code == 2 and err.endswith(f"  hint: no network is configured in {etc}: write {etc}/NET.yaml (README, "
+                                      '"Deploy it on a node"), or give the file with -c CONFIG\n')  # fmt: skip
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,5 @@
-"""Real host files of three public tinc networks (the directory in SYNCD_CORPORA).
+"""Real host files of three public tinc networks (tests/corpora/README.md:
+``make corpora`` fetches them into tests/corpora, or SYNCD_CORPORA names a copy).
 
 Every expected finding below was checked by hand against the files (see the
 comments); nothing else may be reported.
@@ -14,6 +15,9 @@ from pathlib import Path
 from syncd.names import NAME_RE
 from syncd.validate import Report
 from syncd.worktree import run_check
+from tests.conftest import skip_module_without_corpora
+
+skip_module_without_corpora()
 
 
 def check_with_policy(corpora: Path, network: str, policy: str | None, tmp_path: Path) -> Report:

@@ -4,6 +4,7 @@ reason, log event, log level and retry (README: exit codes and reasons)."""
 from __future__ import annotations
 
 import errno
+import getpass
 import os
 from pathlib import Path
 
@@ -28,6 +29,7 @@ CLASSES: list[tuple[type[errors.SyncdError], int, str, str, bool]] = [
     (errors.FetchTimeoutError, 3, "fetch-timeout", "sync.failed", True),
     (errors.FetchTooLargeError, 3, "fetch-too-large", "sync.failed", True),
     (errors.NoBranchError, 3, "fetch-failed", "sync.failed", True),
+    (errors.NotARepositoryError, 3, "fetch-failed", "sync.failed", True),  # one URL; none: ConfigError
     (errors.IncompleteError, 3, "fetch-failed", "sync.failed", True),
     (errors.StoreRepairedError, 3, "store-repaired", "sync.failed", True),
     (errors.ReloadError, 3, "reload-failed", "reload.failed", True),
@@ -77,7 +79,10 @@ def test_os_errors(code: int, exit_code: int, retry: bool, tmp_path: Path) -> No
     path = tmp_path / "hosts" / "gateway"
     got = outcome(OSError(code, os.strerror(code), str(path)))
     assert (got.exit_code, got.reason, got.event, got.retry) == (exit_code, "io-error", "sync.failed", retry)
-    assert got.message == f"{path}: {os.strerror(code)}"
+    if code in (errno.EACCES, errno.EPERM):  # who was refused, by name and uid
+        assert got.message == f"{path}: permission denied to user {getpass.getuser()} (uid {os.geteuid()})"
+    else:
+        assert got.message == f"{path}: {os.strerror(code)}"
     assert "[Errno" not in got.line()
     assert (got.hint is None) == retry
 
@@ -87,13 +92,13 @@ def test_no_permission_names_the_directory_a_file_was_to_be_created_in(tmp_path:
     hosts.mkdir()
     temp = hosts / ".syncd-gateway.1234abcd"
     got = outcome(PermissionError(errno.EACCES, "Permission denied", str(temp)))
-    assert got.message == f"{temp}: Permission denied"
+    assert got.message.startswith(f"{temp}: permission denied to user ")
     assert got.hint is not None
-    assert f"read and write permission on {hosts} (" in got.hint and str(temp) not in got.hint
+    assert f"read and write permission on {hosts}" in got.hint and str(temp) not in got.hint
     existing = hosts / "gateway"
     existing.write_text("")
     got = outcome(PermissionError(errno.EACCES, "Permission denied", str(existing)))
-    assert got.hint is not None and f"permission on {existing} (" in got.hint
+    assert got.hint is not None and f"permission on {existing}" in got.hint
     rofs = outcome(OSError(errno.EROFS, "Read-only file system", str(temp)))
     assert rofs.hint is not None and rofs.hint.startswith(f"{hosts} is on a read-only file system")
     assert "ReadWritePaths=" in rofs.hint

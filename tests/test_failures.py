@@ -28,7 +28,7 @@ from syncd.nodekey import private_key_publics
 from syncd.runloop import JITTER, RunLoop
 from syncd.state import HEALTH_FILE, LOCK_FILE, Health, locked
 from tests.keyfactory import rsa_private
-from tests.servers import require
+from tests.servers import free_port, require
 from tests.syncenv import Hub, Node, admin_and_signers, make_node
 
 
@@ -157,9 +157,12 @@ def test_no_permission_on_the_hosts_directory_exits_2_naming_it(node: Node) -> N
     node.hosts.chmod(0o755)
     assert proc.returncode == 2, proc.stderr
     first, hint = proc.stderr.splitlines()
-    assert first.startswith(f"syncd sync: {node.hosts}/") and first.endswith(": Permission denied"), first
+    assert first.startswith(f"syncd sync: {node.hosts}/"), first
+    assert first.endswith(": permission denied to user root (uid 0)"), first
     assert "[Errno" not in proc.stderr
-    assert hint.startswith(f"  hint: give the user running syncd (uid 0) read and write permission on {node.hosts} (")
+    assert hint.startswith(
+        f"  hint: give user root (uid 0), who runs syncd, read and write permission on {node.hosts} ("
+    )
     assert health(node)["last_error_reason"] == "io-error"
     assert node.files() == {}
 
@@ -226,7 +229,7 @@ def test_a_pass_that_cannot_take_the_lock_writes_no_health(
     assert (node.state / HEALTH_FILE).read_bytes() == before
     shutil.rmtree(hub.root / "srv")  # the next pass takes the lock, fails, and records it
     code, _, err = node.sync()
-    assert code == 3 and health(node)["failures"] == 1
+    assert code == 2 and health(node)["failures"] == 1  # the repository path names nothing now
 
 
 def test_health_is_written_while_the_lock_is_held(node: Node, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -265,8 +268,9 @@ def test_sync_log_and_run_log_the_same_event_and_reason(
     elif failure == "store-is-a-file":
         node.state.mkdir()
         (node.state / "repo.git").write_text("a file where the store's directory goes\n")
-    elif failure == "unreachable":
-        node.config.write_text(node.config.read_text().replace(str(tmp_path / "hub"), str(tmp_path / "nowhere")))
+    elif failure == "unreachable":  # nothing listens on the port
+        url = f"git://127.0.0.1:{free_port()}/hosts.git"
+        node.config.write_text(node.config.read_text().replace(str(tmp_path / "hub" / "srv" / "hosts.git"), url))
     else:
 
         def broken(*args: object, **kwargs: object) -> None:

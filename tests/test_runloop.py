@@ -18,6 +18,7 @@ import pytest
 
 from tests.figures import record
 from tests.keyfactory import rsa_pem
+from tests.servers import free_port, git_daemon
 from tests.syncenv import Hub, Node, admin_and_signers, make_node
 
 INTERVAL = 2
@@ -163,7 +164,7 @@ def test_transient_failures_back_off_exponentially_up_to_the_interval(tmp_path: 
         {
             "net": "inet6",
             "node": "my_pc",
-            "repo": {"url": str(tmp_path / "nowhere")},
+            "repo": {"url": f"git://127.0.0.1:{free_port()}/hosts.git"},  # nothing listens there
             "trust": {"allowed_signers": str(signers)},
             "tinc": {"dir": str(tmp_path / "tinc"), "reload": "none"},
             "state_dir": str(tmp_path / "state"),
@@ -232,17 +233,19 @@ def test_an_unexpected_error_does_not_stop_the_agent(tmp_path: Path, monkeypatch
 
 def test_the_agent_retries_a_failed_fetch_soon(tmp_path: Path) -> None:
     admin, signers = admin_and_signers(tmp_path / "keys")
-    node = make_node(tmp_path / "node", str(tmp_path / "not-yet"), signers)
-    hub_root = tmp_path / "not-yet-hub"
-    running = Agent(node, tmp_path, interval=300)
-    try:
-        assert wait_until(lambda: any("READY=1" in m for m in running.received()), 20) is not None
-        assert running.has_event("sync.failed")
-        hub = Hub(hub_root, admin)  # the repository appears; the agent retries after 5 s, not 300
-        (tmp_path / "not-yet").symlink_to(hub.server)
-        assert wait_until(lambda: (node.hosts / "gateway").exists(), 8) is not None, running.log_path.read_text()
-    finally:
-        assert running.stop() == 0
+    served = tmp_path / "served"
+    served.mkdir()
+    with git_daemon(served) as url:  # serving nothing yet
+        node = make_node(tmp_path / "node", f"{url}/hosts.git", signers)
+        running = Agent(node, tmp_path, interval=300)
+        try:
+            assert wait_until(lambda: any("READY=1" in m for m in running.received()), 20) is not None
+            assert running.has_event("sync.failed")
+            hub = Hub(tmp_path / "hub", admin)  # the repository appears; the agent retries after 5 s, not 300
+            (served / "hosts.git").symlink_to(hub.server)
+            assert wait_until(lambda: (node.hosts / "gateway").exists(), 8) is not None, running.log_path.read_text()
+        finally:
+            assert running.stop() == 0
 
 
 def test_a_stalled_fetch_neither_freezes_the_agent_nor_feeds_the_watchdog(tmp_path: Path) -> None:

@@ -88,9 +88,9 @@ def test_a_failed_pass_is_unhealthy_until_a_pass_succeeds(tmp_path: Path) -> Non
     assert node.sync()[0] == 0
     moved = hub.server.with_name("moved.git")
     hub.server.rename(moved)
-    assert node.sync()[0] == 3
+    assert node.sync()[0] == 2  # the repository path names nothing now
     problems = health(node, 1)["problems"]
-    assert len(problems) == 1 and problems[0].startswith("last pass failed [")
+    assert len(problems) == 1 and problems[0].startswith("last pass failed [config]")
     assert "] at 20" in problems[0] and str(hub.server) in problems[0]
     moved.rename(hub.server)
     assert node.sync()[0] == 0

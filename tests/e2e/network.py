@@ -229,7 +229,7 @@ class IPv6Everywhere:
         node = Node(name, ns, root, ip, 0, sbin=self._sbin(name))
         result = subprocess.run(
             [sys.executable, "-m", "syncd", "add-node", name, "--repo", str(repo),
-             "--tinc-dir", str(root / "tinc"), "--rsa-bits", "2048"],
+             "--tinc-dir", str(root / "tinc"), "--net", NET, "--rsa-bits", "2048"],
             capture_output=True, text=True, timeout=120, env=node.env(), check=False,
         )  # fmt: skip
         if result.returncode != 0:
