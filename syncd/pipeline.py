@@ -89,6 +89,11 @@ class Repository(Protocol):
         files for a root commit)."""
         ...
 
+    def changed_blob_sizes(self, sha: str) -> dict[str, int]:
+        """The size of each blob ``sha`` adds or changes against its first
+        parent, anywhere in its tree, by path."""
+        ...
+
     def file_at(self, sha: str, path: str, limit: int) -> bytes | None:
         """The regular file at ``path`` in commit ``sha``, or None."""
         ...

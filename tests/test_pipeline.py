@@ -96,6 +96,10 @@ class FakeRepo:
         new = self.trees[sha]
         return tuple(sorted(f"hosts/{n}" for n in old.keys() | new.keys() if old.get(n) != new.get(n)))
 
+    def changed_blob_sizes(self, sha: str) -> dict[str, int]:
+        new = self.trees[sha]
+        return {p: len(new[p.removeprefix("hosts/")]) for p in self.changed_paths(sha) if p[6:] in new}
+
 
 @dataclass
 class FakeHosts:
