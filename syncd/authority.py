@@ -1,11 +1,14 @@
 """Who may change what: the authority rule of a signed commit (pure).
 
-Each commit C is authorized by the roles at its first parent P, as in
+Each commit C is authorized by the roles at its parent P, as in
 sequoia-git ("each commit is authorized by its parent's policy"), with
 per-object maintainers for host files, as in dn42's registry.  With K the key
 that made C's (already verified) signature:
 
 1. K is an admin at P: C may change anything, merges and empty commits too.
+   A merge needs K to be an admin at *every* parent (``parent``: which one
+   ``roles`` are of), so that a key removed from the admins on one side
+   authorizes nothing by naming an older side first.
 2. C has one parent, changes at least one path, and every path it changes is
    ``HOSTS/NAME`` whose file at P lists K on an owner line: an owner edits or
    deletes its own host file, and may rewrite its own owner lines.
@@ -143,9 +146,47 @@ def admin_principal(admins: Sequence[AllowedSigner], key: bytes, when: int, name
     return None
 
 
-def authorize(roles: Roles, change: Change, key: bytes, when: int) -> Decision:
+def valid_admins(admins: Sequence[AllowedSigner], now: float) -> list[AllowedSigner]:
+    """The admin lines that may sign a commit dated ``now``: namespace
+    ``git``, inside their validity window."""
+    return [s for s in admins if s.allows_namespace("git") and s.valid_at(int(now))]
+
+
+def admins_valid_until(admins: Sequence[AllowedSigner], now: float) -> int | None:
+    """When the last admin key that may sign commits now stops being valid
+    (its ``valid-before``); None when one has no end, or none is valid now
+    (``valid_admins`` tells which)."""
+    valid = valid_admins(admins, now)
+    ends = [s.valid_before for s in valid]
+    return None if not ends or None in ends else max(e for e in ends if e is not None)
+
+
+def lockout_detail(admins: Sequence[AllowedSigner], now: float) -> str:
+    """Why no line of ``admins`` may sign a commit dated ``now``."""
+    if not admins:
+        return "it lists no admin"
+    why = []
+    for line in admins[:3]:
+        if not line.allows_namespace("git"):
+            problem = f'may not sign commits (namespaces="{line.namespaces}")'
+        elif line.valid_before is not None and now > line.valid_before:
+            problem = f"expired at {utc_stamp(line.valid_before)} (valid-before)"
+        else:
+            problem = f"is not valid before {utc_stamp(line.valid_after or 0)} (valid-after)"
+        why.append(f"line {line.line} ({line.principals[0]}) {problem}")
+    more = f" (and {len(admins) - 3} more lines)" if len(admins) > 3 else ""
+    return "its allowed_signers " + "; ".join(why) + more
+
+
+def utc_stamp(when: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(when))
+
+
+def authorize(roles: Roles, change: Change, key: bytes, when: int, parent: int = 1) -> Decision:
     """May the holder of ``key`` make ``change`` in a commit dated ``when``
-    (committer time), given the roles at its first parent?"""
+    (committer time), given the roles at its parent number ``parent``
+    (1: the first; ``change`` is always against the first)?  A merge is
+    authorized when this holds at each of its parents."""
     principal = admin_principal(roles.admins, key, when)
     signer = _signer(roles, key, principal, change)
     if principal is not None:
@@ -154,6 +195,8 @@ def authorize(roles: Roles, change: Change, key: bytes, when: int) -> Decision:
     had = f"owner:{','.join(owned)}" if owned else ""
     known = bool(owned) or any(key in keys for keys in change.added_owners.values())
     refuse = _Refusal(roles, key, when, signer, had, known)
+    if change.parents > 1 and parent > 1:
+        return refuse(None, f"a merge: only an admin of every parent may make it, and this is its parent {parent}")
     if change.parents != 1:
         return refuse(None, f"{'a merge' if change.parents else 'a root commit'}: only an admin may make it")
     if not change.paths:
@@ -237,7 +280,7 @@ class _Refusal:
         lines = [s for s in self.roles.admins if s.public_key == self.key]
         if not lines:
             return ""
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self.when))
+        stamp = utc_stamp(self.when)
         if not any(s.valid_at(self.when) for s in lines):
             return f"; its allowed_signers line {lines[0].line} is not valid at {stamp}"
         return f"; its allowed_signers line {lines[0].line} does not allow it to sign commits (namespace git)"
