@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from syncd.authority import admins_valid_until
 from syncd.commits import CommitInfo
 from syncd.content import read_and_validate
-from syncd.errors import RefusedError
 from syncd.findings import Severity
 from syncd.history import verify_history
 from syncd.plan import Plan, make_plan
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from syncd.parseindex import Key as IndexKey
     from syncd.parseindex import Record as IndexRecord
     from syncd.reload import Reloaded
+    from syncd.signers import AllowedSigner
     from syncd.state import State
     from syncd.validate import ParseCache, Report, TreeEntry
 
@@ -131,6 +132,10 @@ class Authority(Protocol):
         first, each authorized."""
         ...
 
+    def admins_at(self, sha: str | None) -> Sequence[AllowedSigner]:
+        """The admins at commit ``sha``: whom a child of it needs as signer."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class Ports:
@@ -198,23 +203,26 @@ def run_pass(
     base = replace(base, commit_time=tip_info.committer_time)
 
     installed, stale = ports.hosts.scan(state.manifest)
-    if tip == state.last_applied and not dry_run and not stale and all(n in installed for n in state.manifest):
+    settled = state.held_back is None and all(n in installed for n in state.manifest)
+    if tip == state.last_applied and not dry_run and not stale and settled:
         # nothing new, every managed file as installed (by stat): nothing is read
         return _unchanged(ports, state, base)
 
     report, desired, ids = read_and_validate(ports, tip, installed, parse_cache, save_index=not dry_run)
-    check_own_key(ports, rules, report, tip)
+    held = own_key_mismatch(ports, rules, report, tip)
+    if held is not None:  # the node's own file stays as installed; the rest is applied
+        desired, ids = _HeldBack.of(ports, desired, ids, installed, rules.node)
     plan = make_plan(desired, installed, {n: f.blob for n, f in state.manifest.items()}, ids)
     warnings = tuple(f.format_text() for f in report.findings if f.severity is Severity.WARNING)
-    base = replace(base, plan=plan, new_commits=new_commits, warnings=warnings)
+    base = replace(base, plan=plan, new_commits=new_commits, warnings=warnings + ((held,) if held else ()))
     if dry_run:
         return replace(base, status="planned")
     if tip == state.last_applied and not plan.changes_files:
         # the one "unchanged" path: a touched but identical file, an adopted
         # one, is recorded quietly (its new stat), never reported as a change
         manifest = ports.hosts.apply(plan, state.manifest)
-        if manifest != state.manifest:
-            state = replace(state, manifest=manifest)
+        if manifest != state.manifest or held != state.held_back:
+            state = replace(state, manifest=manifest, held_back=held)
             ports.state.save(state)
         return _unchanged(ports, state, base)
     if plan.changes_files:
@@ -232,6 +240,9 @@ def run_pass(
         applied_at=now,
         manifest=manifest,
         reload_pending=state.reload_pending or plan.changes_files,
+        held_back=held,
+        admins_until=admins_valid_until(ports.authority.admins_at(tip), now),
+        max_blob_bytes=report.policy.max_blob_bytes,
     )
     ports.state.save(state)
     reloaded = _reload(ports, state) if state.reload_pending else None
@@ -287,18 +298,59 @@ def _after_last_reload_second(state: State) -> None:
         time.sleep(wait)
 
 
-def check_own_key(ports: Ports, rules: Rules, report: Report, commit: str) -> None:
-    """The repository's copy of this node's own host file must carry the
-    public key of each of its private keys: installing it would cut the node
-    off otherwise."""
+def own_key_mismatch(ports: Ports, rules: Rules, report: Report, commit: str) -> str | None:
+    """Why the repository's copy of this node's own host file is held back
+    (None: it is not): it must carry the public key of each of the node's
+    private keys, or installing it would cut the node off."""
+    from syncd.keys import describe_key
+
     host = report.hosts.get(rules.node)
     if host is None:
-        return
+        return None
     repo_keys = {key.identity for key, _ in host.keys}
     for filename, key in ports.own_keys():
         if key.identity not in repo_keys:
-            raise RefusedError(
-                f"commit {commit[:12]}: {host.path} does not carry the public key of this node's "
-                f"{rules.tinc_dir / filename}; installing it would cut {rules.node} off. Nothing was installed",
-                reason="own-key-mismatch",
+            has = ", ".join(describe_key(k) for k, _ in host.keys) or "no public key"
+            return (
+                f"own-key-mismatch: {host.path} in commit {commit[:12]} carries {has}, but this node holds "
+                f"{describe_key(key)} ({rules.tinc_dir / filename}); installing it would cut {rules.node} off, so "
+                f"the installed hosts/{rules.node} is kept and the rest of the commit applied. Commit the node's "
+                "public key to the repository, or install the private key the repository names"
             )
+    return None
+
+
+class _HeldBack(Mapping[str, bytes]):
+    """The files to install, with the node's own file as installed (or
+    left out, when none is installed)."""
+
+    def __init__(self, desired: Mapping[str, bytes], name: str, read: Callable[[str], bytes | None] | None) -> None:
+        self.desired, self.name, self.read = desired, name, read  # read None: no own file installed
+
+    @classmethod
+    def of(
+        cls, ports: Ports, desired: Mapping[str, bytes], ids: Mapping[str, str], installed: Mapping[str, str], name: str
+    ) -> tuple[Mapping[str, bytes], dict[str, str]]:
+        kept = dict(ids)
+        if name in installed:
+            kept[name] = installed[name]
+        else:
+            kept.pop(name, None)
+        return cls(desired, name, ports.hosts.read if name in installed else None), kept
+
+    def __getitem__(self, name: str) -> bytes:
+        if name != self.name:
+            return self.desired[name]
+        data = self.read(name) if self.read is not None else None
+        if data is None:
+            raise KeyError(name)
+        return data
+
+    def __iter__(self) -> Iterator[str]:
+        return (n for n in self.desired if n != self.name or self.read is not None)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.desired and (name != self.name or self.read is not None)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
