@@ -35,6 +35,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from syncd.findings import Finding, error, warning
 from syncd.hostfile import NAME_RE
 from syncd.owners import fingerprint, parse_owners
 from syncd.policy import Policy
@@ -176,6 +177,36 @@ def lockout_detail(admins: Sequence[AllowedSigner], now: float) -> str:
         why.append(f"line {line.line} ({line.principals[0]}) {problem}")
     more = f" (and {len(admins) - 3} more lines)" if len(admins) > 3 else ""
     return "its allowed_signers " + "; ".join(why) + more
+
+
+EXPIRY_NOTICE = 30 * 86400  # seconds: the last valid admin key expiring within this is worth a warning
+
+
+def admin_findings(data: bytes, now: float, path: str = "allowed_signers") -> list[Finding]:
+    """What ``syncd check`` says of a repository's root allowed_signers: a
+    file nodes would refuse (it does not parse, no line may sign commits,
+    or no key is valid now: a lock-out) is an error; the last valid key
+    expiring within 30 days, a warning."""
+    from syncd.errors import AllowedSignersError
+    from syncd.signers import parse_allowed_signers
+
+    try:
+        admins = parse_allowed_signers(data, path)
+    except AllowedSignersError as exc:
+        where, _, message = exc.message.partition(": ")
+        line = where.rsplit(":", 1)[-1]
+        return [error(path, int(line) if line.isdigit() else 1, "admins-invalid", message)]
+    first = admins[0].line if admins else 1
+    if not any(s.allows_namespace("git") for s in admins):
+        return [error(path, first, "admins-invalid", "no line may sign commits: nodes refuse a commit with this file")]
+    if not valid_admins(admins, now):
+        why = lockout_detail(admins, now)
+        return [error(path, first, "admins-invalid", f"no admin key is valid now: {why}; nodes refuse it (lock-out)")]
+    until = admins_valid_until(admins, now)
+    if until is not None and until - now < EXPIRY_NOTICE:
+        message = f"the last valid admin key expires at {utc_stamp(until)}: after that no admin can sign a commit"
+        return [warning(path, first, "admins-expiring", message)]
+    return []
 
 
 def utc_stamp(when: float) -> str:
