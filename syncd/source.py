@@ -145,6 +145,11 @@ class GitStore:
             return rev
         raise UnsafeTreeError(f"no commit {rev!r} in {self.path}")
 
+    def head_branch(self) -> tuple[str, ...]:
+        """The branch ``HEAD`` names (a bare repository's default branch), if any."""
+        target = self.repo.refs.read_ref(Ref(b"HEAD")) or b""
+        return (target[16:].decode("utf-8", "replace"),) if target.startswith(b"ref: refs/heads/") else ()
+
     def close(self) -> None:
         self.repo.close()
 
@@ -294,12 +299,8 @@ class GitStore:
         """The size of each blob ``sha`` adds or changes against its first
         parent (anywhere in its tree), by path, from the object headers."""
         changes = self._changes(sha)
-        with self._repairing():
-            sizes = ObjectSizes(self.store)
-            try:
-                return {path: sizes(oid) for path, oid in changes.items() if oid is not None}
-            finally:
-                sizes.close()
+        with self._repairing(), contextlib.closing(ObjectSizes(self.store)) as sizes:
+            return {path: sizes(oid) for path, oid in changes.items() if oid is not None}
 
     def _changes(self, sha: str) -> dict[str, ObjectID | None]:
         known = self._changed.get(sha)
