@@ -97,7 +97,7 @@ class Authority:
         self._later[info.sha] = (parent, info, paths)  # the roles at info, if a child asks
         if principal is not None:
             if not tip_only:
-                self._admin_at_every_parent(info, key, paths)
+                self._admin_at_every_parent(info, key, principal, paths)
             if REPO_SIGNERS in paths:
                 self._no_lockout(info)  # and a root allowed_signers that does not parse: invalid-content
             return Signed(principal, fingerprint(key), ADMIN)
@@ -113,14 +113,17 @@ class Authority:
         name = decision.signer.rsplit(" (", 1)[0]
         return Signed(name, fingerprint(key), decision.role)
 
-    def _admin_at_every_parent(self, info: CommitInfo, key: bytes, paths: tuple[str, ...]) -> None:
+    def _admin_at_every_parent(self, info: CommitInfo, key: bytes, principal: str, paths: tuple[str, ...]) -> None:
         """A merge by an admin of its first parent: its signer must be an
         admin at each other parent too (docs/trust.md, "Every parent")."""
         for number, other in enumerate(info.parents[1:], 2):
             if admin_principal(self.admins_at(other), key, info.committer_time) is None:
                 roles = self.roles_at(other)
                 change = Change(len(info.parents), paths)
-                self._refuse(info, roles, key, authorize(roles, change, key, info.committer_time, number))
+                decision = authorize(roles, change, key, info.committer_time, number)
+                named = f"{principal} ({fingerprint(key)})"  # as the first parent names it
+                message = decision.message.replace(decision.signer, named, 1)
+                self._refuse(info, roles, key, dataclasses.replace(decision, signer=named, message=message))
 
     def _refuse(self, info: CommitInfo, roles: Roles, key: bytes, decision: Decision) -> NoReturn:
         note = self._not_admin_here(roles, key, info.committer_time)
