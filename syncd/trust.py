@@ -2,12 +2,14 @@
 
 ``authority.authorize`` is the rule; this module feeds it from the store:
 the key that made a commit's signature (the signature verified, in git's own
-encoding), the roles at the commit's first parent (its ``allowed_signers``
+encoding), the roles at the commit's parent (its ``allowed_signers``
 when ``trust.follow_repo``, else the node's own; the owner lines of its host
 files; its policy's ``join``) and what the commit changes.  Roles are read
 once at the first commit and then carried forward commit by commit, reading
 only the files each commit changes (and the parse index knows the owner
-lines of every file the node validated before).
+lines of every file the node validated before).  A merge's signer must be
+an admin at every parent; one whose ``allowed_signers`` leaves no admin key
+valid now is refused (``invalid-content``): no admin could sign again.
 
 The node's own allowed_signers is the trust root.  On a first sync (or after
 ``--allow-rewind``) the newest commit on the tip's first-parent chain signed
