@@ -32,7 +32,7 @@ against P into ``Change``; this module does no I/O and no cryptography.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from syncd.findings import Finding, error, warning
@@ -70,6 +70,29 @@ class Roles:
             object.__setattr__(self, "_owned", {k: tuple(names) for k, names in owned.items()})
         assert self._owned is not None
         return self._owned.get(key, ())
+
+    def evolved(
+        self, owners: Mapping[str, frozenset[bytes]], comments: Mapping[bytes, str], names: Iterable[str]
+    ) -> Roles:
+        """These roles after a commit that changed only the host files
+        ``names`` (to ``owners`` and ``comments``): the index of who owns
+        what, once built, is carried along rather than built again."""
+        after = Roles(self.admins, owners, self.join, self.hosts_dir, comments)
+        if self._owned is None:
+            return after
+        owned = dict(self._owned)
+        for name in names:
+            was, now = self.owners.get(name, frozenset()), owners.get(name, frozenset())
+            for key in was - now:
+                rest = tuple(n for n in owned[key] if n != name)
+                if rest:
+                    owned[key] = rest
+                else:
+                    del owned[key]
+            for key in now - was:
+                owned[key] = tuple(sorted((*owned.get(key, ()), name)))
+        object.__setattr__(after, "_owned", owned)
+        return after
 
 
 @dataclass(frozen=True, slots=True)

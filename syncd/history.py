@@ -58,10 +58,13 @@ def verify_history(
         guard.check([info for info, _ in history], root=history[-1][0].sha)
         return history
     commits = list(repo.ancestors(tip.sha, stop))
-    ordered = guard.check(commits)
     if not rules.verify_all:
+        guard.check(commits)
         return [(tip, authority.check(tip, tip_only=True)), *((c, None) for c in commits if c.sha != tip.sha)]
-    signed = {c.sha: authority.check(c) for c in ordered}
+    signed = {}
+    for info in guard.dates(commits):  # blobs and authority commit by commit: each reads the same trees
+        guard.blobs_fit(info)
+        signed[info.sha] = authority.check(info)
     return [(c, signed[c.sha]) for c in commits]
 
 
@@ -84,11 +87,15 @@ class _Guard:
         self.skew = rules.max_clock_skew
         self.limits: dict[str, int] = {}  # commit -> the max_blob_bytes of its policy
 
-    def check(self, commits: Sequence[CommitInfo], root: str | None = None) -> list[CommitInfo]:
+    def check(self, commits: Sequence[CommitInfo], root: str | None = None) -> None:
+        """``dates``, then ``blobs_fit`` for each commit."""
+        for info in self.dates(commits, root):
+            self.blobs_fit(info)
+
+    def dates(self, commits: Sequence[CommitInfo], root: str | None = None) -> list[CommitInfo]:
         """Refuse the first commit (parents first) that is dated in the
-        future, backdated against a parent (``root``, where trust starts,
-        is not compared with its parents), or holds a blob over its parent's
-        ``max_blob_bytes``; return ``commits`` parents first."""
+        future or backdated against a parent (``root``, where trust starts,
+        is not compared with its parents); return ``commits`` parents first."""
         ordered = topological(commits)
         times = {c.sha: c.committer_time for c in commits}
         for info in ordered:
@@ -96,7 +103,6 @@ class _Guard:
             if info.sha != root:
                 for parent in info.parents:
                     self._not_backdated(info, parent, times)
-            self._blobs_fit(info)
         return ordered
 
     def _not_future(self, info: CommitInfo) -> None:
@@ -132,7 +138,7 @@ class _Guard:
                 reason="backdated",
             )
 
-    def _blobs_fit(self, info: CommitInfo) -> None:
+    def blobs_fit(self, info: CommitInfo) -> None:
         """Every blob the commit adds fits its parent's ``max_blob_bytes``:
         the server's hook and every node's fetch agree on what they carry."""
         limit = self._limit(info.parents[0] if info.parents else None)

@@ -244,7 +244,7 @@ class Authority:
         # as when the roles there are read afresh (the next pass)
         for key in dropped - set().union(*owners.values()) if dropped else ():
             comments.pop(key, None)
-        return Roles(roles.admins, owners, roles.join, roles.hosts_dir, comments)
+        return roles.evolved(owners, comments, names)
 
     def _admins(self, sha: str) -> tuple[AllowedSigner, ...]:
         if not self.follow_repo:

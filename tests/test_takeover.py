@@ -350,16 +350,41 @@ def test_an_admin_list_with_no_key_valid_now_is_refused(
     hub: Hub, server: Server, node: Node, keys: Keys, options: str, why: str
 ) -> None:
     start = hub.tip
-    lock = lambda w: allowed_signers(w / "allowed_signers", (keys.admin, options))  # noqa: E731
-    sha = hub.change("the admin list", lock, push=False)
-    reason = "invalid-content"
-    message = refused_everywhere(server, node, reason)
+    sha = hub.change("the admin list", admins_with(keys, options), push=False)
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["check", str(hub.work)], out, err) == 1
+    assert "allowed_signers:1: error[admins-invalid]: " in out.getvalue(), out.getvalue()
+    message = refused_everywhere(server, node, "invalid-content")
     if "namespaces" in options:  # no line may sign commits at all: the file is refused as it reads
         assert "it lists no admin who may sign commits" in message
     else:
         assert message.startswith(f"commit {sha[:12]} ('the admin list'): after it no admin key is valid now (")
         assert f"its allowed_signers line 1 (admin@example.org) {why}" in message
     honest_next(hub, server, node, start)
+
+
+def test_an_admin_list_expiring_soon_is_a_warning(hub: Hub, server: Server, node: Node, keys: Keys) -> None:
+    soon = time.strftime("%Y%m%d", time.gmtime(time.time() + 10 * 86400))
+    hub.change("the admin key expires", admins_with(keys, f'valid-before="{soon}Z"'), push=False)
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["check", str(hub.work)], out, err) == 0
+    assert (
+        f"allowed_signers:1: warning[admins-expiring]: the last valid admin key expires at {soon[:4]}-"
+        in out.getvalue()
+    )
+    server.accepts()
+    accepted(node)
+    doc = status(node, 0)
+    [warning] = doc["warnings"]
+    assert (
+        warning.startswith("the last admin key valid at the applied commit expires in 9d")
+        or "expires in 10d" in warning
+    )
+    assert f"({soon[:4]}-{soon[4:6]}-{soon[6:]}T00:00:00+00:00)" in warning
+
+
+def admins_with(keys: Keys, options: str) -> Edit:
+    return lambda w: allowed_signers(w / "allowed_signers", (keys.admin, options))
 
 
 # --- 4. what the hook accepts, every node can fetch -----------------------------------------
