@@ -3,7 +3,9 @@ removed, owners changed, host files edited, side branches merged with their
 parents in either order, commits dated normally, backdated, a little ahead
 or far in the future.  Every commit is a real SSH-signed git commit; a node
 syncs the main branch after each step, and ``syncd verify`` checks the whole
-range from the root to that tip.
+range from the root to that tip.  A tip both refuse is dropped, as admins
+would drop it (main goes back to what the node applied), and the history
+goes on from there.
 
 * The node and ``syncd verify`` reach the same verdict (and reason) on every tip.
 * No accepted commit is signed by a key after a commit that took its role
