@@ -1,13 +1,14 @@
 # Two entry points for a new user:
 #   make demo   -- set up .venv and show syncd at work on examples/repo
 #   make test   -- set up .venv and run ruff, mypy --strict and the tests
-# and one for a node (as root):
+# and two for a node (as root):
 #   make install / make uninstall -- syncd in its own virtual environment
+#   make deb    -- the same, as a Debian package (syncd_VERSION_ARCH.deb)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint typecheck pytest bench clean install uninstall
+.PHONY: demo test lint typecheck pytest bench clean install uninstall deb tinc11
 
 $(BIN)/syncd: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,11 +16,32 @@ $(BIN)/syncd: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
-# Wheels of syncd's dependencies (and the build backend), so that the
-# pre-commit test installs the hook offline, from this folder only.
-$(VENV)/wheelhouse/.done: $(BIN)/syncd
-	$(BIN)/python -m pip wheel --quiet --wheel-dir $(VENV)/wheelhouse . 'setuptools>=77' wheel
+# Wheels of syncd, its dependencies and its build backend, for the Python
+# that `make install` uses (INSTALL_PYTHON, below): the only download.  With
+# them `make deb`, and the install and pre-commit tests, install offline.
+# Debian's python3 has no pip of its own: a throwaway environment lends one.
+WHEELHOUSE ?= build/wheelhouse
+$(WHEELHOUSE)/.done: pyproject.toml
+	'$(INSTALL_PYTHON)' -m venv --clear build/pip
+	build/pip/bin/python -m pip wheel --quiet --disable-pip-version-check --wheel-dir '$(WHEELHOUSE)' . 'setuptools>=77' wheel
 	touch $@
+
+# tinc 1.1 (tincd and the tinc control program), built from the source
+# vendored under tests/vendor/tinc-1.1 for the end-to-end tests: Debian 12
+# ships tinc 1.0 only.  Installed into build/tinc-1.1 (with the wheelhouse),
+# apart from the system's /usr/sbin/tincd; built once, again only when the
+# source changes.  Without meson or a C compiler it is not built: the tests
+# that need it say so and skip (under CI=true they fail).
+TINC11 := $(abspath build)/tinc-1.1
+TINC11_SRC := tests/vendor/tinc-1.1
+
+$(TINC11)/sbin/tincd: $(TINC11_SRC)/tinc-1.1pre18-940d15c46b.tar.gz $(TINC11_SRC)/build.sh
+	sh $(TINC11_SRC)/build.sh $(TINC11)
+	touch $@
+
+tinc11:
+	@$(MAKE) -s --no-print-directory $(TINC11)/sbin/tincd || \
+	    echo "make: tinc 1.1 was not built: the tests that run it skip (under CI=true they fail)" >&2
 
 demo: $(BIN)/syncd
 	PATH="$(abspath $(BIN)):$$PATH" bash examples/demo.sh
@@ -31,8 +53,9 @@ lint: $(BIN)/syncd
 typecheck: $(BIN)/syncd
 	$(BIN)/mypy --strict
 
-pytest: $(BIN)/syncd $(VENV)/wheelhouse/.done
-	PATH="$(abspath $(BIN)):$$PATH" SYNCD_WHEELHOUSE="$(abspath $(VENV)/wheelhouse)" $(BIN)/pytest
+pytest: $(BIN)/syncd $(WHEELHOUSE)/.done tinc11
+	PATH="$(abspath $(BIN)):$$PATH" SYNCD_WHEELHOUSE="$(abspath $(WHEELHOUSE))" SYNCD_TINC11="$(TINC11)" \
+	    $(BIN)/pytest
 
 test: lint typecheck pytest
 
@@ -43,7 +66,7 @@ bench: $(BIN)/syncd
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python benchmarks/authority_scale.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) build .mypy_cache .ruff_cache .pytest_cache .hypothesis syncd_*.deb
 
 # `make install` puts syncd where the systemd units expect it, without
 # touching the system Python (Debian's is "externally managed", PEP 668):
@@ -72,6 +95,9 @@ install:
 	@# --clear: an upgrade starts from a fresh environment (no stale
 	@# dependencies, and the current Python after a Debian release upgrade)
 	'$(INSTALL_PYTHON)' -m venv --clear '$(VENVDIR)'
+	@# setuptools builds in build/lib and packs whatever it finds there: a
+	@# module since moved or deleted would be installed again
+	rm -rf build/lib build/bdist.*
 	'$(VENVDIR)/bin/python' -m pip install --quiet --disable-pip-version-check --root-user-action=ignore .
 	install -d '$(DESTDIR)$(BINDIR)' '$(DESTDIR)$(MANDIR)/man1' '$(DESTDIR)$(UNITDIR)' \
 	    '$(DESTDIR)$(BASHCOMPDIR)' '$(DESTDIR)$(ZSHCOMPDIR)'
@@ -100,3 +126,15 @@ uninstall:
 	if [ "$$(readlink '$(DESTDIR)$(BINDIR)/syncd')" = '$(PREFIX)/bin/syncd' ]; then rm -f '$(DESTDIR)$(BINDIR)/syncd'; fi
 	if [ -f '$(VENVDIR)/pyvenv.cfg' ]; then rm -rf '$(VENVDIR)'; fi
 	@echo "removed syncd; /etc/syncd (configs, keys) and /var/lib/syncd (state) are left in place"
+
+# `make deb`: the tree `make install` stages, with Debian's paths, packed by
+# contrib/debian/mkdeb.sh into ./syncd_VERSION_ARCH.deb.  pip reads only the
+# wheelhouse: after its one download the package builds with no network.
+DEBROOT := build/deb/debian/syncd
+deb: $(WHEELHOUSE)/.done
+	rm -rf build/deb
+	PIP_NO_INDEX=1 PIP_FIND_LINKS='$(abspath $(WHEELHOUSE))' PIP_CONFIG_FILE=/dev/null $(MAKE) --no-print-directory install \
+	    DESTDIR='$(abspath $(DEBROOT))' PREFIX=/opt/syncd BINDIR=/usr/bin MANDIR=/usr/share/man \
+	    UNITDIR=/lib/systemd/system BASHCOMPDIR=/usr/share/bash-completion/completions \
+	    ZSHCOMPDIR=/usr/share/zsh/vendor-completions >/dev/null
+	bash contrib/debian/mkdeb.sh '$(DEBROOT)' .

@@ -259,6 +259,7 @@ def cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def cmd_sync(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from syncd import learnedkey
     from syncd.agent import stale_warning, sync_once
     from syncd.config import load_config
     from syncd.hostsdir import installed_reader
@@ -269,6 +270,8 @@ def cmd_sync(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     result = sync_once(config, dry_run=args.dry_run, allow_rewind=args.allow_rewind, progress=err.isatty())
     for warning in result.warnings:
         err.write(f"warning: {warning}\n")
+    for name, key in result.learned.items():
+        err.write(f"warning: {learnedkey.advice(name, key)}\n")
     stale = stale_warning(config, result, time.time())
     if stale is not None:
         err.write(f"warning: {stale}\n")

@@ -129,14 +129,16 @@ def _missing_keys(host: HostFile, tinc: str) -> None:
     has_ed = any(k.algorithm == "ed25519" for k, _ in host.keys)
     if tinc == "1.1" and has_rsa and not has_ed and not any(f.code == "key-invalid" for f in host.findings):
         # tinc 1.1 appends the Ed25519 key it learns from a peer to that peer's
-        # host file; syncd would put the repository's version back each time.
+        # host file; syncd keeps it there (learnedkey) and reports it, but
+        # until the repository has the key a tinc 1.1 peer that did not learn
+        # it yet cannot accept this node's connections.
         host.findings.append(
             warning(
                 path,
                 1,
                 "key-missing",
-                "no Ed25519PublicKey: tinc 1.1 will append the key it learns to this file, and syncd "
-                "restores the repository's version: add the node's Ed25519PublicKey to the repository",
+                "no Ed25519PublicKey: tinc 1.1 peers learn the key and append it to their copy of this "
+                "file (syncd keeps it and says so); add the node's Ed25519PublicKey to the repository",
             )
         )
     if (tinc == "1.0" and has_rsa) or (tinc == "1.1" and (has_rsa or has_ed)):

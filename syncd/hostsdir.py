@@ -19,6 +19,10 @@ Crash safety, point by point (the next run must converge whatever happens):
 * A directory syncd creates is made with mode 0 and then chmod'ed: a crash
   between the two leaves a mode-0 directory, which the next run recognises
   as its own unfinished work and finishes.
+* A file kept with the Ed25519 key tincd 1.1 appended to it
+  (``learnedkey``) is recorded with its own blob id and stat, read through
+  one descriptor, and the key: the manifest never claims bytes the file
+  does not have, so a crash anywhere leaves nothing to misread.
 
 What is read, and what is replaced (docs/architecture.md, "Safety rules"):
 
@@ -44,6 +48,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import NamedTuple
 
+from syncd import learnedkey
 from syncd.errors import FatalIOError
 from syncd.names import NAME_RE
 from syncd.plan import Plan, blob_id
@@ -67,10 +72,18 @@ class FileStat(NamedTuple):
     mtime_ns: int
     ctime_ns: int
     ino: int
+    # the Ed25519 key tincd appended to the repository's version: a file
+    # kept as it is (``learnedkey``); ``blob`` is still the file's own id
+    learned: str = ""
 
     @classmethod
-    def of(cls, blob: str, st: os.stat_result) -> FileStat:
-        return cls(blob, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+    def of(cls, blob: str, st: os.stat_result, learned: str = "") -> FileStat:
+        return cls(blob, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, learned)
+
+    def to_json(self) -> list[object]:
+        """``[blob, size, mtime_ns, ctime_ns, ino]``, and the learned key when
+        there is one: compact, for 100k nodes."""
+        return list(self) if self.learned else list(self[:5])
 
     def matches(self, st: os.stat_result) -> bool:
         return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino) == (
@@ -194,16 +207,23 @@ def installed_reader(hosts_dir: Path, limit: int = 1 << 20) -> Callable[[str], b
 
 def _read_regular(path: str, limit: int) -> bytes | None:
     """At most ``limit + 1`` bytes of the regular file at ``path``; None when
-    it is absent, unreadable, or anything but a regular file.  The type is
-    checked on the open descriptor, so an entry swapped after the directory
-    listing cannot slip through; O_NONBLOCK makes opening a FIFO return at
-    once instead of waiting for a writer."""
+    it is absent, unreadable, or anything but a regular file."""
+    read = _read_with_stat(path, limit)
+    return None if read is None else read[0]
+
+
+def _read_with_stat(path: str, limit: int) -> tuple[bytes, os.stat_result] | None:
+    """``_read_regular``, and the file's stat.  The type is checked on the
+    open descriptor, so an entry swapped after the directory listing cannot
+    slip through; O_NONBLOCK makes opening a FIFO return at once instead of
+    waiting for a writer."""
     try:
         fd = os.open(path, _READ_FLAGS)
     except OSError:
         return None
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
             return None
         chunks: list[bytes] = []
         left = limit + 1
@@ -213,7 +233,7 @@ def _read_regular(path: str, limit: int) -> bytes | None:
                 break
             chunks.append(chunk)
             left -= len(chunk)
-        return b"".join(chunks)
+        return b"".join(chunks), st
     except OSError:
         return None
     finally:
@@ -269,11 +289,42 @@ def apply_plan(hosts_dir: Path, plan: Plan, manifest: Mapping[str, FileStat]) ->
             continue
         known = manifest.get(name)
         st = os.lstat(f"{base}/{name}")  # a valid node name has no "/"
-        if known is not None and known.matches(st):
+        learned = plan.learned.get(name, "")
+        if known is not None and known.matches(st) and known.learned == learned:
             new_manifest[name] = known
+        elif learned:
+            new_manifest[name] = _kept_as_is(f"{base}/{name}", learned)
         else:
             new_manifest[name] = FileStat.of(blob, st)
     return dict(sorted(new_manifest.items()))
+
+
+def _kept_as_is(path: str, learned: str) -> FileStat:
+    """What the manifest records of a file kept with the key tincd appended:
+    its own blob id and stat, read through one descriptor (so that both
+    describe the same bytes, however often tincd appends meanwhile)."""
+    read = _read_with_stat(path, MAX_INSTALLED_BYTES)
+    if read is None:  # gone since the plan: the next pass installs it again
+        return FileStat("", -1, -1, -1, -1)
+    data, st = read
+    return FileStat.of(blob_id(data), st, learned)
+
+
+def appended_since(hosts_dir: Path, name: str, known: FileStat) -> str | None:
+    """The Ed25519 key tincd appended to ``name`` since syncd recorded it as
+    ``known``, or None.  For ``status``, which has no repository: the file
+    must be what was recorded plus tincd's blocks (compared by blob id), on
+    top of a version that names no Ed25519 key (``learnedkey``)."""
+    data = _read_regular(f"{os.fspath(hosts_dir)}/{name}", MAX_INSTALLED_BYTES)
+    split = None if data is None else learnedkey.split_appended(data)
+    if data is None or split is None:
+        return None
+    base, key = split
+    block = learnedkey.block(key)
+    blocks = (len(data) - len(base)) // len(block)
+    if all(blob_id(base + block * count) != known.blob for count in range(blocks + 1)):
+        return None
+    return learnedkey.appended_key(base, data)
 
 
 class HostsDir:

@@ -5,7 +5,7 @@ object on one line, prefixed with its journald priority (``<6>{...}``, see
 sd-daemon(3)), so ``journalctl -p warning`` filters syncd's own lines.  On a
 terminal it is a readable console line.  Event names are stable
 (``sync.applied``, ``sync.unchanged``, ``sync.refused``, ``sync.failed``,
-``reload.done``, ``reload.failed``, ``drift.repaired``, ...).  Exceptions are
+``reload.done``, ``reload.failed``, ``drift.repaired``, ``tinc.key_learned``, ...).  Exceptions are
 logged as their message and reason only: no tracebacks, never with locals.
 """
 

@@ -21,6 +21,11 @@ _METRICS = (
     ("syncd_reload_pending", "gauge", "1 when host files changed but tincd has not been reloaded yet."),
     ("syncd_tip_age_seconds", "gauge", "Age of the last applied commit (committer time) when this file was written."),
     ("syncd_stale", "gauge", "1 when the last applied commit is older than trust.max_age."),
+    (
+        "syncd_learned_keys",
+        "gauge",
+        "Managed host files that tincd appended a learned Ed25519 key to (kept; the repository lacks it).",
+    ),
 )
 
 
@@ -45,6 +50,7 @@ def render(net: str, state: State, health: Health, max_age: float | None = None,
         "syncd_reload_pending": int(state.reload_pending),
         "syncd_tip_age_seconds": None if age is None else round(age),
         "syncd_stale": None if age is None else int(stale),
+        "syncd_learned_keys": sum(1 for f in state.manifest.values() if f.learned),
     }
     label = net.replace("\\", "\\\\").replace('"', '\\"')
     lines = []

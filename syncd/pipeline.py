@@ -27,7 +27,7 @@ from syncd.commits import CommitInfo
 from syncd.content import read_and_validate
 from syncd.findings import Severity
 from syncd.history import verify_history
-from syncd.plan import Plan, make_plan
+from syncd.plan import Plan, keep_learned, make_plan
 
 if TYPE_CHECKING:
     from syncd.hostsdir import FileStat
@@ -171,6 +171,8 @@ class SyncResult:
     warnings: tuple[str, ...] = field(default_factory=tuple)
     reloaded: Reloaded | None = None
     commit_time: int | None = None  # the committer time of ``commit`` (for staleness)
+    # Ed25519 keys tincd appended to installed files (name → key), first seen in this pass
+    learned: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # a reload that was due and did not happen (tincd not running) is
@@ -213,8 +215,11 @@ def run_pass(
     if held is not None:  # the node's own file stays as installed; the rest is applied
         desired, ids = _HeldBack.of(ports, desired, ids, installed, rules.node)
     plan = make_plan(desired, installed, {n: f.blob for n, f in state.manifest.items()}, ids)
+    changed = {n for n in plan.update if n in stale or n not in state.manifest or state.manifest[n].learned}
+    plan = keep_learned(plan, ports.hosts.read, changed)  # tincd's own appends are not drift
     warnings = tuple(f.format_text() for f in report.findings if f.severity is Severity.WARNING)
-    base = replace(base, plan=plan, new_commits=new_commits, warnings=warnings + ((held,) if held else ()))
+    warnings += (held,) if held else ()
+    base = replace(base, plan=plan, new_commits=new_commits, warnings=warnings, learned=_new_keys(plan, state))
     if dry_run:
         return replace(base, status="planned")
     if tip == state.last_applied and not plan.changes_files:
@@ -247,6 +252,12 @@ def run_pass(
     ports.state.save(state)
     reloaded = _reload(ports, state) if state.reload_pending else None
     return replace(base, status="applied", reloaded=reloaded)
+
+
+def _new_keys(plan: Plan, state: State) -> dict[str, str]:
+    """The keys tincd appended that the last pass had not recorded yet."""
+    known = state.manifest
+    return {n: key for n, key in plan.learned.items() if n not in known or known[n].learned != key}
 
 
 def _audit(ports: Ports, history: list[tuple[CommitInfo, Signed | None]], now: float) -> list[Applied]:
@@ -300,24 +311,40 @@ def _after_last_reload_second(state: State) -> None:
 
 def own_key_mismatch(ports: Ports, rules: Rules, report: Report, commit: str) -> str | None:
     """Why the repository's copy of this node's own host file is held back
-    (None: it is not): it must carry the public key of each of the node's
-    private keys, or installing it would cut the node off."""
-    from syncd.keys import describe_key
-
+    (None: it is not): it must name this node's keys, or installing it would
+    cut the node off.  For each kind of key (RSA, Ed25519) the node has a
+    private key of, a key of that kind in the file must be that very key,
+    and at least one of the node's keys must be there.  A kind the file
+    names no key of cuts nothing off: a tinc 1.1 node whose Ed25519 key is
+    not in the repository yet still authenticates with its RSA key, and its
+    1.1 peers learn the Ed25519 key then (``learnedkey``, docs/host-files.md)."""
     host = report.hosts.get(rules.node)
     if host is None:
         return None
-    repo_keys = {key.identity for key, _ in host.keys}
-    for filename, key in ports.own_keys():
-        if key.identity not in repo_keys:
-            has = ", ".join(describe_key(k) for k, _ in host.keys) or "no public key"
-            return (
-                f"own-key-mismatch: {host.path} in commit {commit[:12]} carries {has}, but this node holds "
-                f"{describe_key(key)} ({rules.tinc_dir / filename}); installing it would cut {rules.node} off, so "
-                f"the installed hosts/{rules.node} is kept and the rest of the commit applied. Commit the node's "
-                "public key to the repository, or install the private key the repository names"
-            )
+    named: dict[str, set[bytes]] = {}
+    for key, _ in host.keys:
+        named.setdefault(key.algorithm, set()).add(key.identity)
+    own = ports.own_keys()
+    for filename, key in own:
+        if key.algorithm in named and key.identity not in named[key.algorithm]:
+            return _held_back(rules, host.path, [k for k, _ in host.keys], commit, [(filename, key)])
+    if own and not any(key.identity in named.get(key.algorithm, ()) for _, key in own):
+        return _held_back(rules, host.path, [k for k, _ in host.keys], commit, own)
     return None
+
+
+def _held_back(
+    rules: Rules, path: str, repo_keys: list[PublicKey], commit: str, own: list[tuple[str, PublicKey]]
+) -> str:
+    from syncd.keys import describe_key
+
+    has = ", ".join(describe_key(k) for k in repo_keys) or "no public key"
+    holds = " and ".join(f"{describe_key(key)} ({rules.tinc_dir / filename})" for filename, key in own)
+    return (
+        f"own-key-mismatch: {path} in commit {commit[:12]} carries {has}, but this node holds {holds}; "
+        f"installing it would cut {rules.node} off, so the installed hosts/{rules.node} is kept and the rest of "
+        "the commit applied. Commit the node's public key to the repository, or install the private key it names"
+    )
 
 
 class _HeldBack(Mapping[str, bytes]):

@@ -5,7 +5,9 @@ given a reader of the installed files), ``apply`` carries it out.
 Ownership follows docs/architecture.md ("Safety rules"): a file the repository has is made equal to
 the repository's version whoever wrote it (syncd adopts it); a file syncd
 installed earlier and the repository no longer has is removed; any other
-file is left alone and reported as unmanaged.
+file is left alone and reported as unmanaged.  A file tincd 1.1 appended a
+learned Ed25519 key to is the repository's version (``learnedkey``): kept,
+and reported with the line to add to the repository.
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ from __future__ import annotations
 import difflib
 import hashlib
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field, replace
+
+from syncd import learnedkey
 
 
 def blob_id(data: bytes) -> str:
@@ -32,6 +36,8 @@ class Plan:
     unmanaged: tuple[str, ...] = ()
     desired: Mapping[str, bytes] = field(default_factory=dict)  # the bytes of each file to write
     ids: Mapping[str, str] = field(default_factory=dict)  # every desired name → blob id
+    # the repository's version plus an Ed25519 key tincd learned: name → key (kept, not written)
+    learned: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def writes(self) -> tuple[str, ...]:
@@ -48,6 +54,11 @@ class Plan:
     def describe(self) -> list[str]:
         lines = [f"+ {n}" for n in self.add] + [f"~ {n}" for n in self.update] + [f"- {n}" for n in self.remove]
         lines += [f"= {n} (identical; adopted)" for n in self.adopt]
+        lines += [
+            f"= {n} (tincd appended the Ed25519 key it learned: kept; add to the repository's file: "
+            f"{learnedkey.line(key)})"
+            for n, key in sorted(self.learned.items())
+        ]
         lines += [f"? {n} (not in the repository, not installed by syncd: left alone)" for n in self.unmanaged]
         return lines
 
@@ -121,3 +132,27 @@ def make_plan(
     unmanaged = sorted(n for n in installed if n not in desired and n not in manifest)
     data = {name: desired[name] for name in add + update}
     return Plan(tuple(add), tuple(update), tuple(remove), tuple(adopt), tuple(unmanaged), data, ids)
+
+
+def keep_learned(
+    plan: Plan, read_installed: Callable[[str], bytes | None], changed: Collection[str] | None = None
+) -> Plan:
+    """``plan`` without the updates that would only take away an Ed25519 key
+    tincd 1.1 appended (``learnedkey.appended_key``): those files are kept
+    and listed in ``Plan.learned``.  ``read_installed(name)`` gives the
+    installed bytes.  Only files the plan would update are read, and of
+    those only the ``changed`` ones (when given): files that changed since
+    syncd recorded them, or that it never recorded, or that it recorded with
+    a key tincd appended.  A file exactly as syncd wrote it carries nothing
+    tincd appended."""
+    learned: dict[str, str] = {}
+    for name in plan.update if changed is None else (n for n in plan.update if n in changed):
+        installed = read_installed(name)
+        key = None if installed is None else learnedkey.appended_key(plan.desired[name], installed)
+        if key is not None:
+            learned[name] = key
+    if not learned:
+        return plan
+    update = tuple(n for n in plan.update if n not in learned)
+    desired = {n: data for n, data in plan.desired.items() if n not in learned}
+    return replace(plan, update=update, desired=desired, learned=learned)

@@ -13,7 +13,10 @@ Methods (``tinc.reload`` in the node config):
   some other program) is not a failure: the files are installed and tincd
   reads them all when it starts, which is how a node's first boot goes
   (files first, then tincd).  The result is ``none`` with a warning.
-* ``tinc``: ``tinc -c DIR reload`` (tinc 1.1's control program).
+* ``tinc``: ``tinc -c DIR --pidfile=PIDFILE reload`` (tinc 1.1's control
+  program, the first ``tinc`` on ``PATH``; ``tinc.pidfile`` tells it where
+  the running tincd's pidfile, and so its control socket, is).  A tinc 1.1
+  elsewhere: ``command``, e.g. ``[/opt/tinc/sbin/tinc, -n, NET, reload]``.
 * ``systemd``: ``systemctl reload tinc@NET``.
 * ``command``: an argv list of the operator's choosing.
 * ``none``: do not reload (tincd picks the files up at its next restart).
@@ -120,7 +123,7 @@ def reload_tinc(tinc: TincConfig, net: str) -> Reloaded:
     if method == "signal":
         return _signal(tinc.pidfile)
     if method == "tinc":
-        return _run("tinc", ["tinc", "-c", str(tinc.dir), "reload"])
+        return _control(tinc)
     if method == "systemd":
         return _run("systemd", ["systemctl", "reload", f"tinc@{net}"])
     if method == "command":
@@ -156,6 +159,18 @@ def _signal(pidfile: Path | None) -> Reloaded:
                 "the VPN is down on this node: check tinc.conf and tincd's log, then restart tincd"
             )
     return Reloaded("signal", f"SIGHUP to tincd pid {pid}")
+
+
+def _control(tinc: TincConfig) -> Reloaded:
+    """``tinc reload``, when the pidfile names a running tincd (tinc 1.1's
+    control program fails otherwise; tincd reads the files when it starts)."""
+    pidfile = []
+    if tinc.pidfile is not None:
+        pid = running_tincd(tinc.pidfile)
+        if isinstance(pid, str):
+            return Reloaded("none", pid, f"{NOT_RUNNING} ({pid})")
+        pidfile = [f"--pidfile={tinc.pidfile}"]
+    return _run("tinc", ["tinc", "-c", str(tinc.dir), *pidfile, "reload"])
 
 
 def running_tincd(pidfile: Path) -> int | str:

@@ -34,6 +34,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from syncd import learnedkey
 from syncd.agent import SyncResult, stale_warning, sync_once
 from syncd.config import Config, redact_url
 from syncd.errors import EXIT_REFUSED, Outcome, outcome
@@ -271,6 +272,14 @@ def log_result(log: Any, config: Config, result: SyncResult, *, repair: bool = F
         log.info("sync.unchanged", net=config.net, commit=result.commit)
     for warning in result.warnings:
         log.warning("check.warning", net=config.net, finding=warning)
+    for name, key in result.learned.items():
+        log.warning(
+            "tinc.key_learned",
+            net=config.net,
+            node=name,
+            line=learnedkey.line(key),
+            message=learnedkey.advice(name, key),
+        )
     stale = stale_warning(config, result, time.time())
     if stale is not None:
         log.warning("sync.stale", net=config.net, commit=result.commit, age=result.tip_age(time.time()), error=stale)

@@ -64,8 +64,7 @@ class State:
         for name in self.__slots__:
             if name != "manifest":
                 data[name] = getattr(self, name)
-        # name: [blob id, size, mtime_ns, ctime_ns, ino]: compact, for 100k nodes
-        data["manifest"] = {name: list(f) for name, f in sorted(self.manifest.items())}
+        data["manifest"] = {name: f.to_json() for name, f in sorted(self.manifest.items())}
         return data
 
 

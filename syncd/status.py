@@ -16,9 +16,10 @@ import os
 import time
 from pathlib import Path
 
+from syncd import learnedkey
 from syncd.config import Config, redact_url
 from syncd.errors import StateError
-from syncd.hostsdir import TEMP_PREFIX, read_installed
+from syncd.hostsdir import TEMP_PREFIX, appended_since, read_installed
 from syncd.metrics import staleness
 from syncd.names import NAME_RE
 from syncd.state import Health, State, load_health, load_state
@@ -84,7 +85,7 @@ def node_status(config: Config, now: float | None = None) -> dict[str, object]:
     health = load_health(config.state_dir)
     hosts = config.tinc.hosts_dir
     installed, _ = read_installed(hosts, state.manifest)
-    drift = sorted(name for name, stat in state.manifest.items() if installed.get(name) != stat.blob)
+    drift, learned = _drift(hosts, state, installed)
     unmanaged = sorted(name for name in installed if name not in state.manifest)
     others = _other_entries(hosts)
     problems, advice = health_problems(config, state, health, now)
@@ -108,6 +109,7 @@ def node_status(config: Config, now: float | None = None) -> dict[str, object]:
         "tip_age_seconds": staleness(state.commit_time, config.trust.max_age, now)[0],
         "files_managed": len(state.manifest),
         "drift": drift,
+        "learned_keys": {name: learnedkey.line(key) for name, key in sorted(learned.items())},
         "unmanaged": unmanaged,
         "other_entries": others,
         "reload_pending": state.reload_pending,
@@ -120,6 +122,25 @@ def node_status(config: Config, now: float | None = None) -> dict[str, object]:
         else {"at": _iso(health.last_error_at), "reason": health.last_error_reason, "message": health.last_error},
         "consecutive_failures": health.failures,
     }
+
+
+def _drift(hosts: Path, state: State, installed: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+    """The managed files that differ from what syncd installed, and those
+    that differ only by the Ed25519 key tincd appended (``learnedkey``):
+    recorded by the last pass, or appended since (read again)."""
+    drift: list[str] = []
+    learned: dict[str, str] = {}
+    for name, known in sorted(state.manifest.items()):
+        if installed.get(name) == known.blob:
+            if known.learned:
+                learned[name] = known.learned
+            continue
+        key = appended_since(hosts, name, known) if name in installed else None
+        if key is None:
+            drift.append(name)
+        else:
+            learned[name] = key
+    return drift, learned
 
 
 def health_problems(config: Config, state: State, health: Health, now: float) -> tuple[list[str], list[str]]:
@@ -214,6 +235,13 @@ def render_status(status: dict[str, object]) -> str:
     drift = status["drift"]
     lines.append(f"files:      {status['files_managed']} managed in {status['hosts_dir']}")
     lines.append(f"drift:      {', '.join(drift) if isinstance(drift, list) and drift else 'none'}")
+    learned = status["learned_keys"]
+    if isinstance(learned, dict):
+        for name, key_line in learned.items():
+            lines.append(
+                f"learned:    {name}: tincd appended its Ed25519 key (kept, not drift); "
+                f"add to its host file in the repository: {key_line}"
+            )
     unmanaged = status["unmanaged"]
     if isinstance(unmanaged, list) and unmanaged:
         lines.append(f"unmanaged:  {', '.join(unmanaged)} (not in the repository, left alone)")

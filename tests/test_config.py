@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import shutil
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from syncd.cli import main
 from syncd.config import config_path, load_config, parse_config, redact_url
 from syncd.errors import ConfigError
 from syncd.units import parse_duration, parse_size
+from tests.conftest import ROOT
 from tests.syncenv import Hub, admin_and_signers, make_node
 
 
@@ -379,3 +381,22 @@ def test_net_or_config_exactly_one(
     code, _, err = cli(*argv)
     assert code == 2
     assert message.format(etc=tmp_path) in err + capsys.readouterr().err
+
+
+def test_the_example_node_config_is_the_readmes_and_loads(tmp_path: Path) -> None:
+    # examples/inet6.yaml is the conffile the Debian package installs as
+    # /etc/syncd/inet6.yaml.example: the README's node config, whole
+    example = (ROOT / "examples" / "inet6.yaml").read_text()
+    body = "".join(line for line in example.splitlines(keepends=True) if not line.startswith("#"))
+    blocks = re.findall(r"^```yaml\n(net: inet6 .*?)^```$", (ROOT / "README.md").read_text(), re.M | re.S)
+    assert blocks == [body]
+
+    (tmp_path / "tinc").mkdir()
+    (tmp_path / "inet6.allowed_signers").write_text("")
+    config_file = tmp_path / "inet6.yaml"
+    config_file.write_text(
+        example.replace("/etc/syncd/", f"{tmp_path}/").replace("/etc/tinc/inet6", str(tmp_path / "tinc"))
+    )
+    config = load_config(config_file)
+    assert (config.net, config.node, config.tinc.dir) == ("inet6", "my_pc", tmp_path / "tinc")
+    assert config.trust.max_age == 14 * 86400 and config.repo.urls == ("ssh://git@git.example.org/vpn/hosts.git",)

@@ -1,5 +1,6 @@
 """Kill `syncd sync` at every file-system step of an apply and check that
-the next run ends in exactly the desired state.
+the next run ends in exactly the desired state (a host file tinc 1.1
+appended a learned key to kept as it is).
 
 The sync runs in a child process whose os.open / os.write / os.fchmod /
 os.fsync / os.replace / os.rename / os.unlink / os.mkdir / os.chmod die (os._exit, no cleanup, like
@@ -18,10 +19,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from syncd.hostsdir import TEMP_PREFIX
+from syncd.learnedkey import block
 from syncd.plan import blob_id
 from syncd.state import STATE_FILE
 from tests.figures import record
-from tests.keyfactory import rsa_pem
+from tests.keyfactory import ed25519_text, rsa_pem
 from tests.syncenv import Hub, Node, admin_and_signers, make_node
 
 CRASH_RUNNER = """
@@ -47,9 +49,11 @@ def desired_files(hub: Hub) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted((hub.work / "hosts").iterdir())}
 
 
-def check_converged(node: Node, hub: Hub) -> None:
+def check_converged(node: Node, hub: Hub, kept: dict[str, bytes] | None = None) -> None:
+    """The node has exactly the repository's files (but for ``kept``: files
+    with the key tincd appended, kept as they are), and a state that says so."""
     files = node.files()
-    assert files == desired_files(hub)
+    assert files == {**desired_files(hub), **(kept or {})}
     assert not [n for n in files if n.startswith(TEMP_PREFIX)]
     for name in files:
         assert (node.hosts / name).stat().st_mode & 0o7777 == 0o644
@@ -100,16 +104,22 @@ def test_a_crash_at_any_step_converges(tmp_path: Path) -> None:
             fh.write("# updated\n")
 
     hub.change("three new nodes, one gone, one updated", change)
+    # tinc 1.1 learned my_pc's Ed25519 key meanwhile and appended it: kept through every crash
+    key = ed25519_text(30)
+    with (node.hosts / "my_pc").open("ab") as fh:
+        fh.write(block(key))
+    kept = {"my_pc": (node.hosts / "my_pc").read_bytes()}
     assert node.sync("--dry-run")[0] == 0  # fetch the objects first: the crashes hit the apply
 
     def recovered(limit: int) -> None:
         code, _, err = node.sync()
         assert code == 0, f"crash at call {limit}: recovery failed: {err}"
-        check_converged(node, hub)
+        check_converged(node, hub, kept)
+        assert json.loads((node.state / STATE_FILE).read_text())["manifest"]["my_pc"][5] == key
         _, out, _ = node.sync()
         assert out.startswith("already current"), f"crash at call {limit}: not idempotent: {out}"
 
     crashes = kill_at_every_step(node, tmp_path, recovered)
-    check_converged(node, hub)
+    check_converged(node, hub, kept)
     assert crashes >= 25, f"only {crashes} crash points were exercised"
     record("crash test: kill points during one sync, all converged", str(crashes))

@@ -168,7 +168,7 @@ def test_compression_12_is_valid_for_tinc_11() -> None:
 def test_tinc_11_file_without_ed25519_key_warns() -> None:
     host = parse("Subnet = 10.0.0.0/24\n", tinc="1.1")
     assert codes(host) == [(1, "warning", "key-missing")]
-    assert "tinc 1.1 will append" in host.findings[0].message
+    assert "tinc 1.1 peers learn the key and append it" in host.findings[0].message
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,7 @@ SIZE_EXCEPTIONS: frozenset[str] = frozenset()  # none: every module keeps the li
 PURE = frozenset(
     {
         "names", "hostfile", "tincconf", "subnet", "keys", "policy", "validate", "tree", "signers",
-        "sshsig", "authority", "owners", "plan", "commits", "packscan", "findings", "allocate", "units",
+        "sshsig", "authority", "owners", "plan", "commits", "packscan", "findings", "allocate", "units", "learnedkey",
     }
 )  # fmt: skip
 EDGE = frozenset(

@@ -3,13 +3,14 @@
 Every outcome of ``pipeline.run_pass``: applied, unchanged (also for a
 touched but identical file), planned, and a refusal at each step (the tip's
 signature, a middle commit's signature, a rewound history, a backdated
-commit, an unsafe tree, invalid content), a foreign own key held back, and
-a failed reload.  A refusal leaves the fakes exactly as they were."""
+commit, an unsafe tree, invalid content), a foreign own key held back, a
+failed reload, and the Ed25519 key tincd 1.1 appends (kept, never a reload).
+A refusal leaves the fakes exactly as they were."""
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from syncd.reload import Reloaded
 from syncd.signers import AllowedSigner
 from syncd.state import State
 from syncd.validate import EntryKind, TreeEntry
-from tests.keyfactory import ed25519_text
+from tests.keyfactory import ed25519_text, rsa_pem, rsa_private
 
 
 def host(subnet: str, seed: int) -> bytes:
@@ -126,7 +127,8 @@ class FakeHosts:
             self.files.pop(name, None)
             self.writes.append(f"-{name}")
         self.touched.clear()
-        return {n: FileStat(b, 0, 0, 0, 0) for n, b in sorted(plan.ids.items())}
+        kept = {n: FileStat(blob_id(self.files[n]), 0, 0, 0, 0, key) for n, key in plan.learned.items()}
+        return {n: kept.get(n) or FileStat(b, 0, 0, 0, 0) for n, b in sorted(plan.ids.items())}
 
 
 @dataclass
@@ -190,12 +192,17 @@ class Node:
         return copy.deepcopy((self.hosts.files, self.state.state, self.repo.pinned, self.reloads, self.state.audit))
 
 
-@pytest.fixture
-def node() -> Node:
+def synced(make: Callable[[str, int], bytes]) -> Node:
+    """A node that applied c1: alpha and bravo, their files made by ``make``."""
     node = Node()
-    node.repo.add("c1", {"alpha": host("10.1.0.0/16", 1), "bravo": host("10.2.0.0/16", 2)})
+    node.repo.add("c1", {"alpha": make("10.1.0.0/16", 1), "bravo": make("10.2.0.0/16", 2)})
     assert node.sync("c1") == "applied"
     return node
+
+
+@pytest.fixture
+def node() -> Node:
+    return synced(host)
 
 
 def test_first_sync_applies_and_reloads(node: Node) -> None:
@@ -336,3 +343,99 @@ def test_a_failed_reload_stays_pending_and_is_retried(node: Node) -> None:
     node.reload_fails = False
     assert node.sync("c2") == "unchanged"
     assert node.reloads == 2 and not node.state.state.reload_pending
+
+
+# --- what tincd 1.1 appends (syncd.learnedkey) ------------------------------------------------
+
+TINC_BLOCK = "\n# The following line was automatically added by tinc\nEd25519PublicKey = {}\n"
+
+
+def legacy(subnet: str, seed: int) -> bytes:
+    """A host file with an RSA key only: tinc 1.1 learns its Ed25519 key."""
+    return f"Subnet = {subnet}\n\n{rsa_pem(seed=seed)}".encode()
+
+
+def rsa_of(seed: int) -> PublicKey:
+    from syncd.keys import rsa_key
+
+    numbers = rsa_private(2048, seed).public_key().public_numbers()  # as rsa_pem() calls it: the same key
+    return rsa_key(numbers.n, numbers.e)
+
+
+@pytest.fixture
+def legacy_node() -> Node:
+    return synced(legacy)
+
+
+def tincd_appends(node: Node, name: str, key: str) -> None:
+    node.hosts.files[name] += TINC_BLOCK.format(key).encode()
+    node.hosts.touched.add(name)
+
+
+def test_a_key_tincd_appended_is_kept_and_reported_once(legacy_node: Node) -> None:
+    node, key = legacy_node, ed25519_text(2)
+    tincd_appends(node, "bravo", key)
+    appended = node.hosts.files["bravo"]
+    result = run_pass(node.ports(), node.rules, "c1", "(local store)")
+    assert (result.status, result.plan.learned, result.learned) == ("unchanged", {"bravo": key}, {"bravo": key})
+    assert node.hosts.files["bravo"] == appended and node.hosts.writes == ["alpha", "bravo"]
+    assert node.reloads == 1 and node.state.state.manifest["bravo"].learned == key
+    assert any(f"Ed25519PublicKey = {key}" in line for line in result.plan.describe())
+    # the next passes: nothing new to say, nothing written, never a reload
+    for _ in range(3):
+        result = run_pass(node.ports(), node.rules, "c1", "(local store)")
+        assert (result.status, result.learned, node.reloads) == ("unchanged", {}, 1)
+    tincd_appends(node, "bravo", key)  # a key request and a handshake crossed: a second block
+    result = run_pass(node.ports(), node.rules, "c1", "(local store)")
+    assert (result.status, result.learned, node.reloads, len(node.hosts.writes)) == ("unchanged", {}, 1, 2)
+
+
+def test_once_the_repository_carries_the_key_it_converges_with_one_reload(legacy_node: Node) -> None:
+    node, key = legacy_node, ed25519_text(2)
+    tincd_appends(node, "bravo", key)
+    assert node.sync("c1") == "unchanged"
+    with_key = legacy("10.2.0.0/16", 2) + f"Ed25519PublicKey = {key}\n".encode()
+    node.repo.add("c2", {**node.repo.trees["c1"], "bravo": with_key}, ("c1",))
+    assert node.sync("c2") == "applied"
+    assert node.hosts.files["bravo"] == with_key and node.reloads == 2
+    assert node.state.state.manifest["bravo"].learned == ""
+    assert node.sync("c2") == "unchanged" and node.reloads == 2
+
+
+def test_the_repository_taking_the_appended_file_as_it_is_writes_nothing(legacy_node: Node) -> None:
+    node, key = legacy_node, ed25519_text(2)
+    tincd_appends(node, "bravo", key)
+    assert node.sync("c1") == "unchanged"
+    node.repo.add("c2", {**node.repo.trees["c1"], "bravo": node.hosts.files["bravo"]}, ("c1",))
+    assert node.sync("c2") == "applied"
+    assert node.hosts.writes == ["alpha", "bravo"] and node.reloads == 1  # identical bytes: no write, no reload
+    assert node.state.state.manifest["bravo"].learned == ""
+
+
+def test_an_appended_key_beside_the_repositorys_own_is_drift(node: Node) -> None:
+    tincd_appends(node, "bravo", ed25519_text(3))  # bravo's repository file names its own Ed25519 key
+    result = run_pass(node.ports(), node.rules, "c1", "(local store)")
+    assert (result.status, result.plan.update, result.plan.learned) == ("applied", ("bravo",), {})
+    assert node.hosts.files["bravo"] == node.repo.trees["c1"]["bravo"]
+
+
+def test_own_file_without_the_nodes_ed25519_key_is_installed(legacy_node: Node) -> None:
+    """A tinc 1.1 node whose Ed25519 key is not in the repository yet: its
+    RSA key is there, so it is not cut off (its peers learn the other)."""
+    from syncd.keys import ed25519_from_text
+
+    node = legacy_node
+    node.own = [("rsa_key.priv", rsa_of(1)), ("ed25519_key.priv", ed25519_from_text(ed25519_text(1)))]
+    node.repo.add("c2", {**node.repo.trees["c1"], "charlie": legacy("10.3.0.0/16", 3)}, ("c1",))
+    assert node.sync("c2") == "applied"
+    # another RSA key than the node's: the own file is held back, the rest applied
+    node.own = [("rsa_key.priv", rsa_of(5)), ("ed25519_key.priv", ed25519_from_text(ed25519_text(1)))]
+    node.repo.add("c3", {**node.repo.trees["c2"], "delta": legacy("10.4.0.0/16", 4)}, ("c2",))
+    assert node.sync("c3") == "applied" and node.hosts.files["delta"] == legacy("10.4.0.0/16", 4)
+    held = node.state.state.held_back
+    assert held is not None and "but this node holds an RSA key of 2048 bits" in held and "rsa_key.priv" in held
+    # none of the node's keys in the file at all: held back too
+    node.own = [("ed25519_key.priv", ed25519_from_text(ed25519_text(1)))]
+    assert node.sync("c3") == "unchanged"
+    held = node.state.state.held_back
+    assert held is not None and f"but this node holds Ed25519PublicKey = {ed25519_text(1)}" in held

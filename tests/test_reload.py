@@ -1,4 +1,5 @@
-"""Reloading a real tincd 1.0.36 after a sync (docs/host-files.md, "Reload")."""
+"""Reloading a real tincd after a sync (docs/host-files.md, "Reload"):
+Debian's 1.0.36 by signal, and tinc 1.1 through its control program."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from syncd.config import TincConfig, load_config
 from syncd.errors import ReloadError
 from syncd.reload import NOT_RUNNING, choose, is_tincd, read_pid, reload_tinc, running_tincd
 from syncd.state import STATE_FILE
+from tests import tinc11
 from tests.keyfactory import rsa_pem
 from tests.syncenv import Hub, Node, admin_and_signers, make_node
 from tests.tincd import Tincd, make_tinc_dir, running
@@ -113,6 +115,38 @@ def test_tincd_that_dies_on_reload_is_reported(setup: tuple[Hub, Node, Tincd]) -
     assert code == 0, err
     assert f"warning: {NOT_RUNNING}" in err
     assert json.loads((node.state / STATE_FILE).read_text())["reload_pending"] is False
+
+
+def test_tinc_method_reloads_a_real_tincd_1_1(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``reload: tinc``: ``tinc -c DIR --pidfile=PIDFILE reload``, tinc 1.1's
+    control program, which finds the running tincd's control socket beside
+    its pidfile."""
+    sbin = tinc11.sbin()
+    admin, signers = admin_and_signers(tmp_path / "keys")
+    hub = Hub(tmp_path / "hub", admin)
+    node = make_node(tmp_path / "node", str(hub.server), signers, tinc__reload="tinc")
+    tinc = make_tinc_dir(node.hosts.parent, "my_pc", "2002:102:304:4::/64", sbin)
+    host = tinc.host_file()
+    assert "Ed25519PublicKey = " in host and "-----BEGIN RSA PUBLIC KEY-----" in host
+    hub.change("my_pc's real keys", lambda w: (w / "hosts" / "my_pc").write_text(host))
+    node.config.write_text(node.config.read_text().replace("reload: tinc", f"reload: tinc\n  pidfile: {tinc.pidfile}"))
+    monkeypatch.setenv("PATH", f"{sbin}:{os.environ['PATH']}")  # where an operator's tinc 1.1 would be
+    code, out, err = node.sync()  # tincd is not running yet: nothing to reload, no failure
+    assert (code, f"warning: {NOT_RUNNING} (no {tinc.pidfile})") == (0, err.strip().splitlines()[-1]), out
+    with running(tinc):
+        hub.change(
+            "my_laptop moved",
+            lambda w: (w / "hosts" / "my_laptop").write_text((w / "hosts" / "my_laptop").read_text() + "# moved\n"),
+        )
+        code, out, err = node.sync()
+        assert code == 0, err
+        assert f"reloaded tincd (tinc): tinc -c {tinc.dir} --pidfile={tinc.pidfile} reload" in out
+        assert _eventually(lambda: tinc11.reloads(tinc.log()) == 1), tinc.log()
+        assert node.sync()[1].startswith("already current")
+        hub.change("newbie", add("newbie", "2002:102:304:7::/64", 41))
+        assert node.sync()[0] == 0
+        assert _eventually(lambda: tinc11.reloads(tinc.log()) == 2), tinc.log()
+        assert tinc.log().count("Got 'reload' command") == 2 and tinc.alive()
 
 
 def test_pid_helpers(tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
-"""A real tincd 1.0 for tests: ``DeviceType = dummy`` (no tun device), bound
-to 127.0.0.1 on a free port, started with ``--pidfile`` and ``--logfile``,
+"""A real tincd for tests, Debian's 1.0 or (given ``sbin``) the tinc 1.1 of
+``tests/tinc11.py``: ``DeviceType = dummy`` (no tun device), bound to
+127.0.0.1 on a free port, started with ``--pidfile`` and ``--logfile``,
 stopped by pid."""
 
 from __future__ import annotations
@@ -19,6 +20,11 @@ class Tincd:
     dir: Path
     name: str
     proc: subprocess.Popen[bytes] | None = None
+    sbin: Path | None = None  # tinc 1.1's tincd and tinc; None: the system's tincd 1.0
+
+    @property
+    def tincd(self) -> str:
+        return require("tincd") if self.sbin is None else str(self.sbin / "tincd")
 
     @property
     def pidfile(self) -> Path:
@@ -41,24 +47,27 @@ class Tincd:
         return self.proc is not None and self.proc.poll() is None
 
 
-def make_tinc_dir(directory: Path, name: str, subnet: str) -> Tincd:
-    """tinc.conf, a fresh RSA key pair (``tincd -K``) and the node's host file."""
-    tincd = require("tincd")
+def make_tinc_dir(directory: Path, name: str, subnet: str, sbin: Path | None = None) -> Tincd:
+    """tinc.conf, fresh key pairs and the node's host file: an RSA key
+    (``tincd -K``) for 1.0; RSA and Ed25519 keys (``tinc generate-keys``) for 1.1."""
     (directory / "hosts").mkdir(parents=True, exist_ok=True)
     (directory / "tinc.conf").write_text(
         f"Name = {name}\nDeviceType = dummy\nAddressFamily = ipv4\nBindToAddress = 127.0.0.1\n"
         f"Port = {free_port()}\nStrictSubnets = yes\n"
     )
     (directory / "hosts" / name).write_text(f"Subnet = {subnet}\n")
-    subprocess.run([tincd, "-c", str(directory), "-K2048"], input=b"\n\n", capture_output=True, check=True)
-    return Tincd(directory, name)
+    if sbin is None:
+        argv = [require("tincd"), "-c", str(directory), "-K2048"]
+    else:
+        argv = [str(sbin / "tinc"), "-c", str(directory), "--batch", "generate-keys", "2048"]
+    subprocess.run(argv, input=b"\n\n", capture_output=True, check=True)
+    return Tincd(directory, name, sbin=sbin)
 
 
 @contextlib.contextmanager
 def running(node: Tincd) -> Iterator[Tincd]:
-    tincd = require("tincd")
     node.proc = subprocess.Popen(
-        [tincd, "-c", str(node.dir), "-D", f"--pidfile={node.pidfile}", f"--logfile={node.logfile}", "-d1"],
+        [node.tincd, "-c", str(node.dir), "-D", f"--pidfile={node.pidfile}", f"--logfile={node.logfile}", "-d1"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -14,8 +14,10 @@
   only to the gateway; ``LocalDiscovery = yes`` lets them find each other on
   the home LAN (the router does no hairpin NAT, so without it their traffic
   would go through the gateway).
-* Every node runs real ``tincd`` 1.0 (``StrictSubnets = yes``) and gets its
-  host files only through the ``syncd`` command line tool.
+* Every node runs real ``tincd`` (``StrictSubnets = yes``) and gets its
+  host files only through the ``syncd`` command line tool: Debian's 1.0 by
+  default; a ``Flavour`` puts chosen nodes on tinc 1.1 (tests/tinc11.py),
+  with Ed25519 keys beside RSA or alone, reloaded with ``tinc reload``.
 * Trust lives in the repository: my_pc and my_laptop own their host files
   (an owner line with each node's own SSH key), ``join: open`` lets a
   newcomer add its own host file, and a root ``allowed_signers`` lets the
@@ -26,25 +28,43 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.e2e.lab import Lab, run, wait_for
+from tests.e2e.lab import Lab, run, wait_for, wait_for_each
 from tests.gitutil import SshKey, allowed_signers, commit, git, make_key
 
 NET = "inet6"
 PREFIX = "2002:102:304"
-POLICY = f"""hosts_dir: hosts
-tinc: "1.0"
+
+
+@dataclass(frozen=True)
+class Flavour:
+    """Which tinc each node runs, and what the repository carries."""
+
+    policy_tinc: str = "1.0"  # the repository's `tinc:`
+    tinc11: frozenset[str] = frozenset()  # the nodes on tinc 1.1; the others run Debian's 1.0
+    ed25519_only: bool = False  # tinc 1.1 nodes have Ed25519 keys only (else RSA too, for 1.0 peers)
+    lagging: frozenset[str] = frozenset()  # 1.1 nodes whose Ed25519 key the repository lacks (not pushed yet)
+
+    def policy(self) -> str:
+        legacy = "legacy_rsa: true\n" if self.policy_tinc == "1.1" and not self.ed25519_only else ""
+        return f"""hosts_dir: hosts
+tinc: "{self.policy_tinc}"
 prefixes: ["{PREFIX}::/48"]
 routes:
   gateway: ["::/0"]
 min_rsa_bits: 2048
 allocate: {{prefix: "{PREFIX}::/48", size: 64}}
-"""
+{legacy}"""
+
+
+ONE_ZERO = Flavour()
+Times = dict[str, float | None]  # seconds per node (None: it never happened)
 
 
 @dataclass
@@ -55,6 +75,7 @@ class Node:
     lan_ip: str
     index: int  # its /64 is PREFIX:index::/64
     gateway: bool = False
+    sbin: Path | None = None  # tinc 1.1's tincd and tinc; None: Debian's tincd 1.0
     tincd: subprocess.Popen[bytes] | None = None
     agent: subprocess.Popen[bytes] | None = None
     pids: list[int] = field(default_factory=list)
@@ -83,16 +104,33 @@ class Node:
     def subnet(self) -> str:
         return f"{PREFIX}:{self.index:x}::/64"
 
+    @property
+    def version(self) -> str:
+        return "1.0" if self.sbin is None else "1.1"
+
+    def env(self) -> dict[str, str]:
+        """The environment of syncd on this node: tinc 1.1's control program
+        on PATH, where an operator's installation puts it."""
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+        if self.sbin is not None:
+            env["PATH"] = f"{self.sbin}:{env['PATH']}"
+        return env
+
     def log(self) -> str:
         return self.logfile.read_text(errors="replace") if self.logfile.exists() else ""
 
     def closed_connections(self) -> list[str]:
-        return [line for line in self.log().splitlines() if "Closing connection with" in line]
+        """tincd's connections to peers that it closed (not tinc 1.1's control
+        connections, one per `tinc reload`)."""
+        lines = self.log().splitlines()
+        return [line for line in lines if "Closing connection with" in line and "<control>" not in line]
 
 
 class IPv6Everywhere:
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, flavour: Flavour = ONE_ZERO, sbin11: Path | None = None) -> None:
         self.workdir = workdir
+        self.flavour = flavour
+        self.sbin11 = sbin11  # required when the flavour puts a node on tinc 1.1
         self.lab = Lab(workdir)
         self.nodes: dict[str, Node] = {}
         self.admin: SshKey | None = None
@@ -129,11 +167,14 @@ class IPv6Everywhere:
         self.served.parent.mkdir(parents=True)
         git(self.served.parent, "init", "-q", "--bare", "-b", "main", str(self.served))
         (self.repo / "hosts").mkdir(parents=True)
-        (self.repo / "syncd.yaml").write_text(POLICY)
+        (self.repo / "syncd.yaml").write_text(self.flavour.policy())
         git(self.repo, "init", "-q", "-b", "main")
         git(self.repo, "remote", "add", "origin", str(self.served))
         for node in self.nodes.values():
-            shutil.copy(node.tinc_dir / "hosts" / node.name, self.repo / "hosts" / node.name)
+            host = (node.tinc_dir / "hosts" / node.name).read_text()
+            if node.name in self.flavour.lagging:  # the node's Ed25519 key was never pushed
+                host = "".join(line for line in host.splitlines(True) if not line.startswith("Ed25519PublicKey"))
+            (self.repo / "hosts" / node.name).write_text(host)
         self.push("gateway, my_pc and my_laptop")
         self.owned_sha = self.own_and_open(("my_pc", "my_laptop"))
         self.daemon = lab.spawn(
@@ -151,7 +192,7 @@ class IPv6Everywhere:
         for name in names:
             host = self.repo / "hosts" / name
             host.write_text(self.owner_line(self.owner_key(name)) + "\n" + host.read_text())
-        (self.repo / "syncd.yaml").write_text(POLICY + "join: open\n")
+        (self.repo / "syncd.yaml").write_text(self.flavour.policy() + "join: open\n")
         return self.push("my_pc and my_laptop own their host files; anyone may join")
 
     def owner_key(self, name: str) -> SshKey:
@@ -173,7 +214,7 @@ class IPv6Everywhere:
     ) -> Node:
         ns = self.lab.ns(name.replace("_", ""))
         self.lab.plug(ns, switch, "eth0", f"{ip}/24", via)
-        node = Node(name, ns, self.workdir / "nodes" / name, ip, index, gateway)
+        node = Node(name, ns, self.workdir / "nodes" / name, ip, index, gateway, self._sbin(name))
         self.nodes[name] = node
         self._tinc_dir(node)
         self._syncd_config(node)
@@ -185,17 +226,16 @@ class IPv6Everywhere:
         ns = self.lab.ns(name.replace("_", ""))
         self.lab.plug(ns, switch, "eth0", f"{ip}/24")
         root = self.workdir / "nodes" / name
-        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+        node = Node(name, ns, root, ip, 0, sbin=self._sbin(name))
         result = subprocess.run(
             [sys.executable, "-m", "syncd", "add-node", name, "--repo", str(repo),
              "--tinc-dir", str(root / "tinc"), "--rsa-bits", "2048"],
-            capture_output=True, text=True, timeout=120, env=env, check=False,
+            capture_output=True, text=True, timeout=120, env=node.env(), check=False,
         )  # fmt: skip
         if result.returncode != 0:
             raise AssertionError(f"syncd add-node failed: {result.stderr}")
         subnet = result.stdout.split("subnet ", 1)[1].split(",", 1)[0]
-        index = int(subnet.split(":")[3] or "0", 16)
-        node = Node(name, ns, root, ip, index)
+        node.index = int(subnet.split(":")[3] or "0", 16)
         assert node.subnet == subnet, (node.subnet, subnet)
         self.nodes[name] = node
         self._syncd_config(node)
@@ -229,15 +269,30 @@ class IPv6Everywhere:
         if node.gateway:
             host.append("Subnet = ::/0")
         (tinc / "hosts" / node.name).write_text("\n".join(host) + "\n")
-        run(["tincd", "-c", str(tinc), "-K2048"], timeout=60)
+        if node.sbin is None:
+            run(["tincd", "-c", str(tinc), "-K2048"], timeout=60)
+        elif self.flavour.ed25519_only:
+            run([str(node.sbin / "tinc"), "-c", str(tinc), "--batch", "generate-ed25519-keys"], timeout=60)
+        else:
+            run([str(node.sbin / "tinc"), "-c", str(tinc), "--batch", "generate-keys", "2048"], timeout=60)
+
+    def _sbin(self, name: str) -> Path | None:
+        if name not in self.flavour.tinc11:
+            return None
+        if self.sbin11 is None:
+            raise ValueError(f"{name} runs tinc 1.1: give IPv6Everywhere its sbin11")
+        return self.sbin11
 
     def _syncd_config(self, node: Node) -> None:
+        """tinc 1.0 is reloaded by signal (``auto``), tinc 1.1 by its control
+        program (``tinc``); a metrics file beside the state."""
+        reload = "auto" if node.sbin is None else "tinc"
         node.config.write_text(
             f"net: {NET}\nnode: {node.name}\n"
             "repo: {url: 'git://198.51.100.1/hosts.git'}\n"
             f"trust: {{allowed_signers: '{self.workdir / 'admin' / 'allowed_signers'}'}}\n"
-            f"tinc: {{dir: '{node.tinc_dir}', reload: auto, pidfile: '{node.pidfile}'}}\n"
-            f"state_dir: '{node.root / 'state'}'\ninterval: 1\n"
+            f"tinc: {{dir: '{node.tinc_dir}', reload: {reload}, pidfile: '{node.pidfile}'}}\n"
+            f"state_dir: '{node.root / 'state'}'\ninterval: 1\nmetrics_file: '{node.root / 'metrics.prom'}'\n"
         )
 
     # --- the admin ------------------------------------------------------------------------
@@ -273,12 +328,11 @@ class IPv6Everywhere:
 
     def syncd(self, node: Node, *args: str) -> subprocess.CompletedProcess[bytes]:
         """The syncd command line tool, as a user runs it, inside the node's namespace."""
-        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
         return subprocess.run(
             ["ip", "netns", "exec", node.ns, sys.executable, "-m", "syncd", *args, "-c", str(node.config)],
             capture_output=True,
             timeout=120,
-            env=env,
+            env=node.env(),
             check=False,
         )
 
@@ -300,18 +354,18 @@ class IPv6Everywhere:
         return next((entry["role"] for entry in self.log(node) if entry["commit"] == sha), None)
 
     def start_tincd(self, node: Node) -> None:
+        tincd = "tincd" if node.sbin is None else str(node.sbin / "tincd")
         node.tincd = self.lab.spawn(
             node.ns,
-            ["tincd", "-c", str(node.tinc_dir), "-D", f"--pidfile={node.pidfile}", f"--logfile={node.logfile}", "-d5"],
+            [tincd, "-c", str(node.tinc_dir), "-D", f"--pidfile={node.pidfile}", f"--logfile={node.logfile}", "-d5"],
         )
         if wait_for(lambda: "Ready" in node.log(), 10) is None:
             raise RuntimeError(f"tincd on {node.name} did not start:\n{node.log()}")
         node.pids.append(node.tincd.pid)
 
     def start_agent(self, node: Node) -> None:
-        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
         node.agent = self.lab.spawn(
-            node.ns, [sys.executable, "-m", "syncd", "run", "-c", str(node.config)], node.root / "agent.log", env
+            node.ns, [sys.executable, "-m", "syncd", "run", "-c", str(node.config)], node.root / "agent.log", node.env()
         )
 
     def stop_agent(self, node: Node) -> None:
@@ -333,6 +387,13 @@ class IPv6Everywhere:
 
     def reachable(self, src: Node, dst: Node, timeout: float = 30) -> float | None:
         return wait_for(lambda: self.ping(src, dst), timeout, interval=0.1)
+
+    def reached_since(self, since: float, dst: Node, sources: Sequence[str], timeout: float = 30) -> Times:
+        """For each source node: seconds from ``since`` (monotonic) until it
+        first pings ``dst`` (None: not within ``timeout`` from now)."""
+        offset = time.monotonic() - since
+        times = wait_for_each(sources, lambda name: self.ping(self.nodes[name], dst, timeout=1), timeout)
+        return {name: None if t is None else offset + t for name, t in times.items()}
 
     def same_tincd(self) -> dict[str, bool]:
         """Each running tincd is still the process started first (reloaded, not restarted)."""

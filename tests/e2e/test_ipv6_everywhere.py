@@ -2,26 +2,36 @@
 namespaces, with tincd 1.0 on every node and host files only from syncd.
 
 The tests run in order and share one network (see ``network.py`` for the
-topology).  Needs root, ``ip``, ``nft``, ``tincd``, ``ping`` and ``git``;
-``.ci/run`` installs them and makes a skip a failure.
+topology, ``checks.network`` for what it needs).  tinc 1.1, beside 1.0 and
+alone: test_tinc11_mixed.py and test_tinc11_only.py.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 import time
 from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import lacking
-from tests.e2e.lab import run, wait_for, wait_for_each
+from tests.e2e.checks import (
+    applied,
+    closures,
+    converged,
+    has,
+    health,
+    join_measured,
+    network,
+    nodes,
+    outcome,
+    per_node,
+    refused,
+    stop_cleanly,
+)
+from tests.e2e.lab import wait_for, wait_for_each
 from tests.e2e.network import PREFIX, IPv6Everywhere, Node
 from tests.figures import FIGURES
 from tests.gitutil import allowed_signers, git
-from tests.servers import require
 
 pytestmark = pytest.mark.e2e
 
@@ -40,32 +50,8 @@ SEND = (
 
 @pytest.fixture(scope="module")
 def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IPv6Everywhere]:
-    if os.geteuid() != 0:
-        lacking("the end-to-end tests need root (network namespaces)")
-    for program in ("ip", "nft", "tincd", "ping", "git"):
-        require(program)
-    network = IPv6Everywhere(tmp_path_factory.mktemp("e2e"))
-    try:
-        network.build()
-        for node in network.nodes.values():
-            out = network.sync(node)  # before tincd runs: reload auto finds none
-            assert "first sync" in out, out
-        for node in network.nodes.values():
-            network.start_tincd(node)
-        yield network
-    finally:
-        prefix = network.lab.prefix
-        network.close()
-        left = run(["ip", "netns", "list"]).stdout.decode()
-        assert prefix not in left, f"namespaces left behind: {left}"
-
-
-def nodes(net: IPv6Everywhere, *names: str) -> list[Node]:
-    return [net.nodes[n] for n in names]
-
-
-def closures(net: IPv6Everywhere) -> dict[str, int]:
-    return {name: len(node.closed_connections()) for name, node in net.nodes.items() if node.tincd is not None}
+    with network(tmp_path_factory.mktemp("e2e")) as built:
+        yield built
 
 
 def test_all_nodes_reach_each_other(net: IPv6Everywhere) -> None:
@@ -133,7 +119,7 @@ def test_a_new_node_joins_by_its_own_signed_push(net: IPv6Everywhere) -> None:
     gw, pc, laptop = nodes(net, "gateway", "my_pc", "my_laptop")
     for node in (gw, pc, laptop):
         net.start_agent(node)
-    assert wait_for(lambda: all(_outcome(n) == "unchanged" for n in (gw, pc, laptop)), 30) is not None
+    assert wait_for(lambda: all(outcome(n) == "unchanged" for n in (gw, pc, laptop)), 30) is not None
     for node in (gw, pc, laptop):  # the admin's commit that set the owners, as every node applied it
         assert net.role(node, net.owned_sha) == "admin"
         for owned in ("my_pc", "my_laptop"):
@@ -150,23 +136,14 @@ def test_a_new_node_joins_by_its_own_signed_push(net: IPv6Everywhere) -> None:
         if not host.read_text().startswith("# syncd-owner:"):  # add-node may write it already
             host.write_text(net.owner_line(key) + "\n" + host.read_text())
     assert (clone / "hosts" / "newbie").read_bytes() == (newbie.tinc_dir / "hosts" / "newbie").read_bytes()
-    pushed = time.monotonic()
-    sha = net.push("Add newbie", key=key, repo=clone)
     # newbie's operator starts tincd once the gateway it connects to has its host file
-    installed = wait_for_each(["gateway", "my_pc", "my_laptop"], lambda n: _has(net, n, "newbie"), 20)
-    assert None not in installed.values(), f"not installed everywhere: {installed}"
-    out = net.sync(newbie)  # the newcomer fetches everyone else's host file, and keeps its own
+    label = "tinc 1.0, newbie's self-signed join (syncd run, interval 1 s)"
+    sha, out = join_measured(net, newbie, lambda: net.push("Add newbie", key=key, repo=clone), label)
     assert "3 added" in out and "= newbie (identical; adopted)" in out, out
-    net.start_tincd(newbie)
-    reachable = wait_for(lambda: net.ping(pc, newbie), 30, 0.1)
-    assert reachable is not None, f"my_pc cannot reach newbie:\n{pc.log()[-2000:]}"
-    FIGURES["push-to-installed on the gateway (syncd run, interval 1 s)"] = f"{installed['gateway']:.2f} s"
-    FIGURES["push-to-installed, newbie's self-signed join (join: open)"] = _per_node(installed)
-    FIGURES["push-to-reachable from my_pc"] = f"{time.monotonic() - pushed:.2f} s"
     for node in (gw, pc, laptop):
         assert (node.tinc_dir / "hosts" / "newbie").exists()
         assert node.log().count("Got HUP signal") > hups_before[node.name], f"{node.name}'s tincd was not reloaded"
-    assert wait_for(lambda: all(_applied(n) == sha for n in (gw, pc, laptop, newbie)), 10) is not None
+    assert wait_for(lambda: all(applied(n) == sha for n in (gw, pc, laptop, newbie)), 10) is not None
     for node in (gw, pc, laptop, newbie):
         assert net.role(node, sha) == "join:newbie", (node.name, net.log(node)[:2])
     assert net.reachable(newbie, laptop, 10) is not None
@@ -178,7 +155,7 @@ def test_a_new_node_joins_by_its_own_signed_push(net: IPv6Everywhere) -> None:
     assert closed == {"gateway": 0, "my_pc": 0, "my_laptop": 0}
     assert all(net.same_tincd().values())
     net.start_agent(newbie)
-    assert wait_for(lambda: _outcome(newbie) == "unchanged", 20) is not None
+    assert wait_for(lambda: outcome(newbie) == "unchanged", 20) is not None
 
 
 def test_an_owner_edits_its_own_host_file(net: IPv6Everywhere) -> None:
@@ -190,10 +167,10 @@ def test_an_owner_edits_its_own_host_file(net: IPv6Everywhere) -> None:
     host = clone / "hosts" / "my_pc"
     host.write_text(host.read_text() + f"Address = {pc.lan_ip}\n")
     sha = net.push("my_pc: its LAN address", key=net.owner_key("my_pc"), repo=clone)
-    installed = wait_for_each([n.name for n in everyone], lambda n: _has(net, n, "my_pc", f"Address = {pc.lan_ip}"), 20)
+    installed = wait_for_each([n.name for n in everyone], lambda n: has(net, n, "my_pc", f"Address = {pc.lan_ip}"), 20)
     assert None not in installed.values(), f"not installed everywhere: {installed}"
-    FIGURES["push-to-installed, my_pc's owner-signed edit"] = _per_node(installed)
-    assert wait_for(lambda: all(_applied(n) == sha for n in everyone), 10) is not None  # the audit trail is written
+    FIGURES["push-to-installed, my_pc's owner-signed edit"] = per_node(installed)
+    assert wait_for(lambda: all(applied(n) == sha for n in everyone), 10) is not None  # the audit trail is written
     for node in everyone:
         assert (node.tinc_dir / "hosts" / "my_pc").read_bytes() == host.read_bytes()
         assert net.role(node, sha) == "owner:my_pc", (node.name, net.log(node)[:2])
@@ -213,28 +190,28 @@ def test_an_owner_cannot_touch_another_nodes_file(net: IPv6Everywhere) -> None:
     everyone = nodes(net, "gateway", "my_pc", "my_laptop", "newbie")
     gw, pc, laptop, newbie = everyone
     hups_before = {n.name: n.log().count("Got HUP signal") for n in everyone}
-    applied = {n.name: _applied(n) for n in everyone}
+    before = {n.name: applied(n) for n in everyone}
     clone = net.clone("my_pc")
     good = git(clone, "rev-parse", "HEAD")
-    assert set(applied.values()) == {good}, applied
+    assert set(before.values()) == {good}, before
     gateway_file = clone / "hosts" / "gateway"
     gateway_file.write_text(gateway_file.read_text().replace("Subnet = ::/0\n", ""))  # take the default route away
     since = time.time()
     net.push("my_pc edits the gateway", key=net.owner_key("my_pc"), repo=clone)
-    refused = wait_for(lambda: all(_refused(n, "unauthorized", since) for n in everyone), 20)
-    assert refused is not None, {n.name: _health(n) for n in everyone}
+    refusals = wait_for(lambda: all(refused(n, "unauthorized", since) for n in everyone), 20)
+    assert refusals is not None, {n.name: health(n) for n in everyone}
     for node in everyone:
-        assert "hosts/gateway" in str(_health(node).get("last_error")), _health(node)
+        assert "hosts/gateway" in str(health(node).get("last_error")), health(node)
         assert (node.tinc_dir / "hosts" / "gateway").read_text().count("Subnet = ::/0") == 1
-        assert _applied(node) == good
+        assert applied(node) == good
         assert node.log().count("Got HUP signal") == hups_before[node.name], f"{node.name}'s tincd was reloaded"
     assert net.ping(pc, gw, count=3) and net.ping(newbie, laptop, count=3)
     assert all(net.same_tincd().values())
     # the admins drop my_pc's commit; every node is current again
     since = time.time()
     net.drop_to(good)
-    assert wait_for(lambda: all(_converged(n, since) for n in everyone), 20) is not None
-    assert {n.name: _applied(n) for n in everyone} == applied
+    assert wait_for(lambda: all(converged(n, since) for n in everyone), 20) is not None
+    assert {n.name: applied(n) for n in everyone} == before
 
 
 def test_a_strangers_commit_is_refused_everywhere(net: IPv6Everywhere) -> None:
@@ -246,7 +223,7 @@ def test_a_strangers_commit_is_refused_everywhere(net: IPv6Everywhere) -> None:
     )
     since = time.time()
     net.push("evil claims newbie's subnet", key=net.stranger)
-    assert wait_for(lambda: all(_refused(n, "signature", since) for n in (gw, pc, laptop, newbie)), 20) is not None
+    assert wait_for(lambda: all(refused(n, "signature", since) for n in (gw, pc, laptop, newbie)), 20) is not None
     for node in (gw, pc, laptop, newbie):
         assert not (node.tinc_dir / "hosts" / "evil").exists()
     assert net.ping(pc, newbie, count=3)
@@ -254,7 +231,7 @@ def test_a_strangers_commit_is_refused_everywhere(net: IPv6Everywhere) -> None:
     # the admin throws the stranger's commit away
     since = time.time()
     net.drop_to(good)
-    assert wait_for(lambda: all(_converged(n, since) for n in (gw, pc, laptop, newbie)), 20) is not None
+    assert wait_for(lambda: all(converged(n, since) for n in (gw, pc, laptop, newbie)), 20) is not None
 
 
 def test_the_admins_rotate_themselves_in_the_repository(net: IPv6Everywhere) -> None:
@@ -266,12 +243,12 @@ def test_the_admins_rotate_themselves_in_the_repository(net: IPv6Everywhere) -> 
     net.refresh(net.repo)
     allowed_signers(net.repo / "allowed_signers", (admin1, 'namespaces="git"'), (admin2, 'namespaces="git"'))
     added = net.push("admin2 joins the admins")
-    assert wait_for(lambda: all(_applied(n) == added for n in everyone), 20) is not None
+    assert wait_for(lambda: all(applied(n) == added for n in everyone), 20) is not None
     allowed_signers(net.repo / "allowed_signers", (admin2, 'namespaces="git"'))
     rotated = net.push("admin1 leaves the admins", key=admin2)
-    installed = wait_for_each([n.name for n in everyone], lambda n: _applied(net.nodes[n]) == rotated, 20)
+    installed = wait_for_each([n.name for n in everyone], lambda n: applied(net.nodes[n]) == rotated, 20)
     assert None not in installed.values(), f"admin2's commit not applied everywhere: {installed}"
-    FIGURES["push-to-applied, admin2's first commit (rotation)"] = _per_node(installed)
+    FIGURES["push-to-applied, admin2's first commit (rotation)"] = per_node(installed)
     for node in everyone:
         entries = {e["commit"]: e for e in net.log(node)}
         assert entries[added]["role"] == "admin" and entries[added]["signer"] == admin1.principal
@@ -282,24 +259,24 @@ def test_the_admins_rotate_themselves_in_the_repository(net: IPv6Everywhere) -> 
     gateway_file.write_text(gateway_file.read_text() + "# admin1 was here\n")
     since = time.time()
     net.push("admin1 after leaving", key=admin1)
-    assert wait_for(lambda: all(_refused(n, "signature", since) for n in everyone), 20) is not None
+    assert wait_for(lambda: all(refused(n, "signature", since) for n in everyone), 20) is not None
     for node in everyone:
         assert "admin1 was here" not in (node.tinc_dir / "hosts" / "gateway").read_text()
-        assert _applied(node) == rotated
+        assert applied(node) == rotated
     since = time.time()
     net.drop_to(rotated)
-    assert wait_for(lambda: all(_converged(n, since) for n in everyone), 20) is not None
+    assert wait_for(lambda: all(converged(n, since) for n in everyone), 20) is not None
     assert all(net.same_tincd().values())
 
 
 def test_a_signed_removal_cuts_the_node_off(net: IPv6Everywhere) -> None:
     gw, pc, laptop, newbie = nodes(net, "gateway", "my_pc", "my_laptop", "newbie")
-    _stop_cleanly(net, newbie)  # its own host file is about to go
+    stop_cleanly(net, newbie)  # its own host file is about to go
     closed_before = closures(net)
     (net.repo / "hosts" / "newbie").unlink()
     removed = net.push("Remove newbie")  # signed by admin2 since the rotation
     assert wait_for(lambda: not any((n.tinc_dir / "hosts" / "newbie").exists() for n in (gw, pc, laptop)), 20)
-    assert wait_for(lambda: all(_applied(n) == removed for n in (gw, pc, laptop)), 10) is not None
+    assert wait_for(lambda: all(applied(n) == removed for n in (gw, pc, laptop)), 10) is not None
     for node in (gw, pc, laptop):
         entry = next(e for e in net.log(node) if e["commit"] == removed)
         assert (entry["role"], entry["signer"], entry["files"]) == ("admin", "admin2@example.org", ["hosts/newbie"])
@@ -322,61 +299,4 @@ def test_a_signed_removal_cuts_the_node_off(net: IPv6Everywhere) -> None:
 
 def test_agents_stop_cleanly(net: IPv6Everywhere) -> None:
     for node in nodes(net, "gateway", "my_pc", "my_laptop"):
-        _stop_cleanly(net, node)
-
-
-def _stop_cleanly(net: IPv6Everywhere, node: Node) -> None:
-    assert node.agent is not None and node.agent.poll() is None, f"{node.name}'s agent died"
-    net.stop_agent(node)
-    log = (node.root / "agent.log").read_text().splitlines()
-    events = [json.loads(line[3:])["event"] for line in log if line.startswith("<")]
-    assert events[0] == "run.started" and events[-1] == "run.stopped", events
-
-
-def _has(net: IPv6Everywhere, name: str, host: str, text: str = "") -> bool:
-    """``name`` has hosts/``host`` installed (containing ``text``)."""
-    try:
-        return text in (net.nodes[name].tinc_dir / "hosts" / host).read_text()
-    except OSError:
-        return False
-
-
-def _per_node(times: dict[str, float | None]) -> str:
-    return ", ".join(f"{name} {t:.2f} s" for name, t in times.items() if t is not None)
-
-
-def _applied(node: Node) -> object:
-    try:
-        return json.loads((node.root / "state" / "state.json").read_text()).get("last_applied")
-    except (OSError, ValueError):
-        return None
-
-
-def _refused(node: Node, reason: str, since: float) -> bool:
-    """The node's latest pass, after ``since`` (wall clock), refused for ``reason``."""
-    health = _health(node)
-    at = health.get("last_error_at")
-    return health.get("last_outcome") == reason and isinstance(at, float) and at >= since
-
-
-def _converged(node: Node, since: float) -> bool:
-    """A pass after ``since`` (wall clock) found the node current."""
-    health = _health(node)
-    at = health.get("last_pass_at")
-    return health.get("last_outcome") == "unchanged" and isinstance(at, float) and at >= since
-
-
-def _health(node: Node) -> dict[str, object]:
-    try:
-        data: dict[str, object] = json.loads((node.root / "state" / "health.json").read_text())
-        return data
-    except (OSError, ValueError):
-        return {}
-
-
-def _outcome(node: Node) -> object:
-    return _health(node).get("last_outcome")
-
-
-def _error_reason(node: Node) -> object:
-    return _health(node).get("last_error_reason")
+        stop_cleanly(net, node)
