@@ -260,3 +260,6 @@ class _Authority:
 
     def from_trust_root(self, tip: CommitInfo) -> list[tuple[CommitInfo, Signed | None]]:
         return self._get().from_trust_root(tip)
+
+    def admins_at(self, sha: str | None) -> tuple[AllowedSigner, ...]:
+        return self._get().admins_at(sha)

@@ -1,11 +1,14 @@
 """Who may change what: the authority rule of a signed commit (pure).
 
-Each commit C is authorized by the roles at its first parent P, as in
+Each commit C is authorized by the roles at its parent P, as in
 sequoia-git ("each commit is authorized by its parent's policy"), with
 per-object maintainers for host files, as in dn42's registry.  With K the key
 that made C's (already verified) signature:
 
 1. K is an admin at P: C may change anything, merges and empty commits too.
+   A merge needs K to be an admin at *every* parent (``parent``: which one
+   ``roles`` are of), so that a key removed from the admins on one side
+   authorizes nothing by naming an older side first.
 2. C has one parent, changes at least one path, and every path it changes is
    ``HOSTS/NAME`` whose file at P lists K on an owner line: an owner edits or
    deletes its own host file, and may rewrite its own owner lines.
@@ -29,9 +32,10 @@ against P into ``Change``; this module does no I/O and no cryptography.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from syncd.findings import Finding, error, warning
 from syncd.hostfile import NAME_RE
 from syncd.owners import fingerprint, parse_owners
 from syncd.policy import Policy
@@ -66,6 +70,29 @@ class Roles:
             object.__setattr__(self, "_owned", {k: tuple(names) for k, names in owned.items()})
         assert self._owned is not None
         return self._owned.get(key, ())
+
+    def evolved(
+        self, owners: Mapping[str, frozenset[bytes]], comments: Mapping[bytes, str], names: Iterable[str]
+    ) -> Roles:
+        """These roles after a commit that changed only the host files
+        ``names`` (to ``owners`` and ``comments``): the index of who owns
+        what, once built, is carried along rather than built again."""
+        after = Roles(self.admins, owners, self.join, self.hosts_dir, comments)
+        if self._owned is None:
+            return after
+        owned = dict(self._owned)
+        for name in names:
+            was, now = self.owners.get(name, frozenset()), owners.get(name, frozenset())
+            for key in was - now:
+                rest = tuple(n for n in owned[key] if n != name)
+                if rest:
+                    owned[key] = rest
+                else:
+                    del owned[key]
+            for key in now - was:
+                owned[key] = tuple(sorted((*owned.get(key, ()), name)))
+        object.__setattr__(after, "_owned", owned)
+        return after
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,9 +170,77 @@ def admin_principal(admins: Sequence[AllowedSigner], key: bytes, when: int, name
     return None
 
 
-def authorize(roles: Roles, change: Change, key: bytes, when: int) -> Decision:
+def valid_admins(admins: Sequence[AllowedSigner], now: float) -> list[AllowedSigner]:
+    """The admin lines that may sign a commit dated ``now``: namespace
+    ``git``, inside their validity window."""
+    return [s for s in admins if s.allows_namespace("git") and s.valid_at(int(now))]
+
+
+def admins_valid_until(admins: Sequence[AllowedSigner], now: float) -> int | None:
+    """When the last admin key that may sign commits now stops being valid
+    (its ``valid-before``); None when one has no end, or none is valid now
+    (``valid_admins`` tells which)."""
+    valid = valid_admins(admins, now)
+    ends = [s.valid_before for s in valid]
+    return None if not ends or None in ends else max(e for e in ends if e is not None)
+
+
+def lockout_detail(admins: Sequence[AllowedSigner], now: float) -> str:
+    """Why no line of ``admins`` may sign a commit dated ``now``."""
+    if not admins:
+        return "it lists no admin"
+    why = []
+    for line in admins[:3]:
+        if not line.allows_namespace("git"):
+            problem = f'may not sign commits (namespaces="{line.namespaces}")'
+        elif line.valid_before is not None and now > line.valid_before:
+            problem = f"expired at {utc_stamp(line.valid_before)} (valid-before)"
+        else:
+            problem = f"is not valid before {utc_stamp(line.valid_after or 0)} (valid-after)"
+        why.append(f"line {line.line} ({line.principals[0]}) {problem}")
+    more = f" (and {len(admins) - 3} more lines)" if len(admins) > 3 else ""
+    return "its allowed_signers " + "; ".join(why) + more
+
+
+EXPIRY_NOTICE = 30 * 86400  # seconds: the last valid admin key expiring within this is worth a warning
+
+
+def admin_findings(data: bytes, now: float, path: str = "allowed_signers") -> list[Finding]:
+    """What ``syncd check`` says of a repository's root allowed_signers: a
+    file nodes would refuse (it does not parse, no line may sign commits,
+    or no key is valid now: a lock-out) is an error; the last valid key
+    expiring within 30 days, a warning."""
+    from syncd.errors import AllowedSignersError
+    from syncd.signers import parse_allowed_signers
+
+    try:
+        admins = parse_allowed_signers(data, path)
+    except AllowedSignersError as exc:
+        where, _, message = exc.message.partition(": ")
+        line = where.rsplit(":", 1)[-1]
+        return [error(path, int(line) if line.isdigit() else 1, "admins-invalid", message)]
+    first = admins[0].line if admins else 1
+    if not any(s.allows_namespace("git") for s in admins):
+        return [error(path, first, "admins-invalid", "no line may sign commits: nodes refuse a commit with this file")]
+    if not valid_admins(admins, now):
+        why = lockout_detail(admins, now)
+        return [error(path, first, "admins-invalid", f"no admin key is valid now: {why}; nodes refuse it (lock-out)")]
+    until = admins_valid_until(admins, now)
+    if until is not None and until - now < EXPIRY_NOTICE:
+        message = f"the last valid admin key expires at {utc_stamp(until)}: after that no admin can sign a commit"
+        return [warning(path, first, "admins-expiring", message)]
+    return []
+
+
+def utc_stamp(when: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(when))
+
+
+def authorize(roles: Roles, change: Change, key: bytes, when: int, parent: int = 1) -> Decision:
     """May the holder of ``key`` make ``change`` in a commit dated ``when``
-    (committer time), given the roles at its first parent?"""
+    (committer time), given the roles at its parent number ``parent``
+    (1: the first; ``change`` is always against the first)?  A merge is
+    authorized when this holds at each of its parents."""
     principal = admin_principal(roles.admins, key, when)
     signer = _signer(roles, key, principal, change)
     if principal is not None:
@@ -154,6 +249,8 @@ def authorize(roles: Roles, change: Change, key: bytes, when: int) -> Decision:
     had = f"owner:{','.join(owned)}" if owned else ""
     known = bool(owned) or any(key in keys for keys in change.added_owners.values())
     refuse = _Refusal(roles, key, when, signer, had, known)
+    if change.parents > 1 and parent > 1:
+        return refuse(None, f"a merge: only an admin of every parent may make it, and this is its parent {parent}")
     if change.parents != 1:
         return refuse(None, f"{'a merge' if change.parents else 'a root commit'}: only an admin may make it")
     if not change.paths:
@@ -237,7 +334,7 @@ class _Refusal:
         lines = [s for s in self.roles.admins if s.public_key == self.key]
         if not lines:
             return ""
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self.when))
+        stamp = utc_stamp(self.when)
         if not any(s.valid_at(self.when) for s in lines):
             return f"; its allowed_signers line {lines[0].line} is not valid at {stamp}"
         return f"; its allowed_signers line {lines[0].line} does not allow it to sign commits (namespace git)"

@@ -67,7 +67,7 @@ class TrustConfig:
     verify: str = "all"
     follow_repo: bool = True  # the repo's own allowed_signers takes over once an admin commits it
     max_age: float | None = None  # seconds; an applied tip older than this is "stale"
-    max_clock_skew: float = 3600.0  # seconds a first-parent commit may predate the last applied one
+    max_clock_skew: float = 3600.0  # seconds a commit may predate a parent, or lie ahead of the clock
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import stat
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -49,6 +49,36 @@ def commit_info(store: DiskObjectStore, sha: str) -> CommitInfo:
     summary = obj.message.split(b"\n", 1)[0].decode("utf-8", "replace")
     parents = tuple(p.decode() for p in obj.parents)
     return CommitInfo(sha, signed.payload, signed.signature, obj.commit_time, parents, summary, signed.noncanonical)
+
+
+TreeEntries = Callable[[ObjectID], dict[str, tuple[int, ObjectID]]]  # a tree's entries by name: (mode, id)
+Changes = Iterator[tuple[str, ObjectID | None]]
+
+
+def diff_trees(entries: TreeEntries, old: ObjectID | None, new: ObjectID | None) -> Changes:
+    """Every path whose entry differs between two trees, with the blob it names in
+    ``new`` (None: removed, or a submodule's commit); identical subtrees are
+    skipped unread."""
+    yield from _diff(entries, old, new, "")
+
+
+def _diff(entries: TreeEntries, old: ObjectID | None, new: ObjectID | None, prefix: str) -> Changes:
+    if old == new:
+        return
+    before = entries(old) if old is not None else {}
+    after = entries(new) if new is not None else {}
+    for name in before.keys() | after.keys():
+        a, b = before.get(name), after.get(name)
+        if a == b:
+            continue
+        a_dir = a is not None and stat.S_ISDIR(a[0])
+        b_dir = b is not None and stat.S_ISDIR(b[0])
+        if a_dir or b_dir:
+            yield from _diff(entries, a[1] if a and a_dir else None, b[1] if b and b_dir else None, f"{prefix}{name}/")
+        if b is not None and not b_dir:
+            yield prefix + name, None if b[0] == SUBMODULE_MODE else b[1]
+        elif a is not None and not a_dir:
+            yield prefix + name, None
 
 
 def check_connected(store: DiskObjectStore, known: Callable[[ObjectID], bool], tip: ObjectID) -> str | None:

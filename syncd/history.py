@@ -1,17 +1,26 @@
 """What the new commits must pass before their tree is read: the rollback
 guard (the tip descends from the last applied commit, matched by signed
-content), the clock guard (no backdated commit on the first-parent chain)
-and the signature policy (every new commit signed, with ``trust.verify:
-all``).  Pure: it reads commits through the pipeline's ``Repository``."""
+content), the clock guard (no commit dated in the future, none backdated
+against its parents), the size guard (no blob over the policy's
+``max_blob_bytes``) and the signature policy (every new commit signed and
+authorized, with ``trust.verify: all``).  Pure: it reads commits through the
+pipeline's ``Repository``.
+
+The clock guard judges each new commit against its own parents only, so a
+range checked at once (``syncd verify OLD NEW``) and the same commits
+applied one by one reach the same verdict on each."""
 
 from __future__ import annotations
 
 import datetime
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from syncd.commits import CommitInfo
-from syncd.errors import RefusedError
+from syncd.errors import RefusedError, UnsafeTreeError
+from syncd.names import POLICY_FILE
+from syncd.units import format_duration, format_size
 
 if TYPE_CHECKING:
     from syncd.pipeline import Ports, Repository, Rules, Signed
@@ -19,22 +28,23 @@ if TYPE_CHECKING:
 
 
 def verify_history(
-    ports: Ports, rules: Rules, state: State, tip: CommitInfo, allow_rewind: bool
+    ports: Ports, rules: Rules, state: State, tip: CommitInfo, allow_rewind: bool, now: float | None = None
 ) -> list[tuple[CommitInfo, Signed | None]]:
-    """The rollback guard, the clock guard and the authority of every new
-    commit (``trust.Authority``): the commits after the last applied one,
-    newest first, each with who signed it and in which role (None when
-    ``trust.verify: tip`` left it unchecked).  Raises ``RefusedError``
-    naming the offending commit."""
+    """The rollback guard, the clock and size guards and the authority of
+    every new commit (``trust.Authority``): the commits after the last
+    applied one, newest first, each with who signed it and in which role
+    (None when ``trust.verify: tip`` left it unchecked).  Raises
+    ``RefusedError`` naming the offending commit.  ``now``: the verifier's
+    clock (default: the system's)."""
     repo, last, authority = ports.repo, state.last_applied, ports.authority
+    guard = _Guard(repo, rules, state, time.time() if now is None else now)
     if tip.sha == last:
         return []
     if last is None and not rules.verify_all:
+        guard.check([tip], root=tip.sha)
         return [(tip, authority.check(tip, tip_only=True))]  # trust.verify: tip: an admin's tip, nothing else
-    if last is None:
-        return authority.from_trust_root(tip)  # a first sync: trust starts at the local allowed_signers
     stop: str | None = last
-    if not repo.has(last) or not repo.is_ancestor(last, tip.sha):
+    if last is not None and (not repo.has(last) or not repo.is_ancestor(last, tip.sha)):
         stop = _same_signed_content(repo, last, tip.sha)
         if stop is None and not allow_rewind:
             raise RefusedError(
@@ -43,13 +53,18 @@ def verify_history(
                 reason="non-fast-forward",
                 hint=f"if an admin really rewrote the history, run once: {rules.rewind_command}",
             )
-        if stop is None:
-            return authority.from_trust_root(tip)  # a rewound history: trust starts afresh
+    if stop is None:  # a first sync, or a rewound history: trust starts at the local allowed_signers
+        history = authority.from_trust_root(tip)
+        guard.check([info for info, _ in history], root=history[-1][0].sha)
+        return history
     commits = list(repo.ancestors(tip.sha, stop))
-    _check_dates(rules, state, commits, tip)
     if not rules.verify_all:
+        guard.check(commits)
         return [(tip, authority.check(tip, tip_only=True)), *((c, None) for c in commits if c.sha != tip.sha)]
-    signed = {c.sha: authority.check(c) for c in topological(commits)}
+    signed = {}
+    for info in guard.dates(commits):  # blobs and authority commit by commit: each reads the same trees
+        guard.blobs_fit(info)
+        signed[info.sha] = authority.check(info)
     return [(c, signed[c.sha]) for c in commits]
 
 
@@ -64,24 +79,92 @@ def _same_signed_content(repo: Repository, last: str, tip: str) -> str | None:
     return next((info.sha for info in repo.ancestors(tip) if info.payload == wanted), None)
 
 
-def _check_dates(rules: Rules, state: State, commits: list[CommitInfo], tip: CommitInfo) -> None:
-    """On the first-parent chain, refuse a commit much older than the last
-    applied one: committer dates are the signer's to choose, so a key that
-    was retired (``valid-before``) could otherwise still sign "in the past"."""
-    if state.commit_time is None:
-        return
-    floor = state.commit_time - rules.max_clock_skew
-    by_sha = {c.sha: c for c in commits}
-    info: CommitInfo | None = tip
-    while info is not None:
-        if info.committer_time < floor:
+class _Guard:
+    """The clock and size guards over a set of new commits."""
+
+    def __init__(self, repo: Repository, rules: Rules, state: State, now: float) -> None:
+        self.repo, self.rules, self.state, self.now = repo, rules, state, now
+        self.skew = rules.max_clock_skew
+        self.limits: dict[str, int] = {}  # commit -> the max_blob_bytes of its policy
+
+    def check(self, commits: Sequence[CommitInfo], root: str | None = None) -> None:
+        """``dates``, then ``blobs_fit`` for each commit."""
+        for info in self.dates(commits, root):
+            self.blobs_fit(info)
+
+    def dates(self, commits: Sequence[CommitInfo], root: str | None = None) -> list[CommitInfo]:
+        """Refuse the first commit (parents first) that is dated in the
+        future or backdated against a parent (``root``, where trust starts,
+        is not compared with its parents); return ``commits`` parents first."""
+        ordered = topological(commits)
+        times = {c.sha: c.committer_time for c in commits}
+        for info in ordered:
+            self._not_future(info)
+            if info.sha != root:
+                for parent in info.parents:
+                    self._not_backdated(info, parent, times)
+        return ordered
+
+    def _not_future(self, info: CommitInfo) -> None:
+        if info.committer_time > self.now + self.skew:
             raise RefusedError(
                 f"commit {info.sha[:12]} ({info.summary!r}) is dated {_iso(info.committer_time)}, more than "
-                f"{rules.max_clock_skew:g} s before the last applied commit ({_iso(state.commit_time)}); "
-                "refusing a backdated commit (trust.max_clock_skew); nothing was installed",
+                f"{format_duration(self.skew)} after the clock here ({_iso(self.now)}); refusing a future-dated "
+                "commit (trust.max_clock_skew): every commit after it would look backdated; nothing was installed",
+                reason="future-dated",
+            )
+
+    def _not_backdated(self, info: CommitInfo, parent: str, times: dict[str, int]) -> None:
+        """A commit older than a parent by more than the skew: a key retired
+        by ``valid-before`` could otherwise still sign "in the past".  A
+        parent applied before (not new here) dated further ahead of the clock
+        that applied it than the skew (only an older syncd took such a
+        commit) counts as dated at that clock: it cannot freeze the network."""
+        when, applied = times.get(parent), None
+        if when is None:  # applied before: not new here
+            last = parent == self.state.last_applied and self.state.commit_time is not None
+            when = self.state.commit_time if last else None
+            when = self.repo.commit(parent).committer_time if when is None else when
+            clock = self.state.applied_at if last and self.state.applied_at is not None else self.now
+            if when > clock + self.skew:
+                applied = clock
+        floor = (when if applied is None else applied) - self.skew
+        if info.committer_time < floor:
+            counted = "" if applied is None else f", counted as {_iso(applied)}, when it was applied"
+            raise RefusedError(
+                f"commit {info.sha[:12]} ({info.summary!r}) is dated {_iso(info.committer_time)}, more than "
+                f"{format_duration(self.skew)} before its parent {parent[:12]} ({_iso(when)}{counted}); refusing a "
+                "backdated commit (trust.max_clock_skew); nothing was installed",
                 reason="backdated",
             )
-        info = by_sha.get(info.parents[0]) if info.parents else None
+
+    def blobs_fit(self, info: CommitInfo) -> None:
+        """Every blob the commit adds fits its parent's ``max_blob_bytes``:
+        the server's hook and every node's fetch agree on what they carry."""
+        limit = self._limit(info.parents[0] if info.parents else None)
+        changed = POLICY_FILE in self.repo.changed_paths(info.sha)
+        self.limits[info.sha] = self._read_limit(info.sha) if changed else limit
+        for path, size in self.repo.changed_blob_sizes(info.sha).items():
+            if size > limit:
+                raise UnsafeTreeError(
+                    f"commit {info.sha[:12]} ({info.summary!r}): {path} is {size} bytes, over the policy's "
+                    f"max_blob_bytes ({format_size(limit)}); nothing was installed"
+                )
+
+    def _limit(self, sha: str | None) -> int:
+        if sha is None:
+            from syncd.policy import DEFAULT_POLICY
+
+            return DEFAULT_POLICY.max_blob_bytes
+        known = self.limits.get(sha)
+        if known is None:
+            known = self.limits[sha] = self._read_limit(sha)
+        return known
+
+    def _read_limit(self, sha: str) -> int:
+        from syncd.tree import policy_of
+
+        return policy_of(self.repo.policy_bytes(sha))[0].max_blob_bytes
 
 
 def _iso(ts: float) -> str:

@@ -177,6 +177,16 @@ def rsa_key(n: int, e: int) -> PublicKey:
     return PublicKey("rsa", bits, identity)
 
 
+def describe_key(key: PublicKey) -> str:
+    """A key as an operator compares it: an Ed25519 key as its host-file
+    line reads; an RSA key by size and a digest of its modulus."""
+    if key.algorithm == "ed25519":
+        return f"Ed25519PublicKey = {tinc_b64encode(key.identity)}"
+    import hashlib
+
+    return f"an RSA key of {key.bits} bits (SHA256 of modulus/exponent {hashlib.sha256(key.identity).hexdigest()[:16]})"
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__

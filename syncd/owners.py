@@ -27,8 +27,8 @@ owner line but is not exactly one is an ``owner-invalid`` error:
   kind syncd verifies signatures from: ssh-ed25519, ecdsa-sha2-nistp256/384/521
   or ssh-rsa of 2048 bits or more.  The key must decode (an Ed25519 key of 32
   bytes, a point on its curve, an RSA modulus) with nothing after it.
-* One key a line: a comment that starts with a key type is refused (its
-  holder would believe they own the file).
+* One key a line: a comment that starts with a key type, or holds a public
+  key blob anywhere, is refused (its holder would believe they own the file).
 * The comment is for people (refusals name the signer by it), so it is
   UTF-8 without control characters.
 * A line over 2048 bytes is never an owner: tincd cuts it there and reads the
@@ -145,10 +145,29 @@ def _owner_line(line: bytes, number: int) -> Owner:
     _decode(key_type, blob)
     words = re.split(r"[ \t]+", rest, maxsplit=2)
     comment = words[2] if len(words) == 3 else ""
-    if comment.split(None, 1)[:1] and comment.split(None, 1)[0] in signers._OPENSSH_KEY_NAMES:
+    if _holds_a_key(comment):
         # the second key would be read as a comment, and its holder think they own the file
-        raise ValueError("one key per owner line: write a second owner on a line of its own")
+        raise ValueError("one key per owner line (its comment holds another key): give each owner a line of its own")
     return Owner(blob, key_type, comment, number)
+
+
+def _holds_a_key(comment: str) -> bool:
+    """The comment starts with a key type, or a word of it is a public key
+    blob: base64 of a length-prefixed key type name (even cut short)."""
+    words = comment.split()
+    if words[:1] and words[0] in signers._OPENSSH_KEY_NAMES:
+        return True
+    for word in words:
+        if len(word) < 16 or not word.startswith("AAAA"):  # a blob starts with a 4-byte length < 2**24
+            continue
+        try:
+            blob = base64.b64decode(word[: len(word) // 4 * 4], validate=True)
+        except ValueError:
+            continue
+        name = blob[4 : 4 + int.from_bytes(blob[:4], "big")].decode("ascii", "replace")
+        if len(name) >= 7 and any(known.startswith(name) for known in signers._OPENSSH_KEY_NAMES):
+            return True
+    return False
 
 
 def _text(raw: bytes) -> str:

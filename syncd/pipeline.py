@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from syncd.authority import admins_valid_until
 from syncd.commits import CommitInfo
 from syncd.content import read_and_validate
-from syncd.errors import RefusedError
 from syncd.findings import Severity
 from syncd.history import verify_history
 from syncd.plan import Plan, keep_learned, make_plan
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from syncd.parseindex import Key as IndexKey
     from syncd.parseindex import Record as IndexRecord
     from syncd.reload import Reloaded
+    from syncd.signers import AllowedSigner
     from syncd.state import State
     from syncd.validate import ParseCache, Report, TreeEntry
 
@@ -89,6 +90,11 @@ class Repository(Protocol):
         files for a root commit)."""
         ...
 
+    def changed_blob_sizes(self, sha: str) -> dict[str, int]:
+        """The size of each blob ``sha`` adds or changes against its first
+        parent, anywhere in its tree, by path."""
+        ...
+
     def file_at(self, sha: str, path: str, limit: int) -> bytes | None:
         """The regular file at ``path`` in commit ``sha``, or None."""
         ...
@@ -124,6 +130,10 @@ class Authority(Protocol):
     def from_trust_root(self, tip: CommitInfo) -> list[tuple[CommitInfo, Signed | None]]:
         """A first sync: the commits from the trust root to ``tip``, newest
         first, each authorized."""
+        ...
+
+    def admins_at(self, sha: str | None) -> Sequence[AllowedSigner]:
+        """The admins at commit ``sha``: whom a child of it needs as signer."""
         ...
 
 
@@ -195,16 +205,20 @@ def run_pass(
     base = replace(base, commit_time=tip_info.committer_time)
 
     installed, stale = ports.hosts.scan(state.manifest)
-    if tip == state.last_applied and not dry_run and not stale and all(n in installed for n in state.manifest):
+    settled = state.held_back is None and all(n in installed for n in state.manifest)
+    if tip == state.last_applied and not dry_run and not stale and settled:
         # nothing new, every managed file as installed (by stat): nothing is read
         return _unchanged(ports, state, base)
 
     report, desired, ids = read_and_validate(ports, tip, installed, parse_cache, save_index=not dry_run)
-    check_own_key(ports, rules, report, tip)
+    held = own_key_mismatch(ports, rules, report, tip)
+    if held is not None:  # the node's own file stays as installed; the rest is applied
+        desired, ids = _HeldBack.of(ports, desired, ids, installed, rules.node)
     plan = make_plan(desired, installed, {n: f.blob for n, f in state.manifest.items()}, ids)
     changed = {n for n in plan.update if n in stale or n not in state.manifest or state.manifest[n].learned}
     plan = keep_learned(plan, ports.hosts.read, changed)  # tincd's own appends are not drift
     warnings = tuple(f.format_text() for f in report.findings if f.severity is Severity.WARNING)
+    warnings += (held,) if held else ()
     base = replace(base, plan=plan, new_commits=new_commits, warnings=warnings, learned=_new_keys(plan, state))
     if dry_run:
         return replace(base, status="planned")
@@ -212,8 +226,8 @@ def run_pass(
         # the one "unchanged" path: a touched but identical file, an adopted
         # one, is recorded quietly (its new stat), never reported as a change
         manifest = ports.hosts.apply(plan, state.manifest)
-        if manifest != state.manifest:
-            state = replace(state, manifest=manifest)
+        if manifest != state.manifest or held != state.held_back:
+            state = replace(state, manifest=manifest, held_back=held)
             ports.state.save(state)
         return _unchanged(ports, state, base)
     if plan.changes_files:
@@ -231,6 +245,9 @@ def run_pass(
         applied_at=now,
         manifest=manifest,
         reload_pending=state.reload_pending or plan.changes_files,
+        held_back=held,
+        admins_until=admins_valid_until(ports.authority.admins_at(tip), now),
+        max_blob_bytes=report.policy.max_blob_bytes,
     )
     ports.state.save(state)
     reloaded = _reload(ports, state) if state.reload_pending else None
@@ -292,39 +309,75 @@ def _after_last_reload_second(state: State) -> None:
         time.sleep(wait)
 
 
-def check_own_key(ports: Ports, rules: Rules, report: Report, commit: str) -> None:
-    """The repository's copy of this node's own host file must name this
-    node's keys, or installing it would cut the node off: for each kind of
-    key (RSA, Ed25519) the node has a private key of, a key of that kind in
-    the file must be that very key, and at least one of the node's keys must
-    be there.  A kind the file names no key of cuts nothing off: a tinc 1.1
-    node whose Ed25519 key is not in the repository yet still authenticates
-    with its RSA key, and its 1.1 peers learn the Ed25519 key then
-    (``learnedkey``, docs/host-files.md)."""
+def own_key_mismatch(ports: Ports, rules: Rules, report: Report, commit: str) -> str | None:
+    """Why the repository's copy of this node's own host file is held back
+    (None: it is not): it must name this node's keys, or installing it would
+    cut the node off.  For each kind of key (RSA, Ed25519) the node has a
+    private key of, a key of that kind in the file must be that very key,
+    and at least one of the node's keys must be there.  A kind the file
+    names no key of cuts nothing off: a tinc 1.1 node whose Ed25519 key is
+    not in the repository yet still authenticates with its RSA key, and its
+    1.1 peers learn the Ed25519 key then (``learnedkey``, docs/host-files.md)."""
     host = report.hosts.get(rules.node)
     if host is None:
-        return
+        return None
     named: dict[str, set[bytes]] = {}
     for key, _ in host.keys:
         named.setdefault(key.algorithm, set()).add(key.identity)
     own = ports.own_keys()
     for filename, key in own:
         if key.algorithm in named and key.identity not in named[key.algorithm]:
-            raise _own_key_mismatch(
-                commit,
-                f"{host.path} carries another {_KINDS[key.algorithm]} key than this node's {rules.tinc_dir / filename}",
-                rules.node,
-            )
+            return _held_back(rules, host.path, [k for k, _ in host.keys], commit, [(filename, key)])
     if own and not any(key.identity in named.get(key.algorithm, ()) for _, key in own):
-        files = " or ".join(str(rules.tinc_dir / filename) for filename, _ in own)
-        raise _own_key_mismatch(commit, f"{host.path} does not carry the public key of this node's {files}", rules.node)
+        return _held_back(rules, host.path, [k for k, _ in host.keys], commit, own)
+    return None
 
 
-_KINDS = {"rsa": "RSA", "ed25519": "Ed25519"}
+def _held_back(
+    rules: Rules, path: str, repo_keys: list[PublicKey], commit: str, own: list[tuple[str, PublicKey]]
+) -> str:
+    from syncd.keys import describe_key
 
-
-def _own_key_mismatch(commit: str, what: str, node: str) -> RefusedError:
-    return RefusedError(
-        f"commit {commit[:12]}: {what}; installing it would cut {node} off. Nothing was installed",
-        reason="own-key-mismatch",
+    has = ", ".join(describe_key(k) for k in repo_keys) or "no public key"
+    holds = " and ".join(f"{describe_key(key)} ({rules.tinc_dir / filename})" for filename, key in own)
+    return (
+        f"own-key-mismatch: {path} in commit {commit[:12]} carries {has}, but this node holds {holds}; "
+        f"installing it would cut {rules.node} off, so the installed hosts/{rules.node} is kept and the rest of "
+        "the commit applied. Commit the node's public key to the repository, or install the private key it names"
     )
+
+
+class _HeldBack(Mapping[str, bytes]):
+    """The files to install, with the node's own file as installed (or
+    left out, when none is installed)."""
+
+    def __init__(self, desired: Mapping[str, bytes], name: str, read: Callable[[str], bytes | None] | None) -> None:
+        self.desired, self.name, self.read = desired, name, read  # read None: no own file installed
+
+    @classmethod
+    def of(
+        cls, ports: Ports, desired: Mapping[str, bytes], ids: Mapping[str, str], installed: Mapping[str, str], name: str
+    ) -> tuple[Mapping[str, bytes], dict[str, str]]:
+        kept = dict(ids)
+        if name in installed:
+            kept[name] = installed[name]
+        else:
+            kept.pop(name, None)
+        return cls(desired, name, ports.hosts.read if name in installed else None), kept
+
+    def __getitem__(self, name: str) -> bytes:
+        if name != self.name:
+            return self.desired[name]
+        data = self.read(name) if self.read is not None else None
+        if data is None:
+            raise KeyError(name)
+        return data
+
+    def __iter__(self) -> Iterator[str]:
+        return (n for n in self.desired if n != self.name or self.read is not None)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.desired and (name != self.name or self.read is not None)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)

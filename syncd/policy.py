@@ -23,6 +23,8 @@ from syncd.subnet import Kind, Subnet, SubnetError, parse_subnet
 
 DEFAULT_MAX_FILE_BYTES = 65536
 DEFAULT_MAX_FILES = 100_000
+DEFAULT_MAX_BLOB_BYTES = 1 << 20  # every blob of a new commit, anywhere in its tree
+MAX_BLOB_BYTES = 1 << 30
 DEFAULT_MIN_RSA_BITS = 2048
 JOIN_MODES = ("admins", "members", "open")  # who may add a host file besides the admins
 
@@ -58,6 +60,7 @@ class Policy:
     allocate: Allocate | None = None
     legacy_rsa: bool = False  # tinc 1.1 networks: add-node also makes an RSA key for 1.0 peers
     join: str = "admins"  # one of JOIN_MODES
+    max_blob_bytes: int = DEFAULT_MAX_BLOB_BYTES  # at least max_file_bytes
     # where each node name was mentioned, for "names unknown nodes" findings
     node_mentions: tuple[tuple[str, str, int], ...] = ()  # (node, key path, line)
 
@@ -120,6 +123,7 @@ def parse_policy(data: bytes, path: str = POLICY_FILE) -> tuple[Policy, list[Fin
         "allocate": _allocate,
         "legacy_rsa": _bool,
         "join": _join,
+        "max_blob_bytes": _blob_bytes,
     }
     seen: set[str] = set()
     for key_node, value_node in root.value:
@@ -135,8 +139,23 @@ def parse_policy(data: bytes, path: str = POLICY_FILE) -> tuple[Policy, list[Fin
         value = readers[key](value_node, problems)
         if len(problems.findings) == before and value is not None:
             values[key] = value
+    _blob_limit(values, root, problems)
     policy = Policy(**values, node_mentions=tuple(mentions))  # type: ignore[arg-type]
     return policy, problems.findings
+
+
+def _blob_limit(values: dict[str, object], root: yaml.MappingNode, problems: _Problems) -> None:
+    """``max_blob_bytes`` is at least ``max_file_bytes`` (a host file is a
+    blob too); unset, it is the larger of its default and that."""
+    files = values.get("max_file_bytes", DEFAULT_MAX_FILE_BYTES)
+    blobs = values.get("max_blob_bytes")
+    assert isinstance(files, int) and (blobs is None or isinstance(blobs, int))
+    if blobs is None:
+        values["max_blob_bytes"] = max(DEFAULT_MAX_BLOB_BYTES, files)
+    elif blobs < files:
+        node = next(v for k, v in root.value if isinstance(k, yaml.ScalarNode) and k.value == "max_blob_bytes")
+        problems.add(node, "max_blob_bytes", f"{blobs} is below max_file_bytes ({files}): a host file is a blob too")
+        values["max_blob_bytes"] = files
 
 
 def _scalar(node: yaml.Node, problems: _Problems, key: str) -> str | None:
@@ -193,6 +212,24 @@ def _int(node: yaml.Node, problems: _Problems, key: str, low: int, high: int) ->
         problems.add(node, key, f"{text!r} must be an integer from {low} to {high}")
         return None
     return int(text)
+
+
+def _blob_bytes(node: yaml.Node, problems: _Problems) -> int | None:
+    """A size (``1MiB``, ``65536``): the largest blob a new commit may hold."""
+    from syncd.units import parse_size
+
+    text = _scalar(node, problems, "max_blob_bytes")
+    if text is None:
+        return None
+    try:
+        size = parse_size(int(text) if text.isdigit() else text)
+    except ValueError as exc:
+        problems.add(node, "max_blob_bytes", str(exc))
+        return None
+    if size > MAX_BLOB_BYTES:
+        problems.add(node, "max_blob_bytes", f"{text!r} is over 1GiB")
+        return None
+    return size
 
 
 def _subnet(node: yaml.Node, problems: _Problems, key: str) -> Subnet | None:

@@ -60,6 +60,7 @@ from syncd.gitobjects import (
     check_connected,
     commit_info,
     complete,
+    diff_trees,
     entry_kind,
     known_ids,
     object_id,
@@ -104,7 +105,7 @@ class GitStore:
         assert isinstance(store, DiskObjectStore)
         self.store: DiskObjectStore = store
         self.read_only = False
-        self._changed: dict[str, tuple[str, ...]] = {}
+        self._changed: dict[str, dict[str, ObjectID | None]] = {}
         self._parsed: dict[ObjectID, dict[str, tuple[int, ObjectID]]] = {}
         if writes == FETCHED_REF:  # quarantines of a fetch that died; none is in use under fetch.lock
             for stale in path.parent.glob("incoming-*"):
@@ -143,6 +144,11 @@ class GitStore:
         if len(rev) == 40 and all(c in "0123456789abcdef" for c in rev) and object_id(rev) in self.store:
             return rev
         raise UnsafeTreeError(f"no commit {rev!r} in {self.path}")
+
+    def head_branch(self) -> tuple[str, ...]:
+        """The branch ``HEAD`` names (a bare repository's default branch), if any."""
+        target = self.repo.refs.read_ref(Ref(b"HEAD")) or b""
+        return (target[16:].decode("utf-8", "replace"),) if target.startswith(b"ref: refs/heads/") else ()
 
     def close(self) -> None:
         self.repo.close()
@@ -287,6 +293,16 @@ class GitStore:
         """The paths ``sha`` changes against its first parent (every file of
         a root commit), sorted; identical subtrees are skipped unread.  Asked
         twice per new commit (its authority, the audit log): kept."""
+        return tuple(self._changes(sha))
+
+    def changed_blob_sizes(self, sha: str) -> dict[str, int]:
+        """The size of each blob ``sha`` adds or changes against its first
+        parent (anywhere in its tree), by path, from the object headers."""
+        changes = self._changes(sha)
+        with self._repairing(), contextlib.closing(ObjectSizes(self.store)) as sizes:
+            return {path: sizes(oid) for path, oid in changes.items() if oid is not None}
+
+    def _changes(self, sha: str) -> dict[str, ObjectID | None]:
         known = self._changed.get(sha)
         if known is not None:
             return known
@@ -298,25 +314,9 @@ class GitStore:
                 parent = self.store[commit.parents[0]]
                 assert isinstance(parent, Commit)
                 old = parent.tree
-            paths = tuple(sorted(self._diff(old, commit.tree, "")))
-        self._changed[sha] = paths
-        return paths
-
-    def _diff(self, old: ObjectID | None, new: ObjectID | None, prefix: str) -> Iterator[str]:
-        if old == new:
-            return
-        before = self._entries(old) if old is not None else {}
-        after = self._entries(new) if new is not None else {}
-        for name in before.keys() | after.keys():
-            a, b = before.get(name), after.get(name)
-            if a == b:
-                continue
-            a_dir = a is not None and stat.S_ISDIR(a[0])
-            b_dir = b is not None and stat.S_ISDIR(b[0])
-            if a_dir or b_dir:
-                yield from self._diff(a[1] if a and a_dir else None, b[1] if b and b_dir else None, f"{prefix}{name}/")
-            if (a is not None and not a_dir) or (b is not None and not b_dir):
-                yield prefix + name
+            changes = dict(sorted(diff_trees(self._entries, old, commit.tree)))
+        self._changed[sha] = changes
+        return changes
 
     def _entries(self, tree: ObjectID) -> dict[str, tuple[int, ObjectID]]:
         """A tree's entries by name (mode, id), parsed once per pass: a run of

@@ -55,6 +55,9 @@ class State:
     last_reload: float | None = None
     reload_pending: bool = False  # files changed but tincd has not taken them yet
     reloads: int = 0
+    held_back: str | None = None  # why the repository's own host file was not installed (own-key-mismatch)
+    admins_until: int | None = None  # when the last admin key valid at the applied commit expires (None: never)
+    max_blob_bytes: int | None = None  # the applied commit's policy: the largest blob a commit may carry
 
     def to_json(self) -> dict[str, object]:
         data: dict[str, object] = {"version": STATE_VERSION}

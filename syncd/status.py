@@ -23,7 +23,9 @@ from syncd.hostsdir import TEMP_PREFIX, appended_since, read_installed
 from syncd.metrics import staleness
 from syncd.names import NAME_RE
 from syncd.state import Health, State, load_health, load_state
-from syncd.units import format_duration
+from syncd.units import format_duration, format_size
+
+ADMIN_EXPIRY_NOTICE = 30 * 86400  # seconds: warn when the last valid admin key expires within this
 
 # The reasons of a refused pass (exit 1: only a new signed commit fixes
 # them); any other recorded outcome but success is a failed pass.
@@ -34,6 +36,7 @@ REFUSED_REASONS = frozenset(
         "unauthorized",
         "non-fast-forward",
         "backdated",
+        "future-dated",
         "invalid-content",
         "unsafe-tree",
         "own-key-mismatch",
@@ -93,6 +96,7 @@ def node_status(config: Config, now: float | None = None) -> dict[str, object]:
         "hosts_dir": str(hosts),
         "healthy": not problems,
         "problems": problems,
+        "warnings": health_warnings(state, now),
         "advice": advice,
         "last_applied": None
         if state.last_applied is None
@@ -161,6 +165,16 @@ def health_problems(config: Config, state: State, health: Health, now: float) ->
     if state.reload_pending:
         problems.append("reload pending: tincd has not taken the installed host files yet")
         advice.append(config.command("sync"))
+    if state.held_back is not None:
+        problems.append(f"own host file held back [{state.held_back.replace(': ', ']: ', 1)}")
+        advice.append(config.command("sync"))
+    needed = state.max_blob_bytes
+    if needed is not None and config.repo.max_fetch_bytes < needed:
+        problems.append(
+            f"repo.max_fetch_bytes ({format_size(config.repo.max_fetch_bytes)}) is lower than the repository "
+            f"needs: its policy lets a commit carry a blob of up to {format_size(needed)} (max_blob_bytes), which "
+            f"this node could not fetch; set repo.max_fetch_bytes in {config.source} to at least {format_size(needed)}"
+        )
     age, stale = staleness(state.commit_time, config.trust.max_age, now)
     if stale and age is not None and config.trust.max_age is not None:
         problems.append(
@@ -170,6 +184,19 @@ def health_problems(config: Config, state: State, health: Health, now: float) ->
         )
         advice.append(config.command("sync --dry-run"))
     return problems, list(dict.fromkeys(advice))
+
+
+def health_warnings(state: State, now: float) -> list[str]:
+    """What does not make the node unhealthy yet but soon will."""
+    warnings = []
+    until = state.admins_until
+    if until is not None and until - now < ADMIN_EXPIRY_NOTICE:
+        when = "expired" if until < now else f"expires in {format_duration(until - now)}"
+        warnings.append(
+            f"the last admin key valid at the applied commit {when} ({_iso(until)}): after that no admin can sign "
+            "a commit; an admin must commit a new allowed_signers (or a later valid-before) before then"
+        )
+    return warnings
 
 
 def verdict_line(status: dict[str, object]) -> str:
@@ -246,6 +273,9 @@ def render_status(status: dict[str, object]) -> str:
             f"last error: {error['at']} [{error['reason']}] {first} ({_in_a_row(status['consecutive_failures'])})"
         )
         lines += [f"            {detail}" for detail in details]
+    warnings = status["warnings"]
+    if isinstance(warnings, list):
+        lines += [f"warning:    {warning}" for warning in warnings]
     advice = status["advice"]
     if isinstance(advice, list):
         lines += [f"  try: {command}" for command in advice]

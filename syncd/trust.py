@@ -2,12 +2,14 @@
 
 ``authority.authorize`` is the rule; this module feeds it from the store:
 the key that made a commit's signature (the signature verified, in git's own
-encoding), the roles at the commit's first parent (its ``allowed_signers``
+encoding), the roles at the commit's parent (its ``allowed_signers``
 when ``trust.follow_repo``, else the node's own; the owner lines of its host
 files; its policy's ``join``) and what the commit changes.  Roles are read
 once at the first commit and then carried forward commit by commit, reading
 only the files each commit changes (and the parse index knows the owner
-lines of every file the node validated before).
+lines of every file the node validated before).  A merge's signer must be
+an admin at every parent; one whose ``allowed_signers`` leaves no admin key
+valid now is refused (``invalid-content``): no admin could sign again.
 
 The node's own allowed_signers is the trust root.  On a first sync (or after
 ``--allow-rewind``) the newest commit on the tip's first-parent chain signed
@@ -18,10 +20,23 @@ where trust starts; every commit after it must be accepted.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
-from syncd.authority import ADMIN, SIGNATURE, Change, Roles, admin_principal, authorize, host_name
+from syncd.authority import (
+    ADMIN,
+    SIGNATURE,
+    Change,
+    Decision,
+    Roles,
+    admin_principal,
+    authorize,
+    host_name,
+    lockout_detail,
+    utc_stamp,
+    valid_admins,
+)
 from syncd.commits import CommitInfo, signing_key
 from syncd.errors import AllowedSignersError, RefusedError, SignatureError
 from syncd.history import topological
@@ -50,8 +65,10 @@ class Authority:
         *,
         follow_repo: bool = True,
         owners_of: OwnerLookup | None = None,
+        now: Callable[[], float] = time.time,
     ) -> None:
         self.repo = repo
+        self.now = now  # the verifier's clock: an admin list with no key valid now is a lock-out
         self.local = tuple(local)
         self.follow_repo = follow_repo
         self.owners_of = owners_of or (lambda _blob: None)
@@ -81,8 +98,10 @@ class Authority:
         principal = admin_principal(admins, key, info.committer_time)
         self._later[info.sha] = (parent, info, paths)  # the roles at info, if a child asks
         if principal is not None:
+            if not tip_only:
+                self._admin_at_every_parent(info, key, principal, paths)
             if REPO_SIGNERS in paths:
-                self.admins_at(info.sha)  # a root allowed_signers that does not parse: invalid-content
+                self._no_lockout(info)  # and a root allowed_signers that does not parse: invalid-content
             return Signed(principal, fingerprint(key), ADMIN)
         roles = self.roles_at(parent)
         if tip_only and roles.admins != self.local:
@@ -92,13 +111,44 @@ class Authority:
             message = f"signed by {decision.signer}: with trust.verify: tip only an admin's commit is accepted"
             raise RefusedError(f"commit {info.sha[:12]} ({info.summary!r}): {message}", reason="unauthorized")
         if not decision.ok:
-            note = self._not_admin_here(roles, key, info.committer_time)
-            text = f"commit {info.sha[:12]} ({info.summary!r}): {decision.message}{note}; nothing was installed"
-            if decision.reason == SIGNATURE:
-                raise SignatureError(text)
-            raise RefusedError(text, reason="unauthorized")
+            self._refuse(info, roles, key, decision)
         name = decision.signer.rsplit(" (", 1)[0]
         return Signed(name, fingerprint(key), decision.role)
+
+    def _admin_at_every_parent(self, info: CommitInfo, key: bytes, principal: str, paths: tuple[str, ...]) -> None:
+        """A merge by an admin of its first parent: its signer must be an
+        admin at each other parent too (docs/trust.md, "Every parent")."""
+        for number, other in enumerate(info.parents[1:], 2):
+            if admin_principal(self.admins_at(other), key, info.committer_time) is None:
+                roles = self.roles_at(other)
+                change = Change(len(info.parents), paths)
+                decision = authorize(roles, change, key, info.committer_time, number)
+                named = f"{principal} ({fingerprint(key)})"  # as the first parent names it
+                message = decision.message.replace(decision.signer, named, 1)
+                self._refuse(info, roles, key, dataclasses.replace(decision, signer=named, message=message))
+
+    def _refuse(self, info: CommitInfo, roles: Roles, key: bytes, decision: Decision) -> NoReturn:
+        note = self._not_admin_here(roles, key, info.committer_time)
+        text = f"commit {info.sha[:12]} ({info.summary!r}): {decision.message}{note}; nothing was installed"
+        if decision.reason == SIGNATURE:
+            raise SignatureError(text)
+        raise RefusedError(text, reason="unauthorized")
+
+    def _no_lockout(self, info: CommitInfo) -> None:
+        """After a commit that changes the repository's admins, some admin
+        key must be valid now: else no admin could ever sign again."""
+        admins = self.admins_at(info.sha)
+        if admins is self.local:  # the repository's file is gone, or not followed: the node's own counts
+            return
+        now = self.now()
+        if valid_admins(admins, now):
+            return
+        raise RefusedError(
+            f"commit {info.sha[:12]} ({info.summary!r}): after it no admin key is valid now ({utc_stamp(now)}): "
+            f"{lockout_detail(admins, now)}; no admin could sign another commit, so it would lock the network "
+            "out; nothing was installed",
+            reason="invalid-content",
+        )
 
     def _not_admin_here(self, roles: Roles, key: bytes, when: int) -> str:
         """A key the node's own file makes an admin, refused because the
@@ -194,7 +244,7 @@ class Authority:
         # as when the roles there are read afresh (the next pass)
         for key in dropped - set().union(*owners.values()) if dropped else ():
             comments.pop(key, None)
-        return Roles(roles.admins, owners, roles.join, roles.hosts_dir, comments)
+        return roles.evolved(owners, comments, names)
 
     def _admins(self, sha: str) -> tuple[AllowedSigner, ...]:
         if not self.follow_repo:

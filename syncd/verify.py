@@ -12,7 +12,7 @@ branch) is checked as a node's first sync is: from the trust root.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TextIO
 
@@ -46,7 +46,7 @@ class Options:
     follow_repo: bool = True
     verify_all: bool = True
     max_clock_skew: float = 3600.0
-    branches: tuple[str, ...] = ()  # empty: every branch
+    branches: tuple[str, ...] = ()  # empty: every branch is checked, and the repository's HEAD is the followed one
 
     @classmethod
     def of(cls, signers: str, no_follow: bool, verify: str, skew: str, branches: Sequence[str]) -> Options:
@@ -70,6 +70,8 @@ def run(repo: Path, options: Options, revs: Sequence[str], hook_input: TextIO | 
     try:
         if hook_input is not None:
             updates = [u for u in read_updates(hook_input) if relevant(u, options)]
+            if not options.branches:  # the branch nodes follow by default: the repository's HEAD
+                options = replace(options, branches=store.head_branch())
         elif len(revs) in (1, 2):
             old = store.resolve(revs[0]) if len(revs) == 2 else None
             ref = f"refs/heads/{options.branches[0] if options.branches else 'main'}"
@@ -126,7 +128,10 @@ def check_update(store: GitStore, update: Update, options: Options) -> list[tupl
     if update.new is None:
         branch = update.ref.removeprefix("refs/heads/")
         if branch in options.branches:
-            raise RefusedError(f"{update.ref}: deleting the branch the nodes follow", reason="unauthorized")
+            raise RefusedError(
+                f"{update.ref}: deleting the branch the nodes follow: every node would fail until it is back",
+                reason="unauthorized",
+            )
         return []
     old_info = store.commit(update.old) if update.old is not None else None
     state = State(last_applied=update.old, commit_time=old_info.committer_time if old_info else None)

@@ -4,9 +4,12 @@ is reported as a symlink, and a file over the size limit is not read at all."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import time
 from pathlib import Path
 
+from syncd.authority import admin_findings
 from syncd.errors import UsageError
 from syncd.policy import POLICY_FILE
 from syncd.tree import EntryKind, TreeEntry, check_tree, without_gc
@@ -52,14 +55,25 @@ class WorkTree:
 
 
 def run_check(repo: Path | None, hosts_dir: Path | None) -> Report:
-    """``syncd check [REPO] [--hosts-dir DIR]``: read the tree and validate it."""
+    """``syncd check [REPO] [--hosts-dir DIR]``: read the tree and validate
+    it, and the repository's own ``allowed_signers`` when it has one."""
+    tree = WorkTree(repo, hosts_dir)
     with without_gc():  # the process exits right after the check
-        report, _ = check_tree(WorkTree(repo, hosts_dir), installed=hosts_dir is not None)
+        report, _ = check_tree(tree, installed=hosts_dir is not None)
+    signers = read_repo_file(tree.root, "allowed_signers") if tree.root is not None else None
+    if signers is not None:  # the admins, as the nodes read them (docs/trust.md)
+        found = admin_findings(signers, time.time())
+        findings = tuple(sorted((*report.findings, *found), key=lambda f: f.sort_key()))
+        report = dataclasses.replace(report, findings=findings)
     return report
 
 
 def read_policy(repo: Path) -> bytes | None:
-    path = repo / POLICY_FILE
+    return read_repo_file(repo, POLICY_FILE)
+
+
+def read_repo_file(repo: Path, name: str) -> bytes | None:
+    path = repo / name
     try:
         return path.read_bytes()
     except FileNotFoundError:

@@ -277,6 +277,8 @@ BAD_KEY_FILES = [
     ("garbage.pub", b"hello world\n", "garbage.pub:1: expected an SSH public key"),
     ("bad64.pub", b"ssh-ed25519 AAAA!!!! x\n", "bad64.pub:1: the ssh-ed25519 key is not valid base64"),
     ("control.pub", None, "control.pub:2: control character U+0007"),
+    ("two.pub", None, "two.pub:1: one key per owner line (its comment holds another key)"),  # K1 own1 K2 own2
+    ("blob.pub", None, "blob.pub:1: one key per owner line (its comment holds another key)"),  # K1 own1 BASE64
     ("id_ed25519", None, "id_ed25519: a private key; give its public half"),
 ]
 
@@ -288,8 +290,13 @@ def test_a_bad_owner_key_file_is_a_usage_error_naming_it(
     keys = tmp_path / "keys"
     real = make_key(keys, "id_ed25519")
     path = keys / name
+    other = make_key(keys, "other").public_line()
     if name == "control.pub":
         path.write_bytes(b"# a comment line\n" + real.public.read_bytes().rstrip() + b" bell\x07\n")
+    elif name == "two.pub":  # one line, two keys: the second would hide in the first one's comment
+        path.write_text(f"{real.public_line()} own1 {other} own2\n")
+    elif name == "blob.pub":
+        path.write_text(f"{real.public_line()} own1 {other.split()[1]}\n")
     elif data is not None:
         path.write_bytes(data)
     before = everything(repo)

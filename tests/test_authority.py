@@ -17,7 +17,16 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from syncd.authority import Change, Decision, admin_principal, authorize, change_between, host_name, roles_at
+from syncd.authority import (
+    Change,
+    Decision,
+    Roles,
+    admin_principal,
+    authorize,
+    change_between,
+    host_name,
+    roles_at,
+)
 from syncd.errors import SignatureError
 from syncd.hostfile import NAME_RE
 from syncd.owners import fingerprint
@@ -429,6 +438,31 @@ def test_accepted_commits_stay_within_the_signers_authority(
             assert signer in model[path] if path in model else join != "admins" and new_model[path], path
         model, files = new_model, new_files
         assert {p: files[p] for p in fixed} == fixed  # the policy and the admins never move
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.dictionaries(st.sampled_from(NODES), st.frozensets(st.sampled_from(PEOPLE))),
+    st.lists(st.dictionaries(st.sampled_from(NODES), st.none() | st.frozensets(st.sampled_from(PEOPLE))), max_size=6),
+)
+def test_the_owner_index_carried_from_commit_to_commit_equals_a_fresh_one(
+    start: dict[str, frozenset[int]], commits: list[dict[str, frozenset[int] | None]]
+) -> None:
+    """``Roles.evolved`` updates who owns what for the files a commit
+    changed; asked of every key, it answers as roles built afresh do."""
+    owners = {name: frozenset(blob(k) for k in keys) for name, keys in start.items()}
+    roles = Roles((), owners)
+    roles.owned_by(blob(ALICE))  # the index is built: from now on it is carried
+    for edits in commits:
+        owners = dict(owners)
+        for name, keys in edits.items():
+            if keys is None:
+                owners.pop(name, None)
+            else:
+                owners[name] = frozenset(blob(k) for k in keys)
+        roles = roles.evolved(owners, {}, edits)
+        fresh = Roles((), owners)
+        assert all(roles.owned_by(blob(k)) == fresh.owned_by(blob(k)) for k in PEOPLE)
 
 
 def test_a_thousand_commits_are_authorized_quickly() -> None:

@@ -132,8 +132,9 @@ def test_a_good_node_key_still_passes(node: Node, hub: Hub) -> None:
             serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
         )
     )
-    code, _, err = node.sync()  # my_pc's host file carries another key: refused, exit 1
-    assert code == 1 and "would cut my_pc off" in err
+    code, _, err = node.sync()  # my_pc's host file carries another key: held back, the rest applied
+    assert code == 0 and "would cut my_pc off" in err
+    assert "my_pc" not in node.files() and "gateway" in node.files()
 
 
 # --- permissions ------------------------------------------------------------------------------

@@ -172,6 +172,9 @@ def invalid_lines(keys: dict[str, SshKey]) -> list[tuple[str, str]]:
         (f"# syncd-owner: ssh-dss {_wire(b'ssh-dss', b'p', b'q', b'g', b'y')}", "'ssh-dss' is not supported"),
         (f"# syncd-owner: ssh-ed25519-cert-v01@openssh.com {ed_b64}", "certificates are not supported"),
         (f"# syncd-owner: {ed_typ} {ed_b64} {ec_typ} {ec_b64}", "one key per owner line"),
+        (f"# syncd-owner: {ed_typ} {ed_b64} own1 {ec_typ} {ec_b64} own2", "one key per owner line"),
+        (f"# syncd-owner: {ed_typ} {ed_b64} own1 {ec_b64}", "one key per owner line"),
+        (f"# syncd-owner: {ed_typ} {ed_b64} own1 {ec_b64[:24]}", "one key per owner line"),  # even cut short
         (f"# syncd-owner: {ed_typ} {ed_b64} alice\x1b[2J", "control character U+001B"),
         (f"# syncd-owner: {ed_typ} {ed_b64} alice\u2028bob", "control character U+2028"),
         (f"# syncd-owner: {ed_typ} {ed_b64} {'x' * 2100}", "over 2048 bytes"),

@@ -3,8 +3,8 @@
 Every outcome of ``pipeline.run_pass``: applied, unchanged (also for a
 touched but identical file), planned, and a refusal at each step (the tip's
 signature, a middle commit's signature, a rewound history, a backdated
-commit, an unsafe tree, invalid content, a foreign own key), a failed
-reload, and the Ed25519 key tincd 1.1 appends (kept, never a reload).
+commit, an unsafe tree, invalid content), a foreign own key held back, a
+failed reload, and the Ed25519 key tincd 1.1 appends (kept, never a reload).
 A refusal leaves the fakes exactly as they were."""
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from syncd.parseindex import Key, Record
 from syncd.pipeline import Applied, Ports, Rules, Signed, run_pass
 from syncd.plan import Plan, blob_id
 from syncd.reload import Reloaded
+from syncd.signers import AllowedSigner
 from syncd.state import State
 from syncd.validate import EntryKind, TreeEntry
 from tests.keyfactory import ed25519_text, rsa_pem, rsa_private
@@ -97,6 +98,10 @@ class FakeRepo:
         new = self.trees[sha]
         return tuple(sorted(f"hosts/{n}" for n in old.keys() | new.keys() if old.get(n) != new.get(n)))
 
+    def changed_blob_sizes(self, sha: str) -> dict[str, int]:
+        new = self.trees[sha]
+        return {p: len(new[p.removeprefix("hosts/")]) for p in self.changed_paths(sha) if p[6:] in new}
+
 
 @dataclass
 class FakeHosts:
@@ -167,6 +172,9 @@ class Node:
 
     def from_trust_root(self, tip: CommitInfo) -> list[tuple[CommitInfo, Signed | None]]:
         return [(tip, self.check(tip))]
+
+    def admins_at(self, sha: str | None) -> list[AllowedSigner]:
+        return []
 
     def reload(self) -> Reloaded:
         if self.reload_fails:
@@ -288,13 +296,42 @@ def test_invalid_content(node: Node) -> None:
     assert "subnet-overlap" in refused(node, "c2", "invalid-content")
 
 
-def test_own_key_mismatch(node: Node) -> None:
+def test_own_key_mismatch_holds_back_only_the_own_file(node: Node) -> None:
+    """The repository's alpha names another key than the node holds: the
+    rest of the commit is applied, the installed alpha stays as it was, and
+    the state says why until the keys agree again."""
     from syncd.keys import ed25519_from_text
 
+    installed = node.hosts.files["alpha"]
     node.own = [("ed25519_key.priv", ed25519_from_text(ed25519_text(77)))]
-    node.repo.add("c2", {**node.repo.trees["c1"], "charlie": host("10.3.0.0/16", 3)}, ("c1",))
-    message = refused(node, "c2", "own-key-mismatch")
-    assert str(Path("ed25519_key.priv")) in message
+    edited = {"alpha": host("10.1.0.0/16", 5), "bravo": host("10.2.0.0/16", 2), "charlie": host("10.3.0.0/16", 3)}
+    node.repo.add("c2", edited, ("c1",))
+    assert node.sync("c2") == "applied"
+    assert node.hosts.files["charlie"] == edited["charlie"] and node.hosts.files["alpha"] == installed
+    held = node.state.state.held_back
+    assert held is not None and held.startswith("own-key-mismatch: hosts/alpha in commit c2 carries ")
+    assert f"Ed25519PublicKey = {ed25519_text(5)}" in held and f"Ed25519PublicKey = {ed25519_text(77)}" in held
+    assert str(Path("ed25519_key.priv")) in held
+    assert node.state.state.last_applied == "c2" and node.state.state.manifest["alpha"].blob == blob_id(installed)
+    # the repository catches up with the node's key: the own file is installed at once
+    node.repo.add("c3", {**edited, "alpha": host("10.1.0.0/16", 77)}, ("c2",))
+    assert node.sync("c3") == "applied"
+    assert node.hosts.files["alpha"] == host("10.1.0.0/16", 77) and node.state.state.held_back is None
+
+
+def test_own_key_mismatch_on_a_first_sync_installs_no_own_file() -> None:
+    from syncd.keys import ed25519_from_text
+
+    node = Node()
+    node.own = [("ed25519_key.priv", ed25519_from_text(ed25519_text(77)))]
+    node.repo.add("c1", {"alpha": host("10.1.0.0/16", 1), "bravo": host("10.2.0.0/16", 2)})
+    assert node.sync("c1") == "applied"
+    assert set(node.hosts.files) == {"bravo"} and set(node.state.state.manifest) == {"bravo"}
+    assert node.state.state.held_back is not None
+    # the node's key is installed as the repository says: the next pass installs the own file
+    node.own = [("ed25519_key.priv", ed25519_from_text(ed25519_text(1)))]
+    assert node.sync("c1") == "applied"
+    assert set(node.hosts.files) == {"alpha", "bravo"} and node.state.state.held_back is None
 
 
 def test_a_failed_reload_stays_pending_and_is_retried(node: Node) -> None:
@@ -391,8 +428,14 @@ def test_own_file_without_the_nodes_ed25519_key_is_installed(legacy_node: Node) 
     node.own = [("rsa_key.priv", rsa_of(1)), ("ed25519_key.priv", ed25519_from_text(ed25519_text(1)))]
     node.repo.add("c2", {**node.repo.trees["c1"], "charlie": legacy("10.3.0.0/16", 3)}, ("c1",))
     assert node.sync("c2") == "applied"
+    # another RSA key than the node's: the own file is held back, the rest applied
     node.own = [("rsa_key.priv", rsa_of(5)), ("ed25519_key.priv", ed25519_from_text(ed25519_text(1)))]
     node.repo.add("c3", {**node.repo.trees["c2"], "delta": legacy("10.4.0.0/16", 4)}, ("c2",))
-    assert "carries another RSA key than this node's" in refused(node, "c3", "own-key-mismatch")
+    assert node.sync("c3") == "applied" and node.hosts.files["delta"] == legacy("10.4.0.0/16", 4)
+    held = node.state.state.held_back
+    assert held is not None and "but this node holds an RSA key of 2048 bits" in held and "rsa_key.priv" in held
+    # none of the node's keys in the file at all: held back too
     node.own = [("ed25519_key.priv", ed25519_from_text(ed25519_text(1)))]
-    assert "does not carry the public key of this node's" in refused(node, "c3", "own-key-mismatch")
+    assert node.sync("c3") == "unchanged"
+    held = node.state.state.held_back
+    assert held is not None and f"but this node holds Ed25519PublicKey = {ed25519_text(1)}" in held

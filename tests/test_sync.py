@@ -236,7 +236,7 @@ def test_oversized_blob_is_refused(hub: Hub, node: Node) -> None:
     assert "file-too-large" in refused(node)
 
 
-def test_own_host_file_with_a_foreign_key_is_refused(hub: Hub, node: Node) -> None:
+def test_own_host_file_with_a_foreign_key_is_held_back(hub: Hub, node: Node) -> None:
     from cryptography.hazmat.primitives import serialization
 
     from tests.keyfactory import rsa_private
@@ -255,11 +255,17 @@ def test_own_host_file_with_a_foreign_key_is_refused(hub: Hub, node: Node) -> No
     )
     code, _, err = node.sync()
     assert code == 0, err
-    hub.change(
-        "someone swaps my_pc's key",
-        lambda w: (w / "hosts" / "my_pc").write_text(f"Subnet = 2002:102:304:4::/64\n{rsa_pem(2048, 22)}"),
-    )
-    assert "would cut my_pc off" in refused(node)
+    own = (node.hosts / "my_pc").stat()
+
+    def swap(work: Path) -> None:
+        (work / "hosts" / "my_pc").write_text(f"Subnet = 2002:102:304:4::/64\n{rsa_pem(2048, 22)}")
+        (work / "hosts" / "gateway").write_text((work / "hosts" / "gateway").read_text() + "# note\n")
+
+    hub.change("someone swaps my_pc's key", swap)
+    code, out, err = node.sync()
+    assert code == 0 and "1 updated" in out and "would cut my_pc off" in err, (out, err)
+    assert (node.hosts / "gateway").read_bytes() == (hub.work / "hosts" / "gateway").read_bytes()
+    assert (node.hosts / "my_pc").stat().st_mtime_ns == own.st_mtime_ns
 
 
 # --- config, transport failures -------------------------------------------------------
