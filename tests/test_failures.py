@@ -184,6 +184,9 @@ def test_ctrl_c_is_one_line_and_exit_130(tmp_path: Path) -> None:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            # a shell's background job inherits SIGINT ignored, and Python
+            # then installs no KeyboardInterrupt handler: start as a terminal would
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         try:
             conn, _ = server.accept()  # syncd is in its fetch now, waiting for an answer
