@@ -59,6 +59,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -70,7 +71,18 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fleet_servers import MissingError, Server, dumb_http, git_daemon, nginx_sent, require, smart_http, sshd
+from fleet_servers import (
+    TICK,
+    MissingError,
+    Server,
+    cpu_between,
+    dumb_http,
+    git_daemon,
+    nginx_sent,
+    require,
+    smart_http,
+    sshd,
+)
 from sync_scale import GIT_ENV, commit_signed, make_network, node_config, run
 
 TRANSPORTS = ("git", "ssh", "http", "dumb")
@@ -93,6 +105,7 @@ class Tally:
     client_cpu: float = 0.0
     wall: float = 0.0
     server_cpu: float = 0.0
+    server_error: float = 0.0  # at most this far off: clock ticks
     sent: int = 0
     errors: list[str] = field(default_factory=list)
 
@@ -150,7 +163,8 @@ def phase(fleet: Fleet, name: tuple[str, str, str], server: Server, polls: list[
     cpu, sent = server.settle(), server.relay.sent
     with ThreadPoolExecutor(jobs) as pool:
         results = list(pool.map(run_poll, polls))
-    tally = Tally(len(polls), server_cpu=server.settle() - cpu, sent=server.relay.sent - sent)
+    server_cpu, server_error = cpu_between(cpu, server.settle())
+    tally = Tally(len(polls), server_cpu=server_cpu, server_error=server_error, sent=server.relay.sent - sent)
     for client_cpu, wall, problem in results:
         tally.client_cpu += client_cpu
         tally.wall += wall
@@ -265,46 +279,57 @@ def ms(seconds: float, polls: int, digits: int = 1) -> str:
 
 
 def table(fleet: Fleet, servers: list[Server], name: str, columns: list[str]) -> list[str]:
-    """One phase's rows, by transport, syncd beside git fetch."""
-    lines = [f"| {name} | client | " + " | ".join(columns) + " |", "|---|---|" + "---:|" * len(columns)]
+    """One phase's rows, by transport, syncd beside git."""
+    lines = ["| transport | client | " + " | ".join(columns) + " |", "|---|---|" + "---:|" * len(columns)]
     for server in servers:
+        git = fleet.tallies.get((name, server.key, "git fetch"))
         for client in ("syncd sync", "git fetch"):
             t = fleet.tallies.get((name, server.key, client))
-            if t is None:
+            if t is None or git is None:
                 continue
-            git = fleet.tallies[(name, server.key, "git fetch")]
             cells = {
                 "polls": str(t.polls),
                 "failures": str(t.failures),
-                "server CPU/poll (ms)": ms(t.server_cpu, t.polls, 2),
+                "server CPU/poll (ms)": f"{ms(t.server_cpu, t.polls, 2)} ±{ms(t.server_error, t.polls, 2)}",
                 "nodes per server core at 300 s": f"{300 * t.polls / t.server_cpu:,.0f}" if t.server_cpu else "n/a",
                 "client CPU/poll (ms)": ms(t.client_cpu, t.polls, 0),
                 "client wall/poll (ms)": ms(t.wall, t.polls, 0),
                 "bytes/poll (server→client)": f"{t.sent / t.polls:,.0f}" if t.polls else "",
-                "bytes / git fetch's": f"{t.sent * git.polls / git.sent / t.polls:.1f}x" if git.sent else "",
+                "bytes / git's": f"{t.sent * git.polls / git.sent / t.polls:.1f}x" if git.sent else "",
             }
             label = server.label if client == "syncd sync" else ""
-            lines.append(f"| {label} | {client} | " + " | ".join(cells[c] for c in columns) + " |")
+            shown = "git clone --mirror" if (name, client) == ("first sync", "git fetch") else client
+            lines.append(f"| {label} | {shown} | " + " | ".join(cells[c] for c in columns) + " |")
     return lines
 
 
 COMMON = ["polls", "failures", "server CPU/poll (ms)"]
-CLIENT = ["client CPU/poll (ms)", "client wall/poll (ms)", "bytes/poll (server→client)"]
+CLIENT = ["client CPU/poll (ms)", "client wall/poll (ms)", "bytes/poll (server→client)", "bytes / git's"]
 
 
-def report(fleet: Fleet, servers: list[Server], args: argparse.Namespace, elapsed: float) -> list[str]:
-    lines = [
-        f"{len(fleet.nodes)} nodes and {len(fleet.mirrors)} git mirrors, a {args.hosts}-node signed repository, "
-        f"{args.polls} no-op poll(s) each per transport, {args.jobs} clients at a time, "
-        f"{os.cpu_count()} cores; {elapsed:.0f} s",
+def report(fleet: Fleet, servers: list[Server], args: argparse.Namespace) -> list[str]:
+    nodes, cores = len(fleet.nodes), os.cpu_count()
+    return [
+        f"{nodes} syncd nodes and {nodes} git mirrors polling a {args.hosts}-node signed repository over loopback; "
+        f"{args.jobs} clients at a time on {cores} cores",
         "",
+        f"No-op poll ({args.polls} per node and mirror per transport):",
+        "",
+        *table(fleet, servers, "no-op", [*COMMON, "nodes per server core at 300 s", *CLIENT[:-1]]),
+        "",
+        "One signed commit changing one host file, picked up by every node and mirror:",
+        "",
+        *table(fleet, servers, "change", [*COMMON, *CLIENT]),
+        "",
+        f"First sync (node and mirror i over transport i mod {len(servers)}; {2 * args.jobs} at a time):",
+        "",
+        *table(fleet, servers, "first sync", [*COMMON, *CLIENT]),
+        "",
+        "server CPU: the server's whole process tree, from /proc: each process's own time (schedstat, ns) and its "
+        f"reaped children's (cutime+cstime, whole ticks of 1/{TICK} s: ± is a tick for each that moved); client: "
+        "os.wait4 of each client process with the children it waited for; bytes: TCP payload the server sent, "
+        "counted by a relay; nodes per core: 300 s / server CPU per no-op poll",
     ]
-    lines += table(fleet, servers, "no-op", [*COMMON, "nodes per server core at 300 s", *CLIENT])
-    lines.append("")
-    lines += table(fleet, servers, "change", [*COMMON, *CLIENT, "bytes / git fetch's"])
-    lines.append("")
-    lines += table(fleet, servers, "first sync", [*COMMON, *CLIENT])
-    return lines
 
 
 def check_nginx_bytes(servers: list[Server], root: Path) -> list[str]:
@@ -349,7 +374,7 @@ def bench(tmp: Path, args: argparse.Namespace) -> tuple[Fleet, list[Server], lis
                 text = node_config(node, server.url, fleet.signers, f"node{i % args.hosts}", server.ssh_command)
                 (node / f"{server.key}.yaml").write_text(text)
         (tmp / "mirrors").mkdir()
-        first_sync(fleet, servers, args.jobs)
+        first_sync(fleet, servers, 2 * args.jobs)  # a setup step, much of it fsync: more at a time
         for number, server in enumerate(servers, 1):
             polls_over(fleet, server, number, args.polls, args.jobs)
         for server in servers:
@@ -370,7 +395,10 @@ def main() -> int:
     except MissingError as exc:
         print(f"fleet: {exc}", file=sys.stderr)
         return 2
-    print("\n".join(["", *report(fleet, servers, args, time.perf_counter() - started)]))
+    print("\n".join(["", *report(fleet, servers, args)]))
+    harness = resource.getrusage(resource.RUSAGE_SELF)
+    print(f"\n{time.perf_counter() - started:.0f} s in all; this process (relays, /proc reads): "
+          f"{harness.ru_utime + harness.ru_stime:.1f} s CPU", file=sys.stderr)  # fmt: skip
     failures = sum(t.failures for t in fleet.tallies.values())
     for problem in problems + [e for t in fleet.tallies.values() for e in t.errors[:3]]:
         print(f"fleet: {problem}", file=sys.stderr)

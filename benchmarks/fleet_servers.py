@@ -89,8 +89,8 @@ def accepts(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def proc_table() -> dict[int, tuple[int, str, int]]:
-    """pid -> (ppid, name, utime+stime+cutime+cstime in clock ticks) for every process."""
+def proc_table() -> dict[int, tuple[int, str, tuple[int, ...]]]:
+    """pid -> (ppid, name, (utime, stime, cutime, cstime) in clock ticks) for every process."""
     table = {}
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
@@ -101,11 +101,11 @@ def proc_table() -> dict[int, tuple[int, str, int]]:
                 continue  # gone meanwhile
             name = stat[stat.index("(") + 1 : stat.rindex(")")]
             fields = stat[stat.rindex(")") + 2 :].split()  # fields[0] is field 3 (state)
-            table[int(entry.name)] = (int(fields[1]), name, sum(int(f) for f in fields[11:15]))
+            table[int(entry.name)] = (int(fields[1]), name, tuple(int(f) for f in fields[11:15]))
     return table
 
 
-def tree(root: int, table: dict[int, tuple[int, str, int]]) -> set[int]:
+def tree(root: int, table: dict[int, tuple[int, str, tuple[int, ...]]]) -> set[int]:
     kids: dict[int, list[int]] = {}
     for pid, (ppid, _, _) in table.items():
         kids.setdefault(ppid, []).append(pid)
@@ -199,9 +199,9 @@ class Server:
     ssh_command: str | None = None
     baseline: frozenset[int] = frozenset()
 
-    def settle(self, timeout: float = 20.0) -> float:
+    def settle(self, timeout: float = 20.0) -> Counters:
         """Wait until only the long-lived processes are left (every short-lived
-        one reaped) and no connection is open; the tree's CPU seconds."""
+        one reaped) and no connection is open; then read the tree's counters."""
         deadline = time.monotonic() + timeout
         while True:
             if self.root.poll() is not None:
@@ -209,7 +209,7 @@ class Server:
             table = proc_table()
             pids = tree(self.root.pid, table)
             if pids <= self.baseline and self.relay.idle():
-                return sum(table[p][2] for p in pids) / TICK
+                return counters(pids, table)
             if time.monotonic() > deadline:
                 extra = sorted(f"{p} {table[p][1]}" for p in pids - self.baseline if p in table)
                 raise RuntimeError(f"{self.label}: still running after {timeout:g} s: {extra}")
@@ -230,6 +230,43 @@ class Server:
                 ignored = int(status.split("SigIgn:", 1)[1].split()[0], 16)
                 if ignored & SIGCHLD_BIT and name not in IGNORES_SIGCHLD_OK:
                     raise RuntimeError(f"{self.label}: {name} (pid {pid}) ignores SIGCHLD: its children's CPU is lost")
+
+
+# (pid, what) -> nanoseconds; "own" is exact, the others are whole clock ticks
+Counters = dict[tuple[int, str], int]
+TICK_NS = 1_000_000_000 // TICK
+
+
+def own_ns(pid: int) -> int | None:
+    """The process's own CPU time in ns: the sum of its threads' run time in
+    /proc/<pid>/task/*/schedstat (the time utime+stime share, unrounded)."""
+    try:
+        return sum(int(Path(t, "schedstat").read_text().split()[0]) for t in os.scandir(f"/proc/{pid}/task"))
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def counters(pids: set[int], table: dict[int, tuple[int, str, tuple[int, ...]]]) -> Counters:
+    """Each process's own time (schedstat, or utime+stime in ticks without
+    it) and its reaped children's (cutime, cstime: ticks)."""
+    found: Counters = {}
+    for pid in pids:
+        utime, stime, cutime, cstime = table[pid][2]
+        own = own_ns(pid)
+        if own is None:
+            found[(pid, "utime")], found[(pid, "stime")] = utime * TICK_NS, stime * TICK_NS
+        else:
+            found[(pid, "own")] = own
+        found[(pid, "cutime")], found[(pid, "cstime")] = cutime * TICK_NS, cstime * TICK_NS
+    return found
+
+
+def cpu_between(before: Counters, after: Counters) -> tuple[float, float]:
+    """CPU seconds between two readings, and the most that can be off: a
+    counter in whole clock ticks that moved is off by under one tick."""
+    moved = [(k, after.get(k, 0) - before.get(k, 0)) for k in before.keys() | after.keys()]
+    ticks = sum(1 for (_, what), delta in moved if delta and what != "own")
+    return sum(delta for _, delta in moved) / 1e9, ticks / TICK
 
 
 def _stop(server: Server) -> None:
