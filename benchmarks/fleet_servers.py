@@ -32,6 +32,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from sync_scale import free_port
+
 TICK = os.sysconf("SC_CLK_TCK")
 SIGCHLD_BIT = 1 << (signal.SIGCHLD - 1)  # in /proc/<pid>/status SigIgn
 REAPER = Path(__file__).resolve().parent / "fleet_reaper.py"
@@ -66,13 +68,6 @@ def require(program: str) -> str:
         package = PACKAGES.get(program, program)
         raise MissingError(f"{program} is not installed: apt-get install {package}")
     return found
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def wait_until(ready: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
