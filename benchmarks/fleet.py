@@ -90,6 +90,7 @@ from fleet_servers import (
 from sync_scale import GIT_ENV, commit_signed, make_network, node_config, run
 
 TRANSPORTS = ("git", "ssh", "http", "dumb")
+PROGRAMS = {"git": ["git"], "ssh": ["sshd", "ssh", "unshare"], "http": ["nginx", "fcgiwrap"], "dumb": ["nginx"]}
 POLL_TIMEOUT = 120.0  # seconds for one client process (syncd's own repo.timeout is 60)
 CLIENT_ENV = {k: v for k, v in GIT_ENV.items() if not k.lower().endswith("_proxy")}  # loopback only
 Check = Callable[[int, str], "str | None"]
@@ -398,8 +399,8 @@ def main() -> int:
     args = parse_args()
     started = time.perf_counter()
     try:
-        for program in ("git", "ssh-keygen"):
-            require(program)
+        for program in ["git", "ssh-keygen", *(p for t in args.transports for p in PROGRAMS[t])]:
+            require(program)  # before anything is made
         with tempfile.TemporaryDirectory(prefix="syncd-fleet-") as tmp_name:
             tmp = Path(tmp_name)
             tmp.chmod(0o755)  # nginx's workers (www-data) read the repository
