@@ -75,6 +75,7 @@ bench: $(BIN)/syncd
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python benchmarks/sync_scale.py
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python benchmarks/refuse_junk.py
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python benchmarks/authority_scale.py
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python benchmarks/fleet.py
 
 clean:
 	rm -rf $(VENV) build .mypy_cache .ruff_cache .pytest_cache .hypothesis syncd_*.deb

@@ -98,16 +98,22 @@ def make_network(tmp: Path, nodes: int) -> tuple[Path, Path, Path]:
     return work, key, server
 
 
+def node_config(node: Path, url: str | Path, signers: Path, name: str = "node0", ssh_command: str | None = None) -> str:
+    """The config of a node whose tinc and state directories are under ``node`` (reload none)."""
+    ssh = f", ssh_command: '{ssh_command}'" if ssh_command else ""
+    return (
+        f"net: bench\nnode: {name}\nrepo: {{url: '{url}'{ssh}}}\n"
+        f"trust: {{allowed_signers: {signers}}}\n"
+        f"tinc: {{dir: {node / 'tinc'}, reload: none}}\nstate_dir: {node / 'state'}\n"
+    )
+
+
 def make_node(node: Path, url: str | Path, signers: Path) -> Path:
     """A node's directories and config (node0, reload none), fresh; its config."""
     shutil.rmtree(node, ignore_errors=True)
     (node / "tinc").mkdir(parents=True)
     config = node / "node.yaml"
-    config.write_text(
-        f"net: bench\nnode: node0\nrepo: {{url: '{url}'}}\n"
-        f"trust: {{allowed_signers: {signers}}}\n"
-        f"tinc: {{dir: {node / 'tinc'}, reload: none}}\nstate_dir: {node / 'state'}\n"
-    )
+    config.write_text(node_config(node, url, signers))
     return config
 
 
