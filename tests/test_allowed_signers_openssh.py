@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from syncd.errors import AllowedSignersError, SignatureError
-from syncd.signers import (
+from syncd.signing.allowed_signers import (
     parse_allowed_signers,
     parse_signature,
     verify_signed_object,

@@ -1,4 +1,4 @@
-"""The authority rule of syncd.authority: tables for each rule and outcome, a
+"""The authority rule of syncd.rules.authority: tables for each rule and outcome, a
 cross-check of the admin match against real signatures, and a property test
 over random histories."""
 
@@ -17,7 +17,8 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from syncd.authority import (
+from syncd.errors import SignatureError
+from syncd.rules.authority import (
     Change,
     Decision,
     Roles,
@@ -27,11 +28,10 @@ from syncd.authority import (
     host_name,
     roles_at,
 )
-from syncd.errors import SignatureError
-from syncd.hostfile import NAME_RE
-from syncd.owners import fingerprint
-from syncd.policy import Policy
-from syncd.signers import parse_allowed_signers, parse_signature, verify_signed_object
+from syncd.rules.owners import fingerprint
+from syncd.rules.policy import Policy
+from syncd.signing.allowed_signers import parse_allowed_signers, parse_signature, verify_signed_object
+from syncd.tinc.hostfile import NAME_RE
 from tests.gitutil import make_key
 
 NOW = 1_750_000_000  # 2025-06-15

@@ -12,9 +12,9 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
-from syncd.names import NAME_RE
-from syncd.validate import Report
-from syncd.worktree import run_check
+from syncd.cli.worktree import run_check
+from syncd.rules.validate import Report
+from syncd.tinc.names import NAME_RE
 from tests.conftest import skip_module_without_corpora
 
 skip_module_without_corpora()

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from syncd import errors, keys
+from syncd import errors
 from syncd.errors import outcome
+from syncd.tinc import keys
 
 # class → (exit code, reason, event, retry)
 CLASSES: list[tuple[type[errors.SyncdError], int, str, str, bool]] = [

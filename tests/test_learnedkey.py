@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from syncd.learnedkey import appended_key, split_appended
+from syncd.tinc.learnedkey import appended_key, split_appended
 from tests.keyfactory import ed25519_text, rsa_pem
 
 # What append_config_file() (tinc's src/conf.c) writes, with

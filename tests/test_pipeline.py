@@ -16,17 +16,17 @@ from pathlib import Path
 
 import pytest
 
-from syncd.commits import CommitInfo
 from syncd.errors import RefusedError, ReloadError, SignatureError, UnsafeTreeError
-from syncd.hostsdir import FileStat
-from syncd.keys import PublicKey
-from syncd.parseindex import Key, Record
-from syncd.pipeline import Applied, Ports, Rules, Signed, run_pass
-from syncd.plan import Plan, blob_id
-from syncd.reload import Reloaded
-from syncd.signers import AllowedSigner
-from syncd.state import State
-from syncd.validate import EntryKind, TreeEntry
+from syncd.node.hostsdir import FileStat
+from syncd.node.parseindex import Key, Record
+from syncd.node.reload import Reloaded
+from syncd.node.state import State
+from syncd.rules.plan import Plan, blob_id
+from syncd.rules.validate import EntryKind, TreeEntry
+from syncd.signing.allowed_signers import AllowedSigner
+from syncd.signing.commits import CommitInfo
+from syncd.sync.pipeline import Applied, Ports, Rules, Signed, run_pass
+from syncd.tinc.keys import PublicKey
 from tests.keyfactory import ed25519_text, rsa_pem, rsa_private
 
 
@@ -300,7 +300,7 @@ def test_own_key_mismatch_holds_back_only_the_own_file(node: Node) -> None:
     """The repository's alpha names another key than the node holds: the
     rest of the commit is applied, the installed alpha stays as it was, and
     the state says why until the keys agree again."""
-    from syncd.keys import ed25519_from_text
+    from syncd.tinc.keys import ed25519_from_text
 
     installed = node.hosts.files["alpha"]
     node.own = [("ed25519_key.priv", ed25519_from_text(ed25519_text(77)))]
@@ -320,7 +320,7 @@ def test_own_key_mismatch_holds_back_only_the_own_file(node: Node) -> None:
 
 
 def test_own_key_mismatch_on_a_first_sync_installs_no_own_file() -> None:
-    from syncd.keys import ed25519_from_text
+    from syncd.tinc.keys import ed25519_from_text
 
     node = Node()
     node.own = [("ed25519_key.priv", ed25519_from_text(ed25519_text(77)))]
@@ -345,7 +345,7 @@ def test_a_failed_reload_stays_pending_and_is_retried(node: Node) -> None:
     assert node.reloads == 2 and not node.state.state.reload_pending
 
 
-# --- what tincd 1.1 appends (syncd.learnedkey) ------------------------------------------------
+# --- what tincd 1.1 appends (syncd.tinc.learnedkey) ------------------------------------------------
 
 TINC_BLOCK = "\n# The following line was automatically added by tinc\nEd25519PublicKey = {}\n"
 
@@ -356,7 +356,7 @@ def legacy(subnet: str, seed: int) -> bytes:
 
 
 def rsa_of(seed: int) -> PublicKey:
-    from syncd.keys import rsa_key
+    from syncd.tinc.keys import rsa_key
 
     numbers = rsa_private(2048, seed).public_key().public_numbers()  # as rsa_pem() calls it: the same key
     return rsa_key(numbers.n, numbers.e)
@@ -422,7 +422,7 @@ def test_an_appended_key_beside_the_repositorys_own_is_drift(node: Node) -> None
 def test_own_file_without_the_nodes_ed25519_key_is_installed(legacy_node: Node) -> None:
     """A tinc 1.1 node whose Ed25519 key is not in the repository yet: its
     RSA key is there, so it is not cut off (its peers learn the other)."""
-    from syncd.keys import ed25519_from_text
+    from syncd.tinc.keys import ed25519_from_text
 
     node = legacy_node
     node.own = [("rsa_key.priv", rsa_of(1)), ("ed25519_key.priv", ed25519_from_text(ed25519_text(1)))]

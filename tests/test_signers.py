@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from syncd.errors import AllowedSignersError, SignatureError
-from syncd.signers import (
+from syncd.signing.allowed_signers import (
     match_pattern,
     match_pattern_list,
     parse_allowed_signers,

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from syncd.errors import UnsafeTreeError
-from syncd.gitobjects import object_size
-from syncd.source import GitStore
-from syncd.validate import EntryKind
+from syncd.git.objects import object_size
+from syncd.git.store import GitStore
+from syncd.rules.validate import EntryKind
 from tests.gitutil import commit, git, init_repo
 
 

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import yaml
 
-from syncd.cli import main
+from syncd.cli.main import main
 from tests.conftest import ROOT
 from tests.gitutil import allowed_signers, commit, git, merge
 from tests.syncenv import (

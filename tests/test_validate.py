@@ -6,10 +6,10 @@ import io
 import shutil
 from pathlib import Path
 
-from syncd.cli import main
+from syncd.cli.main import main
 from syncd.findings import Location
-from syncd.policy import Policy, parse_policy
-from syncd.validate import EntryKind, Report, TreeEntry, validate_network, validate_tree
+from syncd.rules.policy import Policy, parse_policy
+from syncd.rules.validate import EntryKind, Report, TreeEntry, validate_network, validate_tree
 from tests.conftest import EXAMPLE_REPO
 from tests.keyfactory import ed25519_text, rsa_pem
 from tests.test_authority import key_line
@@ -216,7 +216,7 @@ def test_min_rsa_bits_comes_from_the_policy() -> None:
 
 
 def test_parse_cache_reuses_unchanged_files_and_forgets_removed_ones() -> None:
-    from syncd.validate import ParseCache
+    from syncd.rules.validate import ParseCache
 
     files = seed_network()
     policy, _ = parse_policy(SEED_POLICY)
