@@ -22,7 +22,7 @@ from syncd.node.parseindex import Key, Record
 from syncd.node.reload import Reloaded
 from syncd.node.state import State
 from syncd.rules.plan import Plan, blob_id
-from syncd.rules.validate import EntryKind, TreeEntry
+from syncd.rules.tree import EntryKind, TreeEntry
 from syncd.signing.allowed_signers import AllowedSigner
 from syncd.signing.commits import CommitInfo
 from syncd.sync.pipeline import Applied, Ports, Rules, Signed, run_pass

@@ -11,7 +11,7 @@ import pytest
 from syncd.errors import UnsafeTreeError
 from syncd.git.objects import object_size
 from syncd.git.store import GitStore
-from syncd.rules.validate import EntryKind
+from syncd.rules.tree import EntryKind
 from tests.gitutil import commit, git, init_repo
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 from syncd.cli.main import main
 from syncd.findings import Location
 from syncd.rules.policy import Policy, parse_policy
-from syncd.rules.validate import EntryKind, Report, TreeEntry, validate_network, validate_tree
+from syncd.rules.tree import EntryKind, Snapshot, TreeEntry
+from syncd.rules.validate import Report, check_tree, validate_network
 from tests.conftest import EXAMPLE_REPO
 from tests.keyfactory import ed25519_text, rsa_pem
 from tests.test_authority import key_line
@@ -25,7 +26,8 @@ def entries(files: dict[str, bytes]) -> list[TreeEntry]:
 
 
 def check(files: dict[str, bytes], policy: bytes | None = None) -> Report:
-    return validate_tree(policy, entries(files))
+    report, _ = check_tree(Snapshot("test", policy, tuple(entries(files))))
+    return report
 
 
 def found(report: Report) -> list[tuple[str, int, str]]:

@@ -27,8 +27,8 @@ from syncd.rules.allocate import AllocationError, default_size, next_free, reser
 from syncd.rules.owners import PREFIX as OWNER_PREFIX
 from syncd.rules.owners import parse_owners
 from syncd.rules.policy import POLICY_FILE, Policy
-from syncd.rules.tree import EntryKind, Snapshot, TreeEntry, check_tree, snapshot
-from syncd.rules.validate import Report
+from syncd.rules.tree import EntryKind, Snapshot, TreeEntry, snapshot
+from syncd.rules.validate import Report, check_tree
 from syncd.tinc.hostfile import host_problem
 from syncd.tinc.names import NAME_RE
 from syncd.tinc.subnet import Kind, Subnet, SubnetError, format_subnet, parse_subnet

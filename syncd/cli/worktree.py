@@ -12,8 +12,8 @@ from pathlib import Path
 from syncd.errors import UsageError
 from syncd.rules.authority import admin_findings
 from syncd.rules.policy import POLICY_FILE
-from syncd.rules.tree import EntryKind, TreeEntry, check_tree, without_gc
-from syncd.rules.validate import Report
+from syncd.rules.tree import EntryKind, TreeEntry, without_gc
+from syncd.rules.validate import Report, check_tree
 
 
 class WorkTree:

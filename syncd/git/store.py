@@ -65,9 +65,9 @@ from syncd.git.objects import (
     object_id,
     object_size,
 )
+from syncd.rules.policy import POLICY_FILE
 from syncd.rules.tree import EntryKind, TreeEntry
 from syncd.signing.commits import CommitInfo
-from syncd.tinc.names import POLICY_FILE
 
 APPLIED_REF = Ref(b"refs/heads/syncd-applied")
 FETCHED_REF = Ref(b"refs/heads/syncd-fetched")

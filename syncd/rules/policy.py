@@ -18,9 +18,9 @@ import yaml
 from syncd.findings import Finding, error
 from syncd.tinc.hostfile import TINC_VERSIONS
 from syncd.tinc.names import NAME_RE
-from syncd.tinc.names import POLICY_FILE as POLICY_FILE  # re-exported
 from syncd.tinc.subnet import Kind, Subnet, SubnetError, parse_subnet
 
+POLICY_FILE = "syncd.yaml"  # the repository's policy, at its root
 DEFAULT_MAX_FILE_BYTES = 65536
 DEFAULT_MAX_FILES = 100_000
 DEFAULT_MAX_BLOB_BYTES = 1 << 20  # every blob of a new commit, anywhere in its tree
@@ -85,6 +85,13 @@ class _Problems:
     def add(self, node: yaml.Node | None, key: str, message: str) -> None:
         line = node.start_mark.line + 1 if node is not None else 1
         self.findings.append(error(self.path, line, "policy-invalid", f"{key}: {message}"))
+
+
+def policy_of(data: bytes | None) -> tuple[Policy, list[Finding]]:
+    """A tree's policy: its ``syncd.yaml``, or the defaults when it has none."""
+    if data is None:
+        return DEFAULT_POLICY, []
+    return parse_policy(data, POLICY_FILE)
 
 
 def parse_policy(data: bytes, path: str = POLICY_FILE) -> tuple[Policy, list[Finding]]:

@@ -1,10 +1,11 @@
-"""One tree of the hosts repository, wherever it lives, and its one check (pure).
+"""One tree of the hosts repository, wherever it lives (pure).
 
 A ``TreeSource`` hands out the tree's ``syncd.yaml`` and the entries of its
-hosts directory as bytes; ``check_tree`` turns them into a ``Report``.  A
-working tree on disk (``worktree.WorkTree``, for ``syncd check`` and
-``add-node``) and a signed git commit (for ``syncd sync``) are both sources,
-so a commit passes on the nodes exactly when ``syncd check`` passes it.
+hosts directory as bytes; ``validate.check_tree`` turns them into a
+``Report``.  A working tree on disk (``cli.worktree.WorkTree``, for ``syncd
+check`` and ``add-node``) and a signed git commit (for ``syncd sync``) are
+both sources, so a commit passes on the nodes exactly when ``syncd check``
+passes it.
 """
 
 from __future__ import annotations
@@ -14,14 +15,9 @@ import gc
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple, Protocol
+from typing import NamedTuple, Protocol
 
-from syncd.findings import Finding
-from syncd.tinc.names import POLICY_FILE
-
-if TYPE_CHECKING:
-    from syncd.rules.policy import Policy
-    from syncd.rules.validate import ParseCache, Report
+from syncd.rules.policy import policy_of
 
 
 class EntryKind(enum.StrEnum):
@@ -58,40 +54,6 @@ class TreeSource(Protocol):
     def host_entries(self, hosts_dir: str, max_files: int, max_file_bytes: int) -> list[TreeEntry]:
         """The entries of ``hosts_dir``; no file over ``max_file_bytes`` is read."""
         ...
-
-
-def policy_of(data: bytes | None) -> tuple[Policy, list[Finding]]:
-    """A tree's policy: its ``syncd.yaml``, or the defaults when it has none."""
-    from syncd.rules.policy import DEFAULT_POLICY, parse_policy
-
-    if data is None:
-        return DEFAULT_POLICY, []
-    return parse_policy(data, POLICY_FILE)
-
-
-def check_tree(
-    source: TreeSource, *, installed: bool = False, parse_cache: ParseCache | None = None
-) -> tuple[Report, dict[str, bytes]]:
-    """Validate a tree under its own policy: the report, and the host files
-    of its valid nodes (name → bytes), which are what a node installs.
-
-    Error findings raise nothing: ``syncd check`` prints them, ``add-node``
-    and the agent refuse.  Errors of the source itself (an unreadable
-    directory, an unsafe git tree) propagate.
-
-    ``installed``: the source is a node's own hosts directory, where tinc's
-    ``NAME-up`` / ``NAME-down`` scripts are the operator's business; its
-    findings are named under ``source.label``, the directory itself.
-    """
-    # validate imports TreeEntry from here: import it when first needed.
-    from syncd.rules.validate import validate_network
-
-    policy, policy_findings = policy_of(source.policy_bytes())
-    entries = source.host_entries(policy.hosts_dir, policy.max_files, policy.max_file_bytes)
-    shown = source.label if installed else policy.hosts_dir
-    report = validate_network(policy, entries, shown, policy_findings, parse_cache, installed)
-    desired = {e.name: e.data for e in entries if e.data is not None and e.name in report.hosts}
-    return report, desired
 
 
 @dataclass(frozen=True)

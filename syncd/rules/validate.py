@@ -1,8 +1,8 @@
 """A whole network (policy + host-file entries) → sorted findings (pure).
 
 The validator takes names and bytes, never paths on disk: a working tree and
-a git commit both hand out ``TreeEntry`` values (see ``tree.check_tree``), so
-``syncd check`` and the agent run this one function.
+a git commit both hand out ``TreeEntry`` values (``tree.TreeSource``), so
+``syncd check``, ``add-node`` and the agent run this one check.
 """
 
 from __future__ import annotations
@@ -13,13 +13,10 @@ from dataclasses import dataclass
 
 from syncd.findings import Finding, Location, Severity, error
 from syncd.rules.owners import parse_owners
-from syncd.rules.policy import DEFAULT_POLICY, POLICY_FILE, Policy
-from syncd.rules.tree import EntryKind as EntryKind  # re-exported: older importers
-from syncd.rules.tree import TreeEntry as TreeEntry
-from syncd.rules.tree import policy_of
+from syncd.rules.policy import DEFAULT_POLICY, POLICY_FILE, Policy, policy_of
+from syncd.rules.tree import EntryKind, TreeEntry, TreeSource
 from syncd.tinc.hostfile import HostFile, parse_host_file
-from syncd.tinc.names import SCRIPT_SUFFIXES, is_node_name, script_suffix
-from syncd.tinc.names import is_script_name as is_script_name  # re-exported
+from syncd.tinc.names import SCRIPT_SUFFIXES, is_node_name, is_script_name, script_suffix
 from syncd.tinc.subnet import Claim, Kind, format_subnet, overlapping_pairs
 
 
@@ -51,12 +48,6 @@ def is_ignored(name: str) -> bool:
     """Dot files (``.gitkeep``, ``.gitattributes``) are repository plumbing,
     never host files; tincd skips them too."""
     return name.startswith(".")
-
-
-def validate_tree(policy_data: bytes | None, entries: Iterable[TreeEntry], hosts_dir: str | None = None) -> Report:
-    """Validate a repository tree: its ``syncd.yaml`` (if any) and host files."""
-    policy, policy_findings = policy_of(policy_data)
-    return validate_network(policy, entries, hosts_dir or policy.hosts_dir, policy_findings)
 
 
 # (path, blob id or bytes, tinc version, min_rsa_bits) → the parsed file
@@ -133,6 +124,28 @@ def validate_network(
     findings.extend(_duplicate_keys(hosts))
     findings.sort(key=Finding.sort_key)
     return Report(tuple(findings), hosts, len(claims), policy, own_findings)
+
+
+def check_tree(
+    source: TreeSource, *, installed: bool = False, parse_cache: ParseCache | None = None
+) -> tuple[Report, dict[str, bytes]]:
+    """Validate a tree under its own policy: the report, and the host files
+    of its valid nodes (name → bytes), which are what a node installs.
+
+    Error findings raise nothing: ``syncd check`` prints them, ``add-node``
+    and the agent refuse.  Errors of the source itself (an unreadable
+    directory, an unsafe git tree) propagate.
+
+    ``installed``: the source is a node's own hosts directory, where tinc's
+    ``NAME-up`` / ``NAME-down`` scripts are the operator's business; its
+    findings are named under ``source.label``, the directory itself.
+    """
+    policy, policy_findings = policy_of(source.policy_bytes())
+    entries = source.host_entries(policy.hosts_dir, policy.max_files, policy.max_file_bytes)
+    shown = source.label if installed else policy.hosts_dir
+    report = validate_network(policy, entries, shown, policy_findings, parse_cache, installed)
+    desired = {e.name: e.data for e in entries if e.data is not None and e.name in report.hosts}
+    return report, desired
 
 
 def _file_type_message(kind: EntryKind) -> str:

@@ -43,7 +43,7 @@ def read_and_validate(
     inflating it from a pack), and are used only if they still hash to that
     id: as firmly bound to the signed commit as the store's copy."""
     from syncd.node.parseindex import size_of
-    from syncd.rules.tree import policy_of
+    from syncd.rules.policy import policy_of
     from syncd.rules.validate import validate_network
 
     repo = ports.repo
@@ -143,7 +143,7 @@ class _Files:
         self.known: dict[str, bytes] = {}
 
     def fill(self, entry: TreeEntry) -> TreeEntry:
-        from syncd.rules.validate import EntryKind
+        from syncd.rules.tree import EntryKind
 
         if entry.kind is not EntryKind.FILE or entry.blob is None or entry.size > self.limit:
             return entry

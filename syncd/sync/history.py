@@ -18,9 +18,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from syncd.errors import RefusedError, UnsafeTreeError
+from syncd.rules.policy import POLICY_FILE
 from syncd.rules.units import format_duration, format_size
 from syncd.signing.commits import CommitInfo
-from syncd.tinc.names import POLICY_FILE
 
 if TYPE_CHECKING:
     from syncd.node.state import State
@@ -162,7 +162,7 @@ class _Guard:
         return known
 
     def _read_limit(self, sha: str) -> int:
-        from syncd.rules.tree import policy_of
+        from syncd.rules.policy import policy_of
 
         return policy_of(self.repo.policy_bytes(sha))[0].max_blob_bytes
 

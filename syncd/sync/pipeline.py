@@ -35,7 +35,8 @@ if TYPE_CHECKING:
     from syncd.node.parseindex import Record as IndexRecord
     from syncd.node.reload import Reloaded
     from syncd.node.state import State
-    from syncd.rules.validate import ParseCache, Report, TreeEntry
+    from syncd.rules.tree import TreeEntry
+    from syncd.rules.validate import ParseCache, Report
     from syncd.signing.allowed_signers import AllowedSigner
     from syncd.tinc.keys import PublicKey
 

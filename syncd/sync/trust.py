@@ -204,7 +204,8 @@ class Authority:
         return roles
 
     def _read_roles(self, sha: str) -> Roles:
-        from syncd.rules.tree import EntryKind, policy_of
+        from syncd.rules.policy import policy_of
+        from syncd.rules.tree import EntryKind
 
         policy, _ = policy_of(self.repo.policy_bytes(sha))
         owners: dict[str, frozenset[bytes]] = {}

@@ -27,6 +27,3 @@ def script_suffix(name: str) -> str | None:
 def is_script_name(name: str) -> bool:
     """``NAME-up`` / ``NAME-down``: scripts tincd runs when NAME comes and goes."""
     return script_suffix(name) is not None
-
-
-POLICY_FILE = "syncd.yaml"  # the repository's policy, at its root
