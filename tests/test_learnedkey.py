@@ -109,5 +109,6 @@ def test_only_whole_blocks_of_one_key_on_a_keyless_file_count(repo: bytes, tail:
     if key is not None:
         count = len(tail) // len(block(key))
         assert tail == block(key) * count and count >= 1
-        assert b"Ed25519PublicKey" not in repo and b"ED25519" not in repo
+        # no key tincd reads: no Ed25519PublicKey line, no ED25519 block (an END line alone is ignored)
+        assert b"Ed25519PublicKey" not in repo and b"-----BEGIN ED25519" not in repo
         assert split_appended(repo + tail) == (repo, key)
