@@ -31,7 +31,7 @@ from syncd.rules.authority import (
 from syncd.rules.owners import fingerprint
 from syncd.rules.policy import Policy
 from syncd.signing.allowed_signers import parse_allowed_signers, parse_signature, verify_signed_object
-from syncd.tinc.hostfile import NAME_RE
+from syncd.tinc.names import is_node_name
 from tests.gitutil import make_key
 
 NOW = 1_750_000_000  # 2025-06-15
@@ -374,7 +374,7 @@ def _expected(
     member = any(signer in owners for path, owners in before.items() if path.startswith("hosts/"))
     for path in changed:
         name = path.removeprefix("hosts/")
-        if not path.startswith("hosts/") or not NAME_RE.match(name):
+        if not path.startswith("hosts/") or not is_node_name(name):
             return False
         if path in before:
             if signer not in before[path]:

@@ -30,7 +30,7 @@ from syncd.rules.policy import POLICY_FILE, Policy
 from syncd.rules.tree import EntryKind, Snapshot, TreeEntry, snapshot
 from syncd.rules.validate import Report, check_tree
 from syncd.tinc.hostfile import host_problem
-from syncd.tinc.names import NAME_RE
+from syncd.tinc.names import NAME_RULE, is_node_name
 from syncd.tinc.subnet import Kind, Subnet, SubnetError, format_subnet, parse_subnet
 
 PRIVATE_KEY_FILES = ("rsa_key.priv", "ed25519_key.priv")
@@ -90,8 +90,8 @@ def prepare(
     it shows is what the real run writes, key material aside."""
     if not 2048 <= rsa_bits <= 8192:
         raise UsageError("--rsa-bits must be from 2048 to 8192")
-    if not NAME_RE.match(name):
-        raise RefusedError(f"{name!r} is not a valid tinc node name (1-64 of A-Z, a-z, 0-9, _)", reason="name")
+    if not is_node_name(name):
+        raise RefusedError(f"{name!r} is not a valid tinc node name ({NAME_RULE})", reason="name")
     if not repo.is_dir():
         raise UsageError(f"{repo}: no such directory (--repo is a working clone of the hosts repository)")
     tree = snapshot(WorkTree(repo))

@@ -23,7 +23,7 @@ from syncd.node.metrics import staleness
 from syncd.node.state import Health, State, load_health, load_state
 from syncd.rules.units import format_duration, format_size
 from syncd.tinc import learnedkey
-from syncd.tinc.names import NAME_RE
+from syncd.tinc.names import is_node_name
 
 ADMIN_EXPIRY_NOTICE = 30 * 86400  # seconds: warn when the last valid admin key expires within this
 
@@ -60,7 +60,7 @@ def _other_entries(hosts: Path) -> list[str]:
         for entry in os.scandir(hosts):
             if entry.name.startswith(TEMP_PREFIX):
                 continue
-            if not NAME_RE.match(entry.name) or not entry.is_file(follow_symlinks=False):
+            if not is_node_name(entry.name) or not entry.is_file(follow_symlinks=False):
                 others.append(entry.name)
     return sorted(others)
 

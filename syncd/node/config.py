@@ -25,7 +25,7 @@ import yaml
 
 from syncd.errors import ConfigError, UsageError
 from syncd.rules.units import format_duration, format_size, parse_duration, parse_size
-from syncd.tinc.names import NAME_RE
+from syncd.tinc.names import is_node_name
 
 RELOAD_METHODS = ("auto", "signal", "tinc", "systemd", "command", "none")
 VERIFY_MODES = ("all", "tip")
@@ -298,7 +298,7 @@ def parse_config(data: object, source: str = "config", base: Path | None = None)
     if not _NETNAME_RE.match(net):
         raise top.error("net", f"{net!r} is not a valid tinc network name")
     node = top.get("node", str, required=True)
-    if not NAME_RE.match(node):
+    if not is_node_name(node):
         raise top.error("node", f"{node!r} is not a valid tinc node name")
     repo = _repo(top.nested("repo"), path_of)
     trust = _trust(top.nested("trust"), path_of)

@@ -51,7 +51,7 @@ from typing import NamedTuple
 from syncd.errors import FatalIOError
 from syncd.rules.plan import Plan, blob_id
 from syncd.tinc import learnedkey
-from syncd.tinc.names import NAME_RE
+from syncd.tinc.names import is_node_name
 
 TEMP_PREFIX = ".syncd-"
 FILE_MODE = 0o644  # host files: tincd may run unprivileged after start-up
@@ -170,7 +170,7 @@ def read_installed(
         return installed, stale
     for entry in entries:
         name = entry.name
-        if not NAME_RE.match(name):
+        if not is_node_name(name):
             continue
         try:
             st = entry.stat(follow_symlinks=False)
@@ -197,7 +197,7 @@ def installed_reader(hosts_dir: Path, limit: int = 1 << 20) -> Callable[[str], b
     base = os.fspath(hosts_dir)  # plain strings: this runs once per node
 
     def read(name: str) -> bytes | None:
-        if not NAME_RE.match(name):
+        if not is_node_name(name):
             return None
         data = _read_regular(f"{base}/{name}", limit)
         return data if data is not None and len(data) <= limit else None

@@ -39,7 +39,7 @@ from syncd.findings import Finding, error, warning
 from syncd.rules.owners import fingerprint, parse_owners
 from syncd.rules.policy import Policy
 from syncd.signing.allowed_signers import AllowedSigner
-from syncd.tinc.hostfile import NAME_RE
+from syncd.tinc.names import is_node_name
 
 ADMIN = "admin"
 SIGNATURE = "signature"  # stable refusal reasons, as in health.json and the logs
@@ -125,7 +125,7 @@ def roles_at(admins: Sequence[AllowedSigner], policy: Policy, hosts: Mapping[str
     owners: dict[str, frozenset[bytes]] = {}
     comments: dict[bytes, str] = {}
     for name, data in hosts.items():
-        if NAME_RE.match(name):
+        if is_node_name(name):
             parsed = parse_owners(f"{policy.hosts_dir}/{name}", data)
             owners[name] = parsed.keys
             comments.update((o.key, o.comment) for o in parsed.owners if o.comment and o.key not in comments)
@@ -149,7 +149,7 @@ def host_name(path: str, hosts_dir: str) -> str | None:
     """NAME when ``path`` is ``HOSTS/NAME`` with a valid node name, else None."""
     prefix = hosts_dir.rstrip("/") + "/"
     name = path.removeprefix(prefix)
-    return name if path.startswith(prefix) and NAME_RE.match(name) else None
+    return name if path.startswith(prefix) and is_node_name(name) else None
 
 
 def admin_principal(admins: Sequence[AllowedSigner], key: bytes, when: int, namespace: str = "git") -> str | None:

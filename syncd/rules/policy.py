@@ -17,7 +17,7 @@ import yaml
 
 from syncd.findings import Finding, error
 from syncd.tinc.hostfile import TINC_VERSIONS
-from syncd.tinc.names import NAME_RE
+from syncd.tinc.names import is_node_name
 from syncd.tinc.subnet import Kind, Subnet, SubnetError, parse_subnet
 
 POLICY_FILE = "syncd.yaml"  # the repository's policy, at its root
@@ -275,7 +275,7 @@ def _node_name(node: yaml.Node, problems: _Problems, key: str, mentions: list[tu
     name = _scalar(node, problems, key)
     if name is None:
         return None
-    if not NAME_RE.match(name):
+    if not is_node_name(name):
         problems.add(node, key, f"{name!r} is not a valid tinc node name")
         return None
     mentions.append((name, key, node.start_mark.line + 1))

@@ -16,7 +16,7 @@ from syncd.rules.owners import parse_owners
 from syncd.rules.policy import DEFAULT_POLICY, POLICY_FILE, Policy, policy_of
 from syncd.rules.tree import EntryKind, TreeEntry, TreeSource
 from syncd.tinc.hostfile import HostFile, parse_host_file
-from syncd.tinc.names import SCRIPT_SUFFIXES, is_node_name, is_script_name, script_suffix
+from syncd.tinc.names import NAME_RULE, SCRIPT_SUFFIXES, is_node_name, is_script_name, script_suffix
 from syncd.tinc.subnet import Claim, Kind, format_subnet, overlapping_pairs
 
 
@@ -164,7 +164,7 @@ def _name_message(name: str) -> str:
             f"{name!r} is a tinc script name: tincd runs hosts/{name} as root when the node "
             f"{SCRIPT_SUFFIXES[suffix]}; syncd never installs scripts"
         )
-    return f"{name!r} is not a valid tinc node name (1-64 of A-Z, a-z, 0-9, _); tincd ignores this file"
+    return f"{name!r} is not a valid tinc node name ({NAME_RULE}); tincd ignores this file"
 
 
 def _name_collisions(hosts: Mapping[str, HostFile]) -> Iterable[Finding]:

@@ -41,7 +41,7 @@ from syncd.node.notify import Notifier
 from syncd.rules.validate import ParseCache
 from syncd.sync.agent import SyncResult, stale_warning, sync_once
 from syncd.tinc import learnedkey
-from syncd.tinc.names import NAME_RE
+from syncd.tinc.names import is_node_name
 
 FIRST_RETRY = 5.0
 JITTER = 0.10
@@ -208,7 +208,7 @@ class RunLoop:
                     return
                 for raw in (event.src_path, getattr(event, "dest_path", "")):
                     name = Path(str(raw)).name if raw else ""
-                    if name and NAME_RE.match(name):
+                    if name and is_node_name(name):
                         loop.request(repair=True)
                         return
 

@@ -19,10 +19,8 @@ from typing import NamedTuple
 
 from syncd.findings import Finding, Location, error, warning
 from syncd.tinc import keys
-from syncd.tinc.conf import MAX_LINE_BYTES as MAX_LINE_BYTES  # re-exported
 from syncd.tinc.conf import Entry, PemBlock, read_config
 from syncd.tinc.hostkeys import load_keys
-from syncd.tinc.names import NAME_RE as NAME_RE  # re-exported: older importers
 from syncd.tinc.subnet import IPV4_RE as _IPV4_RE
 from syncd.tinc.subnet import Kind, Subnet, SubnetError, is_short_mac, parse_subnet
 
@@ -242,7 +240,10 @@ def parse_host_file(path: str, data: bytes, *, tinc: str = "1.0", min_rsa_bits: 
     host = HostFile(path)
     conf = read_config(path, data, host.findings, partial(_check_entry, host, tinc))
     host.pem_blocks, host.stopped_at, host.line_count = conf
-    load_keys(host, tinc, min_rsa_bits)
+    host.keys, found = load_keys(
+        path, host.firsts, host.pem_blocks, host.stopped_at, tinc=tinc, min_rsa_bits=min_rsa_bits
+    )
+    host.findings.extend(found)
     return host
 
 

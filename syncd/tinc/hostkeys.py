@@ -10,22 +10,49 @@ tinc's ``src/net_setup.c``.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
 
-from syncd.findings import error, warning
+from syncd.findings import Finding, error, warning
 from syncd.tinc import keys
-from syncd.tinc.conf import Entry
-
-if TYPE_CHECKING:
-    from syncd.tinc.hostfile import HostFile
+from syncd.tinc.conf import Entry, PemBlock
 
 RSA_LABELS = ("RSA PUBLIC KEY", "PUBLIC KEY")  # PEM_read_RSAPublicKey, then PEM_read_RSA_PUBKEY
 ED25519_LABEL = "ED25519 PUBLIC KEY"
 _PRIVATE_LABEL_RE = re.compile(r"(?:[A-Z0-9 ]* )?PRIVATE KEY\Z")
 
 
-def load_keys(host: HostFile, tinc: str, min_rsa_bits: int) -> None:
-    """Every key in the file, in tinc's order of precedence, checked."""
+class _Loaded:
+    """The keys of one file as they are loaded, and the findings about them."""
+
+    __slots__ = ("findings", "firsts", "keys", "path", "pem_blocks", "stopped_at")
+
+    def __init__(self, path: str, firsts: Mapping[str, Entry], pem_blocks: Sequence[PemBlock], stopped_at: int | None):
+        self.path, self.firsts, self.pem_blocks, self.stopped_at = path, firsts, pem_blocks, stopped_at
+        self.keys: list[tuple[keys.PublicKey, int]] = []  # (key, line)
+        self.findings: list[Finding] = []
+
+    def first(self, variable: str) -> Entry | None:
+        return self.firsts.get(variable.lower())
+
+
+def load_keys(
+    path: str,
+    firsts: Mapping[str, Entry],
+    pem_blocks: Sequence[PemBlock],
+    stopped_at: int | None,
+    *,
+    tinc: str,
+    min_rsa_bits: int,
+) -> tuple[list[tuple[keys.PublicKey, int]], list[Finding]]:
+    """Every key of the host file ``path`` (its first entry of each variable,
+    its PEM blocks, the line where tincd stops reading), in tinc's order of
+    precedence, checked: the keys with their lines, and the findings."""
+    host = _Loaded(path, firsts, pem_blocks, stopped_at)
+    _load(host, tinc, min_rsa_bits)
+    return host.keys, host.findings
+
+
+def _load(host: _Loaded, tinc: str, min_rsa_bits: int) -> None:
     if not host.pem_blocks and "publickey" not in host.firsts:
         # the common tinc 1.1 file: one Ed25519PublicKey line and nothing else
         ed = host.firsts.get("ed25519publickey")
@@ -51,7 +78,7 @@ def load_keys(host: HostFile, tinc: str, min_rsa_bits: int) -> None:
     _missing_keys(host, tinc)
 
 
-def _add(host: HostFile, key: keys.PublicKey, line: int, min_rsa_bits: int) -> None:
+def _add(host: _Loaded, key: keys.PublicKey, line: int, min_rsa_bits: int) -> None:
     host.keys.append((key, line))
     if key.algorithm == "rsa" and key.bits < min_rsa_bits:
         host.findings.append(
@@ -64,7 +91,7 @@ def _add(host: HostFile, key: keys.PublicKey, line: int, min_rsa_bits: int) -> N
         )
 
 
-def _rsa_keys(host: HostFile, min_rsa_bits: int) -> None:
+def _rsa_keys(host: _Loaded, min_rsa_bits: int) -> None:
     path = host.path
     hex_key = host.first("PublicKey")
     if hex_key is not None:
@@ -101,7 +128,7 @@ def _rsa_keys(host: HostFile, min_rsa_bits: int) -> None:
             rsa_loaded = True
 
 
-def _ed25519_keys(host: HostFile) -> None:
+def _ed25519_keys(host: _Loaded) -> None:
     ed_entry: Entry | None = host.first("Ed25519PublicKey")
     ed_loaded = False
     if ed_entry is not None:
@@ -123,7 +150,7 @@ def _ed25519_keys(host: HostFile) -> None:
             ed_loaded = True
 
 
-def _missing_keys(host: HostFile, tinc: str) -> None:
+def _missing_keys(host: _Loaded, tinc: str) -> None:
     path = host.path
     has_rsa = any(k.algorithm == "rsa" for k, _ in host.keys)
     has_ed = any(k.algorithm == "ed25519" for k, _ in host.keys)
