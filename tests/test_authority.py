@@ -24,13 +24,12 @@ from syncd.rules.authority import (
     Roles,
     admin_principal,
     authorize,
-    change_between,
     host_name,
-    roles_at,
 )
-from syncd.rules.owners import fingerprint
+from syncd.rules.owners import owner_keys
 from syncd.rules.policy import Policy
-from syncd.signing.allowed_signers import parse_allowed_signers, parse_signature, verify_signed_object
+from syncd.signing.allowed_signers import AllowedSigner, parse_allowed_signers, parse_signature, verify_signed_object
+from syncd.signing.sshsig import fingerprint
 from syncd.tinc.names import is_node_name
 from tests.gitutil import make_key
 
@@ -77,6 +76,33 @@ def applied(before: Mapping[str, bytes], edits: Mapping[str, bytes | None]) -> d
         else:
             after[path] = data
     return after
+
+
+def roles_at(admins: list[AllowedSigner], policy: Policy, hosts: Mapping[str, bytes]) -> Roles:
+    """The rule's input at a parent whose host files are ``hosts`` (NAME ->
+    bytes), as ``trust.RepoAuthority`` reads it from a commit."""
+    owners: dict[str, frozenset[bytes]] = {}
+    comments: dict[bytes, str] = {}
+    for name, data in hosts.items():
+        if is_node_name(name):
+            owners[name], named = owner_keys(f"{policy.hosts_dir}/{name}", data)
+            for key, comment in named.items():
+                comments.setdefault(key, comment)
+    return Roles(tuple(admins), owners, policy.join, policy.hosts_dir, comments)
+
+
+def change_between(parent: Mapping[str, bytes], child: Mapping[str, bytes], hosts_dir: str, parents: int = 1) -> Change:
+    """The rule's ``Change`` from one tree (path -> bytes) to the next, as
+    ``trust.RepoAuthority`` diffs a commit against its first parent."""
+    paths = tuple(sorted(p for p in parent.keys() | child.keys() if parent.get(p) != child.get(p)))
+    added: dict[str, frozenset[bytes]] = {}
+    comments: dict[bytes, str] = {}
+    for path in paths:
+        if path not in parent and (name := host_name(path, hosts_dir)) is not None:
+            added[name], named = owner_keys(path, child[path])
+            for key, comment in named.items():
+                comments.setdefault(key, comment)
+    return Change(parents, paths, added, comments)
 
 
 def decide(

@@ -13,7 +13,8 @@ import yaml
 
 from syncd.cli.main import main
 from syncd.errors import ConfigError
-from syncd.node.config import config_path, load_config, parse_config, redact_url
+from syncd.git.urls import redact_url
+from syncd.node.config import config_path, load_config, parse_config
 from syncd.rules.units import parse_duration, parse_size
 from tests.conftest import EXAMPLE_REPO, ROOT
 from tests.syncenv import Hub, admin_and_signers, make_node

@@ -12,7 +12,7 @@ import datetime
 import json
 from collections.abc import Sequence
 
-from syncd.sync.pipeline import Applied
+from syncd.node.state import Applied
 
 
 def _iso(ts: float) -> str:

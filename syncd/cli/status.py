@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 
 from syncd.errors import StateError
-from syncd.node.config import Config, redact_url
+from syncd.git.urls import redact_url
+from syncd.node.config import Config
 from syncd.node.hostsdir import TEMP_PREFIX, appended_since, read_installed
 from syncd.node.metrics import staleness
 from syncd.node.state import Health, State, load_health, load_state

@@ -11,24 +11,20 @@ branch) is checked as a node's first sync is: from the trust root.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TextIO
 
 from syncd.errors import RefusedError, UsageError
 from syncd.git.store import GitStore
-from syncd.node.hostsdir import FileStat
-from syncd.node.parseindex import Key, Record
-from syncd.node.reload import Reloaded
 from syncd.node.state import State
-from syncd.rules.plan import Plan
 from syncd.signing.allowed_signers import AllowedSigner
 from syncd.signing.commits import CommitInfo
 from syncd.sync.content import read_and_validate
 from syncd.sync.history import verify_history
-from syncd.sync.pipeline import Applied, Ports, Rules, Signed
-from syncd.sync.trust import Authority
+from syncd.sync.ports import Settings, Signed
+from syncd.sync.trust import RepoAuthority
 
 ZERO = "0" * 40
 
@@ -51,8 +47,8 @@ class Options:
     @classmethod
     def of(cls, signers: str, no_follow: bool, verify: str, skew: str, branches: Sequence[str]) -> Options:
         """From the command line's values."""
+        from syncd.node.config import read_signers_file
         from syncd.rules.units import parse_duration
-        from syncd.sync.agent import read_signers_file
 
         try:
             max_clock_skew = parse_duration(skew)
@@ -134,16 +130,10 @@ def check_update(store: GitStore, update: Update, options: Options) -> list[tupl
             )
         return []
     old_info = store.commit(update.old) if update.old is not None else None
+    # what a node that applied OLD remembers: the rollback anchor and its time
     state = State(last_applied=update.old, commit_time=old_info.committer_time if old_info else None)
-    ports = Ports(
-        repo=store,
-        hosts=_NoHosts(),
-        state=_Memory(state),
-        authority=Authority(store, options.signers, follow_repo=options.follow_repo),
-        own_keys=list,
-        reload=lambda: Reloaded("none", "verify reloads nothing"),
-    )
-    rules = Rules(
+    authority = RepoAuthority(store, options.signers, follow_repo=options.follow_repo)
+    settings = Settings(
         node="",
         branch=update.ref.removeprefix("refs/heads/"),
         verify_all=options.verify_all,
@@ -151,8 +141,8 @@ def check_update(store: GitStore, update: Update, options: Options) -> list[tupl
         rewind_command="nothing: a node refuses a rewound history unless its operator allows it once",
     )
     tip = store.commit(update.new)
-    history = verify_history(ports, rules, state, tip, allow_rewind=False)
-    read_and_validate(ports, update.new, {}, None, save_index=False)
+    history = verify_history(store, authority, settings, state, tip, allow_rewind=False)
+    read_and_validate(store, update.new)  # no hosts directory, no parse index: nothing to install
     return history
 
 
@@ -178,37 +168,3 @@ def open_repository(path: Path) -> GitStore:
     if not (path / "objects").is_dir() and not (path / ".git" / "objects").is_dir():
         raise UsageError(f"{path}: not a git repository")
     return GitStore.reading(path if (path / "objects").is_dir() else path / ".git")
-
-
-class _NoHosts:
-    """verify installs nothing: no hosts directory."""
-
-    def scan(self, manifest: Mapping[str, FileStat]) -> tuple[dict[str, str], set[str]]:
-        return {}, set()
-
-    def read(self, name: str) -> bytes | None:
-        return None
-
-    def apply(self, plan: Plan, manifest: Mapping[str, FileStat]) -> dict[str, FileStat]:
-        raise AssertionError("syncd verify never applies a plan")
-
-
-@dataclass
-class _Memory:
-    state: State
-    index: dict[Key, Record] = field(default_factory=dict)
-
-    def load(self) -> State:
-        return self.state
-
-    def save(self, state: State) -> None:
-        self.state = state
-
-    def log(self, entries: list[Applied]) -> None:
-        pass
-
-    def load_index(self) -> dict[Key, Record]:
-        return self.index
-
-    def save_index(self, index: dict[Key, Record]) -> None:
-        self.index = index

@@ -49,7 +49,7 @@ from syncd.errors import (
     SyncdError,
 )
 from syncd.git.packscan import PackFormatError, PackTooLargeError, scan_pack
-from syncd.node.config import local_path, redact_url
+from syncd.git.urls import local_path, redact_url
 
 POLL_SECONDS = 0.2  # how often a waiting parent checks whether it was told to stop
 RESULT_LIMIT = 64 << 10  # bytes of the child's report read at most

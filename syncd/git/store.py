@@ -193,7 +193,7 @@ class GitStore:
         that every object the new commits need arrived; then move the objects
         in and record the tip.  A URL that fails any step costs nothing and
         the next mirror is tried.  Returns ``(tip, redacted url)``."""
-        from syncd.node.config import redact_url
+        from syncd.git.urls import redact_url
 
         ref = Ref(f"refs/heads/{branch}".encode())
         failures: list[SyncdError] = []

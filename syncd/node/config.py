@@ -5,7 +5,7 @@ names the key.  Unknown keys are reported first, at any depth, with the
 closest known key: a typo must never surface as "X is required" or, worse,
 be silently ignored.  ``load_config`` also checks the file against the node
 (``check_node``).  URLs may carry secrets (``https://user:token@host/...``):
-``redact_url`` is what every message and log line shows instead.
+every message and log line shows ``git.urls.redact_url`` of one instead.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import os
 import re
 import shlex
 import stat
-import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ import yaml
 
 from syncd.errors import ConfigError, UsageError
 from syncd.rules.units import format_duration, format_size, parse_duration, parse_size
+from syncd.signing.allowed_signers import AllowedSigner, parse_allowed_signers
 from syncd.tinc.names import is_node_name
 
 RELOAD_METHODS = ("auto", "signal", "tinc", "systemd", "command", "none")
@@ -133,21 +133,6 @@ def _configured_networks() -> str:
             'node"), or give the file with -c CONFIG'
         )
     return f"the networks configured in {directory}: {', '.join(nets)}"
-
-
-def redact_url(url: str) -> str:
-    """``url`` with any password and query values replaced by ``***``."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-    except ValueError:
-        return "<unparsable URL>"
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, _, host = netloc.rpartition("@")
-        user, sep, _password = userinfo.partition(":")
-        netloc = f"{user}{':***' if sep else ''}@{host}"
-    query = "&".join(f"{k}=***" if v else k for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def unknown_keys(data: object, source: str) -> ConfigError | None:
@@ -393,17 +378,6 @@ def check_node(config: Config) -> None:
     refuse_writable(with_mode, mode, "allowed_signers file (the trust root)")
 
 
-def local_path(url: str) -> Path | None:
-    """The directory a repository URL names on this machine (a path, or a
-    ``file://`` URL), as git and dulwich read it; None for a remote URL
-    (``ssh://``, ``https://``, ``git://``, or scp-like ``host:path``)."""
-    if url.startswith("file://"):
-        return Path(urllib.parse.unquote(urllib.parse.urlsplit(url).path))
-    if "://" in url or ":" in url.split("/", 1)[0]:
-        return None
-    return Path(url)
-
-
 def _add_node_command(config: Config) -> str:
     command = f"syncd add-node {config.node} --net {config.net}"
     if config.tinc.dir != Path("/etc/tinc") / config.net:
@@ -435,6 +409,25 @@ def tinc_conf_name(conf: Path) -> str | None:
         if match[1].lower() == "name":
             return match[2]
     return None
+
+
+def load_signers(config: Config) -> list[AllowedSigner]:
+    return read_signers_file(config.trust.allowed_signers, "trust.allowed_signers: ")
+
+
+def read_signers_file(path: Path, what: str = "") -> list[AllowedSigner]:
+    """An allowed_signers file of the node's (the trust root): at least
+    one signer.  ``what`` names it in messages (the config key, an option)."""
+    try:
+        text = path.read_bytes()
+    except PermissionError:
+        raise  # errors.outcome names the path and the user
+    except OSError as exc:
+        raise ConfigError(f"{what}{path}: cannot read: {exc.strerror}") from None
+    signers = parse_allowed_signers(text, str(path))
+    if not signers:
+        raise ConfigError(f"{what}{path}: no signer is listed")
+    return signers
 
 
 def refuse_writable(path: Path, mode: int, what: str) -> None:

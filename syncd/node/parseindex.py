@@ -87,6 +87,20 @@ def load(state_dir: Path) -> dict[Key, Record]:
     return data[1]
 
 
+class ParseIndexFile:
+    """``state_dir/parse-index`` as a pass sees it (the
+    ``sync.ports.ParseIndex`` port)."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+
+    def load(self) -> dict[Key, Record]:
+        return load(self.state_dir)
+
+    def save(self, index: dict[Key, Record]) -> None:
+        save(self.state_dir, index)
+
+
 def save(state_dir: Path, index: dict[Key, Record]) -> None:
     from syncd.node.hostsdir import write_atomic
 

@@ -22,9 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from syncd.errors import StateError, TransientError
-from syncd.node import parseindex
 from syncd.node.hostsdir import FileStat, fsync_dir, make_dirs, write_atomic
-from syncd.sync.pipeline import Applied
 
 STATE_FILE = "state.json"
 HEALTH_FILE = "health.json"
@@ -66,6 +64,20 @@ class State:
                 data[name] = getattr(self, name)
         data["manifest"] = {name: f.to_json() for name, f in sorted(self.manifest.items())}
         return data
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Applied:
+    """One line of the audit log (``syncd log``): a commit this node applied."""
+
+    commit: str
+    committed_at: int
+    applied_at: float
+    signer: str | None
+    key: str | None
+    role: str | None
+    files: tuple[str, ...]
+    summary: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,8 +184,9 @@ def locked(state_dir: Path, timeout: float, name: str = LOCK_FILE) -> Iterator[N
         os.close(fd)
 
 
-class StateFile:
-    """``state.json`` as the pipeline sees it (``pipeline.StateFile``)."""
+class StateDir:
+    """``state.json`` and the audit log as a pass sees them (the
+    ``sync.ports.StateFile`` port)."""
 
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir
@@ -186,12 +199,6 @@ class StateFile:
 
     def log(self, entries: list[Applied]) -> None:
         append_log(self.state_dir, entries)
-
-    def load_index(self) -> dict[parseindex.Key, parseindex.Record]:
-        return parseindex.load(self.state_dir)
-
-    def save_index(self, index: dict[parseindex.Key, parseindex.Record]) -> None:
-        parseindex.save(self.state_dir, index)
 
 
 def append_log(state_dir: Path, entries: list[Applied]) -> None:

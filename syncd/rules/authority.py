@@ -36,9 +36,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from syncd.findings import Finding, error, warning
-from syncd.rules.owners import fingerprint, parse_owners
-from syncd.rules.policy import Policy
 from syncd.signing.allowed_signers import AllowedSigner
+from syncd.signing.sshsig import fingerprint
 from syncd.tinc.names import is_node_name
 
 ADMIN = "admin"
@@ -117,32 +116,6 @@ class Decision:
     reason: str = ""  # refused: SIGNATURE or UNAUTHORIZED
     path: str | None = None  # refused: the first path outside K's authority (None: a merge, an empty commit)
     message: str = ""  # refused: the whole story, for the caller to prefix with the commit
-
-
-def roles_at(admins: Sequence[AllowedSigner], policy: Policy, hosts: Mapping[str, bytes]) -> Roles:
-    """The roles at a commit whose host files (NAME -> bytes) are ``hosts``
-    and whose ``syncd.yaml`` parsed to ``policy``."""
-    owners: dict[str, frozenset[bytes]] = {}
-    comments: dict[bytes, str] = {}
-    for name, data in hosts.items():
-        if is_node_name(name):
-            parsed = parse_owners(f"{policy.hosts_dir}/{name}", data)
-            owners[name] = parsed.keys
-            comments.update((o.key, o.comment) for o in parsed.owners if o.comment and o.key not in comments)
-    return Roles(tuple(admins), owners, policy.join, policy.hosts_dir, comments)
-
-
-def change_between(parent: Mapping[str, bytes], child: Mapping[str, bytes], hosts_dir: str, parents: int = 1) -> Change:
-    """The ``Change`` from one tree (path -> bytes) to the next."""
-    paths = tuple(sorted(p for p in parent.keys() | child.keys() if parent.get(p) != child.get(p)))
-    added: dict[str, frozenset[bytes]] = {}
-    comments: dict[bytes, str] = {}
-    for path in paths:
-        if path not in parent and (name := host_name(path, hosts_dir)) is not None:
-            parsed = parse_owners(path, child[path])
-            added[name] = parsed.keys
-            comments.update((o.key, o.comment) for o in parsed.owners if o.comment and o.key not in comments)
-    return Change(parents, paths, added, comments)
 
 
 def host_name(path: str, hosts_dir: str) -> str | None:

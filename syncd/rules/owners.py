@@ -44,19 +44,19 @@ An owner is identified by its key blob in SSH wire format, the same bytes as
 from __future__ import annotations
 
 import base64
-import hashlib
 import re
 import unicodedata
 from dataclasses import dataclass
 
 from syncd.errors import AllowedSignersError
 from syncd.findings import Finding, error, warning
-from syncd.signing import allowed_signers as signers
+from syncd.signing.allowed_signers import OPENSSH_KEY_NAMES, read_key
+from syncd.signing.sshsig import fingerprint
 
 PREFIX = b"# syncd-owner:"
 CODE = "owner-invalid"
 MAX_LINE_BYTES = 2048  # tincd's readline(): fgets() into a 2049-byte buffer
-MIN_RSA_BITS = 2048  # syncd.signing.allowed_signers refuses to verify a signature from a smaller RSA key
+MIN_RSA_BITS = 2048  # syncd.signing.sshsig refuses to verify a signature from a smaller RSA key
 FORMAT = "# syncd-owner: KEYTYPE BASE64 [COMMENT]"
 
 # "#" (after optional blanks), more "#" and blanks, then "syncd" and "owner"
@@ -88,15 +88,17 @@ class Owners:
         return frozenset(owner.key for owner in self.owners)
 
 
-def fingerprint(key: bytes) -> str:
-    """``ssh-keygen -l``'s SHA256 fingerprint of a key blob."""
-    return "SHA256:" + base64.b64encode(hashlib.sha256(key).digest()).decode().rstrip("=")
-
-
 def might_have_owner_lines(data: bytes) -> bool:
     """False when no line of ``data`` can be an owner line or a near miss:
     a cheap test that spares ``syncd run`` splitting every unchanged file."""
     return b"owner" in data.lower()
+
+
+def owner_keys(path: str, data: bytes) -> tuple[frozenset[bytes], dict[bytes, str]]:
+    """What the authority rule needs of the host file ``data``: its owner
+    keys, and the comment of each that has one (key → comment)."""
+    parsed = parse_owners(path, data)
+    return parsed.keys, {owner.key: owner.comment for owner in parsed.owners if owner.comment}
 
 
 def parse_owners(path: str, data: bytes) -> Owners:
@@ -155,7 +157,7 @@ def _holds_a_key(comment: str) -> bool:
     """The comment starts with a key type, or a word of it is a public key
     blob: base64 of a length-prefixed key type name (even cut short)."""
     words = comment.split()
-    if words[:1] and words[0] in signers._OPENSSH_KEY_NAMES:
+    if words[:1] and words[0] in OPENSSH_KEY_NAMES:
         return True
     for word in words:
         if len(word) < 16 or not word.startswith("AAAA"):  # a blob starts with a 4-byte length < 2**24
@@ -165,7 +167,7 @@ def _holds_a_key(comment: str) -> bool:
         except ValueError:
             continue
         name = blob[4 : 4 + int.from_bytes(blob[:4], "big")].decode("ascii", "replace")
-        if len(name) >= 7 and any(known.startswith(name) for known in signers._OPENSSH_KEY_NAMES):
+        if len(name) >= 7 and any(known.startswith(name) for known in OPENSSH_KEY_NAMES):
             return True
     return False
 
@@ -183,16 +185,16 @@ def _text(raw: bytes) -> str:
 
 
 def _read_key(text: str, number: int) -> tuple[str, bytes]:
-    """``KEYTYPE BASE64`` read by ``syncd.signing.allowed_signers``' allowed_signers key
-    reader (OpenSSH's ``sshkey_read()``): private there, wrapped here so the
-    two files accept exactly the same keys."""
+    """``KEYTYPE BASE64`` read by the allowed_signers key reader
+    (``allowed_signers.read_key``, OpenSSH's ``sshkey_read()``), so the two
+    files accept exactly the same keys."""
     try:
-        key = signers._read_key(text, f"line {number}")
+        key = read_key(text, f"line {number}")
     except AllowedSignersError as exc:
         raise ValueError(exc.message.removeprefix(f"line {number}: ")) from None
     if key is None:
         first = text.split(None, 1)[0] if text.split() else ""
-        if first in signers._OPENSSH_KEY_NAMES:
+        if first in OPENSSH_KEY_NAMES:
             raise ValueError(f"{first} with no key after it ({FORMAT!r})")
         raise ValueError(f"expected an SSH public key ({FORMAT!r}), not {first!r}")
     return key

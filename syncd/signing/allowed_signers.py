@@ -135,7 +135,7 @@ def parse_time(text: str, where: str) -> int:
 # sshkey.c keyimpls: every name sshkey_read() takes as a key type.
 _RSA_NAMES = {"ssh-rsa", "rsa-sha2-256", "rsa-sha2-512"}  # all three read an ssh-rsa blob
 _OTHER_NAMES = {"ssh-dss", "ssh-xmss@openssh.com", "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com"}
-_OPENSSH_KEY_NAMES = (
+OPENSSH_KEY_NAMES = (
     _PLAIN_KEY_TYPES
     | _RSA_NAMES
     | _OTHER_NAMES
@@ -244,11 +244,11 @@ def _parse_options(opts: str, where: str) -> tuple[str | None, int | None, int |
     return found.get("namespaces="), after, before
 
 
-def _read_key(text: str, where: str) -> tuple[str, bytes] | None:
+def read_key(text: str, where: str) -> tuple[str, bytes] | None:
     """sshkey.c sshkey_read(): ``keytype base64`` (then anything, the comment);
     None when ``text`` does not start with a key type name (so: options)."""
     match = re.match(r"([^ \t]*)[ \t]+([^ \t]*)", text)
-    if match is None or match[1] not in _OPENSSH_KEY_NAMES:
+    if match is None or match[1] not in OPENSSH_KEY_NAMES:
         return None
     name, token = match[1], match[2]
     key_type = "ssh-rsa" if name in _RSA_NAMES else name
@@ -278,17 +278,17 @@ def _parse_line(text: str, where: str, number: int) -> AllowedSigner | None:
     if "" in patterns.split(","):
         raise AllowedSignersError(f"{where}: empty principal in {patterns!r}")
     opts = ""
-    key = _read_key(rest, where)
+    key = read_key(rest, where)
     if key is None:
         end = _advance_past_options(rest)
         if end < 0:
             raise AllowedSignersError(f"{where}: unterminated quote in the options")
         opts, rest = rest[:end], rest[end:].lstrip(" \t")
-        if not rest or (key := _read_key(rest, where)) is None:
+        if not rest or (key := read_key(rest, where)) is None:
             for word in (opts.split(",")[0], rest.replace("\t", " ").split(" ")[0]):
                 if word.startswith(("ssh-", "ecdsa-", "sk-", "rsa-sha2-")) or "-cert-" in word:
                     raise AllowedSignersError(f"{where}: {_unsupported(word).message}")
-            if patterns in _OPENSSH_KEY_NAMES:  # a bare .pub line: the key where the principal goes
+            if patterns in OPENSSH_KEY_NAMES:  # a bare .pub line: the key where the principal goes
                 raise AllowedSignersError(
                     f"{where}: the line starts with the key type {patterns}, not with the signer's principal",
                     hint="each line is PRINCIPALS [OPTIONS] KEYTYPE BASE64: put the signer's name first, e.g. "

@@ -72,6 +72,11 @@ def _string(value: bytes) -> bytes:
     return struct.pack(">I", len(value)) + value
 
 
+def fingerprint(key: bytes) -> str:
+    """``ssh-keygen -l``'s SHA256 fingerprint of a key blob."""
+    return "SHA256:" + base64.b64encode(hashlib.sha256(key).digest()).decode().rstrip("=")
+
+
 def key_type_of(blob: bytes) -> str:
     return _Reader(blob, "public key").string().decode("ascii", "replace")
 
@@ -94,8 +99,7 @@ class Signature:
         return key_type_of(self.public_key)
 
     def fingerprint(self) -> str:
-        digest = base64.b64encode(hashlib.sha256(self.public_key).digest()).decode().rstrip("=")
-        return f"SHA256:{digest}"
+        return fingerprint(self.public_key)
 
 
 def parse_signature(armored: bytes) -> Signature:

@@ -12,57 +12,36 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from syncd.errors import ConfigError, SyncdError, TransientError, outcome
+from syncd.errors import SyncdError, TransientError, outcome
 from syncd.git.fetch import FetchLimits
-from syncd.node.config import Config
+from syncd.git.store import APPLIED_REF, FETCHED_REF, GitStore
+from syncd.node.config import Config, load_signers
 from syncd.node.hostsdir import HostsDir
 from syncd.node.metrics import write_metrics
+from syncd.node.parseindex import ParseIndexFile, owners_of
 from syncd.node.privkeys import private_key_publics
 from syncd.node.reload import reload_tinc
+from syncd.node.state import FETCH_LOCK_FILE, StateDir, load_health, load_state, locked, save_health
 from syncd.rules.plan import Plan
-from syncd.signing.allowed_signers import AllowedSigner, parse_allowed_signers
-from syncd.sync.pipeline import Ports, Rules, SyncResult, run_pass
+from syncd.sync.pipeline import run_pass
+from syncd.sync.ports import Ports, Settings, SyncResult
+from syncd.sync.trust import OwnerLookup, RepoAuthority
 
 if TYPE_CHECKING:
     from syncd.node.parseindex import Record as IndexRecord
     from syncd.rules.validate import ParseCache
-    from syncd.signing.commits import CommitInfo
-    from syncd.sync.pipeline import Signed
-    from syncd.sync.trust import Authority
-from syncd.git.store import APPLIED_REF, FETCHED_REF, GitStore
-from syncd.node.state import FETCH_LOCK_FILE, StateFile, load_health, load_state, locked, save_health
+    from syncd.signing.allowed_signers import AllowedSigner
 
 LOCK_TIMEOUT = 300.0  # seconds to wait for another sync of the same network
-
-__all__ = ["SyncResult", "sync_once"]
-
-
-def load_signers(config: Config) -> list[AllowedSigner]:
-    return read_signers_file(config.trust.allowed_signers, "trust.allowed_signers: ")
-
-
-def read_signers_file(path: Path, what: str = "") -> list[AllowedSigner]:
-    """The node's allowed_signers (the trust root): at least one signer."""
-    try:
-        text = path.read_bytes()
-    except PermissionError:
-        raise  # errors.outcome names the path and the user
-    except OSError as exc:
-        raise ConfigError(f"{what}{path}: cannot read: {exc.strerror}") from None
-    signers = parse_allowed_signers(text, str(path))
-    if not signers:
-        raise ConfigError(f"{what}{path}: no signer is listed")
-    return signers
 
 
 @dataclass(frozen=True, slots=True)
 class Fetched:
     """What the fetch phase brought: a tip whose signature verified, whose
     objects are all in the store, and where it came from.  Who may have made
-    it is decided in the apply phase, commit by commit (``trust.Authority``)."""
+    it is decided in the apply phase, commit by commit (``trust.RepoAuthority``)."""
 
     tip: str
     url: str
@@ -150,7 +129,7 @@ def _sync(
 ) -> SyncResult:
     """The apply phase (under the network's lock): ``pipeline.run_pass``
     with the real ports."""
-    states = StateFile(config.state_dir)
+    states = StateDir(config.state_dir)
     if fetched is not None:
         tip, url = fetched.tip, fetched.url
     else:  # drift repair: the last applied commit, from the store
@@ -160,15 +139,20 @@ def _sync(
         tip, url = last, "(local store)"
     store = GitStore(config.state_dir / "repo.git", writes=APPLIED_REF)
     try:
+        index = ParseIndexFile(config.state_dir)
+        authority = RepoAuthority(
+            store, signers, follow_repo=config.trust.follow_repo, owners_of=_indexed_owners(index)
+        )
         ports = Ports(
             repo=store,
             hosts=HostsDir(config.tinc.hosts_dir),
             state=states,
-            authority=_Authority(store, signers, config.trust.follow_repo, states),
+            index=index,
+            authority=authority,
             own_keys=lambda: private_key_publics(config.tinc.dir),
             reload=lambda: reload_tinc(config.tinc, config.net),
         )
-        rules = Rules(
+        settings = Settings(
             node=config.node,
             branch=config.repo.branch,
             verify_all=config.trust.verify == "all",
@@ -176,7 +160,7 @@ def _sync(
             tinc_dir=config.tinc.dir,
             rewind_command=config.command("sync --allow-rewind"),
         )
-        return run_pass(ports, rules, tip, url, dry_run=dry_run, allow_rewind=allow_rewind, parse_cache=parse_cache)
+        return run_pass(ports, settings, tip, url, dry_run=dry_run, allow_rewind=allow_rewind, parse_cache=parse_cache)
     finally:
         store.close()
 
@@ -228,38 +212,16 @@ def fetch_limits(config: Config, progress: bool = False) -> FetchLimits:
     return FetchLimits(repo.timeout, repo.max_fetch_bytes, repo.ssh_command, repo.ca_file, progress)
 
 
-class _Authority:
-    """``trust.Authority``, built on first use: a pass with nothing new
-    (most of them) never imports the rule, its parsers, or cryptography."""
+def _indexed_owners(index: ParseIndexFile) -> OwnerLookup:
+    """The owner lines of a file the node validated before, by blob id (from
+    the parse index, read when first asked: most passes never ask)."""
+    by_blob: dict[str, IndexRecord] | None = None
 
-    def __init__(self, store: GitStore, signers: list[AllowedSigner], follow_repo: bool, states: StateFile) -> None:
-        self.args = store, signers, follow_repo, states
-        self.real: Authority | None = None
+    def owners(blob: str) -> tuple[frozenset[bytes], dict[bytes, str]] | None:
+        nonlocal by_blob
+        if by_blob is None:
+            by_blob = {b: record for (b, _, _), record in index.load().items()}
+        record = by_blob.get(blob)
+        return None if record is None else owners_of(record)
 
-    def _get(self) -> Authority:
-        if self.real is None:
-            from syncd.node.parseindex import owners_of
-            from syncd.sync.trust import Authority
-
-            store, signers, follow_repo, states = self.args
-            by_blob: dict[str, IndexRecord] | None = None
-
-            def owners(blob: str) -> tuple[frozenset[bytes], dict[bytes, str]] | None:
-                """Owner lines of a file the node validated before (parse index)."""
-                nonlocal by_blob
-                if by_blob is None:
-                    by_blob = {b: record for (b, _, _), record in states.load_index().items()}
-                record = by_blob.get(blob)
-                return None if record is None else owners_of(record)
-
-            self.real = Authority(store, signers, follow_repo=follow_repo, owners_of=owners)
-        return self.real
-
-    def check(self, info: CommitInfo, *, tip_only: bool = False) -> Signed:
-        return self._get().check(info, tip_only=tip_only)
-
-    def from_trust_root(self, tip: CommitInfo) -> list[tuple[CommitInfo, Signed | None]]:
-        return self._get().from_trust_root(tip)
-
-    def admins_at(self, sha: str | None) -> tuple[AllowedSigner, ...]:
-        return self._get().admins_at(sha)
+    return owners

@@ -8,7 +8,7 @@ id is the tree's, and are used only if they still hash to that id."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from syncd.errors import RefusedError, UnsafeTreeError
@@ -21,15 +21,17 @@ if TYPE_CHECKING:
     from syncd.node.parseindex import Record as IndexRecord
     from syncd.rules.tree import TreeEntry
     from syncd.rules.validate import ParseCache, Report
-    from syncd.sync.pipeline import Ports
+    from syncd.sync.ports import ParseIndex, Repository
 
 
 def read_and_validate(
-    ports: Ports,
+    repo: Repository,
     commit: str,
-    installed: Mapping[str, str],
-    parse_cache: ParseCache | None = None,
     *,
+    installed: Mapping[str, str] | None = None,
+    read_installed: Callable[[str], bytes | None] | None = None,
+    index: ParseIndex | None = None,
+    parse_cache: ParseCache | None = None,
     save_index: bool = True,
 ) -> tuple[Report, Mapping[str, bytes], dict[str, str]]:
     """The commit's policy and hosts directory, validated exactly as
@@ -37,7 +39,10 @@ def read_and_validate(
     (name → bytes, read on demand) and their blob ids.  Any error finding
     refuses the commit.
 
-    A host file already in the parse index (or ``parse_cache``) by blob id is
+    ``installed`` (name → blob id) and ``read_installed`` are a node's hosts
+    directory, ``index`` its parse index (saved unless ``save_index`` is
+    false); ``syncd verify`` has none of them.  A host file already in the
+    parse index (or ``parse_cache``) by blob id is
     not read at all; only new contents are parsed.  Bytes that are read come
     from the installed file when its blob id is the tree's (cheaper than
     inflating it from a pack), and are used only if they still hash to that
@@ -46,25 +51,23 @@ def read_and_validate(
     from syncd.rules.policy import policy_of
     from syncd.rules.validate import validate_network
 
-    repo = ports.repo
     cache: ParseCache = parse_cache if parse_cache is not None else {}
     try:
         policy, policy_findings = policy_of(repo.policy_bytes(commit))
-        index = ports.state.load_index()
-        sizes = {blob: size_of(record) for (blob, _, _), record in index.items()}
+        known = index.load() if index is not None else {}
+        sizes = {blob: size_of(record) for (blob, _, _), record in known.items()}
         entries = repo.host_entries(commit, policy.hosts_dir, policy.max_files, policy.max_file_bytes, sizes)
-        files = _Files(ports, installed, policy.max_file_bytes)
-        _prime(cache, index, entries, policy.hosts_dir, policy.tinc, policy.min_rsa_bits)
+        files = _Files(repo, installed or {}, read_installed, policy.max_file_bytes)
+        _prime(cache, known, entries, policy.hosts_dir, policy.tinc, policy.min_rsa_bits)
         entries = [
             files.fill(e) if (_path(policy.hosts_dir, e), e.blob, policy.tinc, policy.min_rsa_bits) not in cache else e
             for e in entries
         ]
     except UnsafeTreeError as exc:
-        message = f"commit {commit[:12]}: {exc.message}; nothing was installed"
-        raise RefusedError(message, reason="unsafe-tree") from None
+        raise UnsafeTreeError(f"commit {commit[:12]}: {exc.message}; nothing was installed") from None
     report = validate_network(policy, entries, policy.hosts_dir, policy_findings, cache)
-    if save_index:
-        _update_index(ports, index, cache, entries, policy.tinc, policy.min_rsa_bits)
+    if save_index and index is not None:
+        _update_index(index, known, cache, entries, policy.tinc, policy.min_rsa_bits)
     errors = [f for f in report.findings if f.severity is Severity.ERROR]
     if errors:
         raise invalid_content(commit, errors)
@@ -112,8 +115,8 @@ def _prime(
 
 
 def _update_index(
-    ports: Ports,
-    index: dict[IndexKey, IndexRecord],
+    index: ParseIndex,
+    known: dict[IndexKey, IndexRecord],
     cache: ParseCache,
     entries: list[TreeEntry],
     tinc: str,
@@ -128,18 +131,24 @@ def _update_index(
     for (_, blob, _, _), host in cache.items():
         if isinstance(blob, str) and blob in sizes:
             key = (blob, tinc, min_rsa_bits)
-            record = index.get(key) or record_of(host, sizes[blob])
+            record = known.get(key) or record_of(host, sizes[blob])
             if record is not None:
                 fresh[key] = record
-    if fresh.keys() != index.keys():
-        ports.state.save_index(fresh)
+    if fresh.keys() != known.keys():
+        index.save(fresh)
 
 
 class _Files:
     """The bytes of a tree's host files, read when first needed."""
 
-    def __init__(self, ports: Ports, installed: Mapping[str, str], limit: int) -> None:
-        self.ports, self.installed, self.limit = ports, installed, limit
+    def __init__(
+        self,
+        repo: Repository,
+        installed: Mapping[str, str],
+        read_installed: Callable[[str], bytes | None] | None,
+        limit: int,
+    ) -> None:
+        self.repo, self.installed, self.read_installed, self.limit = repo, installed, read_installed, limit
         self.known: dict[str, bytes] = {}
 
     def fill(self, entry: TreeEntry) -> TreeEntry:
@@ -155,11 +164,11 @@ class _Files:
         data = self.known.get(name)
         if data is not None:
             return data
-        if self.installed.get(name) == blob:
-            data = self.ports.hosts.read(name)
+        if self.read_installed is not None and self.installed.get(name) == blob:
+            data = self.read_installed(name)
             if data is not None and blob_id(data) == blob:
                 return data
-        return self.ports.repo.blob(blob, self.limit)
+        return self.repo.blob(blob, self.limit)
 
 
 class _Desired(Mapping[str, bytes]):

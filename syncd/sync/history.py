@@ -4,7 +4,7 @@ content), the clock guard (no commit dated in the future, none backdated
 against its parents), the size guard (no blob over the policy's
 ``max_blob_bytes``) and the signature policy (every new commit signed and
 authorized, with ``trust.verify: all``).  Pure: it reads commits through the
-pipeline's ``Repository``.
+``Repository`` port and asks the ``Authority`` port (``ports.py``).
 
 The clock guard judges each new commit against its own parents only, so a
 range checked at once (``syncd verify OLD NEW``) and the same commits
@@ -24,23 +24,29 @@ from syncd.signing.commits import CommitInfo
 
 if TYPE_CHECKING:
     from syncd.node.state import State
-    from syncd.sync.pipeline import Ports, Repository, Rules, Signed
+    from syncd.sync.ports import Authority, Repository, Settings, Signed
 
 
 def verify_history(
-    ports: Ports, rules: Rules, state: State, tip: CommitInfo, allow_rewind: bool, now: float | None = None
+    repo: Repository,
+    authority: Authority,
+    settings: Settings,
+    state: State,
+    tip: CommitInfo,
+    allow_rewind: bool,
+    now: float | None = None,
 ) -> list[tuple[CommitInfo, Signed | None]]:
     """The rollback guard, the clock and size guards and the authority of
-    every new commit (``trust.Authority``): the commits after the last
+    every new commit (``authority``): the commits after the last
     applied one, newest first, each with who signed it and in which role
     (None when ``trust.verify: tip`` left it unchecked).  Raises
     ``RefusedError`` naming the offending commit.  ``now``: the verifier's
     clock (default: the system's)."""
-    repo, last, authority = ports.repo, state.last_applied, ports.authority
-    guard = _Guard(repo, rules, state, time.time() if now is None else now)
+    last = state.last_applied
+    guard = _Guard(repo, settings, state, time.time() if now is None else now)
     if tip.sha == last:
         return []
-    if last is None and not rules.verify_all:
+    if last is None and not settings.verify_all:
         guard.check([tip], root=tip.sha)
         return [(tip, authority.check(tip, tip_only=True))]  # trust.verify: tip: an admin's tip, nothing else
     stop: str | None = last
@@ -48,17 +54,17 @@ def verify_history(
         stop = _same_signed_content(repo, last, tip.sha)
         if stop is None and not allow_rewind:
             raise RefusedError(
-                f"the remote's {rules.branch} ({tip.sha[:12]}) does not descend from the last applied commit "
+                f"the remote's {settings.branch} ({tip.sha[:12]}) does not descend from the last applied commit "
                 f"{last[:12]}: history was rewound or replaced; refusing (non-fast-forward)",
                 reason="non-fast-forward",
-                hint=f"if an admin really rewrote the history, run once: {rules.rewind_command}",
+                hint=f"if an admin really rewrote the history, run once: {settings.rewind_command}",
             )
     if stop is None:  # a first sync, or a rewound history: trust starts at the local allowed_signers
         history = authority.from_trust_root(tip)
         guard.check([info for info, _ in history], root=history[-1][0].sha)
         return history
     commits = list(repo.ancestors(tip.sha, stop))
-    if not rules.verify_all:
+    if not settings.verify_all:
         guard.check(commits)
         return [(tip, authority.check(tip, tip_only=True)), *((c, None) for c in commits if c.sha != tip.sha)]
     signed = {}
@@ -82,9 +88,9 @@ def _same_signed_content(repo: Repository, last: str, tip: str) -> str | None:
 class _Guard:
     """The clock and size guards over a set of new commits."""
 
-    def __init__(self, repo: Repository, rules: Rules, state: State, now: float) -> None:
-        self.repo, self.rules, self.state, self.now = repo, rules, state, now
-        self.skew = rules.max_clock_skew
+    def __init__(self, repo: Repository, settings: Settings, state: State, now: float) -> None:
+        self.repo, self.state, self.now = repo, state, now
+        self.skew = settings.max_clock_skew
         self.limits: dict[str, int] = {}  # commit -> the max_blob_bytes of its policy
 
     def check(self, commits: Sequence[CommitInfo], root: str | None = None) -> None:

@@ -5,9 +5,9 @@ rollback and clock guards, the signatures of the new commits, the tree's
 validation (the code path of ``syncd check``), the own-key check, the plan,
 the apply, the state, the reload.  It touches nothing itself: the
 repository, the installed hosts directory, the state file and tincd are
-``Ports`` (``agent.sync_once`` wires the real ones: the git store, the
-directory, ``state.json``, a signal), so tests drive every outcome with
-fakes (tests/test_pipeline.py) and test the real ones on their own.
+``Ports`` (``ports.py``; ``agent.sync_once`` wires the real ones), so tests
+drive every outcome with fakes (tests/test_pipeline.py) and test the real
+ones on their own.
 
 All or nothing: every check runs before the first write; a refusal raises
 ``RefusedError`` (exit 1) naming the commit and leaves the ports untouched.
@@ -17,178 +17,31 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from syncd.findings import Severity
+from syncd.node.state import Applied
 from syncd.rules.authority import admins_valid_until
 from syncd.rules.plan import Plan, keep_learned, make_plan
-from syncd.signing.commits import CommitInfo
 from syncd.sync.content import read_and_validate
 from syncd.sync.history import verify_history
+from syncd.sync.ports import Ports, Repository, Settings, Signed, StateFile, SyncResult
 
 if TYPE_CHECKING:
-    from syncd.node.hostsdir import FileStat
-    from syncd.node.parseindex import Key as IndexKey
-    from syncd.node.parseindex import Record as IndexRecord
     from syncd.node.reload import Reloaded
     from syncd.node.state import State
-    from syncd.rules.tree import TreeEntry
     from syncd.rules.validate import ParseCache, Report
-    from syncd.signing.allowed_signers import AllowedSigner
+    from syncd.signing.commits import CommitInfo
     from syncd.tinc.keys import PublicKey
 
 COARSE_CLOCK_MARGIN = 0.05  # seconds; a kernel tick is at most 10 ms (HZ=100)
 
 
-@dataclass(frozen=True, slots=True)
-class Signed:
-    """Who signed a commit, as the audit log names them."""
-
-    name: str  # the allowed_signers principal (or the owner's key comment)
-    key: str | None = None  # the key's fingerprint, SHA256:...
-    role: str = "admin"  # admin, owner:NAME, join:NAME
-
-
-@dataclass(frozen=True, slots=True)
-class Applied:
-    """One line of the audit log (``syncd log``): a commit this node applied."""
-
-    commit: str
-    committed_at: int
-    applied_at: float
-    signer: str | None
-    key: str | None
-    role: str | None
-    files: tuple[str, ...]
-    summary: str = ""
-
-
-class Repository(Protocol):
-    """The verified local store (``source.GitStore``)."""
-
-    def commit(self, sha: str) -> CommitInfo: ...
-    def has(self, sha: str) -> bool: ...
-    def is_ancestor(self, ancestor: str, descendant: str) -> bool: ...
-    def ancestors(self, tip: str, stop: str | None = None) -> Iterator[CommitInfo]: ...
-    def policy_bytes(self, commit: str) -> bytes | None: ...
-
-    def host_entries(
-        self, commit: str, hosts_dir: str, max_files: int, max_file_bytes: int, sizes: Mapping[str, int] | None = None
-    ) -> list[TreeEntry]:
-        """The hosts directory's entries with their blob ids and sizes,
-        checked before anything is read (``sizes``: blob id → size already
-        known); ``data`` is not filled in."""
-        ...
-
-    def blob(self, blob: str, limit: int) -> bytes: ...
-    def pin_applied(self, sha: str) -> None: ...
-
-    def changed_paths(self, sha: str) -> tuple[str, ...]:
-        """The paths ``sha`` changes against its first parent (all of its
-        files for a root commit)."""
-        ...
-
-    def changed_blob_sizes(self, sha: str) -> dict[str, int]:
-        """The size of each blob ``sha`` adds or changes against its first
-        parent, anywhere in its tree, by path."""
-        ...
-
-    def file_at(self, sha: str, path: str, limit: int) -> bytes | None:
-        """The regular file at ``path`` in commit ``sha``, or None."""
-        ...
-
-
-class InstalledHosts(Protocol):
-    """The installed hosts directory (``hostsdir``)."""
-
-    def scan(self, manifest: Mapping[str, FileStat]) -> tuple[dict[str, str], set[str]]:
-        """name → blob id of each host file there, and the managed names
-        whose stat no longer matches the manifest."""
-        ...
-
-    def read(self, name: str) -> bytes | None: ...
-    def apply(self, plan: Plan, manifest: Mapping[str, FileStat]) -> dict[str, FileStat]: ...
-
-
-class StateFile(Protocol):
-    def load(self) -> State: ...
-    def save(self, state: State) -> None: ...
-    def log(self, entries: list[Applied]) -> None: ...
-    def load_index(self) -> dict[IndexKey, IndexRecord]: ...
-    def save_index(self, index: dict[IndexKey, IndexRecord]) -> None: ...
-
-
-class Authority(Protocol):
-    """Who may change what (``trust.Authority``, docs/trust.md)."""
-
-    def check(self, info: CommitInfo, *, tip_only: bool = False) -> Signed:
-        """Who signed ``info`` and in which role, or a refusal."""
-        ...
-
-    def from_trust_root(self, tip: CommitInfo) -> list[tuple[CommitInfo, Signed | None]]:
-        """A first sync: the commits from the trust root to ``tip``, newest
-        first, each authorized."""
-        ...
-
-    def admins_at(self, sha: str | None) -> Sequence[AllowedSigner]:
-        """The admins at commit ``sha``: whom a child of it needs as signer."""
-        ...
-
-
-@dataclass(frozen=True, slots=True)
-class Ports:
-    repo: Repository
-    hosts: InstalledHosts
-    state: StateFile
-    authority: Authority
-    own_keys: Callable[[], list[tuple[str, PublicKey]]]  # (file, public key) of the node's private keys
-    reload: Callable[[], Reloaded]
-
-
-@dataclass(frozen=True, slots=True)
-class Rules:
-    """What a pass needs of the node's config, as plain values."""
-
-    node: str
-    branch: str = "main"
-    verify_all: bool = True  # trust.verify: all (else only the tip)
-    max_clock_skew: float = 3600.0
-    tinc_dir: Path = Path()
-    rewind_command: str = "syncd sync --allow-rewind"
-
-
-@dataclass(frozen=True, slots=True)
-class SyncResult:
-    status: str  # "applied", "unchanged" or "planned" (dry run)
-    commit: str
-    signer: str | None
-    url: str
-    plan: Plan
-    new_commits: int = 0
-    previous: str | None = None  # the commit applied before this sync
-    warnings: tuple[str, ...] = field(default_factory=tuple)
-    reloaded: Reloaded | None = None
-    commit_time: int | None = None  # the committer time of ``commit`` (for staleness)
-    # Ed25519 keys tincd appended to installed files (name → key), first seen in this pass
-    learned: Mapping[str, str] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        # a reload that was due and did not happen (tincd not running) is
-        # a warning like the findings': `sync` prints it, `run` logs it
-        note = self.reloaded.warning if self.reloaded is not None else None
-        if note is not None and note not in self.warnings:
-            object.__setattr__(self, "warnings", (*self.warnings, note))
-
-    def tip_age(self, now: float) -> float | None:
-        return None if self.commit_time is None else now - self.commit_time
-
-
 def run_pass(
     ports: Ports,
-    rules: Rules,
+    settings: Settings,
     tip: str,
     url: str,
     *,
@@ -199,7 +52,7 @@ def run_pass(
     """One pass for ``tip`` (fetched from ``url``).  See the module doc."""
     state = ports.state.load()
     tip_info = ports.repo.commit(tip)
-    history = verify_history(ports, rules, state, tip_info, allow_rewind)
+    history = verify_history(ports.repo, ports.authority, settings, state, tip_info, allow_rewind)
     new_commits = len(history)
     signer = history[0][1] if history and history[0][1] is not None else Signed(state.signer or "")
     base = SyncResult("unchanged", tip, signer.name or None, url, Plan(), previous=state.last_applied)
@@ -211,10 +64,18 @@ def run_pass(
         # nothing new, every managed file as installed (by stat): nothing is read
         return _unchanged(ports, state, base)
 
-    report, desired, ids = read_and_validate(ports, tip, installed, parse_cache, save_index=not dry_run)
-    held = own_key_mismatch(ports, rules, report, tip)
+    report, desired, ids = read_and_validate(
+        ports.repo,
+        tip,
+        installed=installed,
+        read_installed=ports.hosts.read,
+        index=ports.index,
+        parse_cache=parse_cache,
+        save_index=not dry_run,
+    )
+    held = own_key_mismatch(ports.own_keys, settings, report, tip)
     if held is not None:  # the node's own file stays as installed; the rest is applied
-        desired, ids = _HeldBack.of(ports, desired, ids, installed, rules.node)
+        desired, ids = _HeldBack.of(ports.hosts.read, desired, ids, installed, settings.node)
     plan = make_plan(desired, installed, {n: f.blob for n, f in state.manifest.items()}, ids)
     changed = {n for n in plan.update if n in stale or n not in state.manifest or state.manifest[n].learned}
     plan = keep_learned(plan, ports.hosts.read, changed)  # tincd's own appends are not drift
@@ -237,7 +98,7 @@ def run_pass(
     ports.repo.pin_applied(tip)
     now = time.time()
     if tip != state.last_applied:
-        ports.state.log(_audit(ports, history, now))
+        ports.state.log(_audit(ports.repo, history, now))
     state = replace(
         state,
         last_applied=tip,
@@ -251,7 +112,7 @@ def run_pass(
         max_blob_bytes=report.policy.max_blob_bytes,
     )
     ports.state.save(state)
-    reloaded = _reload(ports, state) if state.reload_pending else None
+    reloaded = _reload(ports.reload, ports.state, state) if state.reload_pending else None
     return replace(base, status="applied", reloaded=reloaded)
 
 
@@ -261,36 +122,42 @@ def _new_keys(plan: Plan, state: State) -> dict[str, str]:
     return {n: key for n, key in plan.learned.items() if n not in known or known[n].learned != key}
 
 
-def _audit(ports: Ports, history: list[tuple[CommitInfo, Signed | None]], now: float) -> list[Applied]:
+def _audit(repo: Repository, history: list[tuple[CommitInfo, Signed | None]], now: float) -> list[Applied]:
     """The log lines of the commits just applied, oldest first."""
     lines = []
     for info, signed in reversed(history):
         who = signed or Signed("", None, "")
-        files = ports.repo.changed_paths(info.sha)
         lines.append(
             Applied(
-                info.sha, info.committer_time, now, who.name or None, who.key, who.role or None, files, info.summary
+                commit=info.sha,
+                committed_at=info.committer_time,
+                applied_at=now,
+                signer=who.name or None,
+                key=who.key,
+                role=who.role or None,
+                files=repo.changed_paths(info.sha),
+                summary=info.summary,
             )
         )
     return lines
 
 
 def _unchanged(ports: Ports, state: State, base: SyncResult) -> SyncResult:
-    reloaded = _reload(ports, state) if state.reload_pending else None  # pending from an earlier pass
+    reloaded = _reload(ports.reload, ports.state, state) if state.reload_pending else None  # from an earlier pass
     return replace(base, status="unchanged", new_commits=0, reloaded=reloaded)
 
 
-def _reload(ports: Ports, state: State) -> Reloaded:
+def _reload(reload: Callable[[], Reloaded], states: StateFile, state: State) -> Reloaded:
     """Reload tincd; on success the state no longer has a reload pending.
     On failure (``ReloadError``, exit 3) the files stay installed and the
     reload stays pending for the next pass.  tincd not running is not a
     failure: it reads every host file when it starts, so nothing stays
     pending, and the result carries the warning."""
-    reloaded = ports.reload()
+    reloaded = reload()
     if reloaded.method == "none":
-        ports.state.save(replace(state, reload_pending=False))
+        states.save(replace(state, reload_pending=False))
     else:
-        ports.state.save(replace(state, reload_pending=False, last_reload=time.time(), reloads=state.reloads + 1))
+        states.save(replace(state, reload_pending=False, last_reload=time.time(), reloads=state.reloads + 1))
     return reloaded
 
 
@@ -310,7 +177,9 @@ def _after_last_reload_second(state: State) -> None:
         time.sleep(wait)
 
 
-def own_key_mismatch(ports: Ports, rules: Rules, report: Report, commit: str) -> str | None:
+def own_key_mismatch(
+    own_keys: Callable[[], list[tuple[str, PublicKey]]], settings: Settings, report: Report, commit: str
+) -> str | None:
     """Why the repository's copy of this node's own host file is held back
     (None: it is not): it must name this node's keys, or installing it would
     cut the node off.  For each kind of key (RSA, Ed25519) the node has a
@@ -319,31 +188,31 @@ def own_key_mismatch(ports: Ports, rules: Rules, report: Report, commit: str) ->
     names no key of cuts nothing off: a tinc 1.1 node whose Ed25519 key is
     not in the repository yet still authenticates with its RSA key, and its
     1.1 peers learn the Ed25519 key then (``learnedkey``, docs/host-files.md)."""
-    host = report.hosts.get(rules.node)
+    host = report.hosts.get(settings.node)
     if host is None:
         return None
     named: dict[str, set[bytes]] = {}
     for key, _ in host.keys:
         named.setdefault(key.algorithm, set()).add(key.identity)
-    own = ports.own_keys()
+    own = own_keys()
     for filename, key in own:
         if key.algorithm in named and key.identity not in named[key.algorithm]:
-            return _held_back(rules, host.path, [k for k, _ in host.keys], commit, [(filename, key)])
+            return _held_back(settings, host.path, [k for k, _ in host.keys], commit, [(filename, key)])
     if own and not any(key.identity in named.get(key.algorithm, ()) for _, key in own):
-        return _held_back(rules, host.path, [k for k, _ in host.keys], commit, own)
+        return _held_back(settings, host.path, [k for k, _ in host.keys], commit, own)
     return None
 
 
 def _held_back(
-    rules: Rules, path: str, repo_keys: list[PublicKey], commit: str, own: list[tuple[str, PublicKey]]
+    settings: Settings, path: str, repo_keys: list[PublicKey], commit: str, own: list[tuple[str, PublicKey]]
 ) -> str:
     from syncd.tinc.keys import describe_key
 
     has = ", ".join(describe_key(k) for k in repo_keys) or "no public key"
-    holds = " and ".join(f"{describe_key(key)} ({rules.tinc_dir / filename})" for filename, key in own)
+    holds = " and ".join(f"{describe_key(key)} ({settings.tinc_dir / filename})" for filename, key in own)
     return (
         f"own-key-mismatch: {path} in commit {commit[:12]} carries {has}, but this node holds {holds}; "
-        f"installing it would cut {rules.node} off, so the installed hosts/{rules.node} is kept and the rest of "
+        f"installing it would cut {settings.node} off, so the installed hosts/{settings.node} is kept and the rest of "
         "the commit applied. Commit the node's public key to the repository, or install the private key it names"
     )
 
@@ -357,14 +226,19 @@ class _HeldBack(Mapping[str, bytes]):
 
     @classmethod
     def of(
-        cls, ports: Ports, desired: Mapping[str, bytes], ids: Mapping[str, str], installed: Mapping[str, str], name: str
+        cls,
+        read: Callable[[str], bytes | None],
+        desired: Mapping[str, bytes],
+        ids: Mapping[str, str],
+        installed: Mapping[str, str],
+        name: str,
     ) -> tuple[Mapping[str, bytes], dict[str, str]]:
         kept = dict(ids)
         if name in installed:
             kept[name] = installed[name]
         else:
             kept.pop(name, None)
-        return cls(desired, name, ports.hosts.read if name in installed else None), kept
+        return cls(desired, name, read if name in installed else None), kept
 
     def __getitem__(self, name: str) -> bytes:
         if name != self.name:

@@ -35,11 +35,13 @@ from types import FrameType
 from typing import Any
 
 from syncd.errors import EXIT_REFUSED, Outcome, outcome
-from syncd.node.config import Config, redact_url
+from syncd.git.urls import redact_url
+from syncd.node.config import Config
 from syncd.node.hostsdir import make_dirs
 from syncd.node.notify import Notifier
 from syncd.rules.validate import ParseCache
-from syncd.sync.agent import SyncResult, stale_warning, sync_once
+from syncd.sync.agent import stale_warning, sync_once
+from syncd.sync.ports import SyncResult
 from syncd.tinc import learnedkey
 from syncd.tinc.names import is_node_name
 

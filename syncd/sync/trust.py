@@ -38,21 +38,24 @@ from syncd.rules.authority import (
     utc_stamp,
     valid_admins,
 )
-from syncd.rules.owners import fingerprint, parse_owners
+from syncd.rules.owners import owner_keys
 from syncd.signing.allowed_signers import AllowedSigner, parse_allowed_signers, why_not_allowed
 from syncd.signing.commits import CommitInfo, signing_key
+from syncd.signing.sshsig import fingerprint
 from syncd.sync.history import topological
+from syncd.sync.ports import Signed
 
 if TYPE_CHECKING:
-    from syncd.sync.pipeline import Repository, Signed
+    from syncd.sync.ports import Repository
 
 REPO_SIGNERS = "allowed_signers"  # the repository's own, at its root
 MAX_SIGNERS_BYTES = 1 << 20
 OwnerLookup = Callable[[str], tuple[frozenset[bytes], dict[bytes, str]] | None]
 
 
-class Authority:
-    """Authorizes commits of one repository for one pass.
+class RepoAuthority:
+    """Authorizes commits of one repository for one pass (the
+    ``ports.Authority`` of a node and of ``syncd verify``).
 
     A ``check`` with ``tip_only`` (``trust.verify: tip``) takes the admins
     from the node's own allowed_signers: the repository's counts only where
@@ -86,8 +89,6 @@ class Authority:
         An admin's commit needs only the admins at its parent (one small
         file); the owners of every host file are read only when a commit is
         signed by someone else."""
-        from syncd.sync.pipeline import Signed
-
         key = signing_key(info)
         parent = info.parents[0] if info.parents else None
         paths = self.repo.changed_paths(info.sha)
@@ -175,9 +176,9 @@ class Authority:
         comments: dict[bytes, str] = {}
         for name, data in self._host_files(info.sha, roles.hosts_dir, names).items():
             if data is not None:
-                parsed = parse_owners(f"{roles.hosts_dir}/{name}", data)
-                added[name] = parsed.keys
-                comments.update((o.key, o.comment) for o in parsed.owners if o.comment and o.key not in comments)
+                added[name], named = owner_keys(f"{roles.hosts_dir}/{name}", data)
+                for key, comment in named.items():
+                    comments.setdefault(key, comment)
         return Change(len(info.parents), paths, added, comments)
 
     def _host_files(self, sha: str, hosts_dir: str, names: Sequence[str]) -> dict[str, bytes | None]:
@@ -216,10 +217,9 @@ class Authority:
                 continue
             found = self.owners_of(entry.blob)
             if found is None:
-                parsed = parse_owners(entry.name, self.repo.blob(entry.blob, policy.max_file_bytes))
-                found = parsed.keys, {o.key: o.comment for o in parsed.owners if o.comment}
-            owners[entry.name] = found[0]
-            for key, comment in found[1].items():
+                found = owner_keys(entry.name, self.repo.blob(entry.blob, policy.max_file_bytes))
+            owners[entry.name], named = found
+            for key, comment in named.items():
                 comments.setdefault(key, comment)
         return Roles(self.admins_at(sha), owners, policy.join, policy.hosts_dir, comments)
 
@@ -236,11 +236,10 @@ class Authority:
             if data is None:
                 dropped.update(before)
                 continue
-            parsed = parse_owners(f"{roles.hosts_dir}/{name}", data)
-            owners[name] = parsed.keys
-            dropped.update(before - parsed.keys)
+            owners[name], named = owner_keys(f"{roles.hosts_dir}/{name}", data)
+            dropped.update(before - owners[name])
             # an owner who rewrites its own line is named by what it wrote last
-            comments.update((o.key, o.comment) for o in parsed.owners if o.comment)
+            comments.update(named)
         # a key rotated out of every file has no name at the next commit, just
         # as when the roles there are read afresh (the next pass)
         for key in dropped - set().union(*owners.values()) if dropped else ():
