@@ -95,14 +95,18 @@ _NODE_WORDS = (
 )
 
 
+def in_server_words(message: str) -> str:
+    """A node's refusal as the server says it."""
+    for node, server in _NODE_WORDS:
+        message = message.replace(node, server)
+    return message
+
+
 def server_refusal(ref: str, exc: RefusedError) -> str:
     """A refused update as the pusher reads it (git shows each line after
     ``remote:``): a one-line summary naming the ref and the reason, then the
     node's message, line by line (a content refusal: one finding a line)."""
-    message = exc.message
-    for node, server in _NODE_WORDS:
-        message = message.replace(node, server)
-    first, *rest = message.split("\n")
+    first, *rest = in_server_words(exc.message).split("\n")
     return "".join(f"{line}\n" for line in (f"syncd verify: {ref}: refused ({exc.reason}): {first}", *rest))
 
 
