@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 
 from syncd.cli.main import main
-from syncd.node.keygen import ed25519_expanded, ed25519_keypair
-from syncd.node.privkeys import private_key_publics
+from syncd.node.privkeys import ed25519_expanded, ed25519_keypair, private_key_publics
 from syncd.rules.allocate import AllocationError, next_free
 from syncd.tinc.hostfile import parse_host_file
 from syncd.tinc.keys import tinc_b64decode, tinc_b64encode
@@ -177,7 +176,7 @@ def test_dry_run_generates_no_key_and_shows_what_the_real_run_writes(
     repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import syncd.cli.addnode
-    from syncd.node.keygen import KeyPair
+    from syncd.node.privkeys import KeyPair
 
     def no_key(*args: object) -> KeyPair:
         raise AssertionError("a dry run generated a key")

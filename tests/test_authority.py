@@ -28,8 +28,8 @@ from syncd.rules.authority import (
 )
 from syncd.rules.owners import owner_keys
 from syncd.rules.policy import Policy
-from syncd.signing.allowed_signers import AllowedSigner, parse_allowed_signers, parse_signature, verify_signed_object
-from syncd.signing.sshsig import fingerprint
+from syncd.signing.allowed_signers import AllowedSigner, parse_allowed_signers, verify_signed_object
+from syncd.signing.sshsig import fingerprint, parse_signature
 from syncd.tinc.names import is_node_name
 from tests.gitutil import make_key
 

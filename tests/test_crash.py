@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from syncd.node.hostsdir import TEMP_PREFIX
+from syncd.node.files import TEMP_PREFIX
 from syncd.node.state import STATE_FILE
 from syncd.rules.plan import blob_id
 from syncd.tinc.learnedkey import block

@@ -22,7 +22,8 @@ import pytest
 
 from syncd.errors import FatalIOError, outcome
 from syncd.node.config import load_config
-from syncd.node.hostsdir import make_dirs, read_installed
+from syncd.node.files import make_dirs
+from syncd.node.hostsdir import read_installed
 from syncd.node.state import HEALTH_FILE, LOCK_FILE, STATE_FILE
 from syncd.rules.plan import blob_id as digest
 from syncd.sync.agent import sync_once

@@ -21,7 +21,7 @@ from syncd.cli.worktree import WorkTree
 from syncd.errors import ConfigError, RefusedError, UsageError
 from syncd.findings import Finding, Severity
 from syncd.node.config import config_path, tinc_conf_name
-from syncd.node.keygen import KeyPair, ed25519_keypair, rsa_keypair
+from syncd.node.privkeys import KeyPair, ed25519_keypair, rsa_keypair
 from syncd.node.tincdir import PlannedFile, existing, tinc_conf, tinc_down, tinc_up, write_all
 from syncd.rules.allocate import AllocationError, default_size, next_free, reserved
 from syncd.rules.owners import PREFIX as OWNER_PREFIX

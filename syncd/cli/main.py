@@ -16,8 +16,6 @@ from typing import TYPE_CHECKING, TextIO
 from syncd import __version__
 from syncd.cli.netarg import config_option
 from syncd.errors import EXIT_OK, EXIT_REFUSED, outcome
-from syncd.errors import EXIT_TRANSIENT as EXIT_TRANSIENT  # the exit codes, importable from here too
-from syncd.errors import EXIT_USAGE as EXIT_USAGE
 from syncd.findings import plural
 
 if TYPE_CHECKING:

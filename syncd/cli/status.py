@@ -19,7 +19,8 @@ from pathlib import Path
 from syncd.errors import StateError
 from syncd.git.urls import redact_url
 from syncd.node.config import Config
-from syncd.node.hostsdir import TEMP_PREFIX, appended_since, read_installed
+from syncd.node.files import TEMP_PREFIX
+from syncd.node.hostsdir import appended_since, read_installed
 from syncd.node.metrics import staleness
 from syncd.node.state import Health, State, load_health, load_state
 from syncd.rules.units import format_duration, format_size

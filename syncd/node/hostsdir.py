@@ -3,7 +3,7 @@
 Crash safety, point by point (the next run must converge whatever happens):
 
 * Each write goes to ``.syncd-NAME.XXXX`` in the hosts directory, is
-  fsync'd, then renamed over ``NAME``: a reader (tincd) sees the old file or
+  fsync'd, then renamed over ``NAME`` (``files.write_atomic``): a reader (tincd) sees the old file or
   the new one, never half of one.  Leftover temp files from a crash are
   removed at the start of the next apply; tincd ignores them meanwhile
   (a leading dot is not a valid node name).
@@ -18,7 +18,7 @@ Crash safety, point by point (the next run must converge whatever happens):
   newer mtime at reload).
 * A directory syncd creates is made with mode 0 and then chmod'ed: a crash
   between the two leaves a mode-0 directory, which the next run recognises
-  as its own unfinished work and finishes.
+  as its own unfinished work and finishes (``files.make_dirs``).
 * A file kept with the Ed25519 key tincd 1.1 appended to it
   (``learnedkey``) is recorded with its own blob id and stat, read through
   one descriptor, and the key: the manifest never claims bytes the file
@@ -42,20 +42,17 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import stat
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import NamedTuple
 
 from syncd.errors import FatalIOError
+from syncd.node.files import TEMP_PREFIX, fsync_dir, make_dirs, write_atomic
 from syncd.rules.plan import Plan, blob_id
 from syncd.tinc import learnedkey
 from syncd.tinc.names import is_node_name
 
-TEMP_PREFIX = ".syncd-"
-FILE_MODE = 0o644  # host files: tincd may run unprivileged after start-up
-DIR_MODE = 0o755  # the hosts directory and any parent syncd creates
 # The policy's highest max_file_bytes: a larger installed file cannot equal
 # any repository file, so it is not read (and counts as different).
 MAX_INSTALLED_BYTES = 16 * 1024 * 1024
@@ -92,65 +89,6 @@ class FileStat(NamedTuple):
             self.ctime_ns,
             self.ino,
         )
-
-
-def write_atomic(path: Path, data: bytes, mode: int = FILE_MODE) -> os.stat_result:
-    """Write ``data`` to ``path`` so that a reader sees the old or the new
-    file, never a mix; returns the new file's stat.  The caller fsyncs the
-    directory."""
-    temp = path.with_name(f"{TEMP_PREFIX}{path.name}.{secrets.token_hex(4)}")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
-    try:
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
-        os.fchmod(fd, mode)  # whatever the umask
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        temp.unlink(missing_ok=True)
-        raise
-    os.close(fd)
-    temp.replace(path)
-    return path.lstat()  # after the rename, which changes the ctime
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def make_dirs(path: Path, mode: int = DIR_MODE) -> None:
-    """Create ``path`` and its missing parents, each with exactly ``mode``
-    whatever the umask.  Existing directories keep their mode (the operator's
-    choice), except a mode-0 one: that is a directory this function made and
-    a crash stopped before its chmod."""
-    todo: list[Path] = []
-    current = path
-    while True:  # ends at the first existing directory; "/" always exists
-        try:
-            st = current.stat()  # following links: /etc/tinc may be one
-        except (FileNotFoundError, NotADirectoryError):  # the latter: a parent is a file, found next
-            todo.append(current)
-            current = current.parent
-            continue
-        if not stat.S_ISDIR(st.st_mode):
-            raise FatalIOError(
-                f"{current}: not a directory (syncd needs {path} to be one)",
-                hint=f"move {current} away, then sync again",
-            )
-        if stat.S_IMODE(st.st_mode) != 0 or current == current.parent:
-            break
-        todo.append(current)
-        current = current.parent
-    for directory in reversed(todo):
-        with contextlib.suppress(FileExistsError):  # made by a concurrent run, or mode-0 from a crash
-            directory.mkdir(0)
-        directory.chmod(mode)
 
 
 def read_installed(

@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from syncd.node.hostsdir import make_dirs, write_atomic
+from syncd.node.files import make_dirs, write_atomic
 from syncd.node.state import Health, State
 
 _METRICS = (

@@ -102,6 +102,6 @@ class ParseIndexFile:
 
 
 def save(state_dir: Path, index: dict[Key, Record]) -> None:
-    from syncd.node.hostsdir import write_atomic
+    from syncd.node.files import write_atomic
 
     write_atomic(state_dir / INDEX_FILE, marshal.dumps((VERSION, index)), 0o600)

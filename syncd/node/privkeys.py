@@ -1,15 +1,22 @@
-"""The node's own private keys, to check the repository's copy of its own
-host file (docs/architecture.md, "Safety rules"): a repo version whose public key does not match the
-key tincd will use would cut the node off, so it is refused.
+"""The node's own private keys: read, to check the repository's copy of its
+own host file (docs/architecture.md, "Safety rules": a repository version
+whose public key is not the key tincd will use would cut the node off), and
+made, in the formats tincd reads (what ``tincd -K`` / ``tinc generate-keys``
+write), for ``syncd add-node``.
 
 tinc 1.0 keeps ``rsa_key.priv`` (PEM, PKCS#1); tinc 1.1 keeps
 ``ed25519_key.priv`` in its own format: an ``ED25519 PRIVATE KEY`` PEM block
 whose body is tinc's base64 of 96 bytes, the 64-byte private key followed by
-the 32-byte public key (``ecdsa_t`` in tinc's src/ed25519/ecdsa.c).
+the 32-byte public key (``ecdsa_t`` in tinc's src/ed25519/ecdsa.c): the
+expanded private key is the SHA-512 of the seed, clamped, as in the ed25519
+code tinc ships.  In the host file: a PKCS#1 ``RSA PUBLIC KEY`` block, or
+``Ed25519PublicKey =`` the public key in tinc's base64.
 """
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 
 from syncd.errors import FatalIOError
@@ -85,3 +92,51 @@ def _ed25519_public(data: bytes) -> keys.PublicKey:
     if len(raw) != 96:
         raise keys.KeyFormatError(f"{len(raw)} bytes, tinc's Ed25519 private key has 96")
     return keys.PublicKey("ed25519", 256, raw[64:])
+
+
+# --- key pairs for a new node ------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class KeyPair:
+    private_file: str  # name in the tinc directory
+    private_pem: bytes
+    public_text: str  # what goes into the host file
+
+
+def rsa_keypair(bits: int = 4096) -> KeyPair:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+    )
+    public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.PKCS1)
+    return KeyPair("rsa_key.priv", private, public.decode())
+
+
+def ed25519_expanded(seed: bytes) -> bytes:
+    """The 64-byte private key tinc's ed25519 code derives from a seed."""
+    digest = bytearray(hashlib.sha512(seed).digest())
+    digest[0] &= 248
+    digest[31] &= 63
+    digest[31] |= 64
+    return bytes(digest)
+
+
+def ed25519_keypair(seed: bytes | None = None) -> KeyPair:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    key = (
+        ed25519.Ed25519PrivateKey.from_private_bytes(seed) if seed is not None else ed25519.Ed25519PrivateKey.generate()
+    )
+    raw_seed = key.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
+    public = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    body = keys.tinc_b64encode(ed25519_expanded(raw_seed) + public)
+    lines = [body[i : i + 64] for i in range(0, len(body), 64)]
+    pem = "-----BEGIN ED25519 PRIVATE KEY-----\n" + "\n".join(lines) + "\n-----END ED25519 PRIVATE KEY-----\n"
+    return KeyPair("ed25519_key.priv", pem.encode(), f"Ed25519PublicKey = {keys.tinc_b64encode(public)}\n")

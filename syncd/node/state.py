@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from syncd.errors import StateError, TransientError
-from syncd.node.hostsdir import FileStat, fsync_dir, make_dirs, write_atomic
+from syncd.node.files import fsync_dir, make_dirs, write_atomic
+from syncd.node.hostsdir import FileStat
 
 STATE_FILE = "state.json"
 HEALTH_FILE = "health.json"

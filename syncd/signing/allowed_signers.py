@@ -25,12 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from syncd.errors import AllowedSignersError, SignatureError
-from syncd.signing.sshsig import PLAIN_KEY_TYPES as _PLAIN_KEY_TYPES
-from syncd.signing.sshsig import Signature as Signature  # re-exported with the two below: signers is the API
-from syncd.signing.sshsig import key_type_of
-from syncd.signing.sshsig import parse_signature as parse_signature
-from syncd.signing.sshsig import unsupported as _unsupported
-from syncd.signing.sshsig import verify as verify
+from syncd.signing.sshsig import PLAIN_KEY_TYPES, key_type_of, parse_signature, unsupported, verify
 
 # --- allowed_signers ----------------------------------------------------------------
 #
@@ -136,10 +131,10 @@ def parse_time(text: str, where: str) -> int:
 _RSA_NAMES = {"ssh-rsa", "rsa-sha2-256", "rsa-sha2-512"}  # all three read an ssh-rsa blob
 _OTHER_NAMES = {"ssh-dss", "ssh-xmss@openssh.com", "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com"}
 OPENSSH_KEY_NAMES = (
-    _PLAIN_KEY_TYPES
+    PLAIN_KEY_TYPES
     | _RSA_NAMES
     | _OTHER_NAMES
-    | {n.replace("@openssh.com", "") + "-cert-v01@openssh.com" for n in _PLAIN_KEY_TYPES | _RSA_NAMES | _OTHER_NAMES}
+    | {n.replace("@openssh.com", "") + "-cert-v01@openssh.com" for n in PLAIN_KEY_TYPES | _RSA_NAMES | _OTHER_NAMES}
 )
 
 
@@ -252,8 +247,8 @@ def read_key(text: str, where: str) -> tuple[str, bytes] | None:
         return None
     name, token = match[1], match[2]
     key_type = "ssh-rsa" if name in _RSA_NAMES else name
-    if key_type not in _PLAIN_KEY_TYPES:
-        raise AllowedSignersError(f"{where}: {_unsupported(name).message}")
+    if key_type not in PLAIN_KEY_TYPES:
+        raise AllowedSignersError(f"{where}: {unsupported(name).message}")
     try:
         blob = base64.b64decode(token, validate=True)
     except (binascii.Error, ValueError):
@@ -287,7 +282,7 @@ def _parse_line(text: str, where: str, number: int) -> AllowedSigner | None:
         if not rest or (key := read_key(rest, where)) is None:
             for word in (opts.split(",")[0], rest.replace("\t", " ").split(" ")[0]):
                 if word.startswith(("ssh-", "ecdsa-", "sk-", "rsa-sha2-")) or "-cert-" in word:
-                    raise AllowedSignersError(f"{where}: {_unsupported(word).message}")
+                    raise AllowedSignersError(f"{where}: {unsupported(word).message}")
             if patterns in OPENSSH_KEY_NAMES:  # a bare .pub line: the key where the principal goes
                 raise AllowedSignersError(
                     f"{where}: the line starts with the key type {patterns}, not with the signer's principal",

@@ -37,7 +37,7 @@ from typing import Any
 from syncd.errors import EXIT_REFUSED, Outcome, outcome
 from syncd.git.urls import redact_url
 from syncd.node.config import Config
-from syncd.node.hostsdir import make_dirs
+from syncd.node.files import make_dirs
 from syncd.node.notify import Notifier
 from syncd.rules.validate import ParseCache
 from syncd.sync.agent import stale_warning, sync_once
