@@ -195,6 +195,7 @@ class Node:
             state=self.state,
             index=self.index,
             authority=self,
+            pin_applied=self.repo.pin_applied,
             own_keys=lambda: self.own,
             reload=self.reload,
         )

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TextIO
 
 from syncd.errors import RefusedError, UsageError
-from syncd.git.store import GitStore
+from syncd.git.repository import GitRepository
 from syncd.node.state import State
 from syncd.signing.allowed_signers import AllowedSigner
 from syncd.signing.commits import CommitInfo
@@ -122,7 +122,7 @@ def read_updates(stream: TextIO) -> list[Update]:
     return updates
 
 
-def check_update(store: GitStore, update: Update, options: Options) -> list[tuple[CommitInfo, Signed | None]]:
+def check_update(store: GitRepository, update: Update, options: Options) -> list[tuple[CommitInfo, Signed | None]]:
     """Refuse (``RefusedError``, as a node would) or return the new commits
     of ``update`` with who signed them, newest first."""
     if update.new is None:
@@ -168,7 +168,7 @@ def describe(update: Update, history: Sequence[tuple[CommitInfo, Signed | None]]
     return f"{update.ref}: {len(history)} new commit{'s' if len(history) != 1 else ''} accepted: {roles}"
 
 
-def open_repository(path: Path) -> GitStore:
+def open_repository(path: Path) -> GitRepository:
     if not (path / "objects").is_dir() and not (path / ".git" / "objects").is_dir():
         raise UsageError(f"{path}: not a git repository")
-    return GitStore.reading(path if (path / "objects").is_dir() else path / ".git")
+    return GitRepository.reading(path if (path / "objects").is_dir() else path / ".git")

@@ -140,15 +140,15 @@ def _sync(
     store = GitStore(config.state_dir / "repo.git", writes=APPLIED_REF)
     try:
         index = ParseIndexFile(config.state_dir)
-        authority = RepoAuthority(
-            store, signers, follow_repo=config.trust.follow_repo, owners_of=_indexed_owners(index)
-        )
+        repo = store.repository
+        authority = RepoAuthority(repo, signers, follow_repo=config.trust.follow_repo, owners_of=_indexed_owners(index))
         ports = Ports(
-            repo=store,
+            repo=repo,
             hosts=HostsDir(config.tinc.hosts_dir),
             state=states,
             index=index,
             authority=authority,
+            pin_applied=store.pin_applied,
             own_keys=lambda: private_key_publics(config.tinc.dir),
             reload=lambda: reload_tinc(config.tinc, config.net),
         )

@@ -95,7 +95,7 @@ def run_pass(
     if plan.changes_files:
         _after_last_reload_second(state)
     manifest = ports.hosts.apply(plan, state.manifest)
-    ports.repo.pin_applied(tip)
+    ports.pin_applied(tip)
     now = time.time()
     if tip != state.last_applied:
         ports.state.log(_audit(ports.repo, history, now))

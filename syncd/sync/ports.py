@@ -84,7 +84,7 @@ class SyncResult:
 
 
 class Repository(Protocol):
-    """The verified local store (``git.store.GitRepository``)."""
+    """The verified local store, read (``git.repository.GitRepository``)."""
 
     def commit(self, sha: str) -> CommitInfo: ...
     def has(self, sha: str) -> bool: ...
@@ -101,7 +101,6 @@ class Repository(Protocol):
         ...
 
     def blob(self, blob: str, limit: int) -> bytes: ...
-    def pin_applied(self, sha: str) -> None: ...
 
     def changed_paths(self, sha: str) -> tuple[str, ...]:
         """The paths ``sha`` changes against its first parent (all of its
@@ -170,5 +169,6 @@ class Ports:
     state: StateFile
     index: ParseIndex
     authority: Authority
+    pin_applied: Callable[[str], None]  # keep the applied commit referenced in the store (git.store.GitStore)
     own_keys: Callable[[], list[tuple[str, PublicKey]]]  # (file, public key) of the node's private keys
     reload: Callable[[], Reloaded]
