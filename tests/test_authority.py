@@ -239,7 +239,7 @@ RULES = [
 def test_rules(edits: Mapping[str, bytes | None], signer: int, join: str, expected: tuple[str, str | None]) -> None:
     decision = decide(edits, signer, join)
     if expected[0] == "ok":
-        assert (decision.ok, decision.role, decision.reason, decision.path) == (True, expected[1], "", None)
+        assert (decision.ok, decision.role, decision.reason, decision.path) == (True, expected[1], None, None)
     else:
         assert (decision.ok, decision.reason, decision.path) == (False, *expected), decision.message
         assert fingerprint(blob(signer)) in decision.message
@@ -303,9 +303,9 @@ def test_key_rotation_takes_effect_at_the_next_commit() -> None:
     new_key = ({"hosts/alice": host(1, NEWBIE, extra=EDIT)}, NEWBIE)
     decisions = history([rotate, old_key, new_key])
     assert [(d.ok, d.role, d.reason) for d in decisions] == [
-        (True, "owner:alice", ""),
+        (True, "owner:alice", None),
         (False, "", "signature"),  # the old key owns nothing any more
-        (True, "owner:alice", ""),
+        (True, "owner:alice", None),
     ]
 
 
@@ -317,7 +317,7 @@ def test_self_removal_takes_effect_at_the_next_commit() -> None:
             ({"hosts/bob": host(2, CAROL, extra=EDIT)}, CAROL),
         ]
     )
-    assert [(d.ok, d.reason) for d in decisions] == [(True, ""), (False, "signature"), (True, "")]
+    assert [(d.ok, d.reason) for d in decisions] == [(True, None), (False, "signature"), (True, None)]
 
 
 def test_a_joined_node_is_owned_at_the_next_commit() -> None:

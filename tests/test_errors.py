@@ -16,7 +16,7 @@ from syncd.tinc import keys
 
 # class → (exit code, reason, event, retry)
 CLASSES: list[tuple[type[errors.SyncdError], int, str, str, bool]] = [
-    (errors.SyncdError, 1, "error", "sync.refused", False),
+    (errors.SyncdError, 1, "refused", "sync.refused", False),
     (errors.UsageError, 2, "usage", "sync.failed", False),
     (errors.ConfigError, 2, "config", "sync.failed", False),
     (errors.AllowedSignersError, 2, "config", "sync.failed", False),
@@ -51,10 +51,12 @@ def test_every_error_class_is_in_the_table() -> None:
 
 
 def test_a_reason_and_a_hint_given_at_the_raise_are_kept() -> None:
-    got = outcome(errors.RefusedError("commit abc: rewound", reason="non-fast-forward", hint="run --allow-rewind"))
+    got = outcome(
+        errors.RefusedError("commit abc: rewound", reason=errors.Reason.NON_FAST_FORWARD, hint="run --allow-rewind")
+    )
     assert (got.exit_code, got.reason, got.event, got.retry) == (1, "non-fast-forward", "sync.refused", False)
     assert got.line() == "commit abc: rewound\n  hint: run --allow-rewind"
-    locked = outcome(errors.TransientError("another syncd holds /x/lock", reason="locked"))
+    locked = outcome(errors.TransientError("another syncd holds /x/lock", reason=errors.Reason.LOCKED))
     assert (locked.exit_code, locked.reason, locked.retry) == (3, "locked", True)
 
 

@@ -13,19 +13,17 @@ from __future__ import annotations
 
 import ipaddress
 import shlex
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from syncd.cli.ownerkeys import OwnerKey
 from syncd.cli.worktree import WorkTree
-from syncd.errors import ConfigError, RefusedError, UsageError
+from syncd.errors import ConfigError, Reason, RefusedError, UsageError
 from syncd.findings import Finding, Severity
 from syncd.node.config import config_path, tinc_conf_name
 from syncd.node.privkeys import KeyPair, ed25519_keypair, rsa_keypair
 from syncd.node.tincdir import PlannedFile, existing, tinc_conf, tinc_down, tinc_up, write_all
 from syncd.rules.allocate import AllocationError, default_size, next_free, reserved
-from syncd.rules.owners import PREFIX as OWNER_PREFIX
-from syncd.rules.owners import parse_owners
 from syncd.rules.policy import POLICY_FILE, Policy
 from syncd.rules.tree import EntryKind, Snapshot, TreeEntry, snapshot
 from syncd.rules.validate import Report, check_tree
@@ -34,19 +32,28 @@ from syncd.tinc.names import NAME_RULE, is_node_name
 from syncd.tinc.subnet import Kind, Subnet, SubnetError, format_subnet, parse_subnet
 
 PRIVATE_KEY_FILES = ("rsa_key.priv", "ed25519_key.priv")
-DEFAULT_OWNER_KEY = Path(".ssh") / "id_ed25519.pub"  # under the user's home
 THEIR_KEY = "$HOME/.ssh/id_ed25519"  # an admin's or member's signing key, where ssh-keygen puts it
 TINC_ROOT = Path("/etc/tinc")  # tincd's configuration directory: /etc/tinc/NET
 
 
-@dataclass(frozen=True)
-class OwnerKey:
-    source: Path  # the public key file it was read from
-    line: str  # "# syncd-owner: ssh-ed25519 AAAA... alice@laptop"
-    fingerprint: str
+@dataclass(frozen=True, kw_only=True)
+class Request:
+    """What ``syncd add-node`` is asked to set up (its command line)."""
+
+    name: str
+    repo: Path  # a working clone of the hosts repository
+    tinc_dir: Path
+    net: str
+    subnet: str = "auto"  # a CIDR, or the lowest free one of the policy
+    address: str | None = None  # "HOST [PORT]" others connect to
+    connect_to: tuple[str, ...] = ()
+    force: bool = False  # replace what the tinc directory already has
+    rsa_bits: int = 4096
+    dry_run: bool = False
+    owners: tuple[OwnerKey, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class NewNode:
     name: str
     net: str
@@ -71,27 +78,21 @@ class NewNode:
         return self.files[-1]
 
 
-def prepare(
-    name: str,
-    *,
-    repo: Path,
-    tinc_dir: Path,
-    net: str,
-    subnet: str = "auto",
-    address: str | None = None,
-    connect_to: tuple[str, ...] = (),
-    force: bool = False,
-    rsa_bits: int = 4096,
-    dry_run: bool = False,
-    owners: tuple[OwnerKey, ...] = (),
-) -> NewNode:
-    """Everything ``add-node`` would write.  ``dry_run``: the same, except
+def prepare(request: Request) -> NewNode:
+    """Everything ``add-node`` would write.  A dry run: the same, except
     that no key is generated (placeholders stand in for the keys), so what
     it shows is what the real run writes, key material aside."""
+    name, repo, tinc_dir, rsa_bits, address = (
+        request.name,
+        request.repo,
+        request.tinc_dir,
+        request.rsa_bits,
+        request.address,
+    )
     if not 2048 <= rsa_bits <= 8192:
         raise UsageError("--rsa-bits must be from 2048 to 8192")
     if not is_node_name(name):
-        raise RefusedError(f"{name!r} is not a valid tinc node name ({NAME_RULE})", reason="name")
+        raise RefusedError(f"{name!r} is not a valid tinc node name ({NAME_RULE})", reason=Reason.INVALID_CONTENT)
     if not repo.is_dir():
         raise UsageError(f"{repo}: no such directory (--repo is a working clone of the hosts repository)")
     tree = snapshot(WorkTree(repo))
@@ -100,31 +101,32 @@ def prepare(
     if any(f.severity is Severity.ERROR for f in report.policy_findings):
         raise RefusedError(
             "\n".join([f"{repo / POLICY_FILE} has errors:", *(f.format_text() for f in report.policy_findings)]),
-            reason="policy",
+            reason=Reason.INVALID_CONTENT,
         )
     hosts_path = repo / policy.hosts_dir
     clash = [e.name for e in tree.entries if e.name.lower() == name.lower()]
     if clash:
         raise RefusedError(
-            f"{policy.hosts_dir}/{clash[0]} already exists: node names must be unique (any case)", "name"
+            f"{policy.hosts_dir}/{clash[0]} already exists: node names must be unique (any case)",
+            reason=Reason.INVALID_CONTENT,
         )
     kinds = _key_kinds(policy)
-    replaces = _replaced(tinc_dir, name, kinds, force)
+    replaces = _replaced(tinc_dir, name, kinds, request.force)
     if "RSA" in kinds and rsa_bits < policy.min_rsa_bits:
         raise UsageError(f"--rsa-bits {rsa_bits} is under the policy's min_rsa_bits ({policy.min_rsa_bits})")
 
-    chosen = _subnet(subnet, policy, report)
+    chosen = _subnet(request.subnet, policy, report)
     vpn_address = _interface_address(chosen, policy)
     host_lines = _address_lines(address)
-    peers = connect_to if connect_to else _default_connect_to(report, address)
+    peers = request.connect_to or _default_connect_to(report, address)
     for peer in peers:
         if peer not in report.hosts:
             raise UsageError(f"--connect-to: {peer!r} has no host file in {hosts_path}")
-    host_text = "\n".join([*host_lines, f"Subnet = {format_subnet(chosen)}", *(o.line for o in owners)]) + "\n"
+    host_text = "\n".join([*host_lines, f"Subnet = {format_subnet(chosen)}", *(o.line for o in request.owners)]) + "\n"
     others = _check_new_host(tree, policy.hosts_dir, name, host_text.encode())
 
     # Keys come last: an RSA 4096 key takes seconds, and a refusal needs none.
-    keys = [_placeholder(kind, rsa_bits) for kind in kinds] if dry_run else [_keypair(k, rsa_bits) for k in kinds]
+    keys = [_placeholder(k, rsa_bits) if request.dry_run else _keypair(k, rsa_bits) for k in kinds]
     host_bytes = (host_text + "".join(f"\n{k.public_text}" for k in keys)).encode()
     default_route = any(s.prefixlen == 0 and s.kind == chosen.kind for h in report.hosts.values() for s, _ in h.subnets)
     route = default_route and not address
@@ -137,18 +139,18 @@ def prepare(
         PlannedFile(hosts_path / name, host_bytes, 0o644),  # last: see repo_host_file
     ]
     return NewNode(
-        name,
-        net,
-        tinc_dir,
-        chosen,
-        vpn_address,
-        tuple(peers),
-        tuple(files),
-        others,
-        dry_run,
-        owners,
-        policy.join,
-        replaces,
+        name=name,
+        net=request.net,
+        tinc_dir=tinc_dir,
+        subnet=chosen,
+        vpn_address=vpn_address,
+        connect_to=tuple(peers),
+        files=tuple(files),
+        warnings=others,
+        dry_run=request.dry_run,
+        owners=request.owners,
+        join=policy.join,
+        replaces=replaces,
     )
 
 
@@ -174,62 +176,9 @@ def _replaced(tinc_dir: Path, name: str, kinds: list[str], force: bool) -> tuple
     keys = " (the node's keys are lost)" if any(path.name in PRIVATE_KEY_FILES for path in there) else ""
     raise RefusedError(
         f"{tinc_dir} is already set up{whose}: it has {names}; add-node replaces nothing there without --force",
-        reason="exists",
         hint=f"to set up {name} elsewhere, give another --tinc-dir DIR (or --net); --force replaces "
         f"{'it' if len(there) == 1 else 'them'}{keys}",
     )
-
-
-def owner_keys(files: Sequence[str], none: bool) -> tuple[tuple[OwnerKey, ...], str | None]:
-    """The owners ``--owner-key FILE`` (or its default) and ``--no-owner-key``
-    name, and a note when there is none."""
-    if files and none:
-        raise UsageError("--owner-key and --no-owner-key contradict each other")
-    owners = read_owner_keys(() if none else tuple(Path(f) for f in files) or default_owner_keys())
-    why = "--no-owner-key" if none else "no --owner-key, and no ~/.ssh/id_ed25519.pub"
-    return owners, None if owners else f"{why}: the host file names no owner, so only an admin may change it"
-
-
-def default_owner_keys() -> tuple[Path, ...]:
-    """``~/.ssh/id_ed25519.pub`` when it exists: whoever sets the node up
-    owns it unless told otherwise."""
-    try:
-        path = Path.home() / DEFAULT_OWNER_KEY
-    except RuntimeError:  # no HOME and no passwd entry
-        return ()
-    return (path,) if path.is_file() else ()
-
-
-def read_owner_keys(paths: Sequence[Path]) -> tuple[OwnerKey, ...]:
-    """The owner lines for the SSH public key files ``paths`` (OpenSSH's
-    ``.pub`` format: ``KEYTYPE BASE64 [COMMENT]`` a line), each read by the
-    same rules as an owner line in the repository, so a key accepted here
-    is one ``syncd check`` and every node accept."""
-    keys: dict[str, OwnerKey] = {}
-    for path in paths:
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise UsageError(f"--owner-key {path}: {exc.strerror}") from None
-        if b"PRIVATE KEY-----" in data:
-            raise UsageError(f"--owner-key {path}: a private key; give its public half ({path}.pub)")
-        found = 0
-        for number, raw in enumerate(data.splitlines(), 1):
-            words = raw.split()
-            if not words or words[0].startswith(b"#"):
-                continue
-            line = OWNER_PREFIX + b" " + b" ".join(words)
-            parsed = parse_owners(str(path), line)
-            bad = next((f for f in parsed.findings), None)
-            if bad is not None or len(parsed.owners) != 1:
-                why = bad.message.split("; as written")[0] if bad is not None else "not a public key"
-                raise UsageError(f"--owner-key {path}:{number}: {why}")
-            owner = parsed.owners[0]
-            keys.setdefault(owner.fingerprint(), OwnerKey(path, line.decode(), owner.fingerprint()))
-            found += 1
-        if not found:
-            raise UsageError(f"--owner-key {path}: no SSH public key in it (a line 'ssh-ed25519 AAAA... COMMENT')")
-    return tuple(keys.values())
 
 
 def tinc_dir_of(net: str | None, tinc_dir: str | None) -> tuple[Path, str]:
@@ -343,7 +292,7 @@ def _check_new_host(tree: Snapshot, hosts_dir: str, name: str, host_bytes: bytes
     if mine:
         raise RefusedError(
             "\n".join(["the new host file would not pass syncd check:", *(f.format_text() for f in mine)]),
-            reason="invalid-content",
+            reason=Reason.INVALID_CONTENT,
         )
     return tuple(f for f in errors if f not in mine)
 
@@ -360,7 +309,7 @@ def _subnet(requested: str, policy: Policy, report: Report) -> Subnet:
         try:
             subnet = parse_subnet(requested)
         except SubnetError as exc:
-            raise RefusedError(f"--subnet: {exc.message}", reason=exc.code) from None
+            raise RefusedError(f"--subnet: {exc.message}", reason=Reason.INVALID_CONTENT) from None
         return subnet
     if policy.allocate is not None:
         prefix, size = policy.allocate.prefix, policy.allocate.size
@@ -378,7 +327,7 @@ def _subnet(requested: str, policy: Policy, report: Report) -> Subnet:
     try:
         return next_free(prefix, size, taken)
     except AllocationError as exc:
-        raise RefusedError(str(exc), reason="exhausted") from None
+        raise RefusedError(str(exc)) from None  # no free subnet left: Reason.REFUSED
 
 
 def _default_connect_to(report: Report, own_address: str | None) -> tuple[str, ...]:
@@ -437,7 +386,7 @@ def _interface_address(subnet: Subnet, policy: Policy) -> str:
         raise RefusedError(
             f"{format_subnet(subnet)} is the {what} address of {format_subnet(network)}, not a host's: "
             "give the node another address",
-            reason="subnet-host-address",
+            reason=Reason.INVALID_CONTENT,
         )
     text = str(ipaddress.IPv6Address(value) if subnet.kind is Kind.IPV6 else ipaddress.IPv4Address(value))
     return f"{text}/{network.prefixlen}"

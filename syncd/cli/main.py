@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from syncd import __version__
 from syncd.cli.netarg import config_option
-from syncd.errors import EXIT_OK, EXIT_REFUSED, outcome
+from syncd.errors import EXIT_OK, EXIT_REFUSED, Reason, outcome
 from syncd.findings import plural
 
 if TYPE_CHECKING:
@@ -366,13 +366,14 @@ def cmd_status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def cmd_add_node(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from syncd.cli.addnode import next_steps, owner_keys, prepare, tinc_dir_of, write
+    from syncd.cli.addnode import Request, next_steps, prepare, tinc_dir_of, write
+    from syncd.cli.ownerkeys import from_options
 
     tinc_dir, net = tinc_dir_of(args.net, args.tinc_dir)
-    owners, note = owner_keys(args.owner_key, args.no_owner_key)
+    owners, note = from_options(args.owner_key, args.no_owner_key)
     repo = Path(args.repo).resolve()  # absolute: the next steps name it
-    node = prepare(
-        args.name,
+    request = Request(
+        name=args.name,
         repo=repo,
         tinc_dir=tinc_dir,
         net=net,
@@ -384,6 +385,7 @@ def cmd_add_node(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         dry_run=args.dry_run,
         owners=owners,
     )
+    node = prepare(request)
     for finding in node.warnings:
         err.write(f"note: the repository has another problem: {finding.format_text()}\n")
     out.write(f"node {node.name}: subnet {node.subnet}, address {node.vpn_address}, ")
@@ -434,7 +436,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
         code: int = args.handler(args, out, err)
     except (Exception, KeyboardInterrupt) as exc:
         failed = outcome(exc)
-        if failed.reason == "internal-error" and os.environ.get("SYNCD_DEBUG"):
+        if failed.reason is Reason.INTERNAL_ERROR and os.environ.get("SYNCD_DEBUG"):
             traceback.print_exception(exc, file=err)
         err.write(f"{command}: {failed.line()}\n")
         return failed.exit_code

@@ -16,7 +16,7 @@ import os
 import time
 from pathlib import Path
 
-from syncd.errors import StateError
+from syncd.errors import REFUSALS, Reason, StateError
 from syncd.git.urls import redact_url
 from syncd.node.config import Config
 from syncd.node.files import TEMP_PREFIX
@@ -29,21 +29,6 @@ from syncd.tinc.names import is_node_name
 
 ADMIN_EXPIRY_NOTICE = 30 * 86400  # seconds: warn when the last valid admin key expires within this
 
-# The reasons of a refused pass (exit 1: only a new signed commit fixes
-# them); any other recorded outcome but success is a failed pass.
-REFUSED_REASONS = frozenset(
-    {
-        "refused",
-        "signature",
-        "unauthorized",
-        "non-fast-forward",
-        "backdated",
-        "future-dated",
-        "invalid-content",
-        "unsafe-tree",
-        "own-key-mismatch",
-    }
-)
 SUCCESS_OUTCOMES = frozenset({"applied", "unchanged"})
 
 
@@ -156,11 +141,11 @@ def health_problems(config: Config, state: State, health: Health, now: float) ->
     outcome = health.last_outcome
     if outcome is not None and outcome not in SUCCESS_OUTCOMES:
         reason = health.last_error_reason or outcome
-        verdict = "refused" if reason in REFUSED_REASONS else "failed"
+        verdict = "refused" if reason in REFUSALS else "failed"
         message = _first_line(health.last_error or "")
         at = _iso(health.last_error_at or health.last_pass_at)
         problems.append(f"last pass {verdict} [{reason}] at {at}: {message}")
-        if reason == "non-fast-forward":
+        if reason == Reason.NON_FAST_FORWARD:
             advice.append(f"{config.command('sync --dry-run --allow-rewind')}  (only if an admin rewrote the history)")
         else:
             advice.append(config.command("sync --dry-run"))
@@ -227,7 +212,7 @@ def _pass_outcome(outcome: object) -> str:
     """``applied``, ``unchanged``; ``refused [signature]``, ``failed [fetch-timeout]``."""
     if outcome in SUCCESS_OUTCOMES or outcome is None:
         return str(outcome)
-    return f"{'refused' if outcome in REFUSED_REASONS else 'failed'} [{outcome}]"
+    return f"{'refused' if outcome in REFUSALS else 'failed'} [{outcome}]"
 
 
 def _in_a_row(failures: object) -> str:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TextIO
 
-from syncd.errors import RefusedError, UsageError
+from syncd.errors import Reason, RefusedError, UsageError
 from syncd.git.repository import GitRepository
 from syncd.node.state import State
 from syncd.signing.allowed_signers import AllowedSigner
@@ -130,7 +130,7 @@ def check_update(store: GitRepository, update: Update, options: Options) -> list
         if branch in options.branches:
             raise RefusedError(
                 f"{update.ref}: deleting the branch the nodes follow: every node would fail until it is back",
-                reason="unauthorized",
+                reason=Reason.UNAUTHORIZED,
             )
         return []
     old_info = store.commit(update.old) if update.old is not None else None

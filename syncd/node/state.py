@@ -21,7 +21,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from syncd.errors import StateError, TransientError
+from syncd.errors import Reason, StateError, TransientError
 from syncd.node.files import fsync_dir, make_dirs, write_atomic
 from syncd.node.hostsdir import FileStat
 
@@ -177,7 +177,7 @@ def locked(state_dir: Path, timeout: float, name: str = LOCK_FILE) -> Iterator[N
                     raise
                 if time.monotonic() >= deadline:
                     raise TransientError(
-                        f"another syncd holds {state_dir / name} (waited {timeout:.0f} s)", reason="locked"
+                        f"another syncd holds {state_dir / name} (waited {timeout:.0f} s)", reason=Reason.LOCKED
                     ) from None
                 time.sleep(0.05)
         yield

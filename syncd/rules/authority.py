@@ -20,9 +20,9 @@ that made C's (already verified) signature:
 Rules 2 and 3 combine path by path (a rename by an owner removes under 2 and
 adds under 3).  Anything else under the repository (``syncd.yaml``,
 ``allowed_signers``, a README, ``HOSTS/a/b``, ``HOSTS/NAME-up``) is
-admin-only.  A refusal is ``signature`` when K has no role at P at all (not
-an admin, owns no node, is not an owner of a file C adds), ``unauthorized``
-when a known key acts outside its role, and names the first path outside
+admin-only.  A refusal is ``Reason.SIGNATURE`` when K has no role at P at
+all (not an admin, owns no node, is not an owner of a file C adds),
+``Reason.UNAUTHORIZED`` when a known key acts outside its role, and names the first path outside
 its authority.
 
 The caller verifies the signature, reads P's tree into ``Roles`` and diffs C
@@ -35,14 +35,13 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from syncd.errors import Reason
 from syncd.findings import Finding, error, warning
 from syncd.signing.allowed_signers import AllowedSigner
 from syncd.signing.sshsig import fingerprint
 from syncd.tinc.names import is_node_name
 
 ADMIN = "admin"
-SIGNATURE = "signature"  # stable refusal reasons, as in health.json and the logs
-UNAUTHORIZED = "unauthorized"
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +112,7 @@ class Decision:
     ok: bool
     role: str  # accepted: "admin", "owner:A[,B]", "join:N[,M]", "owner:A join:N"; refused: the role K had at P
     signer: str  # principal or owner comment, and fingerprint
-    reason: str = ""  # refused: SIGNATURE or UNAUTHORIZED
+    reason: Reason | None = None  # refused: Reason.SIGNATURE or Reason.UNAUTHORIZED
     path: str | None = None  # refused: the first path outside K's authority (None: a merge, an empty commit)
     message: str = ""  # refused: the whole story, for the caller to prefix with the commit
 
@@ -300,7 +299,8 @@ class _Refusal:
         else:
             who = "no role at the parent commit (not an admin, owns no node)" + self._admin_note()
         message = f"signed by {self.signer}, {who}: {f'{path} ' if path else ''}{why}"
-        return Decision(False, self.had, self.signer, UNAUTHORIZED if self.known else SIGNATURE, path, message)
+        reason = Reason.UNAUTHORIZED if self.known else Reason.SIGNATURE
+        return Decision(False, self.had, self.signer, reason, path, message)
 
     def _admin_note(self) -> str:
         """An admin key that does not count at this commit: say why."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from syncd.errors import RefusedError, UnsafeTreeError
+from syncd.errors import Reason, RefusedError, UnsafeTreeError
 from syncd.findings import Finding, Severity, plural
 
 MAX_LISTED = 20  # findings a refusal lists, one a line
@@ -86,7 +86,7 @@ def invalid_content(commit: str, errors: Sequence[Finding]) -> RefusedError:
     if len(errors) > MAX_LISTED:
         lines.append(f"... and {len(errors) - MAX_LISTED} more (syncd check on a clone at {sha} lists them all)")
     summary = f"commit {sha} has invalid content [{codes}]: {plural(len(errors), 'error')}; nothing was installed"
-    return RefusedError("\n".join([summary, *lines]), reason="invalid-content")
+    return RefusedError("\n".join([summary, *lines]), reason=Reason.INVALID_CONTENT)
 
 
 def _path(hosts_dir: str, entry: TreeEntry) -> str:

@@ -17,7 +17,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from syncd.errors import RefusedError, UnsafeTreeError
+from syncd.errors import Reason, RefusedError, UnsafeTreeError
 from syncd.rules.policy import POLICY_FILE
 from syncd.rules.units import format_duration, format_size
 from syncd.signing.commits import CommitInfo
@@ -56,7 +56,7 @@ def verify_history(
             raise RefusedError(
                 f"the remote's {settings.branch} ({tip.sha[:12]}) does not descend from the last applied commit "
                 f"{last[:12]}: history was rewound or replaced; refusing (non-fast-forward)",
-                reason="non-fast-forward",
+                reason=Reason.NON_FAST_FORWARD,
                 hint=f"if an admin really rewrote the history, run once: {settings.rewind_command}",
             )
     if stop is None:  # a first sync, or a rewound history: trust starts at the local allowed_signers
@@ -117,7 +117,7 @@ class _Guard:
                 f"commit {info.sha[:12]} ({info.summary!r}) is dated {_iso(info.committer_time)}, more than "
                 f"{format_duration(self.skew)} after the clock here ({_iso(self.now)}); refusing a future-dated "
                 "commit (trust.max_clock_skew): every commit after it would look backdated; nothing was installed",
-                reason="future-dated",
+                reason=Reason.FUTURE_DATED,
             )
 
     def _not_backdated(self, info: CommitInfo, parent: str, times: dict[str, int]) -> None:
@@ -141,7 +141,7 @@ class _Guard:
                 f"commit {info.sha[:12]} ({info.summary!r}) is dated {_iso(info.committer_time)}, more than "
                 f"{format_duration(self.skew)} before its parent {parent[:12]} ({_iso(when)}{counted}); refusing a "
                 "backdated commit (trust.max_clock_skew); nothing was installed",
-                reason="backdated",
+                reason=Reason.BACKDATED,
             )
 
     def blobs_fit(self, info: CommitInfo) -> None:

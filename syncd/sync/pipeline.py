@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from syncd.errors import Reason
 from syncd.findings import Severity
 from syncd.node.state import Applied
 from syncd.rules.authority import admins_valid_until
@@ -211,7 +212,7 @@ def _held_back(
     has = ", ".join(describe_key(k) for k in repo_keys) or "no public key"
     holds = " and ".join(f"{describe_key(key)} ({settings.tinc_dir / filename})" for filename, key in own)
     return (
-        f"own-key-mismatch: {path} in commit {commit[:12]} carries {has}, but this node holds {holds}; "
+        f"{Reason.OWN_KEY_MISMATCH}: {path} in commit {commit[:12]} carries {has}, but this node holds {holds}; "
         f"installing it would cut {settings.node} off, so the installed hosts/{settings.node} is kept and the rest of "
         "the commit applied. Commit the node's public key to the repository, or install the private key it names"
     )

@@ -24,10 +24,9 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NoReturn
 
-from syncd.errors import AllowedSignersError, RefusedError, SignatureError
+from syncd.errors import AllowedSignersError, Reason, RefusedError, SignatureError
 from syncd.rules.authority import (
     ADMIN,
-    SIGNATURE,
     Change,
     Decision,
     Roles,
@@ -110,7 +109,7 @@ class RepoAuthority:
         decision = authorize(roles, self._change(info, roles, paths), key, info.committer_time)
         if decision.ok and tip_only:
             message = f"signed by {decision.signer}: with trust.verify: tip only an admin's commit is accepted"
-            raise RefusedError(f"commit {info.sha[:12]} ({info.summary!r}): {message}", reason="unauthorized")
+            raise RefusedError(f"commit {info.sha[:12]} ({info.summary!r}): {message}", reason=Reason.UNAUTHORIZED)
         if not decision.ok:
             self._refuse(info, roles, key, decision)
         name = decision.signer.rsplit(" (", 1)[0]
@@ -131,9 +130,9 @@ class RepoAuthority:
     def _refuse(self, info: CommitInfo, roles: Roles, key: bytes, decision: Decision) -> NoReturn:
         note = self._not_admin_here(roles, key, info.committer_time)
         text = f"commit {info.sha[:12]} ({info.summary!r}): {decision.message}{note}; nothing was installed"
-        if decision.reason == SIGNATURE:
+        if decision.reason is Reason.SIGNATURE:
             raise SignatureError(text)
-        raise RefusedError(text, reason="unauthorized")
+        raise RefusedError(text, reason=Reason.UNAUTHORIZED)
 
     def _no_lockout(self, info: CommitInfo) -> None:
         """After a commit that changes the repository's admins, some admin
@@ -148,7 +147,7 @@ class RepoAuthority:
             f"commit {info.sha[:12]} ({info.summary!r}): after it no admin key is valid now ({utc_stamp(now)}): "
             f"{lockout_detail(admins, now)}; no admin could sign another commit, so it would lock the network "
             "out; nothing was installed",
-            reason="invalid-content",
+            reason=Reason.INVALID_CONTENT,
         )
 
     def _not_admin_here(self, roles: Roles, key: bytes, when: int) -> str:
@@ -260,7 +259,7 @@ class RepoAuthority:
         except AllowedSignersError as exc:
             raise RefusedError(
                 f"commit {sha[:12]}: its {REPO_SIGNERS} does not parse: {exc.message}; nothing was installed",
-                reason="invalid-content",
+                reason=Reason.INVALID_CONTENT,
             ) from None
 
     # --- where trust starts ---------------------------------------------------------------
