@@ -11,14 +11,16 @@ writes (``write``).  Any refusal leaves no file behind anywhere.
 
 from __future__ import annotations
 
+import argparse
 import ipaddress
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
-from syncd.cli.ownerkeys import OwnerKey
+from syncd.cli.ownerkeys import OwnerKey, from_options
 from syncd.cli.worktree import WorkTree
-from syncd.errors import ConfigError, Reason, RefusedError, UsageError
+from syncd.errors import EXIT_OK, ConfigError, Reason, RefusedError, UsageError
 from syncd.findings import Finding, Severity
 from syncd.node.config import config_path, tinc_conf_name
 from syncd.node.privkeys import KeyPair, ed25519_keypair, rsa_keypair
@@ -152,6 +154,45 @@ def prepare(request: Request) -> NewNode:
         join=policy.join,
         replaces=replaces,
     )
+
+
+def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """``syncd add-node``: prepare, then print the plan (a dry run) or write it and the next steps."""
+    tinc_dir, net = tinc_dir_of(args.net, args.tinc_dir)
+    owners, note = from_options(args.owner_key, args.no_owner_key)
+    repo = Path(args.repo).resolve()  # absolute: the next steps name it
+    request = Request(
+        name=args.name,
+        repo=repo,
+        tinc_dir=tinc_dir,
+        net=net,
+        subnet=args.subnet,
+        address=args.address,
+        connect_to=tuple(args.connect_to),
+        force=args.force,
+        rsa_bits=args.rsa_bits,
+        dry_run=args.dry_run,
+        owners=owners,
+    )
+    node = prepare(request)
+    for finding in node.warnings:
+        err.write(f"note: the repository has another problem: {finding.format_text()}\n")
+    out.write(f"node {node.name}: subnet {node.subnet}, address {node.vpn_address}, ")
+    out.write(f"ConnectTo {', '.join(node.connect_to) or '(none: others connect to it)'}\n")
+    out.writelines(f"owner {owner.fingerprint} ({owner.source}): {owner.line}\n" for owner in owners)
+    err.write(f"note: {note}\n" if note else "")
+    if node.replaces:
+        replaced = ", ".join(str(path) for path in node.replaces)
+        err.write(f"note: --force: {'would replace' if args.dry_run else 'replacing'} {replaced}\n")
+    if args.dry_run:
+        for planned in node.files:
+            out.write(f"\n--- {planned.path} (mode {planned.mode:04o})\n")
+            out.write(planned.data.decode())
+        return EXIT_OK
+    for path in write(node):
+        out.write(f"wrote {path}\n")
+    out.write(next_steps(node, repo))
+    return EXIT_OK
 
 
 def _replaced(tinc_dir: Path, name: str, kinds: list[str], force: bool) -> tuple[Path, ...]:

@@ -7,7 +7,6 @@ import argparse
 import json
 import os
 import sys
-import time
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,8 +20,6 @@ from syncd.findings import plural
 if TYPE_CHECKING:
     from typing import TypeAlias
 
-    from syncd.node.config import Config
-    from syncd.node.reload import Reloaded
     from syncd.rules.validate import Report
 
     _Commands: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
@@ -263,82 +260,9 @@ def cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def cmd_sync(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from syncd.node.config import load_config
-    from syncd.node.hostsdir import installed_reader
-    from syncd.sync.agent import stale_warning, sync_once
-    from syncd.tinc import learnedkey
+    from syncd.cli.sync import run
 
-    config = load_config(Path(args.config))
-    if args.log:
-        return _sync_logged(config, args, err)
-    result = sync_once(config, dry_run=args.dry_run, allow_rewind=args.allow_rewind, progress=err.isatty())
-    for warning in result.warnings:
-        err.write(f"warning: {warning}\n")
-    for name, key in result.learned.items():
-        err.write(f"warning: {learnedkey.advice(name, key)}\n")
-    stale = stale_warning(config, result, time.time())
-    if stale is not None:
-        err.write(f"warning: {stale}\n")
-    plan = result.plan
-    counts = f"{len(plan.add)} added, {len(plan.update)} updated, {len(plan.remove)} removed"
-    head = f"{result.commit[:12]} signed by {result.signer}"
-    if result.status == "planned":
-        out.write(f"plan for {head} from {result.url}: {counts}\n")
-        for line in plan.describe():
-            out.write(f"  {line}\n")
-        colour = out.isatty() and not os.environ.get("NO_COLOR")
-        for diff in plan.diff(installed_reader(config.tinc.hosts_dir)):
-            out.write("\n" + "".join(f"{_colour_diff(i, line) if colour else line}\n" for i, line in enumerate(diff)))
-    elif result.status == "unchanged":
-        out.write(f"already current at {head}\n")
-        if result.reloaded is not None:
-            out.write(f"  {describe_reload(result.reloaded)} (pending from an earlier pass)\n")
-    else:
-        if result.previous is None:
-            history = "first sync"
-        elif result.previous == result.commit:
-            history = "re-applied"
-        else:
-            history = f"{plural(result.new_commits, 'new commit')} since {result.previous[:12]}"
-        out.write(f"applied {head} ({history}): {counts}\n")
-        for line in plan.describe():
-            out.write(f"  {line}\n")
-        if result.reloaded is not None:
-            out.write(f"  {describe_reload(result.reloaded)}\n")
-    return EXIT_OK
-
-
-_DIFF_COLOURS = {"@": "\033[36m", "+": "\033[32m", "-": "\033[31m"}
-
-
-def _colour_diff(index: int, line: str) -> str:
-    """git's colours: bold file names (the first two lines), cyan hunk
-    headers, green and red lines."""
-    code = "\033[1m" if index < 2 else _DIFF_COLOURS.get(line[:1], "")
-    return f"{code}{line}\033[m" if code else line
-
-
-def _sync_logged(config: Config, args: argparse.Namespace, err: TextIO) -> int:
-    """``sync --log``: structured events instead of the summary (for the
-    systemd timer: one JSON object per line in the journal).  A failure is
-    logged exactly as ``run`` logs it."""
-    from syncd.cli.logsetup import get_logger, setup_logging
-    from syncd.sync.agent import sync_once
-    from syncd.sync.runloop import log_failure, log_result
-
-    setup_logging(err)
-    log = get_logger()
-    try:
-        result = sync_once(config, dry_run=args.dry_run, allow_rewind=args.allow_rewind)
-    except (Exception, KeyboardInterrupt) as exc:
-        failed = outcome(exc)
-        log_failure(log, config, failed)
-        return failed.exit_code
-    if args.dry_run:
-        log.info("sync.planned", net=config.net, commit=result.commit, plan=result.plan.describe())
-    else:
-        log_result(log, config, result)
-    return EXIT_OK
+    return run(args, out, err)
 
 
 def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -366,44 +290,9 @@ def cmd_status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def cmd_add_node(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from syncd.cli.addnode import Request, next_steps, prepare, tinc_dir_of, write
-    from syncd.cli.ownerkeys import from_options
+    from syncd.cli.addnode import run
 
-    tinc_dir, net = tinc_dir_of(args.net, args.tinc_dir)
-    owners, note = from_options(args.owner_key, args.no_owner_key)
-    repo = Path(args.repo).resolve()  # absolute: the next steps name it
-    request = Request(
-        name=args.name,
-        repo=repo,
-        tinc_dir=tinc_dir,
-        net=net,
-        subnet=args.subnet,
-        address=args.address,
-        connect_to=tuple(args.connect_to),
-        force=args.force,
-        rsa_bits=args.rsa_bits,
-        dry_run=args.dry_run,
-        owners=owners,
-    )
-    node = prepare(request)
-    for finding in node.warnings:
-        err.write(f"note: the repository has another problem: {finding.format_text()}\n")
-    out.write(f"node {node.name}: subnet {node.subnet}, address {node.vpn_address}, ")
-    out.write(f"ConnectTo {', '.join(node.connect_to) or '(none: others connect to it)'}\n")
-    out.writelines(f"owner {owner.fingerprint} ({owner.source}): {owner.line}\n" for owner in owners)
-    err.write(f"note: {note}\n" if note else "")
-    if node.replaces:
-        replaced = ", ".join(str(path) for path in node.replaces)
-        err.write(f"note: --force: {'would replace' if args.dry_run else 'replacing'} {replaced}\n")
-    if args.dry_run:
-        for planned in node.files:
-            out.write(f"\n--- {planned.path} (mode {planned.mode:04o})\n")
-            out.write(planned.data.decode())
-        return EXIT_OK
-    for path in write(node):
-        out.write(f"wrote {path}\n")
-    out.write(next_steps(node, repo))
-    return EXIT_OK
+    return run(args, out, err)
 
 
 def cmd_completion(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -412,12 +301,6 @@ def cmd_completion(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
     out.write(script(describe(build_parser()), args.shell))
     return EXIT_OK
-
-
-def describe_reload(reloaded: Reloaded) -> str:
-    if reloaded.method == "none":
-        return f"tincd not reloaded ({reloaded.detail})"
-    return f"reloaded tincd ({reloaded.method}): {reloaded.detail}"
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:

@@ -267,7 +267,7 @@ def appended_since(hosts_dir: Path, name: str, known: FileStat) -> str | None:
 
 class HostsDir:
     """The installed hosts directory as the pipeline sees it
-    (``pipeline.InstalledHosts``)."""
+    (the ``sync.ports.InstalledHosts`` port)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path

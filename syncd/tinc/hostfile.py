@@ -1,6 +1,6 @@
 """Read one tinc host file exactly as tincd 1.0.36 / 1.1 does (pure).
 
-Lines are read as tincd's ``read_config_file()`` reads them (``tincconf``);
+Lines are read as tincd's ``read_config_file()`` reads them (``conf``);
 this module says what each variable means in a host file (``src/conf.c``,
 ``src/net_setup.c``, ``src/subnet_parse.c``), and ``hostkeys`` which keys
 tincd loads from it.  The project README lists what was confirmed by running
