@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import getpass
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -132,3 +133,15 @@ def test_anything_else_is_an_internal_error_logged_at_critical_and_retried(exc: 
     )
     assert got.message == f"internal error: {type(exc).__name__}: {exc}"
     assert got.hint is not None and "SYNCD_DEBUG=1" in got.hint
+
+
+def test_the_reasons_are_those_docs_architecture_lists() -> None:
+    """Every member of ``Reason`` is in the page's table of reasons, and the
+    table names no other: a reason is a contract, written down."""
+    page = (Path(__file__).resolve().parent.parent / "docs" / "architecture.md").read_text()
+    table = page.split("## Reasons", 1)[1].split("\n## ", 1)[0]
+    listed = set()
+    for row in table.splitlines():
+        if row.startswith("| `"):
+            listed.update(re.findall(r"`([a-z-]+)`", row.split("|")[1]))
+    assert listed == {str(reason) for reason in errors.Reason}
