@@ -114,7 +114,7 @@ install:
 	install -d '$(DESTDIR)$(BINDIR)' '$(DESTDIR)$(MANDIR)/man1' '$(DESTDIR)$(UNITDIR)' \
 	    '$(DESTDIR)$(BASHCOMPDIR)' '$(DESTDIR)$(ZSHCOMPDIR)'
 	ln -sfn '$(PREFIX)/bin/syncd' '$(DESTDIR)$(BINDIR)/syncd'
-	'$(VENVDIR)/bin/python' -m syncd.manpage > '$(DESTDIR)$(MANDIR)/man1/syncd.1'
+	'$(VENVDIR)/bin/python' -m syncd.cli.manpage > '$(DESTDIR)$(MANDIR)/man1/syncd.1'
 	'$(VENVDIR)/bin/python' -m syncd completion bash > '$(DESTDIR)$(BASHCOMPDIR)/syncd'
 	'$(VENVDIR)/bin/python' -m syncd completion zsh > '$(DESTDIR)$(ZSHCOMPDIR)/_syncd'
 	for unit in $(UNITS); do \

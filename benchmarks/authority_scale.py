@@ -44,7 +44,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from sync_scale import GIT_ENV as SCALE_GIT_ENV
 from sync_scale import make_node
 
-from syncd.keys import tinc_b64encode
+from syncd.tinc.keys import tinc_b64encode
 
 GIT_ENV = {**SCALE_GIT_ENV, "LC_ALL": "C"}
 GOAL_SECONDS = 2.0  # for 1,000 commits
@@ -231,8 +231,8 @@ def timed_pass(net: Network, saved: Path, expect: int) -> float:
 
 def in_process_pass(net: Network, saved: Path, profile: cProfile.Profile | None = None) -> float:
     """One pass inside this process, as the ``syncd run`` loop makes it."""
-    from syncd.agent import sync_once
-    from syncd.config import load_config
+    from syncd.node.config import load_config
+    from syncd.sync.agent import sync_once
 
     shutil.rmtree(net.node_dir)
     shutil.copytree(saved, net.node_dir, symlinks=True)

@@ -26,7 +26,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from syncd.keys import tinc_b64encode
+from syncd.tinc.keys import tinc_b64encode
 
 BARE_READ = """
 import os, sys

@@ -27,7 +27,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from syncd.keys import tinc_b64encode
+from syncd.tinc.keys import tinc_b64encode
 
 GIT_ENV = {
     **os.environ,
@@ -178,9 +178,9 @@ def main() -> int:
 
             # The same inside one process, as the `syncd run` loop does it:
             # no interpreter start-up and imports on every pass.
-            from syncd.agent import sync_once
-            from syncd.config import load_config
-            from syncd.validate import ParseCache
+            from syncd.node.config import load_config
+            from syncd.rules.validate import ParseCache
+            from syncd.sync.agent import sync_once
 
             loaded = load_config(config)
             cache: ParseCache = {}  # what RunLoop keeps between passes

@@ -13,6 +13,7 @@ do), 3 transient (retry later), 130 interrupted.
 
 from __future__ import annotations
 
+import enum
 import errno
 import os
 from dataclasses import dataclass
@@ -21,13 +22,65 @@ from pathlib import Path
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_TRANSIENT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
+class Reason(enum.StrEnum):
+    """The stable reason of a failed pass, in ``health.json``, the logs and
+    the metrics (docs/architecture.md, "Reasons"): add members, never
+    rename one."""
+
+    # exit 1: refused, nothing changed; only a new signed commit fixes it
+    REFUSED = "refused"  # any other refusal (add-node's: a tinc directory already set up, no free subnet)
+    SIGNATURE = "signature"
+    UNAUTHORIZED = "unauthorized"
+    NON_FAST_FORWARD = "non-fast-forward"
+    BACKDATED = "backdated"
+    FUTURE_DATED = "future-dated"
+    INVALID_CONTENT = "invalid-content"
+    UNSAFE_TREE = "unsafe-tree"
+    OWN_KEY_MISMATCH = "own-key-mismatch"  # the node's own host file held back, the rest applied
+    # exit 2: retrying cannot fix it
+    USAGE = "usage"
+    CONFIG = "config"
+    STATE = "state"
+    IO_ERROR = "io-error"  # also exit 3, when it may pass (a full disk)
+    # exit 3: transient, retried
+    TRANSIENT = "transient"
+    FETCH_FAILED = "fetch-failed"
+    FETCH_TIMEOUT = "fetch-timeout"
+    FETCH_TOO_LARGE = "fetch-too-large"
+    STORE_REPAIRED = "store-repaired"
+    RELOAD_FAILED = "reload-failed"
+    LOCKED = "locked"
+    INTERNAL_ERROR = "internal-error"
+    # exit 130
+    INTERRUPTED = "interrupted"
+    # not a pass's: ``syncd status`` says so of an applied commit older than trust.max_age
+    STALE = "stale"
+
+
+# The reasons of a refused pass (exit 1: only a new signed commit fixes
+# them); any other recorded outcome but success is a failed pass.
+REFUSALS = frozenset(
+    {
+        Reason.REFUSED,
+        Reason.SIGNATURE,
+        Reason.UNAUTHORIZED,
+        Reason.NON_FAST_FORWARD,
+        Reason.BACKDATED,
+        Reason.FUTURE_DATED,
+        Reason.INVALID_CONTENT,
+        Reason.UNSAFE_TREE,
+        Reason.OWN_KEY_MISMATCH,
+    }
+)
+
+
 class SyncdError(Exception):
     """Base of every error syncd raises on purpose."""
 
     exit_code = EXIT_REFUSED
-    reason = "error"
+    reason = Reason.REFUSED
 
-    def __init__(self, message: str, reason: str | None = None, hint: str | None = None) -> None:
+    def __init__(self, message: str, reason: Reason | None = None, hint: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
@@ -42,13 +95,13 @@ class UsageError(SyncdError):
     """Bad arguments, a missing directory, an unreadable file: exit 2."""
 
     exit_code = EXIT_USAGE
-    reason = "usage"
+    reason = Reason.USAGE
 
 
 class ConfigError(UsageError):
     """The node's config (or a file it names) is wrong: exit 2, naming the key."""
 
-    reason = "config"
+    reason = Reason.CONFIG
 
 
 class AllowedSignersError(ConfigError):
@@ -59,14 +112,14 @@ class StateError(UsageError):
     """``state.json`` cannot be read: exit 2 (never discard it: it holds the
     rollback anchor)."""
 
-    reason = "state"
+    reason = Reason.STATE
 
 
 class FatalIOError(UsageError):
     """A file-system condition retrying cannot fix (no permission, a
     read-only file system, a corrupt node key): exit 2 with a hint."""
 
-    reason = "io-error"
+    reason = Reason.IO_ERROR
 
 
 # --- exit 1: refused, nothing changed -------------------------------------------------
@@ -77,19 +130,19 @@ class RefusedError(SyncdError):
     Nothing on disk was changed."""
 
     exit_code = EXIT_REFUSED
-    reason = "refused"
+    reason = Reason.REFUSED
 
 
 class SignatureError(RefusedError):
     """A signature that does not verify, or a key or format syncd refuses."""
 
-    reason = "signature"
+    reason = Reason.SIGNATURE
 
 
 class UnsafeTreeError(RefusedError):
     """The signed tree cannot be read safely (too many entries, not a tree)."""
 
-    reason = "unsafe-tree"
+    reason = Reason.UNSAFE_TREE
 
 
 # --- exit 3: transient, retry later ---------------------------------------------------
@@ -99,25 +152,25 @@ class TransientError(SyncdError):
     """Worth retrying later (no URL reachable, lock busy, reload failed): exit 3."""
 
     exit_code = EXIT_TRANSIENT
-    reason = "transient"
+    reason = Reason.TRANSIENT
 
 
 class FetchError(TransientError):
     """No URL could be fetched (each URL's failure is in the message)."""
 
-    reason = "fetch-failed"
+    reason = Reason.FETCH_FAILED
 
 
 class FetchTimeoutError(FetchError):
     """A URL did not finish its fetch within ``repo.timeout``."""
 
-    reason = "fetch-timeout"
+    reason = Reason.FETCH_TIMEOUT
 
 
 class FetchTooLargeError(FetchError):
     """A URL sent more than ``repo.max_fetch_bytes``."""
 
-    reason = "fetch-too-large"
+    reason = Reason.FETCH_TOO_LARGE
 
 
 class NoBranchError(FetchError):
@@ -139,14 +192,14 @@ class StoreRepairedError(TransientError):
     """The local store was corrupt or missing objects; it was set aside and
     the next pass fetches a fresh one (the rollback anchor is kept)."""
 
-    reason = "store-repaired"
+    reason = Reason.STORE_REPAIRED
 
 
 class ReloadError(TransientError):
     """tincd did not take the new files: they stay installed, the reload stays
     pending, the next pass retries."""
 
-    reason = "reload-failed"
+    reason = Reason.RELOAD_FAILED
 
 
 # --- the one mapping --------------------------------------------------------------------
@@ -155,7 +208,7 @@ class ReloadError(TransientError):
 @dataclass(frozen=True, slots=True)
 class Outcome:
     exit_code: int
-    reason: str
+    reason: Reason
     event: str  # the log event of the failed pass
     retry: bool  # ``run`` retries soon (back-off) rather than at the next interval
     message: str
@@ -170,7 +223,7 @@ class Outcome:
 def outcome(exc: BaseException) -> Outcome:
     """What a failure means: exit code, reason, log event, retry."""
     if isinstance(exc, KeyboardInterrupt):
-        return Outcome(EXIT_INTERRUPTED, "interrupted", "sync.interrupted", False, "interrupted", level="warning")
+        return Outcome(EXIT_INTERRUPTED, Reason.INTERRUPTED, "sync.interrupted", False, "interrupted", level="warning")
     if isinstance(exc, SyncdError):
         code = exc.exit_code
         return Outcome(code, exc.reason, _event(exc.reason, code), code == EXIT_TRANSIENT, exc.message, exc.hint)
@@ -180,7 +233,7 @@ def outcome(exc: BaseException) -> Outcome:
     # on the input (exit 1), and worth retrying, since it may not recur.
     return Outcome(
         EXIT_TRANSIENT,
-        "internal-error",
+        Reason.INTERNAL_ERROR,
         "sync.failed",
         True,
         f"internal error: {type(exc).__name__}: {exc}",
@@ -189,8 +242,8 @@ def outcome(exc: BaseException) -> Outcome:
     )
 
 
-def _event(reason: str, code: int) -> str:
-    if reason == "reload-failed":
+def _event(reason: Reason, code: int) -> str:
+    if reason is Reason.RELOAD_FAILED:
         return "reload.failed"
     return "sync.refused" if code == EXIT_REFUSED else "sync.failed"
 
@@ -200,7 +253,7 @@ def _os_outcome(exc: OSError) -> Outcome:
     retrying cannot fix (exit 2, with what to change) from one that may pass
     (exit 3: a full disk, an I/O error)."""
     if exc.filename is None:
-        return Outcome(EXIT_TRANSIENT, "io-error", "sync.failed", True, str(exc))
+        return Outcome(EXIT_TRANSIENT, Reason.IO_ERROR, "sync.failed", True, str(exc))
     path = _path_name(exc.filename)
     where = path if exc.filename2 is None else f"{path} -> {_path_name(exc.filename2)}"
     message = f"{where}: {exc.strerror or exc}"
@@ -208,8 +261,8 @@ def _os_outcome(exc: OSError) -> Outcome:
         message = f"{where}: permission denied to {user_name()}"
     hint = _os_hint(exc.errno, path)
     if hint is None:
-        return Outcome(EXIT_TRANSIENT, "io-error", "sync.failed", True, message)
-    return Outcome(EXIT_USAGE, "io-error", "sync.failed", False, message, hint)
+        return Outcome(EXIT_TRANSIENT, Reason.IO_ERROR, "sync.failed", True, message)
+    return Outcome(EXIT_USAGE, Reason.IO_ERROR, "sync.failed", False, message, hint)
 
 
 def user_name() -> str:

@@ -7,7 +7,7 @@ import functools
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
-from syncd.keys import tinc_b64encode
+from syncd.tinc.keys import tinc_b64encode
 
 
 @functools.cache

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import yaml
 
-from syncd.cli import main
-from syncd.state import HEALTH_FILE, STATE_FILE
+from syncd.cli.main import main
+from syncd.node.state import HEALTH_FILE, STATE_FILE
 from tests.conftest import EXAMPLE_REPO
 from tests.gitutil import SshKey, allowed_signers, commit, fingerprint_of, git, make_key
 from tests.keyfactory import rsa_pem

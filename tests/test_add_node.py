@@ -12,13 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from syncd.allocate import AllocationError, next_free
-from syncd.cli import main
-from syncd.hostfile import parse_host_file
-from syncd.keygen import ed25519_expanded, ed25519_keypair
-from syncd.keys import tinc_b64decode, tinc_b64encode
-from syncd.nodekey import private_key_publics
-from syncd.subnet import Subnet, parse_subnet
+from syncd.cli.main import main
+from syncd.node.privkeys import ed25519_expanded, ed25519_keypair, private_key_publics
+from syncd.rules.allocate import AllocationError, next_free
+from syncd.tinc.hostfile import parse_host_file
+from syncd.tinc.keys import tinc_b64decode, tinc_b64encode
+from syncd.tinc.subnet import Subnet, parse_subnet
 from tests.gitutil import env, git, make_key
 from tests.keyfactory import rsa_pem
 from tests.servers import free_port, require
@@ -176,16 +175,16 @@ def test_dry_run(repo: Path, tmp_path: Path) -> None:
 def test_dry_run_generates_no_key_and_shows_what_the_real_run_writes(
     repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import syncd.onboard
-    from syncd.keygen import KeyPair
+    import syncd.cli.addnode
+    from syncd.node.privkeys import KeyPair
 
     def no_key(*args: object) -> KeyPair:
         raise AssertionError("a dry run generated a key")
 
     tinc = tmp_path / "tinc"
     with monkeypatch.context() as patch:
-        patch.setattr(syncd.onboard, "rsa_keypair", no_key)
-        patch.setattr(syncd.onboard, "ed25519_keypair", no_key)
+        patch.setattr(syncd.cli.addnode, "rsa_keypair", no_key)
+        patch.setattr(syncd.cli.addnode, "ed25519_keypair", no_key)
         code, out, err = add(repo, tinc, "newbie", "--dry-run")
     assert code == 0, err
     assert "BEGIN" not in out

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from syncd.cli import main
+from syncd.cli.addnode import tinc_dir_of
+from syncd.cli.main import main
 from syncd.errors import UsageError
-from syncd.onboard import tinc_dir_of
 from tests.gitutil import allowed_signers, env, git, make_key
 from tests.syncenv import Hub, make_node
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from syncd.cli import main
+from syncd.cli.main import main
 from syncd.errors import EXIT_REFUSED, EXIT_USAGE
 from tests.gitutil import allowed_signers, make_key
 from tests.servers import require

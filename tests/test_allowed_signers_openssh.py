@@ -18,11 +18,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from syncd.errors import AllowedSignersError, SignatureError
-from syncd.signers import (
-    parse_allowed_signers,
-    parse_signature,
-    verify_signed_object,
-)
+from syncd.signing.allowed_signers import parse_allowed_signers, verify_signed_object
+from syncd.signing.sshsig import parse_signature
 from tests.gitutil import SshKey, commit, env, init_repo, make_key
 
 

@@ -1,4 +1,4 @@
-"""The authority rule of syncd.authority: tables for each rule and outcome, a
+"""The authority rule of syncd.rules.authority: tables for each rule and outcome, a
 cross-check of the admin match against real signatures, and a property test
 over random histories."""
 
@@ -17,21 +17,20 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from syncd.authority import (
+from syncd.errors import SignatureError
+from syncd.rules.authority import (
     Change,
     Decision,
     Roles,
     admin_principal,
     authorize,
-    change_between,
     host_name,
-    roles_at,
 )
-from syncd.errors import SignatureError
-from syncd.hostfile import NAME_RE
-from syncd.owners import fingerprint
-from syncd.policy import Policy
-from syncd.signers import parse_allowed_signers, parse_signature, verify_signed_object
+from syncd.rules.owners import owner_keys
+from syncd.rules.policy import Policy
+from syncd.signing.allowed_signers import AllowedSigner, parse_allowed_signers, verify_signed_object
+from syncd.signing.sshsig import fingerprint, parse_signature
+from syncd.tinc.names import is_node_name
 from tests.gitutil import make_key
 
 NOW = 1_750_000_000  # 2025-06-15
@@ -77,6 +76,33 @@ def applied(before: Mapping[str, bytes], edits: Mapping[str, bytes | None]) -> d
         else:
             after[path] = data
     return after
+
+
+def roles_at(admins: list[AllowedSigner], policy: Policy, hosts: Mapping[str, bytes]) -> Roles:
+    """The rule's input at a parent whose host files are ``hosts`` (NAME ->
+    bytes), as ``trust.RepoAuthority`` reads it from a commit."""
+    owners: dict[str, frozenset[bytes]] = {}
+    comments: dict[bytes, str] = {}
+    for name, data in hosts.items():
+        if is_node_name(name):
+            owners[name], named = owner_keys(f"{policy.hosts_dir}/{name}", data)
+            for key, comment in named.items():
+                comments.setdefault(key, comment)
+    return Roles(tuple(admins), owners, policy.join, policy.hosts_dir, comments)
+
+
+def change_between(parent: Mapping[str, bytes], child: Mapping[str, bytes], hosts_dir: str, parents: int = 1) -> Change:
+    """The rule's ``Change`` from one tree (path -> bytes) to the next, as
+    ``trust.RepoAuthority`` diffs a commit against its first parent."""
+    paths = tuple(sorted(p for p in parent.keys() | child.keys() if parent.get(p) != child.get(p)))
+    added: dict[str, frozenset[bytes]] = {}
+    comments: dict[bytes, str] = {}
+    for path in paths:
+        if path not in parent and (name := host_name(path, hosts_dir)) is not None:
+            added[name], named = owner_keys(path, child[path])
+            for key, comment in named.items():
+                comments.setdefault(key, comment)
+    return Change(parents, paths, added, comments)
 
 
 def decide(
@@ -213,7 +239,7 @@ RULES = [
 def test_rules(edits: Mapping[str, bytes | None], signer: int, join: str, expected: tuple[str, str | None]) -> None:
     decision = decide(edits, signer, join)
     if expected[0] == "ok":
-        assert (decision.ok, decision.role, decision.reason, decision.path) == (True, expected[1], "", None)
+        assert (decision.ok, decision.role, decision.reason, decision.path) == (True, expected[1], None, None)
     else:
         assert (decision.ok, decision.reason, decision.path) == (False, *expected), decision.message
         assert fingerprint(blob(signer)) in decision.message
@@ -277,9 +303,9 @@ def test_key_rotation_takes_effect_at_the_next_commit() -> None:
     new_key = ({"hosts/alice": host(1, NEWBIE, extra=EDIT)}, NEWBIE)
     decisions = history([rotate, old_key, new_key])
     assert [(d.ok, d.role, d.reason) for d in decisions] == [
-        (True, "owner:alice", ""),
+        (True, "owner:alice", None),
         (False, "", "signature"),  # the old key owns nothing any more
-        (True, "owner:alice", ""),
+        (True, "owner:alice", None),
     ]
 
 
@@ -291,7 +317,7 @@ def test_self_removal_takes_effect_at_the_next_commit() -> None:
             ({"hosts/bob": host(2, CAROL, extra=EDIT)}, CAROL),
         ]
     )
-    assert [(d.ok, d.reason) for d in decisions] == [(True, ""), (False, "signature"), (True, "")]
+    assert [(d.ok, d.reason) for d in decisions] == [(True, None), (False, "signature"), (True, None)]
 
 
 def test_a_joined_node_is_owned_at_the_next_commit() -> None:
@@ -374,7 +400,7 @@ def _expected(
     member = any(signer in owners for path, owners in before.items() if path.startswith("hosts/"))
     for path in changed:
         name = path.removeprefix("hosts/")
-        if not path.startswith("hosts/") or not NAME_RE.match(name):
+        if not path.startswith("hosts/") or not is_node_name(name):
             return False
         if path in before:
             if signer not in before[path]:

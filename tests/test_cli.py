@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from syncd.cli import main
+from syncd.cli.main import main
 from tests.conftest import EXAMPLE_REPO
 from tests.syncenv import Hub, Node
 
@@ -100,8 +100,8 @@ def test_github_output(broken: Path) -> None:
 
 
 def test_github_escapes_properties_and_newlines() -> None:
+    from syncd.cli.formats import format_github
     from syncd.findings import error
-    from syncd.formats import format_github
 
     line = format_github(error("hosts/a,b:c", 3, "syntax", "50% done\nnext"))
     assert line == "::error file=hosts/a%2Cb%3Ac,line=3,title=syntax::50%25 done%0Anext"
@@ -185,12 +185,12 @@ def test_scripts_in_a_nodes_own_hosts_dir_are_not_findings(tmp_path: Path) -> No
 
 
 def test_an_internal_error_is_not_a_refusal(monkeypatch: pytest.MonkeyPatch) -> None:
-    import syncd.cli
+    import syncd.cli.main
 
     def broken(*args: object) -> None:
         raise KeyError("surprise")
 
-    monkeypatch.setattr(syncd.cli, "run_check", broken)
+    monkeypatch.setattr(syncd.cli.main, "run_check", broken)
     code, _, err = run("check", str(EXAMPLE_REPO))
     assert code == 3
     assert "internal error: KeyError: 'surprise'" in err
@@ -296,7 +296,7 @@ def test_sync_dry_run_colours_the_diff_on_a_terminal(hub: Hub, node: Node, monke
 
 
 def test_plan_diff_of_unreadable_or_unchanged_files() -> None:
-    from syncd.plan import make_plan
+    from syncd.rules.plan import make_plan
 
     desired = {"a": b"Subnet = 10.0.0.1\n", "b": b"Subnet = 10.0.0.2\n"}
     plan = make_plan(desired, {"a": "0" * 64, "b": "1" * 64, "c": "2" * 64}, {"c": "2" * 64})

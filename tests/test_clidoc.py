@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from syncd.cli import build_parser, main
-from syncd.clidoc import Program, describe
-from syncd.completion import script
-from syncd.manpage import escape, render
+from syncd.cli.clidoc import Program, describe
+from syncd.cli.completion import script
+from syncd.cli.main import build_parser, main
+from syncd.cli.manpage import escape, render
 from tests.conftest import ROOT
 from tests.servers import require
 
@@ -104,7 +104,7 @@ def test_man_page_renders_every_command_and_option(tmp_path: Path) -> None:
 
 def run_syncd_manpage() -> str:
     result = subprocess.run(
-        [sys.executable, "-m", "syncd.manpage"], capture_output=True, text=True, env=env(), check=True, timeout=60
+        [sys.executable, "-m", "syncd.cli.manpage"], capture_output=True, text=True, env=env(), check=True, timeout=60
     )
     return result.stdout
 

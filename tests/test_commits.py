@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from syncd.commits import armor, split_commit
+from syncd.signing.commits import armor, split_commit
 from tests.gitutil import SshKey, allowed_signers, commit, git, init_repo, make_key, verify_with_git
 
 

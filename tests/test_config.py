@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from syncd.cli import main
-from syncd.config import config_path, load_config, parse_config, redact_url
+from syncd.cli.main import main
 from syncd.errors import ConfigError
-from syncd.units import parse_duration, parse_size
+from syncd.git.urls import redact_url
+from syncd.node.config import config_path, load_config, parse_config
+from syncd.rules.units import parse_duration, parse_size
 from tests.conftest import EXAMPLE_REPO, ROOT
 from tests.syncenv import Hub, admin_and_signers, make_node
 
@@ -106,7 +107,7 @@ def test_every_duration_key_takes_what_the_readme_says(signers: Path, key: str, 
 
 def test_the_duration_keys_are_all_the_keys_that_hold_durations(signers: Path) -> None:
     """Every key of the schema given "5m": exactly DURATION_KEYS read it as 300 seconds."""
-    from syncd.config import SCHEMA
+    from syncd.node.config import SCHEMA
 
     taking = []
     for section, keys in SCHEMA.items():

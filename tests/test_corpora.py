@@ -12,9 +12,9 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
-from syncd.names import NAME_RE
-from syncd.validate import Report
-from syncd.worktree import run_check
+from syncd.cli.worktree import run_check
+from syncd.rules.validate import Report
+from syncd.tinc.names import is_node_name
 from tests.conftest import skip_module_without_corpora
 
 skip_module_without_corpora()
@@ -88,7 +88,7 @@ def test_retiolum(corpora: Path, tmp_path: Path) -> None:
     expected = {
         path.name
         for path in (corpora / "retiolum" / "hosts").iterdir()
-        if NAME_RE.match(path.name)
+        if is_node_name(path.name)
         and "-----BEGIN" in path.read_text()
         and path.name != "DUMMYHOST"  # its key is never read (see above)
         and not ed_line.search(path.read_text())

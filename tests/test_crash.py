@@ -18,10 +18,10 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from syncd.hostsdir import TEMP_PREFIX
-from syncd.learnedkey import block
-from syncd.plan import blob_id
-from syncd.state import STATE_FILE
+from syncd.node.files import TEMP_PREFIX
+from syncd.node.state import STATE_FILE
+from syncd.rules.plan import blob_id
+from syncd.tinc.learnedkey import block
 from tests.figures import record
 from tests.keyfactory import ed25519_text, rsa_pem
 from tests.syncenv import Hub, Node, admin_and_signers, make_node

@@ -6,16 +6,18 @@ from __future__ import annotations
 import errno
 import getpass
 import os
+import re
 from pathlib import Path
 
 import pytest
 
-from syncd import errors, keys
+from syncd import errors
 from syncd.errors import outcome
+from syncd.tinc import keys
 
 # class → (exit code, reason, event, retry)
 CLASSES: list[tuple[type[errors.SyncdError], int, str, str, bool]] = [
-    (errors.SyncdError, 1, "error", "sync.refused", False),
+    (errors.SyncdError, 1, "refused", "sync.refused", False),
     (errors.UsageError, 2, "usage", "sync.failed", False),
     (errors.ConfigError, 2, "config", "sync.failed", False),
     (errors.AllowedSignersError, 2, "config", "sync.failed", False),
@@ -50,10 +52,12 @@ def test_every_error_class_is_in_the_table() -> None:
 
 
 def test_a_reason_and_a_hint_given_at_the_raise_are_kept() -> None:
-    got = outcome(errors.RefusedError("commit abc: rewound", reason="non-fast-forward", hint="run --allow-rewind"))
+    got = outcome(
+        errors.RefusedError("commit abc: rewound", reason=errors.Reason.NON_FAST_FORWARD, hint="run --allow-rewind")
+    )
     assert (got.exit_code, got.reason, got.event, got.retry) == (1, "non-fast-forward", "sync.refused", False)
     assert got.line() == "commit abc: rewound\n  hint: run --allow-rewind"
-    locked = outcome(errors.TransientError("another syncd holds /x/lock", reason="locked"))
+    locked = outcome(errors.TransientError("another syncd holds /x/lock", reason=errors.Reason.LOCKED))
     assert (locked.exit_code, locked.reason, locked.retry) == (3, "locked", True)
 
 
@@ -129,3 +133,15 @@ def test_anything_else_is_an_internal_error_logged_at_critical_and_retried(exc: 
     )
     assert got.message == f"internal error: {type(exc).__name__}: {exc}"
     assert got.hint is not None and "SYNCD_DEBUG=1" in got.hint
+
+
+def test_the_reasons_are_those_docs_architecture_lists() -> None:
+    """Every member of ``Reason`` is in the page's table of reasons, and the
+    table names no other: a reason is a contract, written down."""
+    page = (Path(__file__).resolve().parent.parent / "docs" / "architecture.md").read_text()
+    table = page.split("## Reasons", 1)[1].split("\n## ", 1)[0]
+    listed = set()
+    for row in table.splitlines():
+        if row.startswith("| `"):
+            listed.update(re.findall(r"`([a-z-]+)`", row.split("|")[1]))
+    assert listed == {str(reason) for reason in errors.Reason}

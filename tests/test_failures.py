@@ -20,13 +20,14 @@ from typing import Any
 
 import pytest
 
-from syncd import agent, state
-from syncd.cli import main
-from syncd.config import load_config
+from syncd.cli.main import main
 from syncd.errors import FatalIOError
-from syncd.nodekey import private_key_publics
-from syncd.runloop import JITTER, RunLoop
-from syncd.state import HEALTH_FILE, LOCK_FILE, Health, locked
+from syncd.node import state
+from syncd.node.config import load_config
+from syncd.node.privkeys import private_key_publics
+from syncd.node.state import HEALTH_FILE, LOCK_FILE, Health, locked
+from syncd.sync import agent
+from syncd.sync.runloop import JITTER, RunLoop
 from tests.keyfactory import rsa_private
 from tests.servers import free_port, require
 from tests.syncenv import Hub, Node, admin_and_signers, make_node
@@ -202,12 +203,12 @@ def test_ctrl_c_is_one_line_and_exit_130(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("command", ["check", "status", "sync", "run", "add-node"])
 def test_every_command_maps_ctrl_c_to_130(command: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    import syncd.cli
+    import syncd.cli.main
 
     def interrupted(*args: object) -> int:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(syncd.cli, f"cmd_{command.replace('-', '_')}", interrupted)
+    monkeypatch.setattr(syncd.cli.main, f"cmd_{command.replace('-', '_')}", interrupted)
     args = {"check": [], "status": ["-c", "x"], "sync": ["-c", "x"], "run": ["-c", "x"], "add-node": ["n"]}[command]
     err = io.StringIO()
     try:
@@ -301,12 +302,12 @@ def test_sync_log_and_run_log_the_same_event_and_reason(
 def test_an_internal_error_is_a_message_and_a_hint_and_a_traceback_only_on_request(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import syncd.cli
+    import syncd.cli.main
 
     def broken(*args: object) -> None:
         raise KeyError("surprise")
 
-    monkeypatch.setattr(syncd.cli, "run_check", broken)
+    monkeypatch.setattr(syncd.cli.main, "run_check", broken)
     monkeypatch.delenv("SYNCD_DEBUG", raising=False)
     expected = [
         "syncd check: internal error: KeyError: 'surprise'",

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from syncd.source import APPLIED_REF, FETCHED_REF
+from syncd.git.store import APPLIED_REF, FETCHED_REF
 from tests.gitutil import git
 from tests.hostile import REENCODINGS, hostile_git, reencode_signature
 from tests.keyfactory import rsa_pem

@@ -20,12 +20,13 @@ from pathlib import Path
 
 import pytest
 
-from syncd.agent import sync_once
-from syncd.config import load_config
 from syncd.errors import FatalIOError, outcome
-from syncd.hostsdir import make_dirs, read_installed
-from syncd.plan import blob_id as digest
-from syncd.state import HEALTH_FILE, LOCK_FILE, STATE_FILE
+from syncd.node.config import load_config
+from syncd.node.files import make_dirs
+from syncd.node.hostsdir import read_installed
+from syncd.node.state import HEALTH_FILE, LOCK_FILE, STATE_FILE
+from syncd.rules.plan import blob_id as digest
+from syncd.sync.agent import sync_once
 from tests.figures import record
 from tests.syncenv import Hub, Node, make_node
 from tests.test_crash import kill_at_every_step

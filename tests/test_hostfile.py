@@ -7,7 +7,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from syncd.findings import Severity
-from syncd.hostfile import MAX_LINE_BYTES, HostFile, parse_host_file
+from syncd.tinc.conf import MAX_LINE_BYTES
+from syncd.tinc.hostfile import HostFile, parse_host_file
 from tests.keyfactory import ed25519_text, rsa_pem
 
 KEY = rsa_pem()

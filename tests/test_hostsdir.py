@@ -10,8 +10,8 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from syncd.hostsdir import FileStat, apply_plan, read_installed
-from syncd.plan import blob_id, make_plan
+from syncd.node.hostsdir import FileStat, apply_plan, read_installed
+from syncd.rules.plan import blob_id, make_plan
 
 NAMES = st.sampled_from(["alpha", "bravo", "charlie", "delta", "echo", "foxtrot"])
 CONTENT = st.sampled_from([b"Subnet = 10.0.0.1\n", b"Subnet = 10.0.0.2\n", b"Port = 655\n", b""])

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from syncd import __version__
-from syncd.cli import build_parser
-from syncd.clidoc import describe
+from syncd.cli.clidoc import describe
+from syncd.cli.main import build_parser
 from tests.conftest import ROOT, lacking
 from tests.servers import require
 

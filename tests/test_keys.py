@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from hypothesis import given
 from hypothesis import strategies as st
 
-from syncd.keys import KeyFormatError, ed25519_from_text, tinc_b64decode, tinc_b64encode
+from syncd.tinc.keys import KeyFormatError, ed25519_from_text, tinc_b64decode, tinc_b64encode
 
 # b64encode_tinc packs each 3-byte group least significant bit first:
 # bytes 00 01 02 → triplet 0x020100 → 6-bit digits 0, 4, 32, 0 → "AEgA",

@@ -12,9 +12,9 @@ import json
 import time
 from pathlib import Path
 
-from syncd.cli import main
-from syncd.learnedkey import block
-from syncd.state import STATE_FILE
+from syncd.cli.main import main
+from syncd.node.state import STATE_FILE
+from syncd.tinc.learnedkey import block
 from tests.keyfactory import ed25519_text
 from tests.syncenv import Hub, Node, admin_and_signers, append, make_node
 from tests.test_crash import desired_files

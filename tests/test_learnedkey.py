@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from syncd.learnedkey import appended_key, split_appended
+from syncd.tinc.learnedkey import appended_key, split_appended
 from tests.keyfactory import ed25519_text, rsa_pem
 
 # What append_config_file() (tinc's src/conf.c) writes, with
@@ -109,5 +109,6 @@ def test_only_whole_blocks_of_one_key_on_a_keyless_file_count(repo: bytes, tail:
     if key is not None:
         count = len(tail) // len(block(key))
         assert tail == block(key) * count and count >= 1
-        assert b"Ed25519PublicKey" not in repo and b"ED25519" not in repo
+        # no key tincd reads: no Ed25519PublicKey line, no ED25519 block (an END line alone is ignored)
+        assert b"Ed25519PublicKey" not in repo and b"-----BEGIN ED25519" not in repo
         assert split_appended(repo + tail) == (repo, key)

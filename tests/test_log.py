@@ -8,7 +8,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from syncd.cli import main
+from syncd.cli.main import main
 from tests.keyfactory import rsa_pem
 from tests.syncenv import Hub, Node, admin_and_signers, make_node
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from syncd.names import is_node_name, is_script_name, script_suffix
+from syncd.tinc.names import is_node_name, is_script_name, script_suffix
 
 
 @pytest.mark.parametrize("name", ["a", "node_1", "A" * 64, "0"])

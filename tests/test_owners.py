@@ -11,8 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from syncd.owners import parse_owners
-from syncd.signers import parse_allowed_signers, parse_signature
+from syncd.rules.owners import parse_owners
+from syncd.signing.allowed_signers import parse_allowed_signers
+from syncd.signing.sshsig import parse_signature
 from tests.gitutil import SshKey, make_key
 
 KINDS = [("ed25519", None), ("ecdsa", 256), ("ecdsa", 384), ("ecdsa", 521), ("rsa", 2048)]

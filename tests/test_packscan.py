@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from syncd.packscan import PackFormatError, scan_pack
+from syncd.git.packscan import PackFormatError, scan_pack
 from tests.gitutil import commit, git, init_repo
 
 

@@ -16,17 +16,18 @@ from pathlib import Path
 
 import pytest
 
-from syncd.commits import CommitInfo
 from syncd.errors import RefusedError, ReloadError, SignatureError, UnsafeTreeError
-from syncd.hostsdir import FileStat
-from syncd.keys import PublicKey
-from syncd.parseindex import Key, Record
-from syncd.pipeline import Applied, Ports, Rules, Signed, run_pass
-from syncd.plan import Plan, blob_id
-from syncd.reload import Reloaded
-from syncd.signers import AllowedSigner
-from syncd.state import State
-from syncd.validate import EntryKind, TreeEntry
+from syncd.node.hostsdir import FileStat
+from syncd.node.parseindex import Key, Record
+from syncd.node.reload import Reloaded
+from syncd.node.state import Applied, State
+from syncd.rules.plan import Plan, blob_id
+from syncd.rules.tree import EntryKind, TreeEntry
+from syncd.signing.allowed_signers import AllowedSigner
+from syncd.signing.commits import CommitInfo
+from syncd.sync.pipeline import run_pass
+from syncd.sync.ports import Ports, Settings, Signed
+from syncd.tinc.keys import PublicKey
 from tests.keyfactory import ed25519_text, rsa_pem, rsa_private
 
 
@@ -136,16 +137,9 @@ class FakeState:
     state: State = field(default_factory=State)
     saves: int = 0
     audit: list[Applied] = field(default_factory=list)
-    index: dict[Key, Record] = field(default_factory=dict)
 
     def log(self, entries: list[Applied]) -> None:
         self.audit.extend(entries)
-
-    def load_index(self) -> dict[Key, Record]:
-        return dict(self.index)
-
-    def save_index(self, index: dict[Key, Record]) -> None:
-        self.index = dict(index)
 
     def load(self) -> State:
         return self.state
@@ -156,6 +150,17 @@ class FakeState:
 
 
 @dataclass
+class FakeIndex:
+    index: dict[Key, Record] = field(default_factory=dict)
+
+    def load(self) -> dict[Key, Record]:
+        return dict(self.index)
+
+    def save(self, index: dict[Key, Record]) -> None:
+        self.index = dict(index)
+
+
+@dataclass
 class Node:
     repo: FakeRepo = field(default_factory=FakeRepo)
     hosts: FakeHosts = field(default_factory=FakeHosts)
@@ -163,7 +168,8 @@ class Node:
     own: list[tuple[str, PublicKey]] = field(default_factory=list)
     reload_fails: bool = False
     reloads: int = 0
-    rules: Rules = field(default_factory=lambda: Rules(node="alpha", max_clock_skew=3600))
+    index: FakeIndex = field(default_factory=FakeIndex)
+    settings: Settings = field(default_factory=lambda: Settings(node="alpha", max_clock_skew=3600))
 
     def check(self, info: CommitInfo, *, tip_only: bool = False) -> Signed:
         if info.signature is None or not info.signature.startswith(b"admin"):
@@ -183,10 +189,19 @@ class Node:
         return Reloaded("signal", "SIGHUP to tincd")
 
     def ports(self) -> Ports:
-        return Ports(self.repo, self.hosts, self.state, self, lambda: self.own, self.reload)
+        return Ports(
+            repo=self.repo,
+            hosts=self.hosts,
+            state=self.state,
+            index=self.index,
+            authority=self,
+            pin_applied=self.repo.pin_applied,
+            own_keys=lambda: self.own,
+            reload=self.reload,
+        )
 
     def sync(self, tip: str, allow_rewind: bool = False) -> str:
-        return run_pass(self.ports(), self.rules, tip, "fake://", allow_rewind=allow_rewind).status
+        return run_pass(self.ports(), self.settings, tip, "fake://", allow_rewind=allow_rewind).status
 
     def snapshot(self) -> tuple[dict[str, bytes], State, list[str], int, list[Applied]]:
         return copy.deepcopy((self.hosts.files, self.state.state, self.repo.pinned, self.reloads, self.state.audit))
@@ -220,7 +235,7 @@ def test_nothing_new_reads_nothing(node: Node) -> None:
 def test_a_new_commit_writes_only_what_changed(node: Node) -> None:
     node.repo.add("c2", {**node.repo.trees["c1"], "charlie": host("10.3.0.0/16", 3)}, ("c1",))
     blobs = node.repo.blobs_read
-    result = run_pass(node.ports(), node.rules, "c2", "fake://")
+    result = run_pass(node.ports(), node.settings, "c2", "fake://")
     assert (result.status, result.new_commits, result.previous) == ("applied", 1, "c1")
     assert node.hosts.writes[-1:] == ["charlie"] and len(node.hosts.writes) == 3
     assert node.repo.blobs_read == blobs + 1, "unchanged files come from the hosts directory, not the store"
@@ -232,14 +247,14 @@ def test_a_new_commit_writes_only_what_changed(node: Node) -> None:
 
 def test_a_touched_identical_file_is_not_a_change(node: Node) -> None:
     node.hosts.touched.add("alpha")
-    result = run_pass(node.ports(), node.rules, "c1", "(local store)")
+    result = run_pass(node.ports(), node.settings, "c1", "(local store)")
     assert result.status == "unchanged" and not result.plan.changes_files
     assert node.reloads == 1 and len(node.hosts.writes) == 2
 
 
 def test_drift_is_repaired(node: Node) -> None:
     node.hosts.files["alpha"] = b"Subnet = 10.0.0.0/8\n"
-    result = run_pass(node.ports(), node.rules, "c1", "(local store)")
+    result = run_pass(node.ports(), node.settings, "c1", "(local store)")
     assert result.status == "applied" and result.plan.update == ("alpha",)
     assert node.hosts.files["alpha"] == node.repo.trees["c1"]["alpha"]
 
@@ -247,7 +262,7 @@ def test_drift_is_repaired(node: Node) -> None:
 def test_dry_run_changes_nothing(node: Node) -> None:
     node.repo.add("c2", {"alpha": host("10.1.0.0/16", 1)}, ("c1",))
     before = node.snapshot()
-    result = run_pass(node.ports(), node.rules, "c2", "fake://", dry_run=True)
+    result = run_pass(node.ports(), node.settings, "c2", "fake://", dry_run=True)
     assert result.status == "planned" and result.plan.remove == ("bravo",)
     assert node.snapshot() == before
 
@@ -255,7 +270,7 @@ def test_dry_run_changes_nothing(node: Node) -> None:
 def refused(node: Node, tip: str, reason: str) -> str:
     before = node.snapshot()
     with pytest.raises(RefusedError) as caught:
-        run_pass(node.ports(), node.rules, tip, "fake://")
+        run_pass(node.ports(), node.settings, tip, "fake://")
     assert caught.value.reason == reason, caught.value.message
     assert node.snapshot() == before, "a refusal changed something"
     return caught.value.message
@@ -270,7 +285,7 @@ def test_unsigned_middle_commit_with_verify_all_and_tip(node: Node) -> None:
     node.repo.add("c2", node.repo.trees["c1"], ("c1",), signer="stranger")
     node.repo.add("c3", node.repo.trees["c1"], ("c2",))
     refused(node, "c3", "signature")
-    node.rules = replace(node.rules, verify_all=False)
+    node.settings = replace(node.settings, verify_all=False)
     assert node.sync("c3") == "applied"
 
 
@@ -300,7 +315,7 @@ def test_own_key_mismatch_holds_back_only_the_own_file(node: Node) -> None:
     """The repository's alpha names another key than the node holds: the
     rest of the commit is applied, the installed alpha stays as it was, and
     the state says why until the keys agree again."""
-    from syncd.keys import ed25519_from_text
+    from syncd.tinc.keys import ed25519_from_text
 
     installed = node.hosts.files["alpha"]
     node.own = [("ed25519_key.priv", ed25519_from_text(ed25519_text(77)))]
@@ -320,7 +335,7 @@ def test_own_key_mismatch_holds_back_only_the_own_file(node: Node) -> None:
 
 
 def test_own_key_mismatch_on_a_first_sync_installs_no_own_file() -> None:
-    from syncd.keys import ed25519_from_text
+    from syncd.tinc.keys import ed25519_from_text
 
     node = Node()
     node.own = [("ed25519_key.priv", ed25519_from_text(ed25519_text(77)))]
@@ -345,7 +360,7 @@ def test_a_failed_reload_stays_pending_and_is_retried(node: Node) -> None:
     assert node.reloads == 2 and not node.state.state.reload_pending
 
 
-# --- what tincd 1.1 appends (syncd.learnedkey) ------------------------------------------------
+# --- what tincd 1.1 appends (syncd.tinc.learnedkey) ------------------------------------------------
 
 TINC_BLOCK = "\n# The following line was automatically added by tinc\nEd25519PublicKey = {}\n"
 
@@ -356,7 +371,7 @@ def legacy(subnet: str, seed: int) -> bytes:
 
 
 def rsa_of(seed: int) -> PublicKey:
-    from syncd.keys import rsa_key
+    from syncd.tinc.keys import rsa_key
 
     numbers = rsa_private(2048, seed).public_key().public_numbers()  # as rsa_pem() calls it: the same key
     return rsa_key(numbers.n, numbers.e)
@@ -376,17 +391,17 @@ def test_a_key_tincd_appended_is_kept_and_reported_once(legacy_node: Node) -> No
     node, key = legacy_node, ed25519_text(2)
     tincd_appends(node, "bravo", key)
     appended = node.hosts.files["bravo"]
-    result = run_pass(node.ports(), node.rules, "c1", "(local store)")
+    result = run_pass(node.ports(), node.settings, "c1", "(local store)")
     assert (result.status, result.plan.learned, result.learned) == ("unchanged", {"bravo": key}, {"bravo": key})
     assert node.hosts.files["bravo"] == appended and node.hosts.writes == ["alpha", "bravo"]
     assert node.reloads == 1 and node.state.state.manifest["bravo"].learned == key
     assert any(f"Ed25519PublicKey = {key}" in line for line in result.plan.describe())
     # the next passes: nothing new to say, nothing written, never a reload
     for _ in range(3):
-        result = run_pass(node.ports(), node.rules, "c1", "(local store)")
+        result = run_pass(node.ports(), node.settings, "c1", "(local store)")
         assert (result.status, result.learned, node.reloads) == ("unchanged", {}, 1)
     tincd_appends(node, "bravo", key)  # a key request and a handshake crossed: a second block
-    result = run_pass(node.ports(), node.rules, "c1", "(local store)")
+    result = run_pass(node.ports(), node.settings, "c1", "(local store)")
     assert (result.status, result.learned, node.reloads, len(node.hosts.writes)) == ("unchanged", {}, 1, 2)
 
 
@@ -414,7 +429,7 @@ def test_the_repository_taking_the_appended_file_as_it_is_writes_nothing(legacy_
 
 def test_an_appended_key_beside_the_repositorys_own_is_drift(node: Node) -> None:
     tincd_appends(node, "bravo", ed25519_text(3))  # bravo's repository file names its own Ed25519 key
-    result = run_pass(node.ports(), node.rules, "c1", "(local store)")
+    result = run_pass(node.ports(), node.settings, "c1", "(local store)")
     assert (result.status, result.plan.update, result.plan.learned) == ("applied", ("bravo",), {})
     assert node.hosts.files["bravo"] == node.repo.trees["c1"]["bravo"]
 
@@ -422,7 +437,7 @@ def test_an_appended_key_beside_the_repositorys_own_is_drift(node: Node) -> None
 def test_own_file_without_the_nodes_ed25519_key_is_installed(legacy_node: Node) -> None:
     """A tinc 1.1 node whose Ed25519 key is not in the repository yet: its
     RSA key is there, so it is not cut off (its peers learn the other)."""
-    from syncd.keys import ed25519_from_text
+    from syncd.tinc.keys import ed25519_from_text
 
     node = legacy_node
     node.own = [("rsa_key.priv", rsa_of(1)), ("ed25519_key.priv", ed25519_from_text(ed25519_text(1)))]

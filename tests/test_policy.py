@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from syncd.policy import DEFAULT_POLICY, parse_policy
-from syncd.subnet import parse_subnet
+from syncd.rules.policy import DEFAULT_POLICY, parse_policy
+from syncd.tinc.subnet import parse_subnet
 from tests.conftest import EXAMPLE_REPO
 
 

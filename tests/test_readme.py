@@ -10,8 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from syncd.policy import parse_policy
-from syncd.units import parse_duration
+from syncd.rules.policy import parse_policy
+from syncd.rules.units import parse_duration
 from tests.conftest import EXAMPLE_REPO, ROOT
 
 README = (ROOT / "README.md").read_text()

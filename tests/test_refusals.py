@@ -11,8 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from syncd.cli import main
-from syncd.content import MAX_LISTED
+from syncd.cli.main import main
+from syncd.sync.content import MAX_LISTED
 from tests.conftest import ROOT
 from tests.keyfactory import rsa_pem
 from tests.syncenv import Hub, Node
@@ -93,8 +93,8 @@ def test_the_pre_receive_hook_speaks_as_a_server(hub: Hub, tmp_path: Path) -> No
 
 
 def test_every_refusal_loses_the_node_words_at_the_server() -> None:
+    from syncd.cli.verify import server_refusal
     from syncd.errors import SignatureError
-    from syncd.verify import server_refusal
 
     exc = SignatureError(
         "commit abc ('x'): no commit on its history is signed by a key of this node's allowed_signers and accepted "

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from syncd.agent import sync_once
-from syncd.cli import main
-from syncd.config import TincConfig, load_config
+from syncd.cli.main import main
 from syncd.errors import ReloadError
-from syncd.reload import NOT_RUNNING, choose, is_tincd, read_pid, reload_tinc, running_tincd
-from syncd.state import STATE_FILE
+from syncd.node.config import TincConfig, load_config
+from syncd.node.reload import NOT_RUNNING, choose, is_tincd, read_pid, reload_tinc, running_tincd
+from syncd.node.state import STATE_FILE
+from syncd.sync.agent import sync_once
 from tests import tinc11
 from tests.keyfactory import rsa_pem
 from tests.syncenv import Hub, Node, admin_and_signers, make_node

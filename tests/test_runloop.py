@@ -156,8 +156,8 @@ def test_sighup_syncs_now_and_sigterm_exits_0(tmp_path: Path) -> None:
 
 
 def test_transient_failures_back_off_exponentially_up_to_the_interval(tmp_path: Path) -> None:
-    from syncd.config import parse_config
-    from syncd.runloop import RunLoop
+    from syncd.node.config import parse_config
+    from syncd.sync.runloop import RunLoop
 
     _admin, signers = admin_and_signers(tmp_path / "keys")
     config = parse_config(
@@ -188,8 +188,8 @@ def test_transient_failures_back_off_exponentially_up_to_the_interval(tmp_path: 
 
 
 def test_an_unexpected_error_does_not_stop_the_agent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from syncd import runloop
-    from syncd.config import parse_config
+    from syncd.node.config import parse_config
+    from syncd.sync import runloop
 
     _admin, signers = admin_and_signers(tmp_path / "keys")
     config = parse_config(
@@ -252,7 +252,7 @@ def test_a_stalled_fetch_neither_freezes_the_agent_nor_feeds_the_watchdog(tmp_pa
     """The server accepts and never answers (repo.timeout 60 s): drift is
     still repaired at once, the watchdog is fed only while the fetch is within
     its deadline, and SIGTERM stops the agent within seconds."""
-    from syncd.runloop import RunLoop
+    from syncd.sync.runloop import RunLoop
     from tests.hostile import hostile_git
 
     admin, signers = admin_and_signers(tmp_path / "keys")
@@ -282,7 +282,7 @@ def test_a_stalled_fetch_neither_freezes_the_agent_nor_feeds_the_watchdog(tmp_pa
 
     # the heartbeat's rule, on the loop itself: a fetch past its deadlines or
     # a main loop that stopped ticking is not progress
-    from syncd.config import load_config
+    from syncd.node.config import load_config
 
     loop = RunLoop(load_config(node.config), None)
     assert loop.healthy()

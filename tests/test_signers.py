@@ -12,14 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from syncd.errors import AllowedSignersError, SignatureError
-from syncd.signers import (
-    match_pattern,
-    match_pattern_list,
-    parse_allowed_signers,
-    parse_signature,
-    verify,
-    verify_signed_object,
-)
+from syncd.signing.allowed_signers import match_pattern, match_pattern_list, parse_allowed_signers, verify_signed_object
+from syncd.signing.sshsig import parse_signature, verify
 from tests.gitutil import SshKey, allowed_signers, commit, git, init_repo, make_key, verify_with_git
 
 KEY_KINDS = [("ed25519", None), ("ecdsa", 256), ("ecdsa", 384), ("ecdsa", 521), ("rsa", 2048)]

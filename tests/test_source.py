@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from syncd.errors import UnsafeTreeError
-from syncd.gitobjects import object_size
-from syncd.source import GitStore
-from syncd.validate import EntryKind
+from syncd.git.objects import object_size
+from syncd.git.repository import GitRepository
+from syncd.rules.tree import EntryKind
 from tests.gitutil import commit, git, init_repo
 
 
@@ -38,7 +38,7 @@ def history(tmp_path: Path) -> Path:
 
 
 def test_sizes_of_loose_objects(history: Path) -> None:
-    store = GitStore(history / ".git")
+    store = GitRepository.reading(history / ".git")
     for sha, size in all_objects(history).items():
         assert object_size(store.store, sha.encode()) == size  # type: ignore[arg-type]
 
@@ -52,13 +52,13 @@ def test_sizes_of_packed_objects_and_deltas(history: Path) -> None:
         check=True,
     ).stdout
     assert "chain length" in verify, "the pack should contain deltas"
-    store = GitStore(history / ".git")
+    store = GitRepository.reading(history / ".git")
     for sha, size in all_objects(history).items():
         assert object_size(store.store, sha.encode()) == size  # type: ignore[arg-type]
 
 
 def test_walks(history: Path) -> None:
-    store = GitStore(history / ".git")
+    store = GitRepository.reading(history / ".git")
     revs = git(history, "rev-list", "HEAD").split()
     assert [c.sha for c in store.ancestors(revs[0])] == revs
     assert [c.sha for c in store.ancestors(revs[0], revs[2])] == revs[:2]
@@ -72,7 +72,7 @@ def test_read_hosts_kinds_and_limits(history: Path) -> None:
     (repo / "hosts" / "dir").mkdir()
     (repo / "hosts" / "dir" / "x").write_text("x")
     tip = commit(repo, "odd entries", None)
-    store = GitStore(repo / ".git")
+    store = GitRepository.reading(repo / ".git")
     entries = {e.name: e for e in store.host_entries(tip, "hosts", 100, 1000)}
     assert entries["link"].kind is EntryKind.SYMLINK and entries["link"].blob is None
     assert entries["dir"].kind is EntryKind.DIRECTORY
@@ -105,7 +105,7 @@ def test_range_across_a_merge(tmp_path: Path) -> None:
     merge = git(repo, "rev-parse", "HEAD")
     (repo / "f").write_text("2\n")
     tip = commit(repo, "after the merge", None)
-    store = GitStore(repo / ".git")
+    store = GitRepository.reading(repo / ".git")
     # what git itself calls applied..tip
     expected = git(repo, "rev-list", f"{applied}..{tip}").split()
     assert sorted(c.sha for c in store.ancestors(tip, applied)) == sorted(expected)

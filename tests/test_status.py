@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from syncd.cli import main
-from syncd.metrics import render
-from syncd.notify import Notifier
-from syncd.state import Health, State
+from syncd.cli.main import main
+from syncd.node.metrics import render
+from syncd.node.notify import Notifier
+from syncd.node.state import Health, State
 from tests.syncenv import Hub, Node, admin_and_signers, make_node
 
 

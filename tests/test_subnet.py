@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from syncd.subnet import (
+from syncd.tinc.subnet import (
     Claim,
     Kind,
     Subnet,
@@ -217,7 +217,7 @@ _subnet_text = st.text(alphabet="0123456789abcdefABCDEF:./#-+ x", min_size=1, ma
 @given(_subnet_text)
 def test_strict_parser_agrees_with_tincd_10(text: str) -> None:
     """Whatever syncd accepts, tincd 1.0's str2net() reads as the same subnet."""
-    from syncd.subnet import _lenient_tinc10
+    from syncd.tinc.subnet import _lenient_tinc10
 
     try:
         strict = parse_subnet(text)

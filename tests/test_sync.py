@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from syncd.plan import blob_id
-from syncd.state import STATE_FILE
+from syncd.node.state import STATE_FILE
+from syncd.rules.plan import blob_id
 from tests.gitutil import allowed_signers, make_key
 from tests.keyfactory import rsa_pem
 from tests.syncenv import Hub, Node, make_node
@@ -346,7 +346,7 @@ def test_admins_with_ecdsa_and_rsa_keys(tmp_path: Path, kind: str, bits: int) ->
 def test_log_mode_emits_journald_json_events(hub: Hub, node: Node) -> None:
     import io
 
-    from syncd.cli import main
+    from syncd.cli.main import main
 
     def logged() -> tuple[int, list[tuple[str, dict[str, object]]]]:
         out, err = io.StringIO(), io.StringIO()

@@ -26,7 +26,8 @@ from typing import Any
 import pytest
 import yaml
 
-from syncd.cli import main
+from syncd.cli.main import main
+from syncd.cli.verify import in_server_words
 from tests.conftest import ROOT
 from tests.gitutil import allowed_signers, commit, git, merge
 from tests.syncenv import (
@@ -121,10 +122,12 @@ class Server:
 
 
 def same(hook: str, node: Node) -> None:
-    """The hook and the node word the refusal the same way (up to the clock)."""
+    """The hook and the node word the refusal the same way (up to the clock,
+    and in a server's words: it installs nothing), the hook's first line."""
     message = health(node)["last_error"]
     assert isinstance(message, str)
-    assert STAMP.sub("<time>", hook) == STAMP.sub("<time>", message), (hook, message)
+    served = in_server_words(message).split("\n")[0]
+    assert STAMP.sub("<time>", hook) == STAMP.sub("<time>", served), (hook, message)
 
 
 def refused_everywhere(server: Server, node: Node, reason: str) -> str:
@@ -393,11 +396,12 @@ def admins_with(keys: Keys, options: str) -> Edit:
 def test_a_blob_over_max_blob_bytes_is_refused(hub: Hub, server: Server, node: Node) -> None:
     start = hub.tip
     sha = hub.change("a big file", write("big.bin", "x" * (3 << 20)), push=False)
-    message = refused_everywhere(server, node, "unsafe-tree")
-    assert message == (
-        f"commit {sha[:12]} ('a big file'): big.bin is 3145728 bytes, over the policy's max_blob_bytes (1MiB); "
-        "nothing was installed"
+    message = refused_everywhere(server, node, "unsafe-tree")  # the hook's words: a server installs nothing
+    assert (
+        message
+        == f"commit {sha[:12]} ('a big file'): big.bin is 3145728 bytes, over the policy's max_blob_bytes (1MiB)"
     )
+    assert health(node)["last_error"] == f"{message}; nothing was installed"
     honest_next(hub, server, node, start)
 
 
@@ -521,6 +525,9 @@ def test_an_owner_line_hiding_a_second_key_is_refused(hub: Hub, server: Server, 
     out, err = io.StringIO(), io.StringIO()
     assert main(["check", str(hub.work)], out, err) == 1
     assert "error[owner-invalid]: one key per owner line (its comment holds another key)" in out.getvalue()
-    message = refused_everywhere(server, node, "invalid-content")
-    assert message.startswith(f"commit {sha[:12]} has invalid content [owner-invalid]: hosts/my_laptop:")
+    message = refused_everywhere(server, node, "invalid-content")  # the summary line; one finding a line follows
+    assert message == f"commit {sha[:12]} has invalid content [owner-invalid]: 1 error"
+    details = str(health(node)["last_error"]).split("\n")[1:]
+    assert len(details) == 1 and details[0].startswith("hosts/my_laptop:"), details
+    assert "error[owner-invalid]: one key per owner line" in details[0], details
     honest_next(hub, server, node, start)

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from syncd.cli.worktree import WorkTree, run_check
 from syncd.errors import UsageError
-from syncd.policy import DEFAULT_POLICY
-from syncd.tree import EntryKind, Snapshot, TreeEntry, check_tree, policy_of, snapshot
-from syncd.worktree import WorkTree, run_check
+from syncd.rules.policy import DEFAULT_POLICY, policy_of
+from syncd.rules.tree import EntryKind, Snapshot, TreeEntry, snapshot
+from syncd.rules.validate import check_tree
 
 KEY = "Ed25519PublicKey = 3q1Pq3wLCP6U5M/3FyHTbnT5C0sGQmdiqzIzNNqIpNG\n"
 

@@ -31,7 +31,7 @@ import pytest
 from hypothesis import HealthCheck, currently_in_test_context, event, given, settings
 from hypothesis import strategies as st
 
-from syncd.cli import main
+from syncd.cli.main import main
 from tests.conftest import EXAMPLE_REPO
 from tests.gitutil import SshKey, env, git, make_key
 from tests.syncenv import Node, make_node

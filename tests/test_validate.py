@@ -6,10 +6,11 @@ import io
 import shutil
 from pathlib import Path
 
-from syncd.cli import main
+from syncd.cli.main import main
 from syncd.findings import Location
-from syncd.policy import Policy, parse_policy
-from syncd.validate import EntryKind, Report, TreeEntry, validate_network, validate_tree
+from syncd.rules.policy import Policy, parse_policy
+from syncd.rules.tree import EntryKind, Snapshot, TreeEntry
+from syncd.rules.validate import Report, check_tree, validate_network
 from tests.conftest import EXAMPLE_REPO
 from tests.keyfactory import ed25519_text, rsa_pem
 from tests.test_authority import key_line
@@ -25,7 +26,8 @@ def entries(files: dict[str, bytes]) -> list[TreeEntry]:
 
 
 def check(files: dict[str, bytes], policy: bytes | None = None) -> Report:
-    return validate_tree(policy, entries(files))
+    report, _ = check_tree(Snapshot("test", policy, tuple(entries(files))))
+    return report
 
 
 def found(report: Report) -> list[tuple[str, int, str]]:
@@ -216,7 +218,7 @@ def test_min_rsa_bits_comes_from_the_policy() -> None:
 
 
 def test_parse_cache_reuses_unchanged_files_and_forgets_removed_ones() -> None:
-    from syncd.validate import ParseCache
+    from syncd.rules.validate import ParseCache
 
     files = seed_network()
     policy, _ = parse_policy(SEED_POLICY)

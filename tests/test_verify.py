@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from syncd.cli import main
+from syncd.cli.main import main
 from tests.conftest import ROOT
 from tests.gitutil import allowed_signers, commit, git, make_key
 from tests.keyfactory import rsa_pem

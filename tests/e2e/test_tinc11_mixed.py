@@ -19,9 +19,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from syncd.keys import tinc_b64encode
-from syncd.learnedkey import block
-from syncd.nodekey import private_key_publics
+from syncd.node.privkeys import private_key_publics
+from syncd.tinc.keys import tinc_b64encode
+from syncd.tinc.learnedkey import block
 from tests import tinc11
 from tests.e2e.checks import (
     MEMBERS,

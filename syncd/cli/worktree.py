@@ -1,0 +1,140 @@
+"""A working tree (or a bare hosts directory) on disk as a ``TreeSource``: the
+I/O edge of ``syncd check`` and ``add-node``.  Nothing is followed: a symlink
+is reported as a symlink, and a file over the size limit is not read at all."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from pathlib import Path
+
+from syncd.errors import UsageError
+from syncd.rules.authority import admin_findings
+from syncd.rules.policy import POLICY_FILE
+from syncd.rules.tree import EntryKind, TreeEntry, without_gc
+from syncd.rules.validate import Report, check_tree
+
+
+class WorkTree:
+    """A repository's working tree (``root``: its ``syncd.yaml`` and its
+    policy's ``hosts_dir``), or a bare ``hosts_dir`` such as
+    ``/etc/tinc/NET/hosts`` (under the default policy, or ``root``'s when
+    both are given).  Neither given: the working tree ``.``."""
+
+    def __init__(self, root: Path | None = None, hosts_dir: Path | None = None) -> None:
+        self.root = root if root is not None or hosts_dir is not None else Path()
+        self.hosts_dir = hosts_dir
+
+    @property
+    def label(self) -> str:
+        return str(self.hosts_dir if self.hosts_dir is not None else self.root)
+
+    def policy_bytes(self) -> bytes | None:
+        if self.root is None:
+            return None
+        if not self.root.is_dir():
+            raise UsageError(f"{self.root}: no such directory")
+        return read_policy(self.root)
+
+    def host_entries(self, hosts_dir: str, max_files: int, max_file_bytes: int) -> list[TreeEntry]:
+        # max_files is not enforced here: it bounds what a node reads from a
+        # server, and a working tree is the user's own disk.
+        if self.hosts_dir is not None:
+            return read_hosts_dir(self.hosts_dir, max_file_bytes)
+        assert self.root is not None
+        directory = self.root / hosts_dir
+        if not os.path.lexists(directory) and read_policy(self.root) is None:
+            where = self.root.resolve()
+            raise UsageError(
+                f"{where}: not a hosts repository (no {POLICY_FILE}, no {hosts_dir}/ directory)",
+                hint="run syncd check in a clone of the hosts repository, or name it: syncd check REPO; "
+                "for a node's installed host files: syncd check --hosts-dir /etc/tinc/NET/hosts",
+            )
+        return read_hosts_dir(directory, max_file_bytes)
+
+
+def run_check(repo: Path | None, hosts_dir: Path | None) -> Report:
+    """``syncd check [REPO] [--hosts-dir DIR]``: read the tree and validate
+    it, and the repository's own ``allowed_signers`` when it has one."""
+    tree = WorkTree(repo, hosts_dir)
+    with without_gc():  # the process exits right after the check
+        report, _ = check_tree(tree, installed=hosts_dir is not None)
+    signers = read_repo_file(tree.root, "allowed_signers") if tree.root is not None else None
+    if signers is not None:  # the admins, as the nodes read them (docs/trust.md)
+        found = admin_findings(signers, time.time())
+        findings = tuple(sorted((*report.findings, *found), key=lambda f: f.sort_key()))
+        report = dataclasses.replace(report, findings=findings)
+    return report
+
+
+def read_policy(repo: Path) -> bytes | None:
+    return read_repo_file(repo, POLICY_FILE)
+
+
+def read_repo_file(repo: Path, name: str) -> bytes | None:
+    path = repo / name
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except PermissionError:
+        raise  # errors.outcome names the path and the user
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read: {exc.strerror}") from None
+
+
+def read_hosts_dir(directory: Path, max_file_bytes: int) -> list[TreeEntry]:
+    try:
+        scan = list(os.scandir(directory))
+    except FileNotFoundError:
+        raise UsageError(f"{directory}: no such directory") from None
+    except NotADirectoryError:
+        raise UsageError(f"{directory}: not a directory") from None
+    except PermissionError:
+        raise  # errors.outcome names the path and the user
+    except OSError as exc:
+        raise UsageError(f"{directory}: cannot read: {exc.strerror}") from None
+    entries = []
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    for item in scan:
+        # d_type from the directory listing: no stat() per entry
+        if item.is_symlink():
+            entries.append(TreeEntry(item.name, EntryKind.SYMLINK, 0, None))
+            continue
+        if item.is_dir(follow_symlinks=False):
+            kind = EntryKind.SUBMODULE if (Path(item.path) / ".git").exists() else EntryKind.DIRECTORY
+            entries.append(TreeEntry(item.name, kind, 0, None))
+            continue
+        if not item.is_file(follow_symlinks=False):
+            entries.append(TreeEntry(item.name, EntryKind.OTHER, 0, None))
+            continue
+        try:
+            # O_NOFOLLOW: a file swapped for a symlink after the listing is
+            # refused, not followed.
+            fd = os.open(item.path, flags)
+        except PermissionError:
+            raise
+        except OSError as exc:
+            raise UsageError(f"{item.path}: cannot open: {exc.strerror}") from None
+        try:
+            data = _read_at_most(fd, max_file_bytes + 1)
+            size = len(data) if len(data) <= max_file_bytes else os.fstat(fd).st_size
+        except OSError as exc:
+            raise UsageError(f"{item.path}: cannot read: {exc.strerror}") from None
+        finally:
+            os.close(fd)
+        entries.append(TreeEntry(item.name, EntryKind.FILE, size, data if size <= max_file_bytes else None))
+    entries.sort(key=lambda e: e.name)
+    return entries
+
+
+def _read_at_most(fd: int, limit: int) -> bytes:
+    chunks = []
+    while limit > 0:
+        chunk = os.read(fd, limit)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        limit -= len(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)

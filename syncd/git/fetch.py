@@ -1,0 +1,299 @@
+"""One fetch from one URL, in a child process with a deadline and a size cap.
+
+The server and every mirror are untrusted: one may stall before or after its
+ref advertisement, drip a byte a minute, or send a gigabyte.  dulwich's
+transports have no overall deadline (an ssh:// fetch reads a pipe, a git://
+fetch a socket, both blocking), so the fetch runs in a forked child, in a
+session of its own: when ``repo.timeout`` passes, or the caller is told to
+stop, the whole process group (ssh included) is killed and nothing is left
+half-done in the store.
+
+The child writes what it receives into a quarantine directory beside the
+store (``incoming-*/objects``, whose alternates point at the store, so a thin
+pack's bases resolve): the pack is counted against ``repo.max_fetch_bytes``
+as it arrives, scanned so that no object inflates past that size
+(``packscan.scan_pack``), then indexed.  The parent decides, after checking
+the signature and the connectivity of what arrived, whether the pack moves
+into the store (``GitStore.fetch``).  A refused or incomplete pack is
+deleted with its quarantine: the store only ever holds complete histories.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import shutil
+import signal
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from dulwich.client import get_transport_and_path
+from dulwich.config import ConfigDict
+from dulwich.object_store import DiskObjectStore, ObjectStoreGraphWalker
+from dulwich.objects import Commit, ObjectID
+from dulwich.refs import Ref
+
+from syncd.errors import (
+    ConfigError,
+    FetchError,
+    FetchTimeoutError,
+    FetchTooLargeError,
+    NoBranchError,
+    NotARepositoryError,
+    SignatureError,
+    SyncdError,
+)
+from syncd.git.packscan import PackFormatError, PackTooLargeError, scan_pack
+from syncd.git.urls import local_path, redact_url
+
+POLL_SECONDS = 0.2  # how often a waiting parent checks whether it was told to stop
+RESULT_LIMIT = 64 << 10  # bytes of the child's report read at most
+
+
+@dataclass(frozen=True, slots=True)
+class FetchLimits:
+    timeout: float = 60.0  # seconds for one URL, from connect to indexed pack
+    max_bytes: int = 256 << 20  # bytes received from one URL; also the largest object
+    ssh_command: str | None = None
+    ca_file: Path | None = None
+    progress: bool = False  # show the server's progress and the bytes received on stderr (a terminal)
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """What one URL offered: its tip, and the quarantine holding the objects
+    it sent (None when the store already had the tip)."""
+
+    tip: str
+    incoming: Path | None
+    received_bytes: int = 0
+
+    def discard(self) -> None:
+        if self.incoming is not None:
+            shutil.rmtree(self.incoming.parent, ignore_errors=True)
+
+
+def fetch_url(
+    url: str,
+    ref: Ref,
+    store_path: Path,
+    heads: Sequence[ObjectID],
+    limits: FetchLimits,
+    cancel: Callable[[], bool] | None = None,
+) -> Received:
+    """Fetch ``ref`` from ``url`` into a new quarantine beside the store.
+
+    ``heads`` are the commits offered as "have" (the store holds every object
+    they reach).  Raises ``FetchTimeoutError``, ``FetchTooLargeError``,
+    ``NoBranchError``, ``NotARepositoryError`` or ``FetchError``;
+    ``KeyboardInterrupt`` when ``cancel()`` turns true (the child is killed
+    either way)."""
+    _local_repository(url)
+    quarantine = Path(tempfile.mkdtemp(prefix="incoming-", dir=store_path.parent))
+    objects = quarantine / "objects"
+    try:
+        (objects / "pack").mkdir(parents=True)
+        (objects / "info").mkdir()
+        (objects / "info" / "alternates").write_text(os.fspath((store_path / "objects").resolve()) + "\n")
+        report = _run_child(_Job(url, ref, store_path, tuple(heads), limits, objects), cancel)
+    except BaseException:
+        shutil.rmtree(quarantine, ignore_errors=True)
+        raise
+    tip = report["tip"]
+    assert isinstance(tip, str)
+    if not report.get("new"):
+        shutil.rmtree(quarantine, ignore_errors=True)
+        return Received(tip, None)
+    received = report.get("received", 0)
+    return Received(tip, objects, received if isinstance(received, int) else 0)
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    """One fetch, as the child process does it."""
+
+    url: str
+    ref: Ref
+    store_path: Path
+    heads: tuple[ObjectID, ...]  # "have": the store holds every object they reach
+    limits: FetchLimits
+    objects: Path  # the quarantine's object directory
+
+
+def _run_child(job: _Job, cancel: Callable[[], bool] | None) -> Mapping[str, object]:
+    url, limits = job.url, job.limits
+    shown = redact_url(url)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns
+        os.close(read_end)
+        _child(job, write_end)
+    os.close(write_end)
+    deadline = time.monotonic() + limits.timeout
+    data = b""
+    try:
+        while True:
+            if cancel is not None and cancel():
+                raise KeyboardInterrupt
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise FetchTimeoutError(f"{shown}: no complete answer within {limits.timeout:g} s (repo.timeout)")
+            ready, _, _ = select.select([read_end], [], [], min(POLL_SECONDS, remaining))
+            if ready:
+                chunk = os.read(read_end, 4096)
+                if not chunk:
+                    break
+                data += chunk[: max(0, RESULT_LIMIT - len(data))]
+        os.waitpid(pid, 0)
+        pid = 0
+    finally:
+        os.close(read_end)
+        if pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+    return _parse_report(data, shown, limits)
+
+
+def _parse_report(data: bytes, shown: str, limits: FetchLimits) -> Mapping[str, object]:
+    try:
+        report = json.loads(data)
+        kind, message = report["kind"], str(report.get("message", ""))
+    except (ValueError, KeyError, TypeError):
+        raise FetchError(f"{shown}: the fetch ended without a result") from None
+    if kind == "ok":
+        return dict(report)
+    if kind == "no-branch":
+        raise NoBranchError(f"{shown}: {message}")
+    if kind == "too-large":
+        raise FetchTooLargeError(f"{shown}: {message} (repo.max_fetch_bytes is {limits.max_bytes})")
+    raise FetchError(f"{shown}: {message}")
+
+
+def _child(job: _Job, report_fd: int) -> None:
+    """The forked child: fetch, scan, index, report as one JSON object."""
+    code = 1
+    try:
+        os.setsid()  # its own process group: ssh and friends die with it
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_DFL)
+        report: dict[str, object] = {"kind": "ok", **_fetch_into(job)}
+        code = 0
+    except (_TooLargeError, PackTooLargeError) as exc:
+        report = {"kind": "too-large", "message": str(exc)}
+    except NoBranchError as exc:
+        report = {"kind": "no-branch", "message": exc.message}
+    except PackFormatError as exc:
+        report = {"kind": "failed", "message": f"the server sent a bad pack: {exc}"}
+    except BaseException as exc:  # dulwich raises many kinds for network trouble
+        report = {"kind": "failed", "message": f"{type(exc).__name__}: {_one_line(exc, job.url)}"}
+    try:
+        os.write(report_fd, json.dumps(report).encode()[:RESULT_LIMIT])
+    finally:
+        os._exit(code)
+
+
+class _TooLargeError(Exception):
+    pass
+
+
+def _fetch_into(job: _Job) -> dict[str, object]:
+    url, ref, store_path, heads, limits, objects = job.url, job.ref, job.store_path, job.heads, job.limits, job.objects
+    settings = ConfigDict()
+    if limits.ca_file is not None:  # https:// with a private CA: git's http.sslCAInfo
+        settings.set((b"http",), b"sslCAInfo", os.fsencode(limits.ca_file))
+    client, path = get_transport_and_path(url, config=settings, ssh_command=limits.ssh_command, quiet=True)
+    store = DiskObjectStore(os.fspath(store_path / "objects"))
+    found: dict[str, ObjectID] = {}
+
+    def wants(refs: Mapping[Ref, ObjectID], depth: int | None = None) -> list[ObjectID]:
+        tip = refs.get(ref)
+        if tip is None:
+            raise NoBranchError(f"the remote has no branch {ref.decode()}")
+        found["tip"] = tip
+        return [] if tip in store else [tip]
+
+    def parents(sha: ObjectID) -> list[ObjectID]:
+        obj = store[sha]
+        return list(obj.parents) if isinstance(obj, Commit) else []
+
+    walker = ObjectStoreGraphWalker(list(heads), parents)
+    pack_path = objects / "incoming.pack"
+    received = 0
+    with open(pack_path, "wb") as out:
+
+        def pack_data(data: bytes) -> int:
+            nonlocal received
+            if limits.progress and received >> 20 != (received + len(data)) >> 20:
+                os.write(2, f"\rsyncd: received {(received + len(data)) >> 20} MiB ".encode())
+            received += len(data)
+            if received > limits.max_bytes:
+                raise _TooLargeError(f"the server sent more than {limits.max_bytes} bytes")
+            return out.write(data)
+
+        def progress(message: bytes) -> None:  # the server's own ("Counting objects: 42% ...")
+            os.write(2, b"\rremote: " + message.rstrip(b"\r\n")[:200] + b"\x1b[K")
+
+        client.fetch_pack(path, wants, walker, pack_data, progress if limits.progress else None, ref_prefix=[ref])
+        if limits.progress and received >= 1 << 20:
+            os.write(2, b"\n")
+    if "tip" not in found:
+        raise NoBranchError(f"the remote has no branch {ref.decode()}")
+    tip = found["tip"]
+    if received == 0 or tip in store:  # nothing wanted (a server may still send an empty pack)
+        pack_path.unlink()
+        if tip not in store:
+            raise FetchError(f"the remote advertised {tip.decode()} but sent nothing")
+        return {"tip": tip.decode(), "new": False}
+    with open(pack_path, "rb") as fh:
+        scan_pack(fh, limits.max_bytes)
+    incoming = DiskObjectStore(os.fspath(objects))
+    with open(pack_path, "rb") as fh:
+        incoming.add_thin_pack(fh.read, None)
+    pack_path.unlink()
+    return {"tip": tip.decode(), "new": True, "received": received}
+
+
+def _one_line(exc: BaseException, url: str) -> str:
+    text = str(exc).strip().splitlines()
+    message = text[0] if text else ""
+    return message.replace(url, redact_url(url))[:300]
+
+
+def _local_repository(url: str) -> None:
+    """A local URL must name a git repository (bare, or a clone's worktree)."""
+    path = local_path(url)
+    if path is None or ((path / "HEAD").is_file() and (path / "objects").is_dir()) or (path / ".git").exists():
+        return
+    what = "not a git repository" if path.is_dir() else "not a directory" if path.exists() else "no such directory"
+    raise NotARepositoryError(f"{url}: {what}")
+
+
+def fetch_failure(failures: list[SyncdError], branch: str) -> SyncdError:
+    """The one error for a fetch no URL survived: a refused signature wins
+    (exit 1: only a new commit can fix it); no URL having the branch is a
+    config error; else the URLs' failures, of one class when they agree."""
+    summary = "; ".join(f.message for f in failures)
+    refusals = [f for f in failures if isinstance(f, SignatureError)]
+    if refusals:
+        return SignatureError("; ".join(f.message for f in refusals))
+    if failures and all(isinstance(f, NoBranchError) for f in failures):
+        return ConfigError(
+            f"no repository URL has the branch {branch}: {summary}",
+            hint="check repo.branch (and repo.url) in the node's config",
+        )
+    if failures and all(isinstance(f, NoBranchError | NotARepositoryError) for f in failures):
+        return ConfigError(
+            f"no repository URL could be fetched: {summary}",
+            hint="check repo.url (and repo.mirrors) in the node's config: a local path must be a git repository "
+            "(a bare repository or a clone); a server is named by its URL (ssh://, https://, git://)",
+        )
+    for kind in (FetchTimeoutError, FetchTooLargeError):
+        if failures and all(isinstance(f, kind) for f in failures):
+            return kind(f"no repository URL could be fetched: {summary}")
+    return FetchError(f"no repository URL could be fetched: {summary}")

@@ -1,0 +1,215 @@
+"""git objects read without trusting them (dulwich): a commit split as git
+splits it, kinds of tree entries, the connectivity of new objects, and object
+sizes from their headers (nothing is inflated whole to learn its size)."""
+
+from __future__ import annotations
+
+import os
+import stat
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import BinaryIO
+
+from dulwich.object_store import DiskObjectStore
+from dulwich.objects import Commit, ObjectID, Tree, hex_to_filename
+
+from syncd.errors import UnsafeTreeError
+from syncd.git.packscan import PackFormatError, index_object_ids, inflate_prefix, packed_size
+from syncd.rules.plan import blob_id as plan_blob_id
+from syncd.rules.tree import EntryKind
+from syncd.signing.commits import CommitInfo, split_commit
+
+MAX_COMMIT_BYTES = 1 << 20  # a commit (with its signature) larger than this is refused
+MAX_TREE_BYTES = 64 << 20  # 100k entries of ~40 bytes fit easily
+SUBMODULE_MODE = 0o160000
+
+
+def entry_kind(mode: int) -> EntryKind:
+    if mode == SUBMODULE_MODE:
+        return EntryKind.SUBMODULE
+    if stat.S_ISLNK(mode):
+        return EntryKind.SYMLINK
+    if stat.S_ISDIR(mode):
+        return EntryKind.DIRECTORY
+    return EntryKind.FILE if stat.S_ISREG(mode) else EntryKind.OTHER
+
+
+def commit_info(store: DiskObjectStore, sha: str) -> CommitInfo:
+    """A commit read from ``store`` (size-checked first), its signature split
+    off exactly as git does (``commits.split_commit``)."""
+    oid = object_id(sha)
+    size = object_size(store, oid)
+    if size > MAX_COMMIT_BYTES:
+        raise UnsafeTreeError(f"commit {sha} is {size} bytes, over {MAX_COMMIT_BYTES}")
+    obj = store[oid]
+    if not isinstance(obj, Commit):
+        raise UnsafeTreeError(f"{sha} is a {obj.type_name.decode()}, not a commit")
+    signed = split_commit(obj.as_raw_string())
+    summary = obj.message.split(b"\n", 1)[0].decode("utf-8", "replace")
+    parents = tuple(p.decode() for p in obj.parents)
+    return CommitInfo(sha, signed.payload, signed.signature, obj.commit_time, parents, summary, signed.noncanonical)
+
+
+TreeEntries = Callable[[ObjectID], dict[str, tuple[int, ObjectID]]]  # a tree's entries by name: (mode, id)
+Changes = Iterator[tuple[str, ObjectID | None]]
+
+
+def diff_trees(entries: TreeEntries, old: ObjectID | None, new: ObjectID | None) -> Changes:
+    """Every path whose entry differs between two trees, with the blob it names in
+    ``new`` (None: removed, or a submodule's commit); identical subtrees are
+    skipped unread."""
+    yield from _diff(entries, old, new, "")
+
+
+def _diff(entries: TreeEntries, old: ObjectID | None, new: ObjectID | None, prefix: str) -> Changes:
+    if old == new:
+        return
+    before = entries(old) if old is not None else {}
+    after = entries(new) if new is not None else {}
+    for name in before.keys() | after.keys():
+        a, b = before.get(name), after.get(name)
+        if a == b:
+            continue
+        a_dir = a is not None and stat.S_ISDIR(a[0])
+        b_dir = b is not None and stat.S_ISDIR(b[0])
+        if a_dir or b_dir:
+            yield from _diff(entries, a[1] if a and a_dir else None, b[1] if b and b_dir else None, f"{prefix}{name}/")
+        if b is not None and not b_dir:
+            yield prefix + name, None if b[0] == SUBMODULE_MODE else b[1]
+        elif a is not None and not a_dir:
+            yield prefix + name, None
+
+
+def check_connected(store: DiskObjectStore, known: Callable[[ObjectID], bool], tip: ObjectID) -> str | None:
+    """Walk everything ``tip`` reaches in ``store``, skipping objects in
+    those ``known`` (complete by the store's invariant); return the first missing
+    object, described, or None.  Blobs are checked for presence, never read;
+    commits and trees are size-checked before they are read."""
+    seen: set[ObjectID] = set()
+    pending: list[tuple[ObjectID, str, str]] = [(tip, "commit", "the tip")]
+    sizes = ObjectSizes(store)
+    try:
+        while pending:
+            oid, kind, what = pending.pop()
+            if oid in seen or known(oid):
+                continue
+            seen.add(oid)
+            if oid not in store:
+                return f"{kind} {oid.decode()} ({what}) is missing"
+            if kind == "blob":
+                continue
+            limit = MAX_COMMIT_BYTES if kind == "commit" else MAX_TREE_BYTES
+            if sizes(oid) > limit:
+                raise UnsafeTreeError(f"{kind} {oid.decode()} is over {limit} bytes")
+            obj = store[oid]
+            if isinstance(obj, Commit) and kind == "commit":
+                pending.append((obj.tree, "tree", f"root tree of {oid.decode()[:12]}"))
+                pending.extend((p, "commit", f"parent of {oid.decode()[:12]}") for p in obj.parents)
+            elif isinstance(obj, Tree) and kind == "tree":
+                for name in obj:  # unsorted: iteritems() would sort every tree
+                    mode, child_id = obj[name]
+                    if mode == SUBMODULE_MODE or child_id in seen:
+                        continue  # a gitlink names a commit of another repository
+                    child = "tree" if stat.S_ISDIR(mode) else "blob"
+                    pending.append((child_id, child, name.decode("utf-8", "replace")))
+            else:
+                return f"{oid.decode()} ({what}) is a {obj.type_name.decode()}, not a {kind}"
+    finally:
+        sizes.close()
+    return None
+
+
+def nothing_known(_oid: ObjectID) -> bool:
+    return False
+
+
+def blob_id(data: bytes) -> ObjectID:
+    """git's id for a blob with this content (``plan.blob_id``, as dulwich spells ids)."""
+    return ObjectID(plan_blob_id(data).encode())
+
+
+# --- object sizes from headers ------------------------------------------------------
+
+
+def object_id(sha: str) -> ObjectID:
+    return ObjectID(sha.encode("ascii"))
+
+
+class ObjectSizes:
+    """Object sizes read from headers, with the pack list and pack files
+    opened once (a hosts tree has one blob per node)."""
+
+    def __init__(self, store: DiskObjectStore) -> None:
+        self.store = store
+        self.packs = list(store.packs)  # dulwich rescans the pack directory on each access
+        self.files: dict[str, BinaryIO] = {}
+
+    def close(self) -> None:
+        for fh in self.files.values():
+            fh.close()
+        self.files.clear()
+
+    def __call__(self, sha: ObjectID) -> int:
+        """The size of an object's content, read from its header only.
+
+        Packed objects: see ``packscan.packed_size``; loose objects start
+        with ``"<type> <size>\\0"`` (zlib).  At most a few dozen bytes are
+        inflated, whatever the object's size."""
+        for pack in self.packs:
+            try:
+                offset = pack.index.object_offset(sha)
+            except KeyError:
+                continue
+            path = os.fspath(pack.data.path)
+            fh = self.files.get(path)
+            if fh is None:
+                fh = self.files[path] = open(path, "rb")  # noqa: SIM115 (closed in close())
+            fh.seek(offset)
+            try:
+                return packed_size(fh)
+            except PackFormatError:
+                raise UnsafeTreeError(f"object {sha.decode()} has a corrupt header") from None
+        path = hex_to_filename(os.fspath(self.store.path), sha)
+        try:
+            with open(path, "rb") as loose:
+                head = inflate_prefix(loose, 64)
+            return int(head.split(b"\0", 1)[0].split(b" ", 1)[1])
+        except FileNotFoundError:
+            for alternate in self.store.alternates:  # a quarantine reads through to the store
+                if isinstance(alternate, DiskObjectStore) and sha in alternate:
+                    return object_size(alternate, sha)
+            raise KeyError(sha) from None
+        except (ValueError, IndexError, zlib.error):
+            raise UnsafeTreeError(f"object {sha.decode()} has a corrupt header") from None
+
+
+def object_size(store: DiskObjectStore, sha: ObjectID) -> int:
+    sizes = ObjectSizes(store)
+    try:
+        return sizes(sha)
+    finally:
+        sizes.close()
+
+
+def known_ids(store: DiskObjectStore) -> Callable[[ObjectID], bool]:
+    """Membership in ``store``, fast: the ids of its pack indexes read into
+    a set once (a hosts tree names 10k blobs), loose objects by path."""
+    ids: set[bytes] = set()
+    for index in Path(store.pack_dir).glob("pack-*.idx"):
+        ids |= index_object_ids(index.read_bytes())
+    base = os.fspath(store.path)
+
+    def known(oid: ObjectID) -> bool:
+        return oid in ids or Path(hex_to_filename(base, oid)).exists()
+
+    return known
+
+
+def complete(store: DiskObjectStore, heads: Sequence[ObjectID]) -> bool:
+    """Whether every object ``heads`` reach is in ``store`` (a full walk:
+    only for telling a damaged store from a lying server)."""
+    try:
+        return all(check_connected(store, nothing_known, head) is None for head in heads)
+    except (KeyError, zlib.error, ValueError, AssertionError, OSError):
+        return False

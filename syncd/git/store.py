@@ -1,0 +1,170 @@
+"""syncd's own store of the shared repository (``state_dir/repo.git``):
+opened, fetched into, and set aside when damaged.  Reading it is
+``repository.GitRepository``'s job (``GitStore.repository``).
+
+The remote and every mirror are untrusted.  syncd keeps two local refs in
+``state_dir/repo.git``, both under ``refs/heads/`` because that is where a
+fetch looks for what it already has (so only new objects cross the network):
+
+* ``refs/heads/syncd-applied``: the last commit installed.  It moves only
+  when syncd applies a commit (``pin_applied``), so a force-push on the
+  server can change what the remote *offers* but never rewinds what this
+  node applied (the rollback guard itself reads the last applied commit
+  from the state file);
+* ``refs/heads/syncd-fetched``: the last tip fetched whose signature
+  verified, so that a signed commit refused for its content is not
+  downloaded again and again.
+
+The store holds only complete histories: a fetch lands in a quarantine
+(``fetch.py``) and its pack moves in only after the tip's signature verified
+and every object the new commits reach is present (``objects.check_connected``).
+A ref therefore never names a commit whose trees or blobs are missing, and
+the next fetch's "have" lines are true.  A store found corrupt or missing
+objects anyway (a disk error, an older syncd) is set aside and the next pass
+fetches afresh (``set_aside``); the rollback anchor lives in ``state.json``.
+
+Full history is fetched (no shallow clone): the rollback guard walks it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from dulwich.object_store import DiskObjectStore
+from dulwich.objects import ObjectID
+from dulwich.refs import Ref
+from dulwich.repo import Repo
+
+from syncd.errors import FetchError, IncompleteError, SignatureError, StoreRepairedError, SyncdError
+from syncd.git.fetch import FetchLimits, Received, fetch_failure, fetch_url
+from syncd.git.objects import check_connected, commit_info, complete, known_ids, object_id
+from syncd.git.repository import GitRepository
+from syncd.signing.commits import CommitInfo
+
+APPLIED_REF = Ref(b"refs/heads/syncd-applied")
+FETCHED_REF = Ref(b"refs/heads/syncd-fetched")
+BROKEN_SUFFIX = ".broken"  # where a corrupt store is set aside (one kept, for a post-mortem)
+
+
+class GitStore:
+    """``state_dir/repo.git``: a bare repository only syncd writes to.
+
+    Open it only while holding the network's lock (``state.locked``): it
+    then clears what a crashed run may have left behind.
+    """
+
+    def __init__(self, path: Path, writes: Ref = APPLIED_REF) -> None:
+        """Open (or create) the store.  ``writes`` is the ref the caller may
+        move: the fetch phase (under ``fetch.lock``) the fetched ref, the
+        apply phase (under the network's lock) the applied ref; a lock file
+        of that ref left by a crashed run is cleared (dulwich would refuse to
+        write the ref ever again), and only that one, since the other phase
+        may be writing its own ref right now."""
+        self.path = path
+        if (path / "objects").is_dir():
+            Path(path, os.fsdecode(writes) + ".lock").unlink(missing_ok=True)
+            self.repo = Repo(str(path))
+        else:
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self.repo = Repo.init_bare(str(path))
+        store = self.repo.object_store
+        assert isinstance(store, DiskObjectStore)
+        self.store: DiskObjectStore = store
+        self.repository = GitRepository(path, self.repo, store, self.repaired)  # its reading: the pass's port
+        if writes == FETCHED_REF:  # quarantines of a fetch that died; none is in use under fetch.lock
+            for stale in path.parent.glob("incoming-*"):
+                shutil.rmtree(stale, ignore_errors=True)
+
+    def close(self) -> None:
+        self.repo.close()
+
+    def set_aside(self) -> Path:
+        """Move a damaged store out of the way; the next ``GitStore`` starts
+        empty and the next fetch brings the whole history again."""
+        self.close()
+        broken = self.path.with_name(self.path.name + BROKEN_SUFFIX)
+        shutil.rmtree(broken, ignore_errors=True)
+        self.path.rename(broken)
+        return broken
+
+    def _ref(self, name: Ref) -> ObjectID | None:
+        try:
+            return self.repo.refs[name]
+        except KeyError:
+            return None
+
+    def repaired(self, why: str) -> StoreRepairedError:
+        broken = self.set_aside()
+        return StoreRepairedError(
+            f"the local store {self.path} was damaged: {why}. It was set aside as {broken.name}; "
+            "the next pass fetches the repository afresh (the rollback anchor in state.json is kept)"
+        )
+
+    # --- fetching ---------------------------------------------------------------
+
+    def fetch(
+        self,
+        urls: Sequence[str],
+        branch: str,
+        limits: FetchLimits,
+        verify_tip: Callable[[CommitInfo], object],
+        cancel: Callable[[], bool] | None = None,
+    ) -> tuple[str, str]:
+        """Fetch ``branch`` from the first URL whose answer holds up.
+
+        Per URL, in order: fetch into a quarantine (deadline, size cap);
+        ``verify_tip`` the advertised tip's commit (it raises
+        ``SignatureError`` to refuse it) before anything else is read; check
+        that every object the new commits need arrived; then move the objects
+        in and record the tip.  A URL that fails any step costs nothing and
+        the next mirror is tried.  Returns ``(tip, redacted url)``."""
+        from syncd.git.urls import redact_url
+
+        ref = Ref(f"refs/heads/{branch}".encode())
+        failures: list[SyncdError] = []
+        for url in urls:
+            heads = [sha for sha in map(self._ref, (APPLIED_REF, FETCHED_REF)) if sha is not None]
+            try:
+                received = fetch_url(url, ref, self.path, list(dict.fromkeys(heads)), limits, cancel)
+            except (FetchError, SignatureError) as exc:
+                failures.append(exc)
+                continue
+            try:
+                self._accept(received, verify_tip)
+            except IncompleteError as exc:
+                if heads and not complete(self.store, heads):
+                    raise self.repaired(f"commits fetched before are missing objects ({exc.message})") from None
+                failures.append(FetchError(f"{redact_url(url)}: {exc.message}"))
+                continue
+            except SignatureError as exc:
+                failures.append(SignatureError(f"{exc.message} (from {redact_url(url)})"))
+                continue
+            finally:
+                received.discard()
+            return received.tip, redact_url(url)
+        raise fetch_failure(failures, branch)
+
+    def _accept(self, received: Received, verify_tip: Callable[[CommitInfo], object]) -> None:
+        if received.incoming is None:
+            if self._ref(APPLIED_REF) != object_id(received.tip):  # the applied tip was verified when applied
+                verify_tip(self.repository.commit(received.tip))
+            self.repo.refs[FETCHED_REF] = object_id(received.tip)
+            return
+        incoming = DiskObjectStore(os.fspath(received.incoming))
+        try:
+            verify_tip(commit_info(incoming, received.tip))
+            missing = check_connected(incoming, known_ids(self.store), object_id(received.tip))
+        finally:
+            incoming.close()
+        if missing is not None:
+            raise IncompleteError(f"incomplete answer: {missing} (nothing was kept)")
+        for pack in sorted(received.incoming.glob("pack/pack-*"), key=lambda p: p.suffix != ".pack"):
+            pack.rename(Path(self.store.pack_dir) / pack.name)  # the .pack before its .idx
+        self.repo.refs[FETCHED_REF] = object_id(received.tip)
+
+    def pin_applied(self, sha: str) -> None:
+        """Keep the applied commit referenced in the store (see module doc)."""
+        self.repo.refs[APPLIED_REF] = object_id(sha)

@@ -1,0 +1,279 @@
+"""A whole network (policy + host-file entries) → sorted findings (pure).
+
+The validator takes names and bytes, never paths on disk: a working tree and
+a git commit both hand out ``TreeEntry`` values (``tree.TreeSource``), so
+``syncd check``, ``add-node`` and the agent run this one check.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from syncd.findings import Finding, Location, Severity, error
+from syncd.rules.owners import parse_owners
+from syncd.rules.policy import DEFAULT_POLICY, POLICY_FILE, Policy, policy_of
+from syncd.rules.tree import EntryKind, TreeEntry, TreeSource
+from syncd.tinc.hostfile import HostFile, parse_host_file
+from syncd.tinc.names import NAME_RULE, SCRIPT_SUFFIXES, is_node_name, is_script_name, script_suffix
+from syncd.tinc.subnet import Claim, Kind, format_subnet, overlapping_pairs
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    findings: tuple[Finding, ...]
+    hosts: Mapping[str, HostFile]  # the valid nodes, by name
+    subnets: int
+    policy: Policy = DEFAULT_POLICY  # the policy the tree was checked under
+    policy_findings: tuple[Finding, ...] = ()  # those of its syncd.yaml alone (also in findings)
+
+    @property
+    def nodes(self) -> int:
+        return len(self.hosts)
+
+    @property
+    def errors(self) -> int:
+        return sum(1 for f in self.findings if f.severity is Severity.ERROR)
+
+    @property
+    def warnings(self) -> int:
+        return sum(1 for f in self.findings if f.severity is Severity.WARNING)
+
+    def failed(self, strict: bool = False) -> bool:
+        return self.errors > 0 or (strict and self.warnings > 0)
+
+
+def is_ignored(name: str) -> bool:
+    """Dot files (``.gitkeep``, ``.gitattributes``) are repository plumbing,
+    never host files; tincd skips them too."""
+    return name.startswith(".")
+
+
+# (path, blob id or bytes, tinc version, min_rsa_bits) → the parsed file
+ParseCache = dict[tuple[str, bytes | str, str, int], HostFile]
+
+
+def validate_network(
+    policy: Policy,
+    entries: Iterable[TreeEntry],
+    hosts_dir: str,
+    policy_findings: Iterable[Finding] = (),
+    cache: ParseCache | None = None,
+    installed: bool = False,
+) -> Report:
+    """``cache`` maps (path, blob id or bytes, tinc version, min_rsa_bits) to
+    the parsed file: parsing is deterministic, so an unchanged host file is
+    not parsed again (an entry found there needs no ``data``).  Only the
+    current files are kept in it.
+
+    ``installed``: the entries are a node's own hosts directory
+    (``check --hosts-dir``), where ``NAME-up`` / ``NAME-down`` scripts are the
+    operator's own business rather than something a repository may carry."""
+    own_findings = tuple(policy_findings)
+    findings: list[Finding] = list(own_findings)
+    fresh: ParseCache | None = {} if cache is not None else None
+    hosts: dict[str, HostFile] = {}
+    prefix = f"{hosts_dir.rstrip('/')}/" if hosts_dir else ""
+
+    for entry in entries:
+        if is_ignored(entry.name):
+            continue
+        path = prefix + entry.name
+        if entry.kind is not EntryKind.FILE:
+            findings.append(error(path, 1, "file-type", _file_type_message(entry.kind)))
+            continue
+        if not is_node_name(entry.name):
+            if not (installed and is_script_name(entry.name)):
+                findings.append(error(path, 1, "name-invalid", _name_message(entry.name)))
+            continue
+        key = (path, entry.blob or entry.data or b"", policy.tinc, policy.min_rsa_bits)
+        cached = cache.get(key) if cache is not None and entry.size <= policy.max_file_bytes else None
+        if cached is None and (entry.size > policy.max_file_bytes or entry.data is None):
+            findings.append(
+                error(
+                    path,
+                    1,
+                    "file-too-large",
+                    f"{entry.size} bytes, over the policy's max_file_bytes ({policy.max_file_bytes})",
+                )
+            )
+            continue
+        if cached is not None:
+            host = cached
+        else:
+            assert entry.data is not None
+            host = parse_host_file(path, entry.data, tinc=policy.tinc, min_rsa_bits=policy.min_rsa_bits)
+            # owner lines (# syncd-owner:) are comments to tincd: their
+            # findings travel with the file's own, in every cache
+            owners = parse_owners(path, entry.data)
+            host.findings.extend(owners.findings)
+            host.owners = tuple((o.key, o.comment) for o in owners.owners)
+        if fresh is not None:
+            fresh[key] = host
+        hosts[entry.name] = host
+        findings.extend(host.findings)
+
+    if cache is not None and fresh is not None:
+        cache.clear()
+        cache.update(fresh)
+    findings.extend(_name_collisions(hosts))
+    findings.extend(_policy_mentions(policy, hosts))
+    claims = [Claim.of(subnet, name, line) for name, host in hosts.items() for subnet, line in host.subnets]
+    findings.extend(_subnet_findings(policy, hosts, claims))
+    findings.extend(_duplicate_keys(hosts))
+    findings.sort(key=Finding.sort_key)
+    return Report(tuple(findings), hosts, len(claims), policy, own_findings)
+
+
+def check_tree(
+    source: TreeSource, *, installed: bool = False, parse_cache: ParseCache | None = None
+) -> tuple[Report, dict[str, bytes]]:
+    """Validate a tree under its own policy: the report, and the host files
+    of its valid nodes (name → bytes), which are what a node installs.
+
+    Error findings raise nothing: ``syncd check`` prints them, ``add-node``
+    and the agent refuse.  Errors of the source itself (an unreadable
+    directory, an unsafe git tree) propagate.
+
+    ``installed``: the source is a node's own hosts directory, where tinc's
+    ``NAME-up`` / ``NAME-down`` scripts are the operator's business; its
+    findings are named under ``source.label``, the directory itself.
+    """
+    policy, policy_findings = policy_of(source.policy_bytes())
+    entries = source.host_entries(policy.hosts_dir, policy.max_files, policy.max_file_bytes)
+    shown = source.label if installed else policy.hosts_dir
+    report = validate_network(policy, entries, shown, policy_findings, parse_cache, installed)
+    desired = {e.name: e.data for e in entries if e.data is not None and e.name in report.hosts}
+    return report, desired
+
+
+def _file_type_message(kind: EntryKind) -> str:
+    return {
+        EntryKind.SYMLINK: "a symlink: syncd installs only regular files (a link could point anywhere on the node)",
+        EntryKind.DIRECTORY: "a directory inside the hosts directory; host files are plain files",
+        EntryKind.SUBMODULE: "a git submodule inside the hosts directory; host files are plain files",
+        EntryKind.OTHER: "not a regular file",
+    }[kind]
+
+
+def _name_message(name: str) -> str:
+    suffix = script_suffix(name)
+    if suffix is not None:
+        return (
+            f"{name!r} is a tinc script name: tincd runs hosts/{name} as root when the node "
+            f"{SCRIPT_SUFFIXES[suffix]}; syncd never installs scripts"
+        )
+    return f"{name!r} is not a valid tinc node name ({NAME_RULE}); tincd ignores this file"
+
+
+def _name_collisions(hosts: Mapping[str, HostFile]) -> Iterable[Finding]:
+    groups: dict[str, list[str]] = defaultdict(list)
+    for name in hosts:
+        groups[name.lower()].append(name)
+    for names in groups.values():
+        if len(names) < 2:
+            continue
+        for name in names:
+            others = sorted(n for n in names if n != name)
+            yield error(
+                hosts[name].path,
+                1,
+                "name-collision",
+                f"{name!r} differs from {', '.join(map(repr, others))} only in case; they clash on "
+                "case-insensitive file systems",
+                tuple(Location(hosts[n].path, 1) for n in others),
+            )
+
+
+def _policy_mentions(policy: Policy, hosts: Mapping[str, HostFile]) -> Iterable[Finding]:
+    for node, key, line in policy.node_mentions:
+        if node not in hosts:
+            yield error(POLICY_FILE, line, "policy-invalid", f"{key}: names {node!r}, which has no host file")
+
+
+def _overlap_allowed(policy: Policy, outer: Claim, inner: Claim) -> bool:
+    if outer.subnet.network == inner.subnet.network:
+        # Identical subnets cover each other: both sides must be declared.
+        return (policy.is_route(outer.node, outer.subnet) and policy.is_route(inner.node, inner.subnet)) or (
+            policy.shared_entry(outer.node, outer.subnet) is not None
+            and policy.shared_entry(inner.node, inner.subnet) is not None
+        )
+    return policy.is_route(outer.node, outer.subnet) or policy.shared_entry(outer.node, outer.subnet) is not None
+
+
+def _subnet_findings(policy: Policy, hosts: Mapping[str, HostFile], claims: list[Claim]) -> Iterable[Finding]:
+    """Overlaps between nodes and subnets outside the prefixes, in one sweep.
+
+    The policy's prefixes join the sweep as claims of the node "" (which
+    sorts before every real name): a claim with such an ancestor lies inside
+    a prefix.
+    """
+    prefixes = [Claim.of(prefix, "", 0) for prefix in policy.prefixes]
+    inside: set[int] = set()  # id() of the claims that lie inside a prefix
+    for outer, inner in overlapping_pairs(claims + prefixes):
+        if not inner.node:
+            continue  # a prefix inside some node's subnet (a default route, say)
+        if not outer.node:
+            inside.add(id(inner))
+        elif not _overlap_allowed(policy, outer, inner):
+            yield from _overlap_findings(hosts, outer, inner)
+    if not prefixes:
+        return
+    allowed = ", ".join(format_subnet(p) for p in policy.prefixes)
+    for claim in claims:
+        if id(claim) in inside or claim.kind == Kind.MAC or policy.is_route(claim.node, claim.subnet):
+            continue
+        yield error(
+            hosts[claim.node].path,
+            claim.line,
+            "subnet-outside-prefix",
+            f"{format_subnet(claim.subnet)} lies outside the network's prefixes ({allowed}); "
+            "list it under routes in syncd.yaml if this node routes it on purpose",
+        )
+
+
+def _overlap_findings(hosts: Mapping[str, HostFile], outer: Claim, inner: Claim) -> tuple[Finding, Finding]:
+    """One finding on each file: either one may be the mistake (the new
+    file that claims a gateway's subnet, or the new aggregate that covers
+    old nodes), and an annotation on only one would blame the wrong file
+    half the time.  Each names the other."""
+    inner_at = Location(hosts[inner.node].path, inner.line)
+    outer_at = Location(hosts[outer.node].path, outer.line)
+    inner_text, outer_text = format_subnet(inner.subnet), format_subnet(outer.subnet)
+    if outer.subnet.network == inner.subnet.network:
+        hint = "list it under shared in syncd.yaml if both announce it on purpose"
+        on_inner = f"{inner_text} is also announced by node {outer.node} ({outer_at.path}:{outer_at.line}); {hint}"
+        on_outer = f"{outer_text} is also announced by node {inner.node} ({inner_at.path}:{inner_at.line}); {hint}"
+    else:
+        hint = (
+            f"the more specific subnet wins in tinc; list {outer_text} under routes for "
+            f"{outer.node} in syncd.yaml if it is an intended route"
+        )
+        on_inner = f"{inner_text} overlaps {outer_text} of node {outer.node} ({outer_at.path}:{outer_at.line}); {hint}"
+        on_outer = f"{outer_text} covers {inner_text} of node {inner.node} ({inner_at.path}:{inner_at.line}); {hint}"
+    return (
+        error(inner_at.path, inner_at.line, "subnet-overlap", on_inner, (outer_at,)),
+        error(outer_at.path, outer_at.line, "subnet-overlap", on_outer, (inner_at,)),
+    )
+
+
+def _duplicate_keys(hosts: Mapping[str, HostFile]) -> Iterable[Finding]:
+    holders: dict[bytes, list[tuple[str, int]]] = defaultdict(list)
+    for name, host in hosts.items():
+        for key, line in host.keys:
+            holders[key.identity].append((name, line))
+    for places in holders.values():
+        nodes = sorted({name for name, _ in places})
+        if len(nodes) < 2:
+            continue
+        for name, line in places:
+            others = [n for n in nodes if n != name]
+            related = tuple(Location(hosts[n].path, ln) for n, ln in places if n != name)
+            yield error(
+                hosts[name].path,
+                line,
+                "key-duplicate",
+                f"the same public key is used by {', '.join([name, *others])}: each node needs its own key pair",
+                related,
+            )

@@ -1,0 +1,227 @@
+"""One sync: the pipeline of docs/architecture.md, all or nothing.
+
+fetch → rollback guard → signatures → tree → validation (the code path of
+``syncd check``) → own-key check → plan → apply → state.  Any failure before
+``apply`` leaves every file on disk as it was; the error says why, with a
+stable reason and the exit code of its class.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+from syncd.errors import SyncdError, TransientError, outcome
+from syncd.git.fetch import FetchLimits
+from syncd.git.store import APPLIED_REF, FETCHED_REF, GitStore
+from syncd.node.config import Config, load_signers
+from syncd.node.hostsdir import HostsDir
+from syncd.node.metrics import write_metrics
+from syncd.node.parseindex import ParseIndexFile, owners_of
+from syncd.node.privkeys import private_key_publics
+from syncd.node.reload import reload_tinc
+from syncd.node.state import FETCH_LOCK_FILE, StateDir, load_health, load_state, locked, save_health
+from syncd.rules.plan import Plan
+from syncd.sync.pipeline import run_pass
+from syncd.sync.ports import Ports, Settings, SyncResult
+from syncd.sync.trust import OwnerLookup, RepoAuthority
+
+if TYPE_CHECKING:
+    from syncd.node.parseindex import Record as IndexRecord
+    from syncd.rules.validate import ParseCache
+    from syncd.signing.allowed_signers import AllowedSigner
+
+LOCK_TIMEOUT = 300.0  # seconds to wait for another sync of the same network
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """What the fetch phase brought: a tip whose signature verified, whose
+    objects are all in the store, and where it came from.  Who may have made
+    it is decided in the apply phase, commit by commit (``trust.RepoAuthority``)."""
+
+    tip: str
+    url: str
+
+
+def sync_once(
+    config: Config,
+    *,
+    dry_run: bool = False,
+    allow_rewind: bool = False,
+    fetch: bool = True,
+    parse_cache: ParseCache | None = None,
+    cancel: Callable[[], bool] | None = None,
+    progress: bool = False,
+) -> SyncResult:
+    """One pass of the pipeline.  Its outcome (success, or any failure with
+    ``errors.outcome``'s reason) is recorded in ``health.json`` for
+    ``status`` and metrics, while the network's lock is held: a pass that
+    could not take the lock records nothing, since the pass that holds it
+    records its own.  A Ctrl-C is not recorded: it says nothing about the node.
+
+    The fetch runs under a lock of its own (``fetch.lock``), not the
+    network's: a fetch waiting on a slow server (up to ``repo.timeout`` per
+    URL) never holds up a drift repair, which needs only the store's
+    complete objects and the network's lock.
+
+    ``fetch=False`` re-applies the last applied commit from the local store
+    (drift repair: no network, same verification and validation).
+    ``parse_cache`` lets a long-running caller skip re-parsing unchanged
+    host files (see ``validate_network``); ``cancel()`` turning true stops a
+    fetch in flight (``KeyboardInterrupt``)."""
+    fetched: Fetched | None = None
+    if fetch:
+        try:
+            fetched = _fetch(config, cancel, progress)
+        except Exception as exc:
+            if not dry_run:
+                with contextlib.suppress(TransientError), locked(config.state_dir, LOCK_TIMEOUT):
+                    record_outcome(config, exc)
+            raise
+    with locked(config.state_dir, LOCK_TIMEOUT):
+        try:
+            signers = load_signers(config)
+            result = _sync(
+                config,
+                signers,
+                fetched,
+                dry_run=dry_run,
+                allow_rewind=allow_rewind,
+                parse_cache=parse_cache,
+            )
+        except Exception as exc:
+            if not dry_run:
+                record_outcome(config, exc)
+            raise
+        if not dry_run:
+            record_outcome(config, result)
+        return result
+
+
+def _fetch(config: Config, cancel: Callable[[], bool] | None, progress: bool = False) -> Fetched:
+    """The fetch phase: the tip of the first URL whose answer holds up,
+    its signature verified (in git's own encoding) before anything else is
+    read, and complete in the store (``GitStore.fetch``)."""
+    from syncd.signing.commits import signing_key
+
+    with locked(config.state_dir, LOCK_TIMEOUT, FETCH_LOCK_FILE):
+        store = GitStore(config.state_dir / "repo.git", writes=FETCHED_REF)
+        try:
+            limits = fetch_limits(config, progress)
+            tip, url = store.fetch(config.repo.urls, config.repo.branch, limits, signing_key, cancel)
+        finally:
+            store.close()
+    return Fetched(tip, url)
+
+
+def _sync(
+    config: Config,
+    signers: list[AllowedSigner],
+    fetched: Fetched | None,
+    *,
+    dry_run: bool,
+    allow_rewind: bool,
+    parse_cache: ParseCache | None = None,
+) -> SyncResult:
+    """The apply phase (under the network's lock): ``pipeline.run_pass``
+    with the real ports."""
+    states = StateDir(config.state_dir)
+    if fetched is not None:
+        tip, url = fetched.tip, fetched.url
+    else:  # drift repair: the last applied commit, from the store
+        last = states.load().last_applied
+        if last is None:
+            return SyncResult("unchanged", "", None, "(local store)", Plan())
+        tip, url = last, "(local store)"
+    store = GitStore(config.state_dir / "repo.git", writes=APPLIED_REF)
+    try:
+        index = ParseIndexFile(config.state_dir)
+        repo = store.repository
+        authority = RepoAuthority(repo, signers, follow_repo=config.trust.follow_repo, owners_of=_indexed_owners(index))
+        ports = Ports(
+            repo=repo,
+            hosts=HostsDir(config.tinc.hosts_dir),
+            state=states,
+            index=index,
+            authority=authority,
+            pin_applied=store.pin_applied,
+            own_keys=lambda: private_key_publics(config.tinc.dir),
+            reload=lambda: reload_tinc(config.tinc, config.net),
+        )
+        settings = Settings(
+            node=config.node,
+            branch=config.repo.branch,
+            verify_all=config.trust.verify == "all",
+            max_clock_skew=config.trust.max_clock_skew,
+            tinc_dir=config.tinc.dir,
+            rewind_command=config.command("sync --allow-rewind"),
+        )
+        return run_pass(ports, settings, tip, url, dry_run=dry_run, allow_rewind=allow_rewind, parse_cache=parse_cache)
+    finally:
+        store.close()
+
+
+def record_outcome(config: Config, result: SyncResult | Exception) -> None:
+    """Record a pass in ``health.json`` and the metrics file.  The caller
+    holds the network's lock (``state.locked``): two passes writing health at
+    once could count a failure twice or lose one."""
+    now = time.time()
+    health = load_health(config.state_dir)
+    if isinstance(result, SyncResult):
+        health = replace(health, last_pass_at=now, last_outcome=result.status, last_success_at=now, failures=0)
+    else:
+        failure = outcome(result)
+        health = replace(
+            health,
+            last_pass_at=now,
+            last_outcome=failure.reason,
+            last_error=failure.message,
+            last_error_reason=failure.reason,
+            last_error_at=now,
+            failures=health.failures + 1,
+        )
+    # Neither a full disk nor an unreadable state file may hide the pass's
+    # own outcome, which the caller returns or raises next.
+    with contextlib.suppress(OSError, SyncdError):
+        save_health(config.state_dir, health)
+    if config.metrics_file is not None:
+        with contextlib.suppress(OSError, SyncdError):
+            write_metrics(config.metrics_file, config.net, load_state(config.state_dir), health, config.trust.max_age)
+
+
+def stale_warning(config: Config, result: SyncResult, now: float) -> str | None:
+    """Why the applied tip is too old (``trust.max_age``), or None.  A
+    mirror that keeps serving an old signed tip (a freeze attack) looks like
+    a quiet network otherwise; admins keep a network fresh with a signed
+    heartbeat commit."""
+    age, limit = result.tip_age(now), config.trust.max_age
+    if age is None or limit is None or age <= limit:
+        return None
+    return (
+        f"the newest signed commit ({result.commit[:12]}) is {age / 86400:.1f} days old, over trust.max_age "
+        f"({limit / 86400:g} days): stale; a mirror may be serving an old tip, or the admins owe a heartbeat commit"
+    )
+
+
+def fetch_limits(config: Config, progress: bool = False) -> FetchLimits:
+    repo = config.repo
+    return FetchLimits(repo.timeout, repo.max_fetch_bytes, repo.ssh_command, repo.ca_file, progress)
+
+
+def _indexed_owners(index: ParseIndexFile) -> OwnerLookup:
+    """The owner lines of a file the node validated before, by blob id (from
+    the parse index, read when first asked: most passes never ask)."""
+    by_blob: dict[str, IndexRecord] | None = None
+
+    def owners(blob: str) -> tuple[frozenset[bytes], dict[bytes, str]] | None:
+        nonlocal by_blob
+        if by_blob is None:
+            by_blob = {b: record for (b, _, _), record in index.load().items()}
+        record = by_blob.get(blob)
+        return None if record is None else owners_of(record)
+
+    return owners

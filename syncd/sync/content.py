@@ -1,0 +1,191 @@
+"""The tip's content: its policy and host files, validated exactly as
+``syncd check`` validates a working tree, read as little as possible.
+
+A host file the parse index (or a long-running agent's cache) knows by blob
+id is not read at all; only new contents are parsed.  Bytes that must be
+read (to parse, or to install) come from the installed file when its blob
+id is the tree's, and are used only if they still hash to that id."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING
+
+from syncd.errors import Reason, RefusedError, UnsafeTreeError
+from syncd.findings import Finding, Severity, plural
+
+MAX_LISTED = 20  # findings a refusal lists, one a line
+
+if TYPE_CHECKING:
+    from syncd.node.parseindex import Key as IndexKey
+    from syncd.node.parseindex import Record as IndexRecord
+    from syncd.rules.tree import TreeEntry
+    from syncd.rules.validate import ParseCache, Report
+    from syncd.sync.ports import ParseIndex, Repository
+
+
+def read_and_validate(
+    repo: Repository,
+    commit: str,
+    *,
+    installed: Mapping[str, str] | None = None,
+    read_installed: Callable[[str], bytes | None] | None = None,
+    index: ParseIndex | None = None,
+    parse_cache: ParseCache | None = None,
+    save_index: bool = True,
+) -> tuple[Report, Mapping[str, bytes], dict[str, str]]:
+    """The commit's policy and hosts directory, validated exactly as
+    ``syncd check`` validates a working tree; the host files to install
+    (name → bytes, read on demand) and their blob ids.  Any error finding
+    refuses the commit.
+
+    ``installed`` (name → blob id) and ``read_installed`` are a node's hosts
+    directory, ``index`` its parse index (saved unless ``save_index`` is
+    false); ``syncd verify`` has none of them.  A host file already in the
+    parse index (or ``parse_cache``) by blob id is
+    not read at all; only new contents are parsed.  Bytes that are read come
+    from the installed file when its blob id is the tree's (cheaper than
+    inflating it from a pack), and are used only if they still hash to that
+    id: as firmly bound to the signed commit as the store's copy."""
+    from syncd.node.parseindex import size_of
+    from syncd.rules.policy import policy_of
+    from syncd.rules.validate import validate_network
+
+    cache: ParseCache = parse_cache if parse_cache is not None else {}
+    try:
+        policy, policy_findings = policy_of(repo.policy_bytes(commit))
+        known = index.load() if index is not None else {}
+        sizes = {blob: size_of(record) for (blob, _, _), record in known.items()}
+        entries = repo.host_entries(commit, policy.hosts_dir, policy.max_files, policy.max_file_bytes, sizes)
+        files = _Files(repo, installed or {}, read_installed, policy.max_file_bytes)
+        _prime(cache, known, entries, policy.hosts_dir, policy.tinc, policy.min_rsa_bits)
+        entries = [
+            files.fill(e) if (_path(policy.hosts_dir, e), e.blob, policy.tinc, policy.min_rsa_bits) not in cache else e
+            for e in entries
+        ]
+    except UnsafeTreeError as exc:
+        raise UnsafeTreeError(f"commit {commit[:12]}: {exc.message}; nothing was installed") from None
+    report = validate_network(policy, entries, policy.hosts_dir, policy_findings, cache)
+    if save_index and index is not None:
+        _update_index(index, known, cache, entries, policy.tinc, policy.min_rsa_bits)
+    errors = [f for f in report.findings if f.severity is Severity.ERROR]
+    if errors:
+        raise invalid_content(commit, errors)
+    ids = {e.name: e.blob for e in entries if e.name in report.hosts and e.blob is not None}
+    files.known.update({e.name: e.data for e in entries if e.name in ids and e.data is not None})
+    return report, _Desired(files, ids), ids
+
+
+def invalid_content(commit: str, errors: Sequence[Finding]) -> RefusedError:
+    """The refusal of a tree with error findings: a one-line summary, then
+    one finding a line, as ``syncd check`` prints them (the first
+    ``MAX_LISTED``: a journal or a pusher's terminal is no place for ten
+    thousand)."""
+    codes, sha = ", ".join(sorted({f.code for f in errors})), commit[:12]
+    lines = [f.format_text() for f in errors[:MAX_LISTED]]
+    if len(errors) > MAX_LISTED:
+        lines.append(f"... and {len(errors) - MAX_LISTED} more (syncd check on a clone at {sha} lists them all)")
+    summary = f"commit {sha} has invalid content [{codes}]: {plural(len(errors), 'error')}; nothing was installed"
+    return RefusedError("\n".join([summary, *lines]), reason=Reason.INVALID_CONTENT)
+
+
+def _path(hosts_dir: str, entry: TreeEntry) -> str:
+    return f"{hosts_dir.rstrip('/')}/{entry.name}" if hosts_dir else entry.name
+
+
+def _prime(
+    cache: ParseCache,
+    index: Mapping[IndexKey, IndexRecord],
+    entries: list[TreeEntry],
+    hosts_dir: str,
+    tinc: str,
+    min_rsa_bits: int,
+) -> None:
+    """Put the indexed files of this tree into ``cache``."""
+    from syncd.node.parseindex import host_of
+
+    for entry in entries:
+        if entry.blob is None:
+            continue
+        key = (_path(hosts_dir, entry), entry.blob, tinc, min_rsa_bits)
+        if key not in cache:
+            record = index.get((entry.blob, tinc, min_rsa_bits))
+            if record is not None:
+                cache[key] = host_of(key[0], record)
+
+
+def _update_index(
+    index: ParseIndex,
+    known: dict[IndexKey, IndexRecord],
+    cache: ParseCache,
+    entries: list[TreeEntry],
+    tinc: str,
+    min_rsa_bits: int,
+) -> None:
+    """Store the files of this tree (the cache holds exactly those), when
+    the index does not hold exactly them already."""
+    from syncd.node.parseindex import record_of
+
+    sizes = {e.blob: e.size for e in entries if e.blob is not None}
+    fresh: dict[IndexKey, IndexRecord] = {}
+    for (_, blob, _, _), host in cache.items():
+        if isinstance(blob, str) and blob in sizes:
+            key = (blob, tinc, min_rsa_bits)
+            record = known.get(key) or record_of(host, sizes[blob])
+            if record is not None:
+                fresh[key] = record
+    if fresh.keys() != known.keys():
+        index.save(fresh)
+
+
+class _Files:
+    """The bytes of a tree's host files, read when first needed."""
+
+    def __init__(
+        self,
+        repo: Repository,
+        installed: Mapping[str, str],
+        read_installed: Callable[[str], bytes | None] | None,
+        limit: int,
+    ) -> None:
+        self.repo, self.installed, self.read_installed, self.limit = repo, installed, read_installed, limit
+        self.known: dict[str, bytes] = {}
+
+    def fill(self, entry: TreeEntry) -> TreeEntry:
+        from syncd.rules.tree import EntryKind
+
+        if entry.kind is not EntryKind.FILE or entry.blob is None or entry.size > self.limit:
+            return entry
+        return entry._replace(data=self.read(entry.name, entry.blob))
+
+    def read(self, name: str, blob: str) -> bytes:
+        from syncd.rules.plan import blob_id
+
+        data = self.known.get(name)
+        if data is not None:
+            return data
+        if self.read_installed is not None and self.installed.get(name) == blob:
+            data = self.read_installed(name)
+            if data is not None and blob_id(data) == blob:
+                return data
+        return self.repo.blob(blob, self.limit)
+
+
+class _Desired(Mapping[str, bytes]):
+    """name → bytes of the files to install, read only when asked (the plan
+    asks for the files it writes)."""
+
+    def __init__(self, files: _Files, ids: dict[str, str]) -> None:
+        self.files, self.ids = files, ids
+
+    def __getitem__(self, name: str) -> bytes:
+        return self.files.read(name, self.ids[name])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.ids)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.ids  # without reading the file, as Mapping's would
+
+    def __len__(self) -> int:
+        return len(self.ids)
