@@ -10,7 +10,7 @@ an admin removes it.
 from __future__ import annotations
 
 import datetime
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 
 from syncd.findings import Finding, warning
 from syncd.rules.units import format_duration
@@ -29,11 +29,25 @@ def day(ts: float) -> str:
     return datetime.datetime.fromtimestamp(ts, tz=datetime.UTC).strftime("%Y-%m-%d")
 
 
-def owners_text(host: HostFile) -> str:
-    """``owners: alice@laptop (SHA256:...)``: each owner line's comment and key."""
-    if not host.owners:
+def owners_text(owners: Sequence[tuple[bytes, str]]) -> str:
+    """``owners: alice@laptop (SHA256:...)``: each owner line's comment and
+    key (``HostFile.owners``)."""
+    if not owners:
         return "no owners (only an admin can renew it)"
-    return "owners: " + ", ".join(f"{comment or '(no comment)'} ({fingerprint(key)})" for key, comment in host.owners)
+    return "owners: " + ", ".join(f"{comment or '(no comment)'} ({fingerprint(key)})" for key, comment in owners)
+
+
+def stale_message(last_signed: int | None, stale_after: float, now: float, owners: Sequence[tuple[bytes, str]]) -> str:
+    """Why a node is stale, who can renew it, and how."""
+    since = (
+        "no signed change in the history"
+        if last_signed is None
+        else f"no signed change since {day(last_signed)} ({format_duration(now - last_signed)} ago)"
+    )
+    return (
+        f"stale: {since}, more than stale_after ({format_duration(stale_after)}); {owners_text(owners)}; "
+        "renew it with any signed edit of the file, or remove the node"
+    )
 
 
 def stale_findings(
@@ -48,20 +62,10 @@ def stale_findings(
     (``at_tip``; a file not committed yet is new, not stale) and whose last
     signed change (``last_signed``: name → committer time) is older than
     ``stale_after``, or that never had one."""
-    findings = []
-    limit = format_duration(stale_after)
-    for name in sorted(hosts):
-        if name not in at_tip or not is_stale(last_signed.get(name), stale_after, now):
-            continue
-        when = last_signed.get(name)
-        since = (
-            "no signed change in the history"
-            if when is None
-            else f"no signed change since {day(when)} ({format_duration(now - when)} ago)"
+    return [
+        warning(
+            f"{hosts_dir}/{name}", 1, CODE, stale_message(last_signed.get(name), stale_after, now, hosts[name].owners)
         )
-        message = (
-            f"stale: {since}, more than stale_after ({limit}); {owners_text(hosts[name])}; "
-            "renew it with any signed edit of the file, or remove the node"
-        )
-        findings.append(warning(f"{hosts_dir}/{name}", 1, CODE, message))
-    return findings
+        for name in sorted(hosts)
+        if name in at_tip and is_stale(last_signed.get(name), stale_after, now)
+    ]
