@@ -281,3 +281,23 @@ def test_status_warns_when_the_nodes_own_file_is_stale(tmp_path: Path) -> None:
         "more than stale_after (365d); no owners (only an admin can renew it); "
         "renew it with any signed edit of the file, or remove the node"
     ]
+
+
+def test_show_what_a_node_applied(tmp_path: Path) -> None:
+    admin, signers = admin_and_signers(tmp_path / "keys")
+    hub = Hub(tmp_path / "hub", admin)
+    node = make_node(tmp_path / "node", str(hub.server), signers)
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["show", "-c", str(node.config)], out, err) == 2
+    assert "network inet6: nothing applied yet" in err.getvalue()
+    assert node.sync()[0] == 0
+    applied = hub.tip
+    hub.change("my_pc: moved", lambda w: (w / "hosts" / "my_pc").open("a").write("Address = 192.0.2.7\n"))
+    doc = show_json("-c", str(node.config))  # not synced again: what the node applied, not the server's tip
+    assert doc["source"] == f"inet6 (node my_pc) at {applied[:12]}"
+    assert doc["history"] == {"known": True, "tip": applied, "note": None}
+    nodes = {n["name"]: n for n in doc["nodes"]}
+    assert nodes["my_pc"]["addresses"] == []
+    change = nodes["my_pc"]["last_change"]
+    assert (change["commit"], change["signer"], change["role"]) == (applied, "admin@example.org", "admin")
+    assert main(["show", str(tmp_path / "nowhere")], io.StringIO(), err) == 2
