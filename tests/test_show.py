@@ -159,6 +159,20 @@ def test_the_largest_network_has_all_its_nodes(corpora: Path, tmp_path: Path) ->
     assert len(list((repo / "hosts").iterdir())) == 242
     doc = show_json(str(repo))
     assert len(doc["nodes"]) == 235
+    # the 7 files whose names tincd rejects (a '-'): counted, and named, but no node
+    assert [(e["path"], e["codes"]) for e in doc["not_nodes"]] == [
+        (f"hosts/{name}", ["name-invalid"])
+        for name in (
+            "maurice-home",
+            "pinpox-ahorn",
+            "tcac-0-1",
+            "test-all-krebs-modules",
+            "test-arch",
+            "test-centos6",
+            "test-centos7",
+        )
+    ]
+    assert "ignored:  7 files are no node tincd reads: hosts/maurice-home (name-invalid), " in show(str(repo))
     with_address = [n for n in doc["nodes"] if n["addresses"]]
     assert 0 < len(with_address) < 235
 

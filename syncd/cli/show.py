@@ -115,8 +115,22 @@ def network_doc(network: Network, now: float) -> Doc:
         "policy": policy_doc(policy),
         "allocation": allocation_doc(policy, report),
         "nodes": nodes,
+        "not_nodes": not_nodes(report),
         "findings": {"errors": report.errors, "warnings": report.warnings},
     }
+
+
+def not_nodes(report: Report) -> list[Doc]:
+    """The entries of the hosts directory that are no node tincd reads (an
+    invalid name, a symlink, a file too large...), with the codes of their
+    findings: the files an operator counts but the network does not have."""
+    prefix = report.policy.hosts_dir.rstrip("/") + "/"
+    codes: dict[str, set[str]] = {}
+    for finding in report.findings:
+        name = finding.path.removeprefix(prefix)
+        if finding.path.startswith(prefix) and name not in report.hosts:
+            codes.setdefault(finding.path, set()).add(finding.code)
+    return [{"path": path, "codes": sorted(found)} for path, found in sorted(codes.items())]
 
 
 def policy_doc(policy: Policy) -> Doc:

@@ -87,6 +87,16 @@ def policy_lines(doc: Doc) -> list[str]:
     return lines
 
 
+def not_nodes_lines(doc: Doc, shown: int = 10) -> list[str]:
+    """The files of the hosts directory that tincd never reads as nodes."""
+    entries = as_list(doc["not_nodes"])
+    if not entries:
+        return []
+    texts = [f"{e['path']} ({', '.join(_strings(e['codes']))})" for e in entries[:shown]]
+    more = f", and {len(entries) - shown} more" if len(entries) > shown else ""
+    return [f"ignored:  {len(entries)} files are no node tincd reads: {', '.join(texts)}{more}"]
+
+
 def render_text(doc: Doc) -> str:
     nodes = as_list(doc["nodes"])
     findings = as_dict(doc["findings"])
@@ -96,6 +106,7 @@ def render_text(doc: Doc) -> str:
         f"{findings['errors']} errors and {findings['warnings']} warnings (syncd check)",
         f"history:  {history_text(doc)}",
         *policy_lines(doc),
+        *not_nodes_lines(doc),
         "",
     ]
     header = ("NODE", "SUBNETS", "ADDRESS", "KEYS", "OWNERS", "LAST SIGNED CHANGE")

@@ -25,6 +25,7 @@ from syncd.cli.showformats import (
     as_list,
     change_text,
     history_text,
+    not_nodes_lines,
     policy_lines,
     subnet_text,
     usage_line,
@@ -115,6 +116,7 @@ def render_html(doc: Doc) -> str:
         f"{escape(str(doc['generated_at']))}; {escape(history_text(doc))}</p>",
         *(f'<p class="meta">{escape(line)}</p>' for line in policy_lines(doc) if not line.startswith("allocate")),
         *(_usage(entry) for entry in as_list(doc["allocation"])),
+        *(f'<p class="meta">{escape(line)}</p>' for line in not_nodes_lines(doc, 50)),
         _map(nodes),
         '<div><input id="filter" type="search" placeholder="filter: name, subnet, address, owner, stale" '
         'aria-label="filter nodes"> <span id="shown"></span></div>',
