@@ -52,6 +52,7 @@ input#filter{font-size:1em;padding:.3em .5em;width:24em;margin:.5em 0}
 table{border-collapse:collapse;width:100%}
 th,td{border-bottom:1px solid #e3e3e3;padding:.25em .5em;text-align:left;vertical-align:top}
 th{cursor:pointer;background:#f4f6f8;user-select:none;position:sticky;top:0}
+details summary{cursor:pointer;color:#2a6cd6}
 th.asc::after{content:" \\25B2"}th.desc::after{content:" \\25BC"}
 tr.stale td{background:#fdecea}
 .tag{font-size:.8em;border-radius:3px;padding:0 .3em;margin-left:.3em;background:#e2ecfd}
@@ -158,7 +159,7 @@ def _table(nodes: Sequence[Doc], known: bool) -> str:
             f'<td data-sort="{escape(name)}"><b>{escape(name)}</b>'
             + ('<span class="tag stale">stale</span>' if stale else "")
             + "</td>",
-            "<td>" + "<br>".join(_subnet_html(s) for s in subnets) + "</td>",
+            f"<td>{_subnets_html(subnets)}</td>",
             "<td>" + "<br>".join(escape(a) for a in addresses) + "</td>",
             "<td>" + "<br>".join(escape(k) for k in keys) + "</td>",
             "<td>"
@@ -174,6 +175,16 @@ def _table(nodes: Sequence[Doc], known: bool) -> str:
 def as_list_of_str(value: object) -> list[str]:
     assert isinstance(value, list)
     return [str(v) for v in value]
+
+
+def _subnets_html(subnets: Sequence[Doc], shown: int = 4) -> str:
+    """A node's subnets, one a line; past ``shown``, the rest folded away
+    (a router may announce hundreds)."""
+    lines = [_subnet_html(s) for s in subnets]
+    if len(lines) <= shown:
+        return "<br>".join(lines)
+    rest = "<br>".join(lines[shown:])
+    return f"{'<br>'.join(lines[:shown])}<details><summary>{len(lines) - shown} more</summary>{rest}</details>"
 
 
 def _subnet_html(subnet: Doc) -> str:
