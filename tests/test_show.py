@@ -229,6 +229,18 @@ def test_stale_just_over_and_just_under(tmp_path: Path) -> None:
     assert [line.split(":")[0] for line in stale_lines(repo)] == ["hosts/gateway"]
 
 
+def test_stale_in_a_linked_worktree_and_a_broken_one(tmp_path: Path) -> None:
+    """A ".git" file (a linked worktree, a submodule) leads to the history."""
+    repo, _ = signed_repo(tmp_path, time.time())
+    git(repo, "worktree", "add", "-q", str(tmp_path / "linked"))
+    assert [line.split(":")[0] for line in stale_lines(tmp_path / "linked")] == ["hosts/gateway", "hosts/my_laptop"]
+    (tmp_path / "linked" / ".git").write_text("gitdir: /nowhere\n")
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["check", str(tmp_path / "linked")], out, err) == 2
+    dot_git = tmp_path / "linked" / ".git"
+    assert err.getvalue().startswith(f"syncd check: {dot_git}: not a git repository syncd can read")
+
+
 def test_show_names_the_last_signed_change_and_its_role(tmp_path: Path) -> None:
     now = time.time()
     repo, keys = signed_repo(tmp_path, now)

@@ -113,7 +113,11 @@ def repo_history(root: Path, hosts_dir: str, admins: Sequence[AllowedSigner] | N
     bare = (root / "objects").is_dir() and (root / "HEAD").is_file()
     if not bare and not (root / ".git").exists():
         return NO_HISTORY
-    repo = GitRepository.reading(root if bare else root / ".git")
+    dot_git = root / ".git"
+    if not bare and not _readable_git(dot_git):
+        raise UsageError(f"{dot_git}: not a git repository syncd can read", hint="git -C REPO status says why")
+    # a ".git" file (a linked worktree, a submodule) names the real one: git's reader follows it
+    repo = GitRepository.reading(root if bare or dot_git.is_file() else dot_git)
     try:
         try:
             tip = repo.resolve("HEAD")
@@ -122,6 +126,19 @@ def repo_history(root: Path, hosts_dir: str, admins: Sequence[AllowedSigner] | N
         return last_changes(repo, tip, hosts_dir, admins)
     finally:
         repo.close()
+
+
+def _readable_git(dot_git: Path) -> bool:
+    """A ``.git`` directory with its ``HEAD``, or a ``.git`` file naming
+    one (``gitdir: PATH``, relative to the file's directory)."""
+    if dot_git.is_dir():
+        return (dot_git / "HEAD").is_file()
+    try:
+        text = dot_git.read_text(errors="replace")
+    except OSError:
+        return False
+    target = text.removeprefix("gitdir:").strip()
+    return text.startswith("gitdir:") and (dot_git.parent / target / "HEAD").is_file()
 
 
 def read_policy(repo: Path) -> bytes | None:
