@@ -122,7 +122,14 @@ def test_shared_subnets_and_hostile_text_in_dot(tmp_path: Path) -> None:
     assert '"shared 0" [shape=ellipse, style=dashed, label="shared 10.190.0.0/21"];' in dot
     svg = render_svg(dot, tmp_path)
     assert "Address evil&quot;] ; x [label=&quot;\\" in svg  # a label, not DOT syntax
-    assert '<span class="tag">shared</span>' in show(str(repo), "--format", "html")
+    page = show(str(repo), "--format", "html")
+    assert '<span class="tag">shared</span>' in page
+    assert "evil&quot;] ; x [label=&quot;\\" in page and 'evil"]' not in page  # text, never markup
+    with (repo / "hosts" / "my_laptop").open("a") as host:
+        host.write("Address = <script>alert(1)</script>\n")
+    page = show(str(repo), "--format", "html")
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "<script>alert" not in page
+    assert page.count("<script>") == 1  # the page's own
 
 
 # --- the real networks ------------------------------------------------------------------
