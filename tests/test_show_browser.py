@@ -92,6 +92,34 @@ def test_the_largest_network_in_a_browser(corpora: Path, tmp_path: Path, words: 
     assert dimmed == set(searched) - expected
 
 
+def first_keys(dom: str) -> list[tuple[str, int]]:
+    """Each row's first key (``("rsa", 2048)``), in the order of the DOM."""
+    keys = []
+    for row in re.finditer(r"<tr[^>]* data-name=[^>]*>(.*?)</tr>", dom, re.S):
+        cell = re.split(r"<td[^>]*>", row[1])[4]  # [0] is before the first cell; Keys is the fourth
+        first = cell.split("<br>")[0].removesuffix("</td>").split()
+        keys.append((first[0], int(first[1])) if first else ("", 0))  # no key at all: an empty cell
+    return keys
+
+
+def test_the_table_sorts(corpora: Path, tmp_path: Path) -> None:
+    """The page's own sort, driven by ``#sort=N`` (as a click on column N
+    does; ``-N`` clicks twice): by keys, ascending and descending."""
+    repo = tmp_path / "retiolum"
+    shutil.copytree(corpora / "retiolum" / "hosts", repo / "hosts")
+    page = tmp_path / "retiolum.html"
+    show(str(repo), "--format", "html", "-o", str(page))
+    original = first_keys(page.read_text())
+    assert original != sorted(original)  # by name, the keys are in no order
+    for sort, arrow in (("3", "asc"), ("-3", "desc")):
+        dom, console = chromium(page, tmp_path / "profile", "--dump-dom", fragment=f"#sort={sort}")
+        assert console == [] and 'data-ready="1"' in dom
+        assert f'<th class="{arrow}">Keys</th>' in dom
+        keys = first_keys(dom)
+        assert sorted(keys) == sorted(original)  # the same rows
+        assert keys == sorted(keys, reverse=arrow == "desc")
+
+
 def test_a_screenshot_of_the_page(corpora: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     repo = tmp_path / "retiolum"
     shutil.copytree(corpora / "retiolum" / "hosts", repo / "hosts")

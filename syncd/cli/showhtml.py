@@ -6,7 +6,8 @@ Self-contained: the CSS, the script and the map (SVG) are inline, and the
 page's Content-Security-Policy lets it load nothing from anywhere.  The
 table and the map are written here, so the page shows the whole network
 without its script; the script only sorts (click a column), filters (type;
-``#filter=TEXT`` in the address sets the filter on load) and records any
+``#filter=TEXT&sort=N`` in the address sets the filter and sorts by
+column N on load, ``-N`` descending) and records any
 error of its own in the page (``#errors``), where a test reads it.
 
 Everything taken from host files is escaped: a host file is untrusted.
@@ -95,8 +96,11 @@ SCRIPT = """
     th.addEventListener('click',function(){sortBy(th);});
   });
   input.addEventListener('input',apply);
-  var m=/^#filter=(.*)$/.exec(window.location.hash);
-  if(m){input.value=decodeURIComponent(m[1]);}
+  var given=new URLSearchParams(window.location.hash.slice(1));
+  if(given.has('filter')){input.value=given.get('filter');}
+  var column=/^(-?)(\\d+)$/.exec(given.get('sort')||'');
+  var th=column&&table.tHead.rows[0].cells[Number(column[2])];
+  if(th){sortBy(th);if(column[1]){sortBy(th);}}
   apply();
   document.body.setAttribute('data-ready','1');
 })();
