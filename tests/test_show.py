@@ -182,6 +182,12 @@ def test_the_largest_network_has_all_its_nodes(corpora: Path, tmp_path: Path) ->
     assert "ignored:  7 files are no node tincd reads: hosts/maurice-home (name-invalid), " in show(str(repo))
     with_address = [n for n in doc["nodes"] if n["addresses"]]
     assert 0 < len(with_address) < 235
+    # 235 x 50-odd ConnectTo edges are too many to follow: one edge from each
+    # node without an Address to the cluster of those with one
+    dot = show(str(repo), "--format", "dot")
+    assert dot.count(" [lhead=cluster_address];") == 235 - len(with_address)
+    cluster = dot[dot.index("subgraph cluster_address {") : dot.index("  }\n")]
+    assert set(re.findall(r'^    "(\w+)" \[', cluster, re.M)) == {n["name"] for n in with_address}
 
 
 # --- a signed history, and stale nodes ----------------------------------------------------
