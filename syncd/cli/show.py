@@ -58,6 +58,8 @@ def addresses(path: str, data: bytes) -> list[str]:
     """Every ``Address`` line, in order (tincd tries each in turn), read by
     tincd's own line reader."""
     found: list[str] = []
+    if b"address" not in data.lower():
+        return found  # no such line can be there: most nodes have none, and reading costs
 
     def take(entry: Entry) -> None:
         if entry.variable.lower() == "address":
