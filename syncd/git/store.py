@@ -155,6 +155,11 @@ class GitStore:
             return
         incoming = DiskObjectStore(os.fspath(received.incoming))
         try:
+            if object_id(received.tip) not in incoming:  # an empty pack, or one without the tip
+                raise IncompleteError(
+                    f"incomplete answer: it advertised {received.tip[:12]} but its pack does not hold it "
+                    "(nothing was kept)"
+                )
             verify_tip(commit_info(incoming, received.tip))
             missing = check_connected(incoming, known_ids(self.store), object_id(received.tip))
         finally:
