@@ -31,6 +31,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from dulwich.object_store import DiskObjectStore
@@ -47,6 +48,16 @@ from syncd.signing.commits import CommitInfo
 APPLIED_REF = Ref(b"refs/heads/syncd-applied")
 FETCHED_REF = Ref(b"refs/heads/syncd-fetched")
 BROKEN_SUFFIX = ".broken"  # where a corrupt store is set aside (one kept, for a post-mortem)
+
+
+@dataclass(frozen=True, slots=True)
+class Offer:
+    """What one URL offered in a fetch: the tip it advertises (its signature
+    verified, its objects complete in the store), or why it offered none."""
+
+    url: str  # redacted (``urls.redact_url``)
+    tip: str | None
+    error: SyncdError | None = None
 
 
 class GitStore:
@@ -112,46 +123,55 @@ class GitStore:
         limits: FetchLimits,
         verify_tip: Callable[[CommitInfo], object],
         cancel: Callable[[], bool] | None = None,
-    ) -> tuple[str, str]:
-        """Fetch ``branch`` from the first URL whose answer holds up.
+    ) -> list[Offer]:
+        """Ask every URL for ``branch`` and bring in what each offers.
 
-        Per URL, in order: fetch into a quarantine (deadline, size cap);
-        ``verify_tip`` the advertised tip's commit (it raises
+        Per URL, in order: fetch into a quarantine (deadline, size cap) —
+        only its ref advertisement when the store already holds the tip it
+        advertises; ``verify_tip`` the advertised tip's commit (it raises
         ``SignatureError`` to refuse it) before anything else is read; check
         that every object the new commits need arrived; then move the objects
-        in and record the tip.  A URL that fails any step costs nothing and
-        the next mirror is tried.  Returns ``(tip, redacted url)``."""
+        in.  A URL that fails any step costs nothing more and its ``Offer``
+        says why.  Which offered tip is applied is the apply phase's choice
+        (``sync.mirrors``).  Raises ``fetch_failure`` when no URL offered a
+        tip."""
         from syncd.git.urls import redact_url
 
         ref = Ref(f"refs/heads/{branch}".encode())
-        failures: list[SyncdError] = []
+        offers: list[Offer] = []
         for url in urls:
-            heads = [sha for sha in map(self._ref, (APPLIED_REF, FETCHED_REF)) if sha is not None]
+            shown = redact_url(url)
+            known = [sha for sha in map(self._ref, (APPLIED_REF, FETCHED_REF)) if sha is not None]
+            known += [object_id(o.tip) for o in offers if o.tip is not None]
+            heads = list(dict.fromkeys(known))
             try:
-                received = fetch_url(url, ref, self.path, list(dict.fromkeys(heads)), limits, cancel)
+                received = fetch_url(url, ref, self.path, heads, limits, cancel)
             except (FetchError, SignatureError) as exc:
-                failures.append(exc)
+                offers.append(Offer(shown, None, exc))
                 continue
             try:
                 self._accept(received, verify_tip)
             except IncompleteError as exc:
                 if heads and not complete(self.store, heads):
                     raise self.repaired(f"commits fetched before are missing objects ({exc.message})") from None
-                failures.append(FetchError(f"{redact_url(url)}: {exc.message}"))
+                offers.append(Offer(shown, None, FetchError(f"{shown}: {exc.message}")))
                 continue
             except SignatureError as exc:
-                failures.append(SignatureError(f"{exc.message} (from {redact_url(url)})"))
+                offers.append(Offer(shown, None, SignatureError(f"{exc.message} (from {shown})")))
                 continue
             finally:
                 received.discard()
-            return received.tip, redact_url(url)
-        raise fetch_failure(failures, branch)
+            offers.append(Offer(shown, received.tip))
+        if all(o.tip is None for o in offers):
+            raise fetch_failure([o.error for o in offers if o.error is not None], branch)
+        return offers
 
     def _accept(self, received: Received, verify_tip: Callable[[CommitInfo], object]) -> None:
         if received.incoming is None:
             if self._ref(APPLIED_REF) != object_id(received.tip):  # the applied tip was verified when applied
                 verify_tip(self.repository.commit(received.tip))
-            self.repo.refs[FETCHED_REF] = object_id(received.tip)
+            if self._ref(FETCHED_REF) != object_id(received.tip):  # a no-op pass writes nothing
+                self.repo.refs[FETCHED_REF] = object_id(received.tip)
             return
         incoming = DiskObjectStore(os.fspath(received.incoming))
         try:
