@@ -180,7 +180,11 @@ def _sync(
         if fetched is None:  # drift repair: the last applied commit, from the store
             assert last is not None
             return run(last, "(local store)")
-        return apply_newest(repo, lambda: states.load().last_applied, fetched.offers, run, on_states)
+
+        def previous() -> list[UrlState]:  # --allow-rewind checks every tip afresh
+            return [] if allow_rewind else [UrlState.from_json(u) for u in load_health(config.state_dir).urls]
+
+        return apply_newest(repo, lambda: states.load().last_applied, fetched.offers, run, on_states, previous)
     finally:
         store.close()
 

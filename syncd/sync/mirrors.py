@@ -30,13 +30,23 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
-from syncd.errors import RefusedError, SyncdError
+from syncd.errors import Reason, RefusedError, SyncdError
 from syncd.sync.ports import AHEAD, BEHIND, CURRENT, FAILING, FORKED, UrlState
 
 if TYPE_CHECKING:
-    from syncd.sync.ports import Repository, SyncResult
+    from syncd.signing.commits import CommitInfo
+    from syncd.sync.ports import SyncResult
+
+
+class History(Protocol):
+    """What the choice reads of the store (a part of ``ports.Repository``)."""
+
+    def commit(self, sha: str) -> CommitInfo: ...
+    def has(self, sha: str) -> bool: ...
+    def is_ancestor(self, ancestor: str, descendant: str) -> bool: ...
+
 
 Offered = tuple[str, str | None, SyncdError | None]  # (redacted URL, its tip or None, why none)
 
@@ -46,21 +56,28 @@ TIE_RULE = (
 
 
 def apply_newest(
-    repo: Repository,
+    repo: History,
     applied: Callable[[], str | None],
     offers: Sequence[Offered],
     run: Callable[[str, str], SyncResult],
     on_states: Callable[[tuple[UrlState, ...]], None],
+    previous: Callable[[], Sequence[UrlState]] = tuple,
 ) -> SyncResult:
     """Run ``run(tip, url)`` on each offered tip in the module's order until
     one passes; its result carries each URL's state (``on_states`` gets them
     too, before a refusal is raised).  When every tip is refused, the first
     one's refusal is raised (naming the URL, when there are several).
     ``applied()`` reads the last applied commit, only when two URLs offer
-    different tips: the no-op pass reads nothing more."""
+    different tips: the no-op pass reads nothing more.  ``previous()``: the
+    URLs' states of the last pass (read only then, too); a tip they settled against the same
+    applied commit (behind it, or refused as another line of history) is
+    not compared or checked again, so such a URL costs only its refs
+    request (what settles it, the applied commit and the audit log, has not
+    changed)."""
     offered = [(url, tip) for url, tip, _ in offers if tip is not None]
     last = applied() if len({tip for _, tip in offered}) > 1 else None
-    order = candidates(repo, last, offered)
+    settled = _settled(previous(), last) if last is not None else {}
+    order = candidates(repo, last, [(u, t) for u, t in offered if t not in settled]) or candidates(repo, last, offered)
     refused: dict[str, RefusedError] = {}
     for tip, url in order:
         try:
@@ -68,12 +85,12 @@ def apply_newest(
         except RefusedError as exc:
             refused[tip] = exc
             continue
-        states = url_states(repo, result.commit, offers, refused)
+        states = url_states(repo, result.commit, offers, refused, settled)
         on_states(states)
         notes = _tie_warnings(repo, last, result.commit, order) if len(order) > 1 else ()
         notes += _refusal_warnings(states)
         return replace(result, urls=states, warnings=(*result.warnings, *notes))
-    on_states(url_states(repo, applied(), offers, refused))
+    on_states(url_states(repo, applied(), offers, refused, settled))
     first, url = order[0][0], order[0][1]
     refusal = refused[first]
     if len(offers) > 1:
@@ -81,7 +98,7 @@ def apply_newest(
     raise refusal
 
 
-def candidates(repo: Repository, last: str | None, offered: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+def candidates(repo: History, last: str | None, offered: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
     """(tip, first URL offering it) in the order a pass tries them."""
     by_tip: dict[str, str] = {}
     for url, tip in offered:
@@ -110,7 +127,7 @@ def candidates(repo: Repository, last: str | None, offered: Sequence[tuple[str, 
     return [(tip, by_tip[tip]) for tip in order or sorted(behind, key=key)]
 
 
-def first_parent_depth(repo: Repository, tip: str, base: str | None) -> int:
+def first_parent_depth(repo: History, tip: str, base: str | None) -> int:
     """The commits on ``tip``'s first-parent chain down to ``base`` (not
     counted), or down to the root commit when the chain does not pass
     through ``base``."""
@@ -124,13 +141,34 @@ def first_parent_depth(repo: Repository, tip: str, base: str | None) -> int:
     return count
 
 
+def _settled(previous: Sequence[UrlState], last: str | None) -> dict[str, UrlState]:
+    """The tips the last pass found behind ``last`` or refused as another
+    line of history against it (``non-fast-forward``: a verdict that only a
+    new applied commit, or a new audit log line with it, could change)."""
+    if last is None:
+        return {}
+    return {
+        s.tip: s
+        for s in previous
+        if s.tip is not None
+        and s.against == last
+        and (s.state == BEHIND or (s.state == FORKED and s.reason == Reason.NON_FAST_FORWARD))
+    }
+
+
 def url_states(
-    repo: Repository, applied: str | None, offers: Sequence[Offered], refused: dict[str, RefusedError]
+    repo: History,
+    applied: str | None,
+    offers: Sequence[Offered],
+    refused: dict[str, RefusedError],
+    settled: dict[str, UrlState] | None = None,
 ) -> tuple[UrlState, ...]:
     """Each URL against the applied commit: current, behind (the applied
     commit contains its tip), ahead (its tip contains the applied commit,
-    not applied: refused, or a dry run), forked (neither) or failing."""
+    not applied: refused, or a dry run), forked (neither) or failing.
+    ``settled``: states already known against ``applied``, reused."""
     known: dict[str, str] = {}
+    kept = {tip: s for tip, s in (settled or {}).items() if s.against == applied and tip not in refused}
 
     def state_of(tip: str) -> str:
         if tip not in known:
@@ -147,14 +185,18 @@ def url_states(
     states = []
     for url, tip, error in offers:
         if tip is None:
-            states.append(UrlState(url, None, FAILING, error.message if error is not None else None))
-            continue
-        why = refused.get(tip)
-        states.append(UrlState(url, tip, state_of(tip), why.message if why is not None else None))
+            reason = error.reason if error is not None else None
+            states.append(UrlState(url, None, FAILING, error.message if error else None, reason, applied))
+        elif tip in kept:
+            states.append(replace(kept[tip], url=url))
+        else:
+            why = refused.get(tip)
+            detail, reason = (why.message, why.reason) if why is not None else (None, None)
+            states.append(UrlState(url, tip, state_of(tip), detail, reason, applied))
     return tuple(states)
 
 
-def _tie_warnings(repo: Repository, last: str | None, chosen: str, order: list[tuple[str, str]]) -> tuple[str, ...]:
+def _tie_warnings(repo: History, last: str | None, chosen: str, order: list[tuple[str, str]]) -> tuple[str, ...]:
     """Two offered tips that both descend from the applied commit, neither
     containing the other: say which was taken, and by which rule."""
     if last is not None and not (repo.has(last) and repo.is_ancestor(last, chosen)):

@@ -67,9 +67,26 @@ class UrlState:
     tip: str | None
     state: str  # CURRENT, BEHIND, AHEAD, FORKED or FAILING
     detail: str | None = None
+    reason: str | None = None  # the refusal's (errors.Reason), when the tip was refused
+    against: str | None = None  # the applied commit the state is relative to
 
     def to_json(self) -> dict[str, str | None]:
-        return {"url": self.url, "tip": self.tip, "state": self.state, "detail": self.detail}
+        return {
+            "url": self.url,
+            "tip": self.tip,
+            "state": self.state,
+            "detail": self.detail,
+            "reason": self.reason,
+            "applied": self.against,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, object]) -> UrlState:
+        def text(key: str) -> str | None:
+            value = data.get(key)
+            return value if isinstance(value, str) else None
+
+        return cls(text("url") or "", text("tip"), text("state") or "", text("detail"), text("reason"), text("applied"))
 
 
 @dataclass(frozen=True, slots=True)
