@@ -8,11 +8,16 @@ frozen tip, an empty pack or nothing costs only its own answer
 from __future__ import annotations
 
 import contextlib
+import functools
+import http.server
 import io
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+
+import pytest
 
 from syncd.cli.main import main
 from tests.gitutil import commit, git
@@ -79,6 +84,28 @@ def honest(hub: Hub) -> Iterator[str]:
     """The hub's server behind a real ``git daemon``."""
     with git_daemon(hub.server.parent) as base:
         yield f"{base}/{hub.server.name}"
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def static_mirror(hub: Hub) -> Iterator[str]:
+    """The hub's server as plain files over HTTP (dumb HTTP: what any web
+    server or object store serves), refreshed as a post-update hook would."""
+    git(hub.server, "update-server-info")
+    handler = functools.partial(_Quiet, directory=str(hub.server.parent))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/{hub.server.name}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
 
 
 def frozen_copy(hub: Hub, path: Path) -> Path:
@@ -154,13 +181,17 @@ def test_m1_first_url_older_than_applied_mirror_newer(hub: Hub, tmp_path: Path) 
         assert code == 0 and "already current" in out + err, out + err
 
 
-def test_m3_first_url_frozen_at_the_applied_tip(hub: Hub, tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["git-daemon", "dumb-http"])
+def test_m3_first_url_frozen_at_the_applied_tip(hub: Hub, tmp_path: Path, kind: str) -> None:
+    """The mirror: a real `git daemon`, or the cheapest mirror there is,
+    plain files over HTTP."""
+    serve = honest if kind == "git-daemon" else static_mirror
     node = node_at(hub, tmp_path, str(hub.server))
     hub.change("add alpha", add_host("alpha", "2002:102:304:10::/64", 40))
     assert node.sync()[0] == 0
     frozen = frozen_copy(hub, tmp_path / "frozen.git")
     hub.change("add bravo", add_host("bravo", "2002:102:304:11::/64", 41))
-    with hostile_git(frozen, "honest") as stuck, honest(hub) as mirror:
+    with hostile_git(frozen, "honest") as stuck, serve(hub) as mirror:
         with_urls(node, stuck, mirror)
         code, _, err = node.sync()
         assert code == 0, err

@@ -40,7 +40,7 @@ from dulwich.refs import Ref
 from dulwich.repo import Repo
 
 from syncd.errors import FetchError, IncompleteError, SignatureError, StoreRepairedError, SyncdError
-from syncd.git.fetch import FetchLimits, Received, fetch_failure, fetch_url
+from syncd.git.fetch import FetchLimits, Received, advertised_tips, fetch_failure, fetch_url
 from syncd.git.objects import check_connected, commit_info, complete, known_ids, object_id
 from syncd.git.repository import GitRepository
 from syncd.signing.commits import CommitInfo
@@ -126,45 +126,62 @@ class GitStore:
     ) -> list[Offer]:
         """Ask every URL for ``branch`` and bring in what each offers.
 
-        Per URL, in order: fetch into a quarantine (deadline, size cap) —
-        only its ref advertisement when the store already holds the tip it
-        advertises; ``verify_tip`` the advertised tip's commit (it raises
-        ``SignatureError`` to refuse it) before anything else is read; check
-        that every object the new commits need arrived; then move the objects
-        in.  A URL that fails any step costs nothing more and its ``Offer``
-        says why.  Which offered tip is applied is the apply phase's choice
-        (``sync.mirrors``).  Raises ``fetch_failure`` when no URL offered a
-        tip."""
+        First every URL's refs request, all at once (``advertised_tips``):
+        when the store holds a URL's tip, that is all the URL costs (its
+        signature is verified, unless it is the applied commit).  A tip not
+        held yet is fetched once, from the first URL advertising it, into a
+        quarantine (deadline, size cap); ``verify_tip`` its commit (it
+        raises ``SignatureError`` to refuse it) before anything else is
+        read; check that every object the new commits need arrived; then
+        move the objects in.  A URL that fails any step costs nothing more
+        and its ``Offer`` says why.  Which offered tip is applied is the
+        apply phase's choice (``sync.mirrors``).  Raises ``fetch_failure``
+        when no URL offered a tip."""
         from syncd.git.urls import redact_url
 
         ref = Ref(f"refs/heads/{branch}".encode())
         offers: list[Offer] = []
-        for url in urls:
+        for url, advertised in zip(urls, advertised_tips(urls, ref, limits, cancel), strict=True):
             shown = redact_url(url)
-            known = [sha for sha in map(self._ref, (APPLIED_REF, FETCHED_REF)) if sha is not None]
-            known += [object_id(o.tip) for o in offers if o.tip is not None]
-            heads = list(dict.fromkeys(known))
+            if isinstance(advertised, FetchError):
+                offers.append(Offer(shown, None, advertised))
+                continue
             try:
-                received = fetch_url(url, ref, self.path, heads, limits, cancel)
+                if object_id(advertised) in self.store:  # the store holds only complete histories
+                    self._accept(Received(advertised, None), verify_tip)
+                    offers.append(Offer(shown, advertised))
+                else:
+                    offers.append(Offer(shown, self._fetch_one(url, ref, limits, verify_tip, offers, cancel)))
             except (FetchError, SignatureError) as exc:
-                offers.append(Offer(shown, None, exc))
-                continue
-            try:
-                self._accept(received, verify_tip)
-            except IncompleteError as exc:
-                if heads and not complete(self.store, heads):
-                    raise self.repaired(f"commits fetched before are missing objects ({exc.message})") from None
-                offers.append(Offer(shown, None, FetchError(f"{shown}: {exc.message}")))
-                continue
-            except SignatureError as exc:
-                offers.append(Offer(shown, None, SignatureError(f"{exc.message} (from {shown})")))
-                continue
-            finally:
-                received.discard()
-            offers.append(Offer(shown, received.tip))
+                offers.append(Offer(shown, None, _from(exc, shown)))
         if all(o.tip is None for o in offers):
             raise fetch_failure([o.error for o in offers if o.error is not None], branch)
         return offers
+
+    def _fetch_one(
+        self,
+        url: str,
+        ref: Ref,
+        limits: FetchLimits,
+        verify_tip: Callable[[CommitInfo], object],
+        offers: list[Offer],
+        cancel: Callable[[], bool] | None,
+    ) -> str:
+        """Fetch ``ref`` from ``url`` (its tip is not in the store): the tip,
+        its objects moved in; raises ``FetchError`` or ``SignatureError``."""
+        known = [sha for sha in map(self._ref, (APPLIED_REF, FETCHED_REF)) if sha is not None]
+        known += [object_id(o.tip) for o in offers if o.tip is not None]
+        heads = list(dict.fromkeys(known))
+        received = fetch_url(url, ref, self.path, heads, limits, cancel)
+        try:
+            self._accept(received, verify_tip)
+        except IncompleteError:
+            if heads and not complete(self.store, heads):
+                raise self.repaired("commits fetched before are missing objects") from None
+            raise
+        finally:
+            received.discard()
+        return received.tip
 
     def _accept(self, received: Received, verify_tip: Callable[[CommitInfo], object]) -> None:
         if received.incoming is None:
@@ -193,3 +210,12 @@ class GitStore:
     def pin_applied(self, sha: str) -> None:
         """Keep the applied commit referenced in the store (see module doc)."""
         self.repo.refs[APPLIED_REF] = object_id(sha)
+
+
+def _from(exc: FetchError | SignatureError, shown: str) -> SyncdError:
+    """One URL's failure, naming it once."""
+    if shown in exc.message:
+        return exc
+    if isinstance(exc, SignatureError):
+        return SignatureError(f"{exc.message} (from {shown})")
+    return type(exc)(f"{shown}: {exc.message}", reason=exc.reason, hint=exc.hint)

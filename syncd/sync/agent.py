@@ -106,10 +106,14 @@ def sync_once(
         return result
 
 
-def _all_failing(config: Config, exc: Exception) -> tuple[UrlState, ...]:
-    """Each URL failing, when no URL offered a tip (the message names each)."""
+def _all_failing(config: Config, exc: Exception) -> tuple[UrlState, ...] | None:
+    """Each URL failing, when no URL offered a tip (``fetch_failure``: the
+    message names each); None for any other failure of the fetch phase."""
+    from syncd.errors import ConfigError, FetchError, SignatureError
     from syncd.git.urls import redact_url
 
+    if not isinstance(exc, FetchError | SignatureError | ConfigError):
+        return None
     message = outcome(exc).message
     return tuple(UrlState(redact_url(url), None, FAILING, message) for url in config.repo.urls)
 
