@@ -126,28 +126,31 @@ class GitStore:
     ) -> list[Offer]:
         """Ask every URL for ``branch`` and bring in what each offers.
 
-        First every URL's refs request, all at once (``advertised_tips``):
-        when the store holds a URL's tip, that is all the URL costs (its
-        signature is verified, unless it is the applied commit).  A tip not
-        held yet is fetched once, from the first URL advertising it, into a
-        quarantine (deadline, size cap); ``verify_tip`` its commit (it
-        raises ``SignatureError`` to refuse it) before anything else is
-        read; check that every object the new commits need arrived; then
-        move the objects in.  A URL that fails any step costs nothing more
-        and its ``Offer`` says why.  Which offered tip is applied is the
-        apply phase's choice (``sync.mirrors``).  Raises ``fetch_failure``
-        when no URL offered a tip."""
+        First every URL's refs request, all at once (``advertised_tips``;
+        with a single URL, its fetch is its refs request): when the store
+        holds a URL's tip, that is all the URL costs (its signature is
+        verified, unless it is the applied commit).  A tip not held yet is
+        fetched once, from the first URL advertising it, into a quarantine
+        (deadline, size cap); ``verify_tip`` its commit (it raises
+        ``SignatureError`` to refuse it) before anything else is read;
+        check that every object the new commits need arrived; then move the
+        objects in.  A URL that fails any step costs nothing more and its
+        ``Offer`` says why.  Which offered tip is applied is the apply
+        phase's choice (``sync.mirrors``).  Raises ``fetch_failure`` when no
+        URL offered a tip."""
         from syncd.git.urls import redact_url
 
         ref = Ref(f"refs/heads/{branch}".encode())
         offers: list[Offer] = []
-        for url, advertised in zip(urls, advertised_tips(urls, ref, limits, cancel), strict=True):
+        # one URL: its fetch is its refs request (a second connection would cost more than it saves)
+        advertising = advertised_tips(urls, ref, limits, cancel) if len(urls) > 1 else [None] * len(urls)
+        for url, advertised in zip(urls, advertising, strict=True):
             shown = redact_url(url)
             if isinstance(advertised, FetchError):
                 offers.append(Offer(shown, None, advertised))
                 continue
             try:
-                if object_id(advertised) in self.store:  # the store holds only complete histories
+                if advertised is not None and object_id(advertised) in self.store:  # only complete histories there
                     self._accept(Received(advertised, None), verify_tip)
                     offers.append(Offer(shown, advertised))
                 else:
