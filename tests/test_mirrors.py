@@ -63,6 +63,8 @@ def test_a_symlinked_hosts_directory_is_never_written_through(hub: Hub, tmp_path
         assert str(node.hosts) in err and "symlink" in err, err
     assert [p.name for p in elsewhere.iterdir()] == ["keep"]
     assert health(node)["last_error_reason"] == "io-error"
+    data, text = status(node)
+    assert data["healthy"] is False and f"{node.hosts}: a symlink" in text, text
     # a file where the directory should be: the same
     node.hosts.unlink()
     node.hosts.write_text("")
