@@ -186,19 +186,23 @@ def test_m1_first_url_older_than_applied_mirror_newer(hub: Hub, tmp_path: Path) 
 @pytest.mark.parametrize("kind", ["git-daemon", "dumb-http"])
 def test_m3_first_url_frozen_at_the_applied_tip(hub: Hub, tmp_path: Path, kind: str) -> None:
     """The mirror: a real `git daemon`, or the cheapest mirror there is,
-    plain files over HTTP."""
+    plain files over HTTP (with a password in its URL, which status never
+    shows)."""
     serve = honest if kind == "git-daemon" else static_mirror
     node = node_at(hub, tmp_path, str(hub.server))
     hub.change("add alpha", add_host("alpha", "2002:102:304:10::/64", 40))
     assert node.sync()[0] == 0
     frozen = frozen_copy(hub, tmp_path / "frozen.git")
     hub.change("add bravo", add_host("bravo", "2002:102:304:11::/64", 41))
-    with hostile_git(frozen, "honest") as stuck, serve(hub) as mirror:
+    with hostile_git(frozen, "honest") as stuck, serve(hub) as served:
+        mirror = served.replace("http://", "http://reader:s3cret@")
         with_urls(node, stuck, mirror)
         code, _, err = node.sync()
         assert code == 0, err
         installed_from(node, hub)
-        assert url_states(node) == {stuck: ("behind", applied_before(hub)), mirror: ("current", hub.tip)}
+        shown = mirror.replace(":s3cret@", ":***@")
+        assert url_states(node) == {stuck: ("behind", applied_before(hub)), shown: ("current", hub.tip)}
+        assert "s3cret" not in json.dumps(status(node)[0]) + (node.state / "health.json").read_text()
 
 
 def applied_before(hub: Hub) -> str:
