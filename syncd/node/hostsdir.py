@@ -110,7 +110,8 @@ def read_installed(
         return installed, stale
     for entry in entries:
         name = entry.name
-        if not is_node_name(name):
+        known = manifest.get(name)  # a name in the manifest is a valid one
+        if known is None and not is_node_name(name):
             continue
         try:
             st = entry.stat(follow_symlinks=False)
@@ -118,7 +119,6 @@ def read_installed(
             continue
         if not stat.S_ISREG(st.st_mode):
             continue
-        known = manifest.get(name)
         if known is not None and known.matches(st):
             installed[name] = known.blob
             continue
