@@ -158,3 +158,29 @@ def test_a_static_mirror_is_held_to_max_fetch_bytes(hub: Hub, mirror: StaticServ
     assert "more than 2000 bytes" in err and "max_fetch_bytes" in err, err
     assert node.snapshot() == {}
     assert 2000 < mirror.sent() < 2000 + 70_000  # stopped within one read of the cap (plus headers)
+
+
+def test_a_mirror_without_info_refs_is_named(hub: Hub, mirror: StaticServer, tmp_path: Path) -> None:
+    (hub.server / "info" / "refs").unlink()  # `git update-server-info` never ran
+    node = node_of(mirror, tmp_path / "n")
+    code, _, err = node.sync()
+    assert code == 3, err
+    assert "no info/refs" in err and "git update-server-info" in err, err
+    assert node.snapshot() == {}
+
+
+def test_a_soft_404_page_for_a_packed_object_is_not_taken_for_it(hub: Hub, tmp_path: Path) -> None:
+    """A web server that answers 200 with a page for a missing file: the
+    object is then looked for in the packs, where it is."""
+    root = tmp_path / "soft"
+    shutil.copytree(hub.server, root / "hosts.git")
+    tip = git(hub.server, "rev-parse", "main")
+    loose = root / "hosts.git" / "objects" / tip[:2] / tip[2:]
+    assert not loose.exists()  # packed by the fixture
+    loose.parent.mkdir(exist_ok=True)
+    loose.write_text("<html>Not found</html>\n")
+    with static_http(root, tmp_path / "soft-nginx") as soft:
+        node = node_of(soft, tmp_path / "n")
+        code, out, err = node.sync()
+        assert code == 0, err
+        assert "3 added" in out

@@ -114,12 +114,20 @@ class StaticMirror:
         if sha in self._incoming:
             return self._incoming[sha]
         name = self._held_by(sha, fetch_more=False)
+        malformed: FetchError | None = None
         if name is None:
-            obj = self._loose_object(sha)
+            try:
+                obj = self._loose_object(sha)
+            except FetchTooLargeError:
+                raise
+            except FetchError as exc:  # perhaps a web server's page for a missing file: try the packs
+                obj, malformed = None, exc
             if obj is not None:
                 self._loose[sha] = obj
                 return obj
             name = self._held_by(sha, fetch_more=True)
+        if name is None and malformed is not None:
+            raise malformed
         if name is None:
             raise FetchError(
                 f"the mirror has no object {sha.decode()} (neither loose nor in a pack listed in objects/info/packs; "

@@ -35,6 +35,7 @@ from pathlib import Path
 
 from dulwich.client import AbstractHttpGitClient, GitClient, get_transport_and_path
 from dulwich.config import ConfigDict
+from dulwich.errors import NotGitRepository
 from dulwich.object_store import DiskObjectStore, ObjectStoreGraphWalker
 from dulwich.objects import Commit, ObjectID
 from dulwich.refs import Ref
@@ -54,6 +55,10 @@ from syncd.git.urls import local_path, redact_url
 
 POLL_SECONDS = 0.2  # how often a waiting parent checks whether it was told to stop
 RESULT_LIMIT = 64 << 10  # bytes of the child's report read at most
+NO_REPOSITORY = (
+    "no git repository there (no info/refs: check the URL; a static mirror needs "
+    "`git update-server-info` run after each push, e.g. by its post-update hook)"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +194,8 @@ def _child(job: _Job, report_fd: int) -> None:
         report = {"kind": "too-large", "message": str(exc)}
     except NoBranchError as exc:
         report = {"kind": "no-branch", "message": exc.message}
+    except NotGitRepository:  # over HTTP: info/refs is missing (404)
+        report = {"kind": "failed", "message": NO_REPOSITORY}
     except FetchTooLargeError as exc:
         report = {"kind": "too-large", "message": exc.message}
     except FetchError as exc:

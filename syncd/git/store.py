@@ -151,7 +151,8 @@ class GitStore:
         if received.incoming is None:
             if self._ref(APPLIED_REF) != object_id(received.tip):  # the applied tip was verified when applied
                 verify_tip(self.repository.commit(received.tip))
-            self.repo.refs[FETCHED_REF] = object_id(received.tip)
+            if self._ref(FETCHED_REF) != object_id(received.tip):  # a no-op pass writes nothing
+                self.repo.refs[FETCHED_REF] = object_id(received.tip)
             return
         incoming = DiskObjectStore(os.fspath(received.incoming))
         try:
