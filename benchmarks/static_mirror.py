@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,7 +24,7 @@ import time
 from pathlib import Path
 
 from fleet_servers import nginx_argv, nginx_config, nginx_sent
-from sync_scale import GIT_ENV, commit_signed, free_port, make_network, make_node, run
+from sync_scale import GIT_ENV, commit_signed, free_port, make_network, make_node, run, wait_for_port
 
 GOAL = 2.0  # bytes of syncd's pass / bytes of git fetch's, for one change
 
@@ -56,11 +55,7 @@ def measure(tmp: Path, nodes: int, changes: int) -> list[tuple[str, int, int, fl
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 10
-        while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
-            if time.monotonic() > deadline:
-                raise SystemExit("nginx did not start")
-            time.sleep(0.05)
+        wait_for_port(port, "nginx")
         url = f"http://127.0.0.1:{port}/hosts.git"
         config = make_node(tmp / "node", url, tmp / "allowed_signers")
         syncd = [sys.executable, "-m", "syncd", "sync", "-c", str(config)]

@@ -70,6 +70,14 @@ def free_port() -> int:
         return port
 
 
+def wait_for_port(port: int, what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{what} did not start")
+        time.sleep(0.05)
+
+
 def snapshot(hosts: Path) -> dict[str, tuple[int, int]]:
     return {e.name: (e.stat().st_ino, e.stat().st_mtime_ns) for e in os.scandir(hosts)}
 
@@ -148,11 +156,7 @@ def main() -> int:
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
         try:
-            deadline = time.monotonic() + 10
-            while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
-                if time.monotonic() > deadline:
-                    raise SystemExit("git daemon did not start")
-                time.sleep(0.05)
+            wait_for_port(port, "git daemon")
             url = f"git://127.0.0.1:{port}/hosts.git"
             clone = tmp / "clone"
             run("git", "clone", "-q", url, clone)
