@@ -83,7 +83,7 @@ def node_status(config: Config, now: float | None = None) -> dict[str, object]:
         "hosts_dir": str(hosts),
         "healthy": not problems,
         "problems": problems,
-        "warnings": health_warnings(state, now),
+        "warnings": [*health_warnings(state, now), *own_file_stale(config, state, now)],
         "advice": advice,
         "last_applied": None
         if state.last_applied is None
@@ -184,6 +184,42 @@ def health_warnings(state: State, now: float) -> list[str]:
             "a commit; an admin must commit a new allowed_signers (or a later valid-before) before then"
         )
     return warnings
+
+
+def own_file_stale(config: Config, state: State, now: float) -> list[str]:
+    """The node's own host file, when the applied commit's policy has
+    ``stale_after`` and the file had no signed change for that long: its
+    owners must renew it before an admin removes the node.  Read from the
+    store, which a pass only ever adds to."""
+    from syncd.errors import SyncdError
+    from syncd.git.repository import GitRepository
+    from syncd.node.state import STORE_DIR
+    from syncd.rules.owners import parse_owners
+    from syncd.rules.policy import policy_of
+    from syncd.rules.stale import is_stale, stale_message
+    from syncd.sync.lastchange import last_changes
+
+    store = config.state_dir / STORE_DIR
+    if state.last_applied is None or not (store / "objects").is_dir():
+        return []
+    repo = GitRepository.reading(store)
+    try:
+        policy, _ = policy_of(repo.policy_bytes(state.last_applied))
+        if policy.stale_after is None:
+            return []
+        history = last_changes(repo, state.last_applied, policy.hosts_dir, None)
+        path = f"{policy.hosts_dir}/{config.node}"
+        data = repo.file_at(state.last_applied, path, policy.max_file_bytes)
+    except SyncdError:
+        return []  # the next pass repairs the store and says so
+    finally:
+        repo.close()
+    change = history.changes.get(config.node)
+    when = change.when if change is not None else None
+    if data is None or not is_stale(when, policy.stale_after, now):
+        return []
+    owners = tuple((o.key, o.comment) for o in parse_owners(path, data).owners)
+    return [f"this node's own host file {path} is {stale_message(when, policy.stale_after, now, owners)}"]
 
 
 def verdict_line(status: dict[str, object]) -> str:
