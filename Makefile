@@ -73,6 +73,7 @@ corpora:
 bench: $(BIN)/syncd
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python benchmarks/check_scale.py
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python benchmarks/sync_scale.py
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python benchmarks/static_mirror.py
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python benchmarks/refuse_junk.py
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python benchmarks/authority_scale.py
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python benchmarks/fleet.py

@@ -17,6 +17,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from tests.conftest import lacking
@@ -238,5 +239,55 @@ def ssh_server(workdir: Path, client_public_key: Path) -> Iterator[tuple[int, st
         wait_for_port(port, proc)
         kind, blob = (host_key.with_suffix(".pub")).read_text().split()[:2]
         yield port, f"[127.0.0.1]:{port} {kind} {blob}"
+    finally:
+        _stop(proc)
+
+
+@dataclass(frozen=True)
+class StaticServer:
+    """A static web server (nginx) serving files as they are: a dumb-HTTP git mirror."""
+
+    url: str
+    log: Path
+
+    def requests(self) -> list[tuple[str, int, int]]:
+        """(path, status, bytes sent with headers) of every request so far, in order."""
+        if not self.log.exists():
+            return []
+        rows = [line.split() for line in self.log.read_text().splitlines()]
+        return [(path, int(status), int(sent)) for path, status, sent in rows]
+
+    def sent(self) -> int:
+        return sum(sent for _, _, sent in self.requests())
+
+    def clear(self) -> None:
+        self.log.write_text("")
+
+
+@contextlib.contextmanager
+def static_http(root: Path, work: Path) -> Iterator[StaticServer]:
+    """nginx serving the files under ``root`` on 127.0.0.1, nothing else:
+    no git on the server side.  Yields its URL and access log."""
+    nginx = require("/usr/sbin/nginx")
+    port = free_port()
+    work.mkdir(parents=True, exist_ok=True)
+    log = work / "access.log"
+    user = "user root root;\n" if os.geteuid() == 0 else ""  # the workers read the test's private files
+    temps = "".join(
+        f"    {kind}_temp_path {work / kind};\n" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    config = work / "nginx.conf"
+    config.write_text(
+        f"daemon off;\nmaster_process on;\nworker_processes 1;\n{user}pid {work / 'nginx.pid'};\n"
+        f"error_log {work / 'error.log'} warn;\nevents {{ worker_connections 64; }}\n"
+        "http {\n    log_format plain '$uri $status $bytes_sent';\n"
+        f"    access_log {log} plain;\n{temps}"
+        f"    server {{\n        listen 127.0.0.1:{port};\n        root {root};\n    }}\n}}\n"
+    )
+    argv = [nginx, "-p", str(work), "-e", str(work / "error.log"), "-c", str(config)]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port, proc)
+        yield StaticServer(f"http://127.0.0.1:{port}", log)
     finally:
         _stop(proc)

@@ -22,7 +22,7 @@ import pytest
 
 from syncd.errors import FatalIOError, outcome
 from syncd.node.config import load_config
-from syncd.node.files import make_dirs
+from syncd.node.files import BATCH_FROM, make_dirs, write_many
 from syncd.node.hostsdir import read_installed
 from syncd.node.state import HEALTH_FILE, LOCK_FILE, STATE_FILE
 from syncd.rules.plan import blob_id as digest
@@ -226,3 +226,25 @@ def test_make_dirs_creates_what_is_missing_and_keeps_what_exists(tmp_path: Path)
     (tmp_path / "file").write_text("x\n")
     with pytest.raises(FatalIOError, match=f"{tmp_path / 'file'}: not a directory"):
         make_dirs(tmp_path / "file" / "hosts")
+
+
+@pytest.mark.parametrize("count", [3, BATCH_FROM + 8])
+def test_write_many_writes_each_file_whole_and_leaves_no_temp_file(tmp_path: Path, count: int) -> None:
+    (tmp_path / "node0").write_bytes(b"old")
+    files = {f"node{i}": f"Subnet = 10.0.{i}.0/24\n".encode() * (i + 1) for i in range(count)}
+    stats = write_many(tmp_path, files)
+    assert sorted(stats) == sorted(files)
+    for name, data in files.items():
+        assert (tmp_path / name).read_bytes() == data
+        assert stat.S_IMODE(stats[name].st_mode) == 0o644
+        assert stats[name].st_ino == (tmp_path / name).lstat().st_ino
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(files)
+
+
+@pytest.mark.parametrize("count", [3, BATCH_FROM + 8])
+def test_write_many_that_fails_leaves_no_temp_file(tmp_path: Path, count: int) -> None:
+    files = {f"node{i}": b"Subnet = 10.0.0.0/24\n" for i in range(count)}
+    (tmp_path / f"node{count - 1}").mkdir()  # the last rename fails
+    with pytest.raises(OSError):
+        write_many(tmp_path, files)
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".syncd-")]

@@ -21,6 +21,7 @@ deleted with its quarantine: the store only ever holds complete histories.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import select
@@ -32,8 +33,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from dulwich.client import GitClient, get_transport_and_path
+from dulwich.client import AbstractHttpGitClient, GitClient, get_transport_and_path
 from dulwich.config import ConfigDict
+from dulwich.errors import NotGitRepository
 from dulwich.object_store import DiskObjectStore, ObjectStoreGraphWalker
 from dulwich.objects import Commit, ObjectID
 from dulwich.refs import Ref
@@ -53,6 +55,10 @@ from syncd.git.urls import local_path, redact_url
 
 POLL_SECONDS = 0.2  # how often a waiting parent checks whether it was told to stop
 RESULT_LIMIT = 64 << 10  # bytes of the child's report read at most
+NO_REPOSITORY = (
+    "no git repository there (no info/refs: check the URL; a static mirror needs "
+    "`git update-server-info` run after each push, e.g. by its post-update hook)"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,6 +246,12 @@ def _child(job: _Job, report_fd: int) -> None:
         report = {"kind": "too-large", "message": str(exc)}
     except NoBranchError as exc:
         report = {"kind": "no-branch", "message": exc.message}
+    except NotGitRepository:  # over HTTP: info/refs is missing (404)
+        report = {"kind": "failed", "message": NO_REPOSITORY}
+    except FetchTooLargeError as exc:
+        report = {"kind": "too-large", "message": exc.message}
+    except FetchError as exc:
+        report = {"kind": "failed", "message": exc.message}
     except PackFormatError as exc:
         report = {"kind": "failed", "message": f"the server sent a bad pack: {exc}"}
     except BaseException as exc:  # dulwich raises many kinds for network trouble
@@ -271,57 +283,113 @@ def _probe(job: _Job) -> dict[str, object]:
 
 
 def _fetch_into(job: _Job) -> dict[str, object]:
-    ref, store_path, heads, limits, objects = job.ref, job.store_path, job.heads, job.limits, job.objects
+    ref, store_path, limits = job.ref, job.store_path, job.limits
     client, path = _client(job)
     store = DiskObjectStore(os.fspath(store_path / "objects"))
     found: dict[str, ObjectID] = {}
+    meter = _Meter(limits)
 
     def wants(refs: Mapping[Ref, ObjectID], depth: int | None = None) -> list[ObjectID]:
         tip = refs.get(ref)
         if tip is None:
             raise NoBranchError(f"the remote has no branch {ref.decode()}")
         found["tip"] = tip
+        if isinstance(client, AbstractHttpGitClient) and client.dumb:  # a static mirror: syncd walks it
+            raise _StaticMirror
         return [] if tip in store else [tip]
 
-    def parents(sha: ObjectID) -> list[ObjectID]:
-        obj = store[sha]
-        return list(obj.parents) if isinstance(obj, Commit) else []
-
-    walker = ObjectStoreGraphWalker(list(heads), parents)
-    pack_path = objects / "incoming.pack"
-    received = 0
-    with open(pack_path, "wb") as out:
-
-        def pack_data(data: bytes) -> int:
-            nonlocal received
-            if limits.progress and received >> 20 != (received + len(data)) >> 20:
-                os.write(2, f"\rsyncd: received {(received + len(data)) >> 20} MiB ".encode())
-            received += len(data)
-            if received > limits.max_bytes:
-                raise _TooLargeError(f"the server sent more than {limits.max_bytes} bytes")
-            return out.write(data)
-
-        def progress(message: bytes) -> None:  # the server's own ("Counting objects: 42% ...")
-            os.write(2, b"\rremote: " + message.rstrip(b"\r\n")[:200] + b"\x1b[K")
-
-        client.fetch_pack(path, wants, walker, pack_data, progress if limits.progress else None, ref_prefix=[ref])
-        if limits.progress and received >= 1 << 20:
-            os.write(2, b"\n")
+    try:
+        _fetch_pack(job, client, path, store, wants, meter)
+    except _StaticMirror:
+        assert isinstance(client, AbstractHttpGitClient)
+        return _fetch_static(job, client, path, store, found["tip"], meter)
     if "tip" not in found:
         raise NoBranchError(f"the remote has no branch {ref.decode()}")
     tip = found["tip"]
-    if received == 0 or tip in store:  # nothing wanted (a server may still send an empty pack)
+    pack_path = job.objects / "incoming.pack"
+    if meter.received == 0 or tip in store:  # nothing wanted (a server may still send an empty pack)
         pack_path.unlink()
         if tip not in store:
             raise FetchError(f"the remote advertised {tip.decode()} but sent nothing")
         return {"tip": tip.decode(), "new": False}
     with open(pack_path, "rb") as fh:
         scan_pack(fh, limits.max_bytes)
-    incoming = DiskObjectStore(os.fspath(objects))
+    incoming = DiskObjectStore(os.fspath(job.objects))
     with open(pack_path, "rb") as fh:
         incoming.add_thin_pack(fh.read, None)
     pack_path.unlink()
-    return {"tip": tip.decode(), "new": True, "received": received}
+    return {"tip": tip.decode(), "new": True, "received": meter.received}
+
+
+class _StaticMirror(Exception):  # noqa: N818 -- a signal, not an error
+    """Raised from the ref callback when the server turned out to be a static mirror."""
+
+
+class _Meter:
+    """Bytes received from one URL, against repo.max_fetch_bytes; shown as they grow."""
+
+    def __init__(self, limits: FetchLimits) -> None:
+        self.limits = limits
+        self.received = 0
+
+    def __call__(self, size: int) -> None:
+        limits, received = self.limits, self.received
+        if limits.progress and received >> 20 != (received + size) >> 20:
+            os.write(2, f"\rsyncd: received {(received + size) >> 20} MiB ".encode())
+        self.received += size
+        if self.received > limits.max_bytes:
+            raise _TooLargeError(f"the server sent more than {limits.max_bytes} bytes")
+
+    def done(self) -> None:
+        if self.limits.progress and self.received >= 1 << 20:
+            os.write(2, b"\n")
+
+
+def _fetch_pack(
+    job: _Job,
+    client: GitClient,
+    path: str,
+    store: DiskObjectStore,
+    wants: Callable[..., list[ObjectID]],
+    meter: _Meter,
+) -> None:
+    """The git protocol: negotiate from the store's heads, receive one pack into the quarantine."""
+
+    def parents(sha: ObjectID) -> list[ObjectID]:
+        obj = store[sha]
+        return list(obj.parents) if isinstance(obj, Commit) else []
+
+    walker = ObjectStoreGraphWalker(list(job.heads), parents)
+    with open(job.objects / "incoming.pack", "wb") as out:
+
+        def pack_data(data: bytes) -> int:
+            meter(len(data))
+            return out.write(data)
+
+        def progress(message: bytes) -> None:  # the server's own ("Counting objects: 42% ...")
+            os.write(2, b"\rremote: " + message.rstrip(b"\r\n")[:200] + b"\x1b[K")
+
+        shown = progress if job.limits.progress else None
+        client.fetch_pack(path, wants, walker, pack_data, shown, ref_prefix=[job.ref])
+        meter.done()
+
+
+def _fetch_static(
+    job: _Job, client: AbstractHttpGitClient, path: str, store: DiskObjectStore, tip: ObjectID, meter: _Meter
+) -> dict[str, object]:
+    """A static mirror (dumb HTTP): only the objects the store lacks, walked from the tip."""
+    from syncd.git.dumb import StaticMirror
+
+    if tip in store:
+        return {"tip": tip.decode(), "new": False}
+    get = functools.partial(client._http_request, raise_for_status=False)  # the client's TLS, proxy and credentials
+    mirror = StaticMirror(client._get_url(path), get, meter, job.limits.max_bytes, store, job.objects)
+    try:
+        mirror.fetch(tip)
+    finally:
+        mirror.close()
+        meter.done()
+    return {"tip": tip.decode(), "new": True, "received": meter.received}
 
 
 def _one_line(exc: BaseException, url: str) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from dulwich.object_store import DiskObjectStore
-from dulwich.objects import Commit, ObjectID, Tree, hex_to_filename
+from dulwich.objects import Commit, ObjectID, Tree, hex_to_filename, hex_to_sha
 
 from syncd.errors import UnsafeTreeError
 from syncd.git.packscan import PackFormatError, index_object_ids, inflate_prefix, packed_size
@@ -182,6 +182,17 @@ class ObjectSizes:
             raise KeyError(sha) from None
         except (ValueError, IndexError, zlib.error):
             raise UnsafeTreeError(f"object {sha.decode()} has a corrupt header") from None
+
+    def read(self, sha: ObjectID) -> bytes:
+        """An object's content, from the packs listed once (dulwich lists the
+        pack directory again on each lookup), else from the store."""
+        binsha = hex_to_sha(sha)
+        for pack in self.packs:
+            try:
+                return pack.get_raw(binsha)[1]
+            except KeyError:
+                continue
+        return self.store[sha].as_raw_string()
 
 
 def object_size(store: DiskObjectStore, sha: ObjectID) -> int:

@@ -58,6 +58,7 @@ class GitRepository:
         self.on_damage = on_damage  # what damage found while reading raises (given why)
         self._changed: dict[str, dict[str, ObjectID | None]] = {}
         self._parsed: dict[ObjectID, dict[str, tuple[int, ObjectID]]] = {}
+        self._sizes: ObjectSizes | None = None
 
     @classmethod
     def reading(cls, path: Path) -> GitRepository:
@@ -99,6 +100,8 @@ class GitRepository:
         return (target[16:].decode("utf-8", "replace"),) if target.startswith(b"ref: refs/heads/") else ()
 
     def close(self) -> None:
+        if self._sizes is not None:
+            self._sizes.close()
         self.repo.close()
 
     # --- history --------------------------------------------------------------------
@@ -303,7 +306,14 @@ class GitRepository:
         return tree
 
     def _read_blob(self, sha: ObjectID, limit: int, what: str) -> bytes:
-        size = object_size(self.store, sha)
+        if self._sizes is None:  # the packs, listed once (a first sync reads 10k blobs)
+            self._sizes = ObjectSizes(self.store)
+        try:
+            size = self._sizes(sha)
+        except KeyError:  # perhaps in a pack that arrived since: list them again
+            self._sizes.close()
+            self._sizes = ObjectSizes(self.store)
+            size = self._sizes(sha)
         if size > limit:
             raise UnsafeTreeError(f"{what} is {size} bytes, over {limit}")
-        return self.store[sha].as_raw_string()
+        return self._sizes.read(sha)

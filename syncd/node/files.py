@@ -10,6 +10,7 @@ import contextlib
 import os
 import secrets
 import stat
+from collections.abc import Mapping
 from pathlib import Path
 
 from syncd.errors import FatalIOError
@@ -17,6 +18,7 @@ from syncd.errors import FatalIOError
 TEMP_PREFIX = ".syncd-"  # a temporary file beside its target: a dot file, which tincd ignores
 FILE_MODE = 0o644  # host files: tincd may run unprivileged after start-up
 DIR_MODE = 0o755  # the hosts directory and any parent syncd creates
+BATCH_FROM = 32  # files written at once from which one sync of the disk beats one fsync each
 
 
 def write_atomic(path: Path, data: bytes, mode: int = FILE_MODE) -> os.stat_result:
@@ -37,8 +39,48 @@ def write_atomic(path: Path, data: bytes, mode: int = FILE_MODE) -> os.stat_resu
         temp.unlink(missing_ok=True)
         raise
     os.close(fd)
-    temp.replace(path)
+    try:
+        temp.replace(path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
     return path.lstat()  # after the rename, which changes the ctime
+
+
+def write_many(directory: Path, files: Mapping[str, bytes], mode: int = FILE_MODE) -> dict[str, os.stat_result]:
+    """``write_atomic`` for many files in one directory, with one flush to
+    disk for them all instead of one per file: every temporary file is
+    written, the filesystems are synced once (``os.sync``), then each is
+    renamed over its target.  A crash before the renames leaves only
+    temporary files (``hostsdir.clean_temp_files`` removes them); after
+    them, every new file is whole.  Returns each file's stat after its
+    rename; the caller fsyncs the directory."""
+    if len(files) < BATCH_FROM:
+        return {name: write_atomic(directory / name, data, mode) for name, data in files.items()}
+    base = os.fspath(directory)  # strings, not Paths: a first sync writes 10k files
+    temps: dict[str, str] = {}
+    try:
+        for name, data in files.items():
+            temps[name] = temp = f"{base}/{TEMP_PREFIX}{name}.{secrets.token_hex(4)}"
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fchmod(fd, mode)
+            finally:
+                os.close(fd)
+        os.sync()
+        stats = {}
+        for name, temp in temps.items():
+            os.replace(temp, f"{base}/{name}")  # noqa: PTH105 -- a str path: 10k Paths cost a second
+            stats[name] = os.lstat(f"{base}/{name}")
+        return stats
+    except BaseException:
+        for temp in temps.values():
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)  # noqa: PTH108 -- as above
+        raise
 
 
 def fsync_dir(path: Path) -> None:

@@ -3,8 +3,10 @@
 Crash safety, point by point (the next run must converge whatever happens):
 
 * Each write goes to ``.syncd-NAME.XXXX`` in the hosts directory, is
-  fsync'd, then renamed over ``NAME`` (``files.write_atomic``): a reader (tincd) sees the old file or
-  the new one, never half of one.  Leftover temp files from a crash are
+  fsync'd, then renamed over ``NAME`` (``files.write_many``; many files, as
+  on a first sync, are flushed by one sync of the disk before their
+  renames): a reader (tincd) sees the old file or the new one, never half
+  of one.  Leftover temp files from a crash are
   removed at the start of the next apply; tincd ignores them meanwhile
   (a leading dot is not a valid node name).
 * The directory is fsync'd after the renames and removals, and the state
@@ -48,7 +50,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from syncd.errors import FatalIOError
-from syncd.node.files import TEMP_PREFIX, fsync_dir, make_dirs, write_atomic
+from syncd.node.files import TEMP_PREFIX, fsync_dir, make_dirs, write_many
 from syncd.rules.plan import Plan, blob_id
 from syncd.tinc import learnedkey
 from syncd.tinc.names import is_node_name
@@ -108,7 +110,8 @@ def read_installed(
         return installed, stale
     for entry in entries:
         name = entry.name
-        if not is_node_name(name):
+        known = manifest.get(name)  # a name in the manifest is a valid one
+        if known is None and not is_node_name(name):
             continue
         try:
             st = entry.stat(follow_symlinks=False)
@@ -116,7 +119,6 @@ def read_installed(
             continue
         if not stat.S_ISREG(st.st_mode):
             continue
-        known = manifest.get(name)
         if known is not None and known.matches(st):
             installed[name] = known.blob
             continue
@@ -236,9 +238,8 @@ def apply_plan(hosts_dir: Path, plan: Plan, manifest: Mapping[str, FileStat]) ->
     check_replaceable(hosts_dir, plan.writes)
     clean_temp_files(hosts_dir)
     new_manifest: dict[str, FileStat] = {}
-    for name in plan.writes:
-        data = plan.desired[name]
-        st = write_atomic(hosts_dir / name, data)
+    written = write_many(hosts_dir, {name: plan.desired[name] for name in plan.writes})
+    for name, st in written.items():
         new_manifest[name] = FileStat.of(plan.ids[name], st)
     for name in plan.remove:
         (hosts_dir / name).unlink(missing_ok=True)

@@ -115,16 +115,36 @@ def save_health(state_dir: Path, health: Health) -> None:
     write_atomic(state_dir / HEALTH_FILE, (json.dumps(health.to_json()) + "\n").encode(), PRIVATE_FILE_MODE)
 
 
+_last_loaded: dict[Path, tuple[bytes, State]] = {}  # per state file: its bytes and the State they parse to
+
+
 def load_state(state_dir: Path) -> State:
+    """The state in ``state_dir`` (``State()`` when there is none yet).  A
+    long-running agent reads the same bytes pass after pass: they are parsed
+    again only when they differ from the last ones read (a 10k-node manifest
+    is most of a no-op pass)."""
     path = state_dir / STATE_FILE
     try:
-        raw = json.loads(path.read_text())
+        data = path.read_bytes()
+        last = _last_loaded.get(path)
+        if last is not None and last[0] == data:
+            return last[1]
+        raw = json.loads(data)
     except FileNotFoundError:
         return State()
     except PermissionError:
         raise  # errors.outcome names the path and the user: the file itself is fine
     except (OSError, ValueError) as exc:
         raise StateError(f"{path}: unreadable state ({exc})", hint=_STATE_HINT) from None
+    state = _parse_state(path, raw)
+    _last_loaded.clear()  # one state file kept: a node syncs one network per process
+    _last_loaded[path] = (data, state)
+    return state
+
+
+def _parse_state(path: Path, raw: object) -> State:
+    if not isinstance(raw, dict):
+        raise StateError(f"{path}: malformed state (not a JSON object)", hint=_STATE_HINT)
     try:
         manifest = {str(n): FileStat(*v) for n, v in raw.get("manifest", {}).items()}
         if raw.get("version", 1) < STATE_VERSION:  # sha256 digests: unknown ids, so each file is read again
