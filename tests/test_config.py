@@ -88,7 +88,7 @@ def test_new_keys_are_read(signers: Path) -> None:
 
 
 # Every duration key of the node config, each read by units.parse_duration.
-DURATION_KEYS = ("interval", "repo.timeout", "trust.max_age", "trust.max_clock_skew")
+DURATION_KEYS = ("interval", "repo.timeout", "trust.max_age", "trust.max_clock_skew", "notify.min_gap")
 
 
 @pytest.mark.parametrize("key", DURATION_KEYS)
@@ -234,7 +234,7 @@ def test_every_unknown_key_is_reported_at_once(signers: Path) -> None:
     with pytest.raises(ConfigError) as info:
         parse_config(data, "c.yaml")
     assert info.value.message == (
-        "c.yaml: colour: unknown key (known: net, node, repo, trust, tinc, state_dir, interval, metrics_file); "
+        "c.yaml: colour: unknown key (known: net, node, repo, trust, tinc, state_dir, interval, metrics_file, notify); "
         "repo.brnach: unknown key (did you mean repo.branch?)"
     )
 

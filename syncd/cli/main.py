@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from syncd import __version__
+from syncd.cli import notify
 from syncd.cli.netarg import config_option
 from syncd.errors import EXIT_OK, EXIT_REFUSED, Reason, outcome
 from syncd.findings import plural
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     _completion_parser(commands)
     _log_parser(commands)
     _verify_parser(commands)
+    notify.add_parser(commands)
     return parser
 
 

@@ -23,7 +23,7 @@ from syncd.node.metrics import write_metrics
 from syncd.node.parseindex import ParseIndexFile, owners_of
 from syncd.node.privkeys import private_key_publics
 from syncd.node.reload import reload_tinc
-from syncd.node.state import FETCH_LOCK_FILE, StateDir, load_health, load_state, locked, save_health
+from syncd.node.state import FETCH_LOCK_FILE, StateDir, Trigger, load_health, load_state, locked, save_health
 from syncd.rules.plan import Plan
 from syncd.sync.pipeline import run_pass
 from syncd.sync.ports import Ports, Settings, SyncResult
@@ -56,6 +56,7 @@ def sync_once(
     parse_cache: ParseCache | None = None,
     cancel: Callable[[], bool] | None = None,
     progress: bool = False,
+    trigger: Trigger | None = None,
 ) -> SyncResult:
     """One pass of the pipeline.  Its outcome (success, or any failure with
     ``errors.outcome``'s reason) is recorded in ``health.json`` for
@@ -72,7 +73,8 @@ def sync_once(
     (drift repair: no network, same verification and validation).
     ``parse_cache`` lets a long-running caller skip re-parsing unchanged
     host files (see ``validate_network``); ``cancel()`` turning true stops a
-    fetch in flight (``KeyboardInterrupt``)."""
+    fetch in flight (``KeyboardInterrupt``); ``trigger`` (``syncd run``)
+    is recorded with the outcome."""
     fetched: Fetched | None = None
     if fetch:
         try:
@@ -80,7 +82,7 @@ def sync_once(
         except Exception as exc:
             if not dry_run:
                 with contextlib.suppress(TransientError), locked(config.state_dir, LOCK_TIMEOUT):
-                    record_outcome(config, exc)
+                    record_outcome(config, exc, trigger)
             raise
     with locked(config.state_dir, LOCK_TIMEOUT):
         try:
@@ -95,10 +97,10 @@ def sync_once(
             )
         except Exception as exc:
             if not dry_run:
-                record_outcome(config, exc)
+                record_outcome(config, exc, trigger)
             raise
         if not dry_run:
-            record_outcome(config, result)
+            record_outcome(config, result, trigger)
         return result
 
 
@@ -165,7 +167,7 @@ def _sync(
         store.close()
 
 
-def record_outcome(config: Config, result: SyncResult | Exception) -> None:
+def record_outcome(config: Config, result: SyncResult | Exception, trigger: Trigger | None = None) -> None:
     """Record a pass in ``health.json`` and the metrics file.  The caller
     holds the network's lock (``state.locked``): two passes writing health at
     once could count a failure twice or lose one."""
@@ -184,6 +186,8 @@ def record_outcome(config: Config, result: SyncResult | Exception) -> None:
             last_error_at=now,
             failures=health.failures + 1,
         )
+    if trigger is not None:
+        health = trigger.recorded(health)
     # Neither a full disk nor an unreadable state file may hide the pass's
     # own outcome, which the caller returns or raises next.
     with contextlib.suppress(OSError, SyncdError):
