@@ -186,7 +186,8 @@ def record_outcome(config: Config, result: SyncResult | Exception, trigger: Trig
             last_error_at=now,
             failures=health.failures + 1,
         )
-    if trigger is not None:
+    quiet = trigger is not None and trigger.kind == "drift" and getattr(result, "status", "") == "unchanged"
+    if trigger is not None and not quiet:  # a drift check after syncd's own writes is no pass worth showing
         health = trigger.recorded(health)
     # Neither a full disk nor an unreadable state file may hide the pass's
     # own outcome, which the caller returns or raises next.

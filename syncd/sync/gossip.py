@@ -18,7 +18,7 @@ itself for a /32 or /128).
 
 Fan-out: the nodes with an agent address are ordered by
 ``sha256(commit + ":" + name)``, the same order on every node that applied
-the commit; the first is the root of a ``FANOUT``-ary tree over that order
+the commit; the first is the root of a k-ary tree (k = ``notify.fanout``, default 4) over that order
 (node *i*'s children are *k·i+1 … k·i+k*).  An agent that applied a new tip
 tells its children, and also the root when it learned of the tip other
 than from another agent (its poll, the server's hook, a webhook).  So a push
