@@ -47,7 +47,7 @@ def host_file(i: int, extra: str = "") -> str:
 
 
 class Swarm:
-    def __init__(self, root: Path, count: int, *, min_gap: float = 1.0, fanout: int = 4) -> None:
+    def __init__(self, root: Path, count: int, *, min_gap: float = 1.0, fanout: int = 2) -> None:
         self.root = root
         self.count = count
         self.port = free_port()
@@ -163,7 +163,7 @@ class Swarm:
 def swarm(root: Path, count: int, started: range | None = None, **options: float) -> Iterator[Swarm]:
     """The swarm built, every node synced once, the agents of ``started``
     (default: all) running and listening; stopped by pid afterwards."""
-    built = Swarm(root, count, min_gap=options.get("min_gap", 1.0), fanout=int(options.get("fanout", 4)))
+    built = Swarm(root, count, min_gap=options.get("min_gap", 1.0), fanout=int(options.get("fanout", 2)))
     built.build()
     with git_daemon(built.server.parent) as url:
         built.url = url

@@ -111,6 +111,7 @@ class Trigger:
     by: str | None = None
     heard_at: float | None = None
     heard_by: str | None = None
+    origin: str | None = None  # notify by an agent: the origin of its fan-out (not recorded)
 
     def recorded(self, health: Health) -> Health:
         """``health`` with this trigger and the last notification heard."""

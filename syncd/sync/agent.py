@@ -22,7 +22,7 @@ from syncd.node.hostsdir import HostsDir
 from syncd.node.metrics import write_metrics
 from syncd.node.parseindex import ParseIndexFile, owners_of
 from syncd.node.privkeys import private_key_publics
-from syncd.node.reload import reload_tinc
+from syncd.node.reload import Reloaded, reload_tinc
 from syncd.node.state import FETCH_LOCK_FILE, StateDir, Trigger, load_health, load_state, locked, save_health
 from syncd.rules.plan import Plan
 from syncd.sync.pipeline import run_pass
@@ -57,6 +57,7 @@ def sync_once(
     cancel: Callable[[], bool] | None = None,
     progress: bool = False,
     trigger: Trigger | None = None,
+    on_applied: Callable[[str], None] | None = None,
 ) -> SyncResult:
     """One pass of the pipeline.  Its outcome (success, or any failure with
     ``errors.outcome``'s reason) is recorded in ``health.json`` for
@@ -74,7 +75,9 @@ def sync_once(
     ``parse_cache`` lets a long-running caller skip re-parsing unchanged
     host files (see ``validate_network``); ``cancel()`` turning true stops a
     fetch in flight (``KeyboardInterrupt``); ``trigger`` (``syncd run``)
-    is recorded with the outcome."""
+    is recorded with the outcome; ``on_applied(commit)`` is called once a
+    fetched commit is installed and recorded, before tincd's reload (which
+    may take a second): ``syncd run`` tells other agents then."""
     fetched: Fetched | None = None
     if fetch:
         try:
@@ -94,6 +97,7 @@ def sync_once(
                 dry_run=dry_run,
                 allow_rewind=allow_rewind,
                 parse_cache=parse_cache,
+                on_applied=on_applied,
             )
         except Exception as exc:
             if not dry_run:
@@ -128,6 +132,7 @@ def _sync(
     dry_run: bool,
     allow_rewind: bool,
     parse_cache: ParseCache | None = None,
+    on_applied: Callable[[str], None] | None = None,
 ) -> SyncResult:
     """The apply phase (under the network's lock): ``pipeline.run_pass``
     with the real ports."""
@@ -152,7 +157,7 @@ def _sync(
             authority=authority,
             pin_applied=store.pin_applied,
             own_keys=lambda: private_key_publics(config.tinc.dir),
-            reload=lambda: reload_tinc(config.tinc, config.net),
+            reload=lambda: _reload(config, tip if fetched is not None else None, on_applied),
         )
         settings = Settings(
             node=config.node,
@@ -165,6 +170,13 @@ def _sync(
         return run_pass(ports, settings, tip, url, dry_run=dry_run, allow_rewind=allow_rewind, parse_cache=parse_cache)
     finally:
         store.close()
+
+
+def _reload(config: Config, fetched: str | None, on_applied: Callable[[str], None] | None) -> Reloaded:
+    """The reload port: the state already records the commit as applied."""
+    if on_applied is not None and fetched is not None:
+        on_applied(fetched)
+    return reload_tinc(config.tinc, config.net)
 
 
 def record_outcome(config: Config, result: SyncResult | Exception, trigger: Trigger | None = None) -> None:

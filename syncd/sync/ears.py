@@ -7,8 +7,8 @@
   notification said.  A flood of any size is one pass per gap and constant
   memory.
 * Told: a pass that applied a new tip tells the agents ``gossip.recipients``
-  picks (its children in the commit's tree; the root too when the tip was
-  not learned from another agent).  A tip merely heard of, or refused, is
+  picks (its children in the commit's two trees, rooted at the node that
+  learned of the tip from outside).  A tip merely heard of, or refused, is
   never passed on.
 """
 
@@ -27,8 +27,6 @@ from syncd.node.state import Trigger, load_state
 from syncd.sync.gossip import Notice, agent_address, directory, recipients, targets
 from syncd.sync.listener import Listener, send
 from syncd.sync.ports import SyncResult
-
-FROM_OUTSIDE = ("hook", "webhook")  # a notification's ``by`` when no agent sent it
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +51,7 @@ class Ears:
         self.gap_until = 0.0  # monotonic: no notified pass before this
         self.listener: Listener | None = None
         self.sent = 0  # notifications this agent sent
+        self.told: str | None = None  # the last commit this agent told others of
 
     # --- listening --------------------------------------------------------------------------
 
@@ -131,14 +130,26 @@ class Ears:
         self.log.info(
             "notify.heard", net=self.config.net, commit=notice.commit, by=notice.by, address=heard.address, heard=count
         )
-        return Trigger("notify", notice.by, heard.at, notice.by)
+        return Trigger("notify", notice.by, heard.at, notice.by, notice.origin or None)
 
     def trigger(self, kind: str) -> Trigger:
         last = self.last
         return Trigger(kind, None, last.at if last else None, last.notice.by if last else None)
 
+    def applied_now(self, commit: str, trigger: Trigger) -> None:
+        """A fetched commit is installed and recorded; tincd's reload is
+        next.  A new tip is passed on now, not a second later."""
+        with self.cond:
+            new = commit != self.applied
+            self.applied = commit
+            if self.pending is not None and self.pending.notice.commit == commit:
+                self.pending, self.heard = None, 0
+        if new:
+            self.tell(commit, trigger.origin or self.config.node)
+
     def passed(self, result: SyncResult, trigger: Trigger) -> None:
-        """After a successful pass: what is applied now; tell others of a new tip."""
+        """After a successful pass: what is applied now; tell others of a new
+        tip (unless ``applied_now`` did)."""
         with self.cond:
             if result.commit and result.status in ("applied", "unchanged"):
                 self.applied = result.commit
@@ -148,15 +159,19 @@ class Ears:
             self._listen()  # the node's own host file may have just been installed
         new = result.status == "applied" and bool(result.commit) and result.commit != result.previous
         if new and trigger.kind != "drift":
-            self.tell(result.commit, tell_root=trigger.kind != "notify" or trigger.by in FROM_OUTSIDE)
+            self.tell(result.commit, trigger.origin or self.config.node)
 
-    def tell(self, commit: str, *, tell_root: bool) -> None:
+    def tell(self, commit: str, origin: str) -> None:
+        """Tell this node's children in the commit's trees rooted at ``origin``, once per commit."""
+        if commit == self.told:
+            return
+        self.told = commit
         notify = self.config.notify
         addresses = directory(self.config.tinc.hosts_dir)
-        names = recipients(addresses, self.config.node, commit, notify.fanout, tell_root=tell_root)
+        names = recipients(addresses, self.config.node, commit, notify.fanout, origin)
         if not names:
             return
-        notice = Notice(self.config.net, commit, "node", self.config.node)
+        notice = Notice(self.config.net, commit, "node", self.config.node, origin)
         sent, problems = send(notice, targets(addresses, names, notify.port))
         self.sent += sent
         fields: dict[str, object] = {"net": self.config.net, "commit": commit, "to": names, "sent": sent}

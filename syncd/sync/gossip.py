@@ -3,7 +3,7 @@ listens, and whom an agent tells (docs/architecture.md, "Notifications").
 
 A notification is one UDP datagram, a small JSON object::
 
-    {"syncd": 1, "net": "inet6", "commit": "<hex id>", "via": "node", "from": "my_pc"}
+    {"syncd": 1, "net": "inet6", "commit": "<hex id>", "via": "node", "from": "my_pc", "origin": "gateway"}
 
 It carries no trust: it only makes the receiving agent run a pass sooner,
 and that pass fetches, verifies and checks as always.  ``via`` says who
@@ -16,15 +16,19 @@ may add, else the first address of its first ``Subnet`` (the network
 address + 1 for a prefix, as a ``tinc-up`` usually assigns it; the address
 itself for a /32 or /128).
 
-Fan-out: the nodes with an agent address are ordered by
-``sha256(commit + ":" + name)``, the same order on every node that applied
-the commit; the first is the root of a k-ary tree (k = ``notify.fanout``, default 4) over that order
-(node *i*'s children are *k·i+1 … k·i+k*).  An agent that applied a new tip
-tells its children, and also the root when it learned of the tip other
-than from another agent (its poll, the server's hook, a webhook).  So a push
-costs at most *k+1* messages per node (O(N)), and reaches every node in at
-most 1 + ⌈log_k N⌉ hops; a node that is down leaves its subtree to polling
-for that commit (the order changes with every commit).
+Fan-out: the nodes with an agent address in the order of
+``sha256(commit:name)`` (the same on every node that applied the commit),
+and that order reversed, each with the *origin* put first: the node that
+learned of the commit other than from another agent (its poll, the server's
+hook, a webhook).  Each order is a k-ary tree (k = ``notify.fanout``,
+default 2): node *i*'s children are *k·i+1 … k·i+k*.  An agent that applied
+a new tip tells its children in both trees, and names the origin, so the
+next ones use the same trees.  A push costs at most 2k messages per node
+(O(N)); each tree alone reaches every node in ⌈log_k N⌉ hops (O(log N)),
+and a node that is down leaves only the nodes whose parents in *both*
+trees are down (or unreached) to polling.  When several nodes are told from
+outside, each is the origin of its own trees: more messages to nodes that
+already applied the tip (which pass nothing on), still at most 2k each.
 """
 
 from __future__ import annotations
@@ -56,11 +60,13 @@ class Notice:
     commit: str
     via: str = "node"
     sender: str = ""  # the sending node's name (via node), else empty
+    origin: str = ""  # via node: the origin of the trees it was sent in
 
     def encode(self) -> bytes:
         body: dict[str, object] = {"syncd": 1, "net": self.net, "commit": self.commit, "via": self.via}
         if self.sender:
             body["from"] = self.sender
+            body["origin"] = self.origin or self.sender
         return json.dumps(body, separators=(",", ":")).encode()
 
     @property
@@ -79,12 +85,17 @@ def decode(data: bytes) -> Notice | None:
         return None
     if not isinstance(body, dict) or body.get("syncd") != 1:
         return None
-    net, commit, via, sender = body.get("net"), body.get("commit"), body.get("via"), body.get("from", "")
-    if not (isinstance(net, str) and isinstance(commit, str) and isinstance(sender, str)):
+    net, commit, via = body.get("net"), body.get("commit"), body.get("via")
+    sender, origin = body.get("from", ""), body.get("origin", "")
+    if not all(isinstance(value, str) for value in (net, commit, sender, origin)):
         return None
-    if via not in VIA or not is_commit(commit) or (via == "node") != is_node_name(sender):
+    if via not in VIA or not is_commit(str(commit)):
         return None
-    return Notice(net, commit, str(via), sender if via == "node" else "")
+    if via == "node" and not (is_node_name(str(sender)) and is_node_name(str(origin))):
+        return None
+    if via != "node":
+        sender = origin = ""
+    return Notice(str(net), str(commit), str(via), str(sender), str(origin))
 
 
 def is_commit(text: str) -> bool:
@@ -149,21 +160,31 @@ def directory(hosts_dir: Path) -> dict[str, str]:
 # --- whom to tell --------------------------------------------------------------------------
 
 
-def order(names: Iterable[str], commit: str) -> list[str]:
-    """The nodes in the commit's order (the same on every node)."""
-    return sorted(names, key=lambda name: (hashlib.sha256(f"{commit}:{name}".encode()).digest(), name))
+def order(names: Iterable[str], commit: str, origin: str) -> list[str]:
+    """The nodes in the commit's order, ``origin`` first (the same on every
+    node that applied the commit)."""
+
+    def key(name: str) -> tuple[bytes, str]:
+        return hashlib.sha256(f"{commit}:{name}".encode()).digest(), name
+
+    return [origin, *sorted((name for name in names if name != origin), key=key)]
 
 
-def recipients(names: Iterable[str], me: str, commit: str, fanout: int, *, tell_root: bool) -> list[str]:
+def recipients(names: Iterable[str], me: str, commit: str, fanout: int, origin: str) -> list[str]:
     """Whom ``me`` tells of ``commit``, which it has just applied: its
-    children in the commit's tree, and the root when ``tell_root``."""
-    ordered = order(names, commit)
-    if fanout <= 0 or me not in ordered:
+    children in both trees rooted at ``origin`` (``me`` when it learned of
+    the commit from outside).  The second tree is the first's order
+    reversed (origin still first), so a node's two parents differ."""
+    known = set(names)
+    if fanout <= 0 or me not in known:
         return []
-    i = ordered.index(me)
-    told = ordered[fanout * i + 1 : fanout * i + fanout + 1]
-    if tell_root and i != 0:
-        told.insert(0, ordered[0])
+    if origin not in known:
+        origin = me
+    first = order(known, commit, origin)
+    told: list[str] = []
+    for ordered in (first, [origin, *reversed(first[1:])]):
+        i = ordered.index(me)
+        told += [name for name in ordered[fanout * i + 1 : fanout * i + fanout + 1] if name not in told]
     return told
 
 

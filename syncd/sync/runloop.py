@@ -203,7 +203,12 @@ class RunLoop:
         trigger = trigger or self.ears.trigger("poll")
         try:
             result = sync_once(
-                self.config, fetch=fetch, parse_cache=self.parse_cache, cancel=self.cancel.is_set, trigger=trigger
+                self.config,
+                fetch=fetch,
+                parse_cache=self.parse_cache,
+                cancel=self.cancel.is_set,
+                trigger=trigger,
+                on_applied=lambda commit: self.ears.applied_now(commit, trigger),
             )
         except Exception as exc:  # a bug or a library surprise too: the agent stays up
             self.failures += 1
