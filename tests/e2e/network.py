@@ -295,7 +295,8 @@ class IPv6Everywhere:
             "repo: {url: 'git://198.51.100.1/hosts.git'}\n"
             f"trust: {{allowed_signers: '{self.workdir / 'admin' / 'allowed_signers'}'}}\n"
             f"tinc: {{dir: '{node.tinc_dir}', reload: {reload}, pidfile: '{node.pidfile}'}}\n"
-            f"state_dir: '{node.root / 'state'}'\ninterval: {self.interval}\nmetrics_file: '{node.root / 'metrics.prom'}'\n"
+            f"state_dir: '{node.root / 'state'}'\ninterval: {self.interval}\n"
+            f"metrics_file: '{node.root / 'metrics.prom'}'\n"
         )
 
     # --- the admin ------------------------------------------------------------------------
