@@ -106,6 +106,7 @@ class Swarm:
             f"net: {NET}\nnode: node{i}\nrepo: {{url: '{self.url}/hosts.git'}}\n"
             f"trust: {{allowed_signers: '{self.signers}'}}\n"
             f"tinc: {{dir: '{node / 'tinc'}', reload: none}}\nstate_dir: '{node / 'state'}'\ninterval: 300\n"
+            f"metrics_file: '{node / 'metrics.prom'}'\n"
             f"notify: {{port: {self.port}, min_gap: {self.min_gap}, fanout: {self.fanout}}}\n"
         )
         self.config(i).chmod(0o644)

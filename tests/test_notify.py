@@ -258,6 +258,12 @@ def test_a_hostile_notifier_costs_one_pass_per_gap_and_no_memory(tmp_path: Path)
         health = json.loads((sw.node_dir(0) / "state" / "health.json").read_text())
         assert health["last_trigger"] == "notify" and health["last_trigger_by"] == "hook"
         assert isinstance(health["last_notification_at"], float)
+        out, err = io.StringIO(), io.StringIO()
+        assert main(["status", "-c", str(sw.config(0))], out, err) == 0, err.getvalue()
+        assert "(notification from hook)" in out.getvalue() and "notified:   last at " in out.getvalue(), out.getvalue()
+        metrics = (sw.node_dir(0) / "metrics.prom").read_text()
+        assert 'syncd_last_pass_trigger{net="swarm",trigger="notify"} 1' in metrics, metrics
+        assert 'syncd_last_notification_timestamp_seconds{net="swarm"} ' in metrics, metrics
         sender.close()
         for peer in peers:
             peer.close()
