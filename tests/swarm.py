@@ -49,6 +49,7 @@ def host_file(i: int, extra: str = "") -> str:
 class Swarm:
     def __init__(self, root: Path, count: int, *, min_gap: float = 1.0, fanout: int = 2) -> None:
         self.root = root
+        self.notify_extra: dict[int, str] = {}  # more keys of node i's notify section (YAML flow mapping)
         self.count = count
         self.port = free_port()
         self.min_gap = min_gap
@@ -107,7 +108,8 @@ class Swarm:
             f"trust: {{allowed_signers: '{self.signers}'}}\n"
             f"tinc: {{dir: '{node / 'tinc'}', reload: none}}\nstate_dir: '{node / 'state'}'\ninterval: 300\n"
             f"metrics_file: '{node / 'metrics.prom'}'\n"
-            f"notify: {{port: {self.port}, min_gap: {self.min_gap}, fanout: {self.fanout}}}\n"
+            f"notify: {{port: {self.port}, min_gap: {self.min_gap}, fanout: {self.fanout}"
+            f"{self.notify_extra.get(i, '')}}}\n"
         )
         self.config(i).chmod(0o644)
         out, err = io.StringIO(), io.StringIO()
@@ -161,10 +163,13 @@ class Swarm:
 
 
 @contextlib.contextmanager
-def swarm(root: Path, count: int, started: range | None = None, **options: float) -> Iterator[Swarm]:
+def swarm(
+    root: Path, count: int, started: range | None = None, notify_extra: dict[int, str] | None = None
+) -> Iterator[Swarm]:
     """The swarm built, every node synced once, the agents of ``started``
     (default: all) running and listening; stopped by pid afterwards."""
-    built = Swarm(root, count, min_gap=options.get("min_gap", 1.0), fanout=int(options.get("fanout", 2)))
+    built = Swarm(root, count)
+    built.notify_extra = notify_extra or {}
     built.build()
     with git_daemon(built.server.parent) as url:
         built.url = url

@@ -27,6 +27,7 @@ from syncd.node.state import Trigger, load_state
 from syncd.sync.gossip import Notice, agent_address, directory, recipients, targets
 from syncd.sync.listener import Listener, send
 from syncd.sync.ports import SyncResult
+from syncd.sync.webhook import Webhook, read_secret
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +51,7 @@ class Ears:
         self.heard = 0  # notifications for a commit not applied since the last notified pass
         self.gap_until = 0.0  # monotonic: no notified pass before this
         self.listener: Listener | None = None
+        self.webhook: Webhook | None = None
         self.sent = 0  # notifications this agent sent
         self.told: str | None = None  # the last commit this agent told others of
 
@@ -59,11 +61,29 @@ class Ears:
         with contextlib.suppress(OSError, SyncdError):
             self.applied = load_state(self.config.state_dir).last_applied
         self._listen()
+        self._webhook()
 
     def stop(self) -> None:
         if self.listener is not None:
             self.listener.stop()
             self.listener = None
+        if self.webhook is not None:
+            self.webhook.stop()
+            self.webhook = None
+
+    def _webhook(self) -> None:
+        notify, net = self.config.notify, self.config.net
+        if notify.webhook is None:
+            return
+        try:
+            secret = read_secret(notify.webhook_secret_file)
+            self.webhook = Webhook(notify.webhook, net, self.config.repo.branch, self.hear, secret)
+        except OSError as exc:
+            where = f"{notify.webhook[0]} port {notify.webhook[1]}"
+            self.log.warning("notify.webhook_off", net=net, reason=f"cannot serve the webhook on {where}: {exc}")
+            return
+        self.webhook.start()
+        self.log.info("notify.webhook", net=net, on=self.webhook.bound, secret=notify.webhook_secret_file is not None)
 
     def _listen(self) -> None:
         notify = self.config.notify
