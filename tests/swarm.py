@@ -162,6 +162,22 @@ class Swarm:
                 proc.wait(timeout=5)
 
 
+def push_and_measure(sw: Swarm, told: int, timeout: float = 20.0) -> tuple[dict[int, float], dict[int, int]]:
+    """One push whose post-receive hook tells agent ``told`` only: seconds
+    from the push until each agent applied it, and notifications each sent."""
+    sw.hook(["--net", NET, "--to", f"{address(told)}:{sw.port}"])
+    pushed = time.monotonic()
+    sha = sw.push(f"a change to node{(told + 1) % sw.count}", change=(told + 1) % sw.count)
+    times: dict[int, float] = {}
+    while len(times) < len(sw.agents) and time.monotonic() < pushed + timeout:
+        for i in sw.agents:
+            if i not in times and sw.applied(i) == sha:
+                times[i] = time.monotonic() - pushed
+        time.sleep(0.02)
+    time.sleep(1.0)  # the messages sent after the last apply count too
+    return times, {i: sw.sent(i) for i in sw.agents}
+
+
 @contextlib.contextmanager
 def swarm(
     root: Path, count: int, started: range | None = None, notify_extra: dict[int, str] | None = None

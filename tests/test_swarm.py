@@ -1,31 +1,20 @@
 """Fifty real agents on loopback addresses, `interval: 300`: one push, its
-server's post-receive hook tells one agent, and the agents tell each other."""
+server's post-receive hook tells one agent, and the agents tell each other
+(the same measure is benchmarks/fleet.py's push row)."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from tests.figures import record
-from tests.swarm import address, swarm
+from tests.swarm import push_and_measure, swarm
 
 AGENTS = 50
 
 
 def test_one_push_reaches_fifty_agents_in_seconds_with_few_messages_each(tmp_path: Path) -> None:
     with swarm(tmp_path, AGENTS) as sw:
-        sw.hook(["--net", "swarm", "--to", f"{address(7)}:{sw.port}"])  # the server tells node7 only
-        pushed = time.monotonic()
-        sha = sw.push("a change to node3", change=3)
-        times: dict[int, float] = {}
-        deadline = pushed + 20
-        while len(times) < AGENTS and time.monotonic() < deadline:
-            for i in range(AGENTS):
-                if i not in times and sw.applied(i) == sha:
-                    times[i] = time.monotonic() - pushed
-            time.sleep(0.02)
-        time.sleep(1.0)  # messages sent after the last apply are counted too
-        sent = {i: sw.sent(i) for i in range(AGENTS)}
+        times, sent = push_and_measure(sw, told=7)
         assert all(p.poll() is None for p in sw.agents.values())
     slowest = max(times.values(), default=float("inf"))
     record(

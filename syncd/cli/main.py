@@ -99,7 +99,8 @@ def _run_parser(commands: _Commands) -> None:
         help="the agent: sync every interval, repair drift, reload tincd",
         description=(
             "Run until SIGTERM: a sync every `interval` seconds (+/-10% jitter, sooner after a transient "
-            "failure), at once on SIGHUP, and a re-apply of the last verified commit within a second when a "
+            "failure), at once on SIGHUP or a notification (`syncd notify`, another agent, a webhook) naming a commit "
+            "it has not applied, and a re-apply of the last verified commit within a second when a "
             "managed host file is changed or deleted. Logs one JSON object per line off a terminal. "
             "Supports systemd Type=notify and WatchdogSec."
         ),
