@@ -47,7 +47,7 @@ def host_file(i: int, extra: str = "") -> str:
 
 
 class Swarm:
-    def __init__(self, root: Path, count: int, *, min_gap: float = 1.0, fanout: int = 2) -> None:
+    def __init__(self, root: Path, count: int, *, min_gap: float = 1.0, fanout: int = 5) -> None:
         self.root = root
         self.notify_extra: dict[int, str] = {}  # more keys of node i's notify section (YAML flow mapping)
         self.count = count

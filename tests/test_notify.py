@@ -56,6 +56,7 @@ def test_a_notice_round_trips_and_anything_else_is_not_one() -> None:
         ("# syncd-notify: fd00::1\nSubnet = 10.0.0.0/8\n", "fd00::1"),
         ("# syncd-notify: nowhere\nSubnet = 10.0.0.0/8\n", None),
         ("Subnet = 00:11:22:33:44:55\n", None),
+        ("Subnet = ::/0\nSubnet = 00:11:22:33:44:55\nSubnet = 2002:102:304::/64\n", "2002:102:304::1"),
         ("Address = 1.2.3.4\n", None),
         ("-----BEGIN RSA PUBLIC KEY-----\nSubnet = 10.0.0.1\n", None),
     ],
@@ -94,19 +95,20 @@ def spread(
     return hops, sent
 
 
-@pytest.mark.parametrize(("count", "fanout"), [(1, 2), (2, 2), (3, 2), (50, 2), (1000, 2), (200, 3)])
-def test_the_fanout_reaches_everyone_in_log_hops_with_at_most_2k_messages_each(count: int, fanout: int) -> None:
+@pytest.mark.parametrize(("count", "fanout"), [(1, 5), (2, 5), (3, 5), (50, 5), (300, 5), (200, 4), (200, 3)])
+def test_the_fanout_reaches_everyone_in_log_hops_with_at_most_f_messages_each(count: int, fanout: int) -> None:
     """Whichever node learns first (from outside), every node hears within
-    ceil(log_k N) hops, no node sends more than 2k, all of them about 2N."""
+    ceil(log_k N) hops (k = ceil(f/2)), no node sends more than f."""
     names = [f"n{i}" for i in range(count)]
     rng = random.Random(count)
     for _ in range(5):
         commit = f"{rng.getrandbits(160):040x}"
         hops, sent = spread(names, commit, fanout, [rng.choice(names)])
         assert set(hops) == set(names)
-        assert max(sent.values()) <= 2 * fanout
-        assert max(hops.values()) <= max(1, math.ceil(math.log(count, fanout))) if count > 1 else True
-        assert sum(sent.values()) <= 2 * count
+        assert max(sent.values()) <= fanout
+        k = (fanout + 1) // 2
+        assert max(hops.values()) <= max(1, math.ceil(math.log(count, k))) if count > 1 else True
+        assert sum(sent.values()) <= fanout * count
     assert order(names, SHA, "n0") == order(list(reversed(names)), SHA, "n0")  # the same on every node
 
 
@@ -119,15 +121,15 @@ def test_a_dead_node_leaves_almost_nobody_to_polling() -> None:
     for _ in range(40):
         commit = f"{rng.getrandbits(160):040x}"
         origin, dead = rng.sample(names, 2)
-        hops, _ = spread(names, commit, 2, [origin], frozenset({dead}))
+        hops, _ = spread(names, commit, 5, [origin], frozenset({dead}))
         missed.append(len(set(names) - set(hops) - {dead}))
     assert max(missed) <= 1, missed
 
 
-def test_every_node_told_from_outside_costs_at_most_2k_each() -> None:
+def test_every_node_told_from_outside_costs_at_most_f_each() -> None:
     names = [f"n{i}" for i in range(100)]
-    hops, sent = spread(names, SHA, 2, names)
-    assert set(hops) == set(names) and max(sent.values()) <= 4
+    hops, sent = spread(names, SHA, 5, names)
+    assert set(hops) == set(names) and max(sent.values()) <= 5
 
 
 def run_cli(*argv: str, stdin: str = "") -> tuple[int, str, str]:

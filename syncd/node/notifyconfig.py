@@ -31,7 +31,7 @@ class NotifyConfig:
     listen: tuple[str, ...] | None = None  # None: this node's agent address, from its installed host file
     port: int = 6550  # UDP, on the VPN address(es)
     min_gap: float = 1.0  # seconds: at most one notified pass this often
-    fanout: int = 2  # children told in each of the commit's two trees (k); 0: tell none
+    fanout: int = 5  # agents an agent tells of a new tip, in the commit's two trees; 0: none
     webhook: tuple[str, int] | None = None  # (address, port) of the forge push-webhook endpoint
     webhook_secret_file: Path | None = None  # the shared secret of X-Hub-Signature-256
 
@@ -48,9 +48,9 @@ def parse_notify(r: Reader, path_of: Callable[[str], Path]) -> NotifyConfig:
     if not 1 <= port <= 65535:
         raise r.error("port", f"{port} must be from 1 to 65535")
     min_gap = r.duration("min_gap", 1.0, maximum=86400, minimum=0.1)
-    fanout = r.get("fanout", int, 2)
-    if not 0 <= fanout <= 8:
-        raise r.error("fanout", f"{fanout} must be from 0 to 8")
+    fanout = r.get("fanout", int, 5)
+    if fanout != 0 and not 3 <= fanout <= 16:  # 1 or 2 would make chains, not trees
+        raise r.error("fanout", f"{fanout} must be 0 (tell none) or from 3 to 16")
     webhook_text = r.get("webhook", str)
     webhook = None
     if webhook_text is not None:

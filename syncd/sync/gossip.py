@@ -18,17 +18,19 @@ itself for a /32 or /128).
 
 Fan-out: the nodes with an agent address in the order of
 ``sha256(commit:name)`` (the same on every node that applied the commit),
-and that order reversed, each with the *origin* put first: the node that
-learned of the commit other than from another agent (its poll, the server's
-hook, a webhook).  Each order is a k-ary tree (k = ``notify.fanout``,
-default 2): node *i*'s children are *k·i+1 … k·i+k*.  An agent that applied
-a new tip tells its children in both trees, and names the origin, so the
-next ones use the same trees.  A push costs at most 2k messages per node
-(O(N)); each tree alone reaches every node in ⌈log_k N⌉ hops (O(log N)),
-and a node that is down leaves only the nodes whose parents in *both*
-trees are down (or unreached) to polling.  When several nodes are told from
-outside, each is the origin of its own trees: more messages to nodes that
-already applied the tip (which pass nothing on), still at most 2k each.
+with the *origin* put first (the node that learned of the commit other than
+from another agent: its poll, the server's hook, a webhook), are a k-ary
+tree: node *i*'s children are *k·i+1 … k·i+k*; the same order reversed
+(origin still first) is a second tree.  With ``notify.fanout`` f (default
+5), k is ⌈f/2⌉ in the first tree and ⌊f/2⌋ in the second.  An agent that
+applied a new tip tells its children in both and names the origin, so the
+next ones use the same trees.  A push costs at most f messages per node
+(O(N)); the first tree alone reaches every node in ⌈log_k N⌉ hops
+(O(log N): 3 for 50 nodes, with both); a node that is down leaves to polling
+only the nodes whose parents in *both* trees are down (or unreached).  When
+several nodes are told from outside, each is the origin of its own trees:
+more messages to nodes that already applied the tip (which pass nothing on),
+still at most f each.
 """
 
 from __future__ import annotations
@@ -107,25 +109,30 @@ def is_commit(text: str) -> bool:
 
 def agent_address(data: bytes) -> str | None:
     """The address of a node's agent from its host file: the explicit
-    ``# syncd-notify: ADDRESS`` line, else the first Subnet's first address;
-    None when it has neither (or a MAC subnet first)."""
-    subnet: bytes | None = None
+    ``# syncd-notify: ADDRESS`` line, else the first address of its first
+    IP Subnet that is not a default route; None when it has neither."""
+    address: str | None = None
     for raw in data.split(b"\n"):
         line = raw.strip()
         if line.startswith(b"-----BEGIN"):
             break  # a key block: tincd reads no variable past it
         if line.startswith(_EXPLICIT):
             return _address(line[len(_EXPLICIT) :].strip().decode("ascii", "replace"))
-        if subnet is None:
-            match = _SUBNET_RE.match(raw)
-            subnet = match[1] if match else None
-    if subnet is None:
-        return None
+        match = _SUBNET_RE.match(raw) if address is None else None
+        if match is not None:
+            address = _first_address(match[1].decode("ascii", "replace"))
+    return address
+
+
+def _first_address(text: str) -> str | None:
+    """A subnet's first host address: itself for a /32 or /128, else the
+    network address + 1 (what ``tinc-up`` usually assigns); None for a MAC
+    subnet, a default route or what does not parse."""
     try:
-        parsed = parse_subnet(subnet.decode("ascii", "replace"))
+        parsed = parse_subnet(text)
     except (SubnetError, ValueError):
         return None
-    if parsed.kind == Kind.MAC:
+    if parsed.kind == Kind.MAC or parsed.prefixlen == 0:
         return None
     first = parsed.first if parsed.prefixlen == parsed.bits else parsed.first + 1
     return str(ipaddress.ip_address(first) if parsed.kind == Kind.IPV6 else ipaddress.IPv4Address(first))
@@ -172,9 +179,10 @@ def order(names: Iterable[str], commit: str, origin: str) -> list[str]:
 
 def recipients(names: Iterable[str], me: str, commit: str, fanout: int, origin: str) -> list[str]:
     """Whom ``me`` tells of ``commit``, which it has just applied: its
-    children in both trees rooted at ``origin`` (``me`` when it learned of
-    the commit from outside).  The second tree is the first's order
-    reversed (origin still first), so a node's two parents differ."""
+    children in the two trees rooted at ``origin`` (``me`` when it learned
+    of the commit from outside), ⌈fanout/2⌉ in the first, ⌊fanout/2⌋ in the
+    second, which is the first's order reversed (origin still first), so
+    that a node's two parents differ."""
     known = set(names)
     if fanout <= 0 or me not in known:
         return []
@@ -182,9 +190,9 @@ def recipients(names: Iterable[str], me: str, commit: str, fanout: int, origin: 
         origin = me
     first = order(known, commit, origin)
     told: list[str] = []
-    for ordered in (first, [origin, *reversed(first[1:])]):
+    for k, ordered in (((fanout + 1) // 2, first), (fanout // 2, [origin, *reversed(first[1:])])):
         i = ordered.index(me)
-        told += [name for name in ordered[fanout * i + 1 : fanout * i + fanout + 1] if name not in told]
+        told += [name for name in ordered[k * i + 1 : k * i + k + 1] if name not in told]
     return told
 
 
