@@ -98,6 +98,9 @@ class Health:
     last_trigger_by: str | None = None  # notify: who the notification says it is from (a node, hook, webhook)
     last_notification_at: float | None = None  # when the agent last heard a notification (any)
     last_notification_by: str | None = None
+    # each URL of repo.url + repo.mirrors in the last pass that fetched:
+    # {"url", "tip", "state" (current, behind, ahead, forked, failing), "detail"}
+    urls: list[dict[str, str | None]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, object]:
         return {name: getattr(self, name) for name in self.__slots__}
