@@ -70,7 +70,7 @@ test: lint typecheck pytest
 corpora:
 	bash tests/corpora/fetch
 
-bench: $(BIN)/syncd
+bench: $(VENV)/.test-deps
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python benchmarks/check_scale.py
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python benchmarks/sync_scale.py
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python benchmarks/static_mirror.py

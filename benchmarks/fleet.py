@@ -363,6 +363,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--polls", type=int, default=1, help="no-op polls per node and transport (default 1)")
     parser.add_argument("--transports", default=",".join(TRANSPORTS), help="of git,ssh,http,dumb (default: all)")
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="clients at a time")
+    parser.add_argument("--push-agents", type=int, default=50, help="agents of the push row (default 50; 0: none)")
+    parser.add_argument("--push-only", action="store_true", help="only the push row (benchmarks/fleet_push.py)")
     args = parser.parse_args()
     args.transports = [t.strip() for t in args.transports.split(",") if t.strip()]
     unknown = sorted(set(args.transports) - set(TRANSPORTS))
@@ -398,6 +400,8 @@ def bench(tmp: Path, args: argparse.Namespace) -> tuple[Fleet, list[Server], lis
 def main() -> int:
     args = parse_args()
     started = time.perf_counter()
+    if args.push_only:
+        return push(args)
     try:
         for program in ["git", "ssh-keygen", *(p for t in args.transports for p in PROGRAMS[t])]:
             require(program)  # before anything is made
@@ -420,7 +424,21 @@ def main() -> int:
     if failures or problems:
         print(f"fleet: {failures} failed polls, {len(problems)} byte count mismatches", file=sys.stderr)
         return 1
-    return 0
+    return push(args)
+
+
+def push(args: argparse.Namespace) -> int:
+    """The push row: one push, notified, to --push-agents agents (benchmarks/fleet_push.py)."""
+    if args.push_agents < 1:
+        return 0
+    from fleet_push import push_row
+
+    with tempfile.TemporaryDirectory(prefix="syncd-push-") as tmp_name:
+        lines, missed = push_row(args.push_agents, Path(tmp_name))
+    print("\n".join(["", "One signed push, and a notification to one agent:", "", *lines]))
+    for problem in missed:
+        print(f"fleet: {problem}", file=sys.stderr)
+    return 1 if missed else 0
 
 
 if __name__ == "__main__":

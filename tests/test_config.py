@@ -88,7 +88,7 @@ def test_new_keys_are_read(signers: Path) -> None:
 
 
 # Every duration key of the node config, each read by units.parse_duration.
-DURATION_KEYS = ("interval", "repo.timeout", "trust.max_age", "trust.max_clock_skew")
+DURATION_KEYS = ("interval", "repo.timeout", "trust.max_age", "trust.max_clock_skew", "notify.min_gap")
 
 
 @pytest.mark.parametrize("key", DURATION_KEYS)
@@ -165,6 +165,14 @@ def test_relative_paths_are_relative_to_the_config_file(tmp_path: Path, signers:
         ({"interval": "5 minutes"}, "interval: '5 minutes' is not a duration (seconds, or a number with s, m, h, d"),
         ({"interval": True}, "interval: must be an integer or a number or a string, not a boolean"),
         ({"colour": "blue"}, "colour: unknown key"),
+        ({"notify": {"fanout": 2}}, "notify.fanout: 2 must be 0 (tell none) or from 3 to 16"),
+        ({"notify": {"listen": "everywhere"}}, "notify.listen: 'everywhere' must be auto or a list of addresses"),
+        ({"notify": {"listen": ["vpn0"]}}, "notify.listen[0]: 'vpn0' is not an IP address"),
+        ({"notify": {"port": 0}}, "notify.port: 0 must be from 1 to 65535"),
+        ({"notify": {"min_gap": "0.01s"}}, "notify.min_gap: '0.01s' is less than"),
+        ({"notify": {"webhook": "8655"}}, "notify.webhook: '8655' must be ADDRESS:PORT"),
+        ({"notify": {"webhook": "forge:8655"}}, "notify.webhook: 'forge' is not an IP address"),
+        ({"notify": {"webhook_secret_file": "/nonexistent"}}, "notify.webhook_secret_file: /nonexistent: no such file"),
         ({"repo": {"url": "x", "timeout": 0}}, "repo.timeout: 0 must be more than zero"),
         ({"repo": {"url": "x", "timeout": "-3s"}}, "repo.timeout: '-3s' is not a duration"),
         ({"repo": {"url": "x", "timeout": "2d"}}, "repo.timeout: '2d' is more than 1d"),
@@ -234,7 +242,7 @@ def test_every_unknown_key_is_reported_at_once(signers: Path) -> None:
     with pytest.raises(ConfigError) as info:
         parse_config(data, "c.yaml")
     assert info.value.message == (
-        "c.yaml: colour: unknown key (known: net, node, repo, trust, tinc, state_dir, interval, metrics_file); "
+        "c.yaml: colour: unknown key (known: net, node, repo, trust, tinc, state_dir, interval, metrics_file, notify); "
         "repo.brnach: unknown key (did you mean repo.branch?)"
     )
 
@@ -471,3 +479,17 @@ def test_the_example_node_config_is_the_readmes_and_loads(tmp_path: Path) -> Non
     config = load_config(config_file)
     assert (config.net, config.node, config.tinc.dir) == ("inet6", "my_pc", tmp_path / "tinc")
     assert config.trust.max_age == 14 * 86400 and config.repo.urls == ("ssh://git@git.example.org/vpn/hosts.git",)
+
+
+def test_the_notify_section_and_its_defaults(signers: Path) -> None:
+    from syncd.node.notifyconfig import NotifyConfig
+
+    assert parse_config(minimal(signers)).notify == NotifyConfig(None, 6550, 1.0, 5, None, None)
+    data = minimal(signers)
+    data["notify"] = {"listen": ["10.0.0.1", "FD00::1"], "port": 7000, "min_gap": "2s", "fanout": 0}
+    data["notify"]["webhook"] = "[fd00::1]:8655"  # type: ignore[index]
+    notify = parse_config(data).notify
+    assert (notify.listen, notify.port, notify.min_gap, notify.fanout) == (("10.0.0.1", "fd00::1"), 7000, 2.0, 0)
+    assert notify.webhook == ("fd00::1", 8655)
+    data["notify"] = {"listen": []}
+    assert parse_config(data).notify.listen == ()

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from syncd import __version__
+from syncd.cli import notify
 from syncd.cli.netarg import config_option
 from syncd.errors import EXIT_OK, EXIT_REFUSED, Reason, outcome
 from syncd.findings import plural
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     _completion_parser(commands)
     _log_parser(commands)
     _verify_parser(commands)
+    notify.add_parser(commands)
     _show_parser(commands)
     return parser
 
@@ -98,7 +100,8 @@ def _run_parser(commands: _Commands) -> None:
         help="the agent: sync every interval, repair drift, reload tincd",
         description=(
             "Run until SIGTERM: a sync every `interval` seconds (+/-10% jitter, sooner after a transient "
-            "failure), at once on SIGHUP, and a re-apply of the last verified commit within a second when a "
+            "failure), at once on SIGHUP or a notification (`syncd notify`, another agent, a webhook) naming a commit "
+            "it has not applied, and a re-apply of the last verified commit within a second when a "
             "managed host file is changed or deleted. Logs one JSON object per line off a terminal. "
             "Supports systemd Type=notify and WatchdogSec."
         ),

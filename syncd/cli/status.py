@@ -106,7 +106,15 @@ def node_status(config: Config, now: float | None = None) -> dict[str, object]:
         "reload_pending": state.reload_pending,
         "last_reload": _iso(state.last_reload),
         "reloads": state.reloads,
-        "last_pass": {"at": _iso(health.last_pass_at), "outcome": health.last_outcome},
+        "last_pass": {
+            "at": _iso(health.last_pass_at),
+            "outcome": health.last_outcome,
+            "trigger": health.last_trigger,
+            "by": health.last_trigger_by,
+        },
+        "last_notification": None
+        if health.last_notification_at is None
+        else {"at": _iso(health.last_notification_at), "by": health.last_notification_by},
         "last_success": _iso(health.last_success_at),
         "last_error": None
         if health.last_error is None
@@ -280,6 +288,14 @@ def _in_a_row(failures: object) -> str:
     return "1 failure so far" if failures == 1 else f"{failures} failures in a row now"
 
 
+def _why(last: dict[str, object]) -> str:
+    """What started the pass (``syncd run``): `` (poll)``, `` (notification from my_pc)``."""
+    trigger = last.get("trigger")
+    if not trigger:
+        return ""
+    return f" (notification from {last['by']})" if trigger == "notify" else f" ({trigger})"
+
+
 def render_status(status: dict[str, object]) -> str:
     lines = [verdict_line(status)]
     lines.append(f"network {status['net']} (node {status['node']}), repository {status['repository']}")
@@ -316,7 +332,12 @@ def render_status(status: dict[str, object]) -> str:
     last = status["last_pass"]
     if isinstance(last, dict):
         at = last["at"]
-        lines.append(f"last pass:  {_pass_outcome(last['outcome'])} at {at}" if at else "last pass:  never synced")
+        lines.append(
+            f"last pass:  {_pass_outcome(last['outcome'])} at {at}{_why(last)}" if at else "last pass:  never synced"
+        )
+    heard = status["last_notification"]
+    if isinstance(heard, dict):
+        lines.append(f"notified:   last at {heard['at']} by {heard['by']}")
     error = status["last_error"]
     if isinstance(error, dict):
         # a content refusal: its summary, then one finding a line

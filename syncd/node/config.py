@@ -16,13 +16,14 @@ import re
 import shlex
 import stat
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from syncd.errors import ConfigError, UsageError
+from syncd.node.notifyconfig import NotifyConfig, parse_notify
 from syncd.rules.units import format_duration, format_size, parse_duration, parse_size
 from syncd.signing.allowed_signers import AllowedSigner, parse_allowed_signers
 from syncd.tinc.names import is_node_name
@@ -43,6 +44,7 @@ SCHEMA: dict[str, tuple[str, ...] | None] = {
     "state_dir": None,
     "interval": None,
     "metrics_file": None,
+    "notify": ("listen", "port", "min_gap", "fanout", "webhook", "webhook_secret_file"),
 }
 
 
@@ -92,6 +94,7 @@ class Config:
     state_dir: Path
     interval: float = 300.0  # seconds between passes of `run`
     metrics_file: Path | None = None
+    notify: NotifyConfig = field(default_factory=NotifyConfig)
     source: str = ""  # the file it was read from, for messages
 
     def command(self, args: str) -> str:
@@ -310,6 +313,7 @@ def parse_config(data: object, source: str = "config", base: Path | None = None)
         state_dir=state_dir,
         interval=interval,
         metrics_file=path_of(metrics) if metrics else None,
+        notify=parse_notify(top.nested("notify"), path_of),
         source=source,
     )
 

@@ -21,6 +21,7 @@ _METRICS = (
     ("syncd_reload_pending", "gauge", "1 when host files changed but tincd has not been reloaded yet."),
     ("syncd_tip_age_seconds", "gauge", "Age of the last applied commit (committer time) when this file was written."),
     ("syncd_stale", "gauge", "1 when the last applied commit is older than trust.max_age."),
+    ("syncd_last_notification_timestamp_seconds", "gauge", "When the agent last heard a notification (Unix time)."),
     (
         "syncd_learned_keys",
         "gauge",
@@ -51,6 +52,7 @@ def render(net: str, state: State, health: Health, max_age: float | None = None,
         "syncd_tip_age_seconds": None if age is None else round(age),
         "syncd_stale": None if age is None else int(stale),
         "syncd_learned_keys": sum(1 for f in state.manifest.values() if f.learned),
+        "syncd_last_notification_timestamp_seconds": health.last_notification_at,
     }
     label = _label(net)
     lines = []
@@ -59,6 +61,13 @@ def render(net: str, state: State, health: Health, max_age: float | None = None,
         if value is None:
             continue
         lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f'{name}{{net="{label}"}} {value}']
+    if health.last_trigger is not None:  # syncd run: what started the last pass
+        name, trigger = "syncd_last_pass_trigger", health.last_trigger.replace("\\", "").replace('"', "")
+        lines += [
+            f"# HELP {name} What started the last pass (1 for its trigger: start, poll, retry, signal, drift, notify).",
+            f"# TYPE {name} gauge",
+            f'{name}{{net="{label}",trigger="{trigger}"}} 1',
+        ]
     if health.urls:
         lines += [f"# HELP {_URL_METRIC} {_URL_HELP}", f"# TYPE {_URL_METRIC} gauge"]
         for url in health.urls:

@@ -94,12 +94,37 @@ class Health:
     last_error_reason: str | None = None
     last_error_at: float | None = None
     failures: int = 0  # consecutive failed passes
+    last_trigger: str | None = None  # what started the last pass: start, poll, retry, signal, drift, notify
+    last_trigger_by: str | None = None  # notify: who the notification says it is from (a node, hook, webhook)
+    last_notification_at: float | None = None  # when the agent last heard a notification (any)
+    last_notification_by: str | None = None
     # each URL of repo.url + repo.mirrors in the last pass that fetched:
     # {"url", "tip", "state" (current, behind, ahead, forked, failing), "detail"}
     urls: list[dict[str, str | None]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, object]:
         return {name: getattr(self, name) for name in self.__slots__}
+
+
+@dataclass(frozen=True, slots=True)
+class Trigger:
+    """What started a pass of ``syncd run``, and the last notification heard."""
+
+    kind: str
+    by: str | None = None
+    heard_at: float | None = None
+    heard_by: str | None = None
+    origin: str | None = None  # notify by an agent: the origin of its fan-out (not recorded)
+
+    def recorded(self, health: Health) -> Health:
+        """``health`` with this trigger and the last notification heard."""
+        return dataclasses.replace(
+            health,
+            last_trigger=self.kind,
+            last_trigger_by=self.by,
+            last_notification_at=self.heard_at,
+            last_notification_by=self.heard_by,
+        )
 
 
 def load_health(state_dir: Path) -> Health:

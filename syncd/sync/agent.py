@@ -22,8 +22,17 @@ from syncd.node.hostsdir import HostsDir
 from syncd.node.metrics import write_metrics
 from syncd.node.parseindex import ParseIndexFile, owners_of
 from syncd.node.privkeys import private_key_publics
-from syncd.node.reload import reload_tinc
-from syncd.node.state import FETCH_LOCK_FILE, StateDir, load_health, load_state, locked, read_log, save_health
+from syncd.node.reload import Reloaded, reload_tinc
+from syncd.node.state import (
+    FETCH_LOCK_FILE,
+    StateDir,
+    Trigger,
+    load_health,
+    load_state,
+    locked,
+    read_log,
+    save_health,
+)
 from syncd.rules.plan import Plan
 from syncd.sync.mirrors import Offered, apply_newest
 from syncd.sync.pipeline import run_pass
@@ -57,6 +66,8 @@ def sync_once(
     parse_cache: ParseCache | None = None,
     cancel: Callable[[], bool] | None = None,
     progress: bool = False,
+    trigger: Trigger | None = None,
+    on_applied: Callable[[str], None] | None = None,
 ) -> SyncResult:
     """One pass of the pipeline.  Its outcome (success, or any failure with
     ``errors.outcome``'s reason) is recorded in ``health.json`` for
@@ -73,7 +84,10 @@ def sync_once(
     (drift repair: no network, same verification and validation).
     ``parse_cache`` lets a long-running caller skip re-parsing unchanged
     host files (see ``validate_network``); ``cancel()`` turning true stops a
-    fetch in flight (``KeyboardInterrupt``)."""
+    fetch in flight (``KeyboardInterrupt``); ``trigger`` (``syncd run``)
+    is recorded with the outcome; ``on_applied(commit)`` is called once a
+    fetched commit is installed and recorded, before tincd's reload (which
+    may take a second): ``syncd run`` tells other agents then."""
     fetched: Fetched | None = None
     if fetch:
         try:
@@ -82,7 +96,7 @@ def sync_once(
             if not dry_run:
                 failing = _all_failing(config, exc)
                 with contextlib.suppress(TransientError), locked(config.state_dir, LOCK_TIMEOUT):
-                    record_outcome(config, exc, failing)
+                    record_outcome(config, exc, failing, trigger)
             raise
     urls: list[tuple[UrlState, ...]] = []
     with locked(config.state_dir, LOCK_TIMEOUT):
@@ -96,13 +110,14 @@ def sync_once(
                 allow_rewind=allow_rewind,
                 parse_cache=parse_cache,
                 on_states=urls.append,
+                on_applied=on_applied,
             )
         except Exception as exc:
             if not dry_run:
-                record_outcome(config, exc, urls[-1] if urls else None)
+                record_outcome(config, exc, urls[-1] if urls else None, trigger)
             raise
         if not dry_run:
-            record_outcome(config, result, result.urls or None)
+            record_outcome(config, result, result.urls or None, trigger)
         return result
 
 
@@ -143,6 +158,7 @@ def _sync(
     allow_rewind: bool,
     parse_cache: ParseCache | None = None,
     on_states: Callable[[tuple[UrlState, ...]], None] = lambda _: None,
+    on_applied: Callable[[str], None] | None = None,
 ) -> SyncResult:
     """The apply phase (under the network's lock): ``pipeline.run_pass``
     with the real ports, on the newest offered tip that passes
@@ -152,6 +168,7 @@ def _sync(
     if fetched is None and last is None:  # drift repair of a node that never synced
         return SyncResult("unchanged", "", None, "(local store)", Plan())
     store = GitStore(config.state_dir / "repo.git", writes=APPLIED_REF)
+    applying: list[str] = []  # the fetched tip run_pass is applying, for on_applied
     try:
         index = ParseIndexFile(config.state_dir)
         repo = store.repository
@@ -164,7 +181,7 @@ def _sync(
             authority=authority,
             pin_applied=store.pin_applied,
             own_keys=lambda: private_key_publics(config.tinc.dir),
-            reload=lambda: reload_tinc(config.tinc, config.net),
+            reload=lambda: _reload(config, applying[-1] if applying else None, on_applied),
             applied_log=lambda: {entry.commit for entry in read_log(config.state_dir)},
         )
         settings = Settings(
@@ -177,6 +194,8 @@ def _sync(
         )
 
         def run(tip: str, url: str) -> SyncResult:
+            if fetched is not None:
+                applying.append(tip)
             return run_pass(
                 ports, settings, tip, url, dry_run=dry_run, allow_rewind=allow_rewind, parse_cache=parse_cache
             )
@@ -193,9 +212,22 @@ def _sync(
         store.close()
 
 
-def record_outcome(config: Config, result: SyncResult | Exception, urls: tuple[UrlState, ...] | None = None) -> None:
+def _reload(config: Config, fetched: str | None, on_applied: Callable[[str], None] | None) -> Reloaded:
+    """The reload port: the state already records the commit as applied."""
+    if on_applied is not None and fetched is not None:
+        on_applied(fetched)
+    return reload_tinc(config.tinc, config.net)
+
+
+def record_outcome(
+    config: Config,
+    result: SyncResult | Exception,
+    urls: tuple[UrlState, ...] | None = None,
+    trigger: Trigger | None = None,
+) -> None:
     """Record a pass in ``health.json`` and the metrics file, with each
-    URL's offer (``urls``; None: as the last pass that fetched saw them).
+    URL's offer (``urls``; None: as the last pass that fetched saw them)
+    and what started it (``trigger``).
     The caller holds the network's lock (``state.locked``): two passes
     writing health at once could count a failure twice or lose one."""
     now = time.time()
@@ -215,6 +247,9 @@ def record_outcome(config: Config, result: SyncResult | Exception, urls: tuple[U
             last_error_at=now,
             failures=health.failures + 1,
         )
+    quiet = trigger is not None and trigger.kind == "drift" and getattr(result, "status", "") == "unchanged"
+    if trigger is not None and not quiet:  # a drift check after syncd's own writes is no pass worth showing
+        health = trigger.recorded(health)
     # Neither a full disk nor an unreadable state file may hide the pass's
     # own outcome, which the caller returns or raises next.
     with contextlib.suppress(OSError, SyncdError):

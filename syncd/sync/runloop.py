@@ -17,6 +17,11 @@ The loop only decides *when* to run a pass; ``sync_once`` does the work.
 * A fetch pass runs in a worker thread: while it waits on a slow server
   (never longer than ``repo.timeout`` per URL), SIGTERM still stops the agent
   within seconds (the fetch is killed) and drift is still repaired.
+* Notifications (docs/architecture.md, "Notifications"): a UDP datagram
+  naming a commit on the agent's VPN address starts a fetch pass sooner —
+  only when the commit is not the one applied, at most once per
+  ``notify.min_gap``; the notifications that arrive meanwhile are coalesced
+  into the next pass.  A pass that applies a new tip tells other agents.
 * Under systemd: ``READY=1`` after the first pass, ``STATUS=`` after each,
   ``WATCHDOG=1`` at half of ``WatchdogSec`` while the agent makes progress
   (a pass past its deadline stops the heartbeat: systemd restarts the agent).
@@ -39,8 +44,10 @@ from syncd.git.urls import redact_url
 from syncd.node.config import Config
 from syncd.node.files import make_dirs
 from syncd.node.notify import Notifier
+from syncd.node.state import Trigger
 from syncd.rules.validate import ParseCache
 from syncd.sync.agent import stale_warning, sync_once
+from syncd.sync.ears import Ears
 from syncd.sync.ports import SyncResult
 from syncd.tinc import learnedkey
 from syncd.tinc.names import is_node_name
@@ -74,6 +81,7 @@ class RunLoop:
         self.done: float | None = None  # the worker's delay until the next fetch, once it ends
         self.progress = time.monotonic()  # the main loop's last tick
         self.fetch_started = 0.0
+        self.ears = Ears(config, log, self.cond)
 
     # --- triggers (signal handlers, file events) -------------------------------------
 
@@ -104,12 +112,14 @@ class RunLoop:
             url=redact_url(self.config.repo.url),
             interval=self.config.interval,
         )
+        self.ears.start()
         try:
             self._loop()
         finally:
             self.cancel.set()
             if self.worker is not None:
                 self.worker.join(timeout=STOP_SECONDS)
+            self.ears.stop()
             self.notifier.stopping()
             heartbeat.set()
             if observer is not None:
@@ -128,9 +138,15 @@ class RunLoop:
         while True:
             self.progress = time.monotonic()
             with self.cond:
-                due = next_fetch if self.worker is None else math.inf
+                due = min(next_fetch, self.ears.due()) if self.worker is None else math.inf
                 self.cond.wait_for(
-                    lambda: self.wake.sync or self.wake.repair or self.wake.stop or self.done is not None,
+                    lambda: (
+                        self.wake.sync
+                        or self.wake.repair
+                        or self.wake.stop
+                        or self.done is not None
+                        or (self.worker is None and self.ears.ready())
+                    ),
                     timeout=min(TICK, max(0.0, due - time.monotonic())),
                 )
                 wake, done = self.wake, self.done
@@ -147,14 +163,28 @@ class RunLoop:
                 time.sleep(DEBOUNCE)
                 with self.cond:  # events that arrived meanwhile are covered by this pass
                     self.wake.repair = False
-                self._pass(fetch=False)  # the fetch schedule stays as it was
-            if self.worker is None and (wake.sync or time.monotonic() >= next_fetch):
-                self._start_fetch()
+                self._pass(fetch=False, trigger=self.ears.trigger("drift"))  # the fetch schedule stays as it was
+            if self.worker is None:
+                trigger = self._fetch_trigger(wake, next_fetch, ready)
+                if trigger is not None:
+                    self._start_fetch(trigger)
 
-    def _start_fetch(self) -> None:
+    def _fetch_trigger(self, wake: _Wake, next_fetch: float, ready: bool) -> Trigger | None:
+        """Why a fetch pass starts now (None: not now): SIGHUP, a
+        notification past its gap, the poll timer (or a retry, or the start)."""
+        if wake.sync:
+            return self.ears.trigger("signal")
+        heard = self.ears.take()
+        if heard is not None:
+            return heard
+        if time.monotonic() >= next_fetch:
+            return self.ears.trigger("start" if not ready else "retry" if self.failures else "poll")
+        return None
+
+    def _start_fetch(self, trigger: Trigger) -> None:
         def work() -> None:
             try:
-                delay = self._pass(fetch=True)
+                delay = self._pass(fetch=True, trigger=trigger)
             except KeyboardInterrupt:  # told to stop: the fetch was killed
                 return
             with self.cond:
@@ -165,21 +195,31 @@ class RunLoop:
         self.worker = threading.Thread(target=work, name="syncd-fetch", daemon=True)
         self.worker.start()
 
-    def _pass(self, *, fetch: bool) -> float:
+    def _pass(self, *, fetch: bool, trigger: Trigger | None = None) -> float:
         """One pass; returns the delay until the next fetch: soon (back-off)
         when ``outcome`` says retrying may help, else the jittered interval
-        (a refused commit or a broken config waits for someone to act)."""
+        (a refused commit or a broken config waits for someone to act).
+        A pass that applied a new tip tells other agents (``Ears.passed``)."""
+        trigger = trigger or self.ears.trigger("poll")
         try:
-            result = sync_once(self.config, fetch=fetch, parse_cache=self.parse_cache, cancel=self.cancel.is_set)
+            result = sync_once(
+                self.config,
+                fetch=fetch,
+                parse_cache=self.parse_cache,
+                cancel=self.cancel.is_set,
+                trigger=trigger,
+                on_applied=lambda commit: self.ears.applied_now(commit, trigger),
+            )
         except Exception as exc:  # a bug or a library surprise too: the agent stays up
             self.failures += 1
             failed = outcome(exc)
-            log_failure(self.log, self.config, failed, failures=self.failures)
+            log_failure(self.log, self.config, failed, failures=self.failures, **_trigger_fields(trigger))
             verdict = "refused" if failed.exit_code == EXIT_REFUSED else "failing"
             self.notifier.status(f"{verdict} ({failed.reason}): {failed.message[:200]}")
             return self._backoff() if failed.retry else self._jittered()
         self.failures = 0
-        log_result(self.log, self.config, result, repair=not fetch)
+        log_result(self.log, self.config, result, repair=not fetch, trigger=_trigger_fields(trigger))
+        self.ears.passed(result, trigger)
         self.notifier.status(self._status_line(result))
         return self._jittered()
 
@@ -254,10 +294,18 @@ def log_failure(log: Any, config: Config, failed: Outcome, **fields: object) -> 
     getattr(log, failed.level)(failed.event, net=config.net, reason=failed.reason, error=failed.message, **fields)
 
 
-def log_result(log: Any, config: Config, result: SyncResult, *, repair: bool = False) -> None:
-    """The events of one successful pass (shared by ``sync`` and ``run``)."""
+def _trigger_fields(trigger: Trigger) -> dict[str, object]:
+    return {"trigger": trigger.kind} if trigger.by is None else {"trigger": trigger.kind, "by": trigger.by}
+
+
+def log_result(
+    log: Any, config: Config, result: SyncResult, *, repair: bool = False, trigger: dict[str, object] | None = None
+) -> None:
+    """The events of one successful pass (shared by ``sync`` and ``run``;
+    ``run`` says what started it)."""
     plan = result.plan
     fields = {
+        **(trigger or {}),
         "net": config.net,
         "commit": result.commit,
         "signer": result.signer,
@@ -271,7 +319,7 @@ def log_result(log: Any, config: Config, result: SyncResult, *, repair: bool = F
         else:
             log.info("sync.applied", **fields, new_commits=result.new_commits, url=redact_url(result.url))
     elif result.status == "unchanged" and not repair:
-        log.info("sync.unchanged", net=config.net, commit=result.commit)
+        log.info("sync.unchanged", **(trigger or {}), net=config.net, commit=result.commit)
     for warning in result.warnings:
         log.warning("check.warning", net=config.net, finding=warning)
     for name, key in result.learned.items():

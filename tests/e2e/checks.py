@@ -24,7 +24,12 @@ MEMBERS = ("gateway", "my_pc", "my_laptop")
 
 @contextlib.contextmanager
 def network(
-    workdir: Path, flavour: Flavour = ONE_ZERO, sbin11: Path | None = None, *, agents: bool = False
+    workdir: Path,
+    flavour: Flavour = ONE_ZERO,
+    sbin11: Path | None = None,
+    *,
+    agents: bool = False,
+    interval: int = 1,
 ) -> Iterator[IPv6Everywhere]:
     """The network built and every node's first sync done (before tincd
     runs: there is nothing to reload yet); with ``agents``, every node's
@@ -36,7 +41,7 @@ def network(
         lacking("the end-to-end tests need root (network namespaces)")
     for program in ("ip", "nft", "tincd", "ping", "git"):
         require(program)
-    net = IPv6Everywhere(workdir, flavour, sbin11)
+    net = IPv6Everywhere(workdir, flavour, sbin11, interval)
     try:
         net.build()
         for node in net.nodes.values():

@@ -127,8 +127,11 @@ class Node:
 
 
 class IPv6Everywhere:
-    def __init__(self, workdir: Path, flavour: Flavour = ONE_ZERO, sbin11: Path | None = None) -> None:
+    def __init__(
+        self, workdir: Path, flavour: Flavour = ONE_ZERO, sbin11: Path | None = None, interval: int = 1
+    ) -> None:
         self.workdir = workdir
+        self.interval = interval  # the agents' poll interval
         self.flavour = flavour
         self.sbin11 = sbin11  # required when the flavour puts a node on tinc 1.1
         self.lab = Lab(workdir)
@@ -292,7 +295,8 @@ class IPv6Everywhere:
             "repo: {url: 'git://198.51.100.1/hosts.git'}\n"
             f"trust: {{allowed_signers: '{self.workdir / 'admin' / 'allowed_signers'}'}}\n"
             f"tinc: {{dir: '{node.tinc_dir}', reload: {reload}, pidfile: '{node.pidfile}'}}\n"
-            f"state_dir: '{node.root / 'state'}'\ninterval: 1\nmetrics_file: '{node.root / 'metrics.prom'}'\n"
+            f"state_dir: '{node.root / 'state'}'\ninterval: {self.interval}\n"
+            f"metrics_file: '{node.root / 'metrics.prom'}'\n"
         )
 
     # --- the admin ------------------------------------------------------------------------
