@@ -62,6 +62,8 @@ def sync_once(
     ``status`` and metrics, while the network's lock is held: a pass that
     could not take the lock records nothing, since the pass that holds it
     records its own.  A Ctrl-C is not recorded: it says nothing about the node.
+    The pass's duration, from its start to its outcome, is the result's
+    ``duration_s`` and the metrics' ``syncd_pass_duration_seconds``.
 
     The fetch runs under a lock of its own (``fetch.lock``), not the
     network's: a fetch waiting on a slow server (up to ``repo.timeout`` per
@@ -73,6 +75,7 @@ def sync_once(
     ``parse_cache`` lets a long-running caller skip re-parsing unchanged
     host files (see ``validate_network``); ``cancel()`` turning true stops a
     fetch in flight (``KeyboardInterrupt``)."""
+    started = time.monotonic()
     fetched: Fetched | None = None
     if fetch:
         try:
@@ -80,7 +83,7 @@ def sync_once(
         except Exception as exc:
             if not dry_run:
                 with contextlib.suppress(TransientError), locked(config.state_dir, LOCK_TIMEOUT):
-                    record_outcome(config, exc)
+                    record_outcome(config, exc, pass_duration(started))
             raise
     with locked(config.state_dir, LOCK_TIMEOUT):
         try:
@@ -95,11 +98,17 @@ def sync_once(
             )
         except Exception as exc:
             if not dry_run:
-                record_outcome(config, exc)
+                record_outcome(config, exc, pass_duration(started))
             raise
+        result = replace(result, duration_s=pass_duration(started))
         if not dry_run:
-            record_outcome(config, result)
+            record_outcome(config, result, result.duration_s)
         return result
+
+
+def pass_duration(started: float) -> float:
+    """Seconds since ``started`` (``time.monotonic``), to the millisecond."""
+    return round(time.monotonic() - started, 3)
 
 
 def _fetch(config: Config, cancel: Callable[[], bool] | None, progress: bool = False) -> Fetched:
@@ -165,25 +174,26 @@ def _sync(
         store.close()
 
 
-def record_outcome(config: Config, result: SyncResult | Exception) -> None:
-    """Record a pass in ``health.json`` and the metrics file.  The caller
+def record_outcome(config: Config, result: SyncResult | Exception, duration: float | None = None) -> None:
+    """Record a pass (and how long it took, in seconds) in ``health.json``
+    and the metrics file.  The caller
     holds the network's lock (``state.locked``): two passes writing health at
     once could count a failure twice or lose one."""
     now = time.time()
     health = load_health(config.state_dir)
     if isinstance(result, SyncResult):
-        health = replace(health, last_pass_at=now, last_outcome=result.status, last_success_at=now, failures=0)
+        health = replace(health, last_outcome=result.status, last_success_at=now, failures=0)
     else:
         failure = outcome(result)
         health = replace(
             health,
-            last_pass_at=now,
             last_outcome=failure.reason,
             last_error=failure.message,
             last_error_reason=failure.reason,
             last_error_at=now,
             failures=health.failures + 1,
         )
+    health = replace(health, last_pass_at=now, last_pass_duration=duration)
     # Neither a full disk nor an unreadable state file may hide the pass's
     # own outcome, which the caller returns or raises next.
     with contextlib.suppress(OSError, SyncdError):

@@ -68,6 +68,7 @@ class SyncResult:
     commit_time: int | None = None  # the committer time of ``commit`` (for staleness)
     # Ed25519 keys tincd appended to installed files (name → key), first seen in this pass
     learned: Mapping[str, str] = field(default_factory=dict)
+    duration_s: float | None = None  # seconds the pass took, fetch included (set by ``agent.sync_once``)
 
     def __post_init__(self) -> None:
         # a reload that was due and did not happen (tincd not running) is

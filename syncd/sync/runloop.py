@@ -40,7 +40,7 @@ from syncd.node.config import Config
 from syncd.node.files import make_dirs
 from syncd.node.notify import Notifier
 from syncd.rules.validate import ParseCache
-from syncd.sync.agent import stale_warning, sync_once
+from syncd.sync.agent import pass_duration, stale_warning, sync_once
 from syncd.sync.ports import SyncResult
 from syncd.tinc import learnedkey
 from syncd.tinc.names import is_node_name
@@ -169,12 +169,13 @@ class RunLoop:
         """One pass; returns the delay until the next fetch: soon (back-off)
         when ``outcome`` says retrying may help, else the jittered interval
         (a refused commit or a broken config waits for someone to act)."""
+        started = time.monotonic()
         try:
             result = sync_once(self.config, fetch=fetch, parse_cache=self.parse_cache, cancel=self.cancel.is_set)
         except Exception as exc:  # a bug or a library surprise too: the agent stays up
             self.failures += 1
             failed = outcome(exc)
-            log_failure(self.log, self.config, failed, failures=self.failures)
+            log_failure(self.log, self.config, failed, failures=self.failures, duration_s=pass_duration(started))
             verdict = "refused" if failed.exit_code == EXIT_REFUSED else "failing"
             self.notifier.status(f"{verdict} ({failed.reason}): {failed.message[:200]}")
             return self._backoff() if failed.retry else self._jittered()
@@ -264,6 +265,7 @@ def log_result(log: Any, config: Config, result: SyncResult, *, repair: bool = F
         "added": len(plan.add),
         "updated": len(plan.update),
         "removed": len(plan.remove),
+        "duration_s": result.duration_s,
     }
     if result.status == "applied":
         if repair or result.previous == result.commit:
@@ -271,7 +273,7 @@ def log_result(log: Any, config: Config, result: SyncResult, *, repair: bool = F
         else:
             log.info("sync.applied", **fields, new_commits=result.new_commits, url=redact_url(result.url))
     elif result.status == "unchanged" and not repair:
-        log.info("sync.unchanged", net=config.net, commit=result.commit)
+        log.info("sync.unchanged", net=config.net, commit=result.commit, duration_s=result.duration_s)
     for warning in result.warnings:
         log.warning("check.warning", net=config.net, finding=warning)
     for name, key in result.learned.items():
