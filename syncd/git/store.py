@@ -79,7 +79,7 @@ class GitStore:
                 shutil.rmtree(stale, ignore_errors=True)
 
     def close(self) -> None:
-        self.repo.close()
+        self.repository.close()  # its open pack files, and the repository
 
     def set_aside(self) -> Path:
         """Move a damaged store out of the way; the next ``GitStore`` starts
