@@ -12,7 +12,8 @@ The commits are real: each is signed by `ssh-keygen -Y sign -n git` with its
 signer's key, and written as git writes a signed commit (the `gpgsig`
 header last, ssh-keygen's armour); the objects are loose objects in the
 server's repository (`git fsck` checks them), the chain is checked by
-`git verify-commit` at its tip.  The node fetches from a local path.
+`git verify-commit` at its tip.  The node fetches from a real `git daemon`
+on 127.0.0.1, as a node fetches from its server (git packs what it sends).
 
 Printed: a table (wall time of the pass as a `syncd sync` process and inside
 one process, as `syncd run` does it: the median of --runs, then the fastest
@@ -24,25 +25,28 @@ and the slowest; commits per second; goal: under 2 s for 1,000 commits) and a cP
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import hashlib
 import io
 import os
 import pstats
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from sync_scale import GIT_ENV as SCALE_GIT_ENV
-from sync_scale import make_node
+from sync_scale import free_port, make_node
 
 from syncd.tinc.keys import tinc_b64encode
 
@@ -130,7 +134,30 @@ class Network:
     root_files: dict[str, bytes]
 
 
-def make_network(tmp: Path, nodes: int) -> Network:
+@contextlib.contextmanager
+def git_daemon(base: Path) -> Iterator[str]:
+    """A ``git daemon`` serving the repositories under ``base`` on
+    127.0.0.1; the URL of ``hosts.git``.  Stopped (by its pid) on exit."""
+    port = free_port()
+    daemon = subprocess.Popen(
+        ["git", "daemon", "--reuseaddr", "--export-all", f"--base-path={base}", "--listen=127.0.0.1",
+         f"--port={port}", str(base)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 10
+        while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
+            if time.monotonic() > deadline:
+                raise SystemExit("git daemon did not start")
+            time.sleep(0.05)
+        yield f"git://127.0.0.1:{port}/hosts.git"
+    finally:
+        daemon.terminate()
+        daemon.wait(10)
+
+
+def make_network(tmp: Path, nodes: int, url: str) -> Network:
     keys = tmp / "keys"
     keys.mkdir()
     admin = new_signer(keys, "admin")
@@ -159,7 +186,7 @@ def make_network(tmp: Path, nodes: int) -> Network:
     base = run("git", "rev-parse", "HEAD", cwd=work).decode().strip()
 
     node_dir = tmp / "node"
-    config = make_node(node_dir, server, tmp / "allowed_signers")
+    config = make_node(node_dir, url, tmp / "allowed_signers")
     out = run(sys.executable, "-m", "syncd", "sync", "-c", config).decode()
     assert f"{nodes} added" in out, out
     return Network(server, config, node_dir, base, admin, owners, hosts, root_files)
@@ -266,8 +293,13 @@ def profile_summary(net: Network, saved: Path, top: int) -> tuple[float, str]:
 
 
 def bench(tmp: Path, nodes: int, commits: int, runs: int, top: int) -> tuple[list[str], str]:
+    with git_daemon(tmp / "srv") as url:
+        return _bench(tmp, nodes, url, commits, runs, top)
+
+
+def _bench(tmp: Path, nodes: int, url: str, commits: int, runs: int, top: int) -> tuple[list[str], str]:
     t0 = time.perf_counter()
-    net = make_network(tmp, nodes)
+    net = make_network(tmp, nodes, url)
     made = time.perf_counter() - t0
     t0 = time.perf_counter()
     tip, admin_commits, owner_commits, changed = add_commits(net, commits)
