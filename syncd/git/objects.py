@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
+from dulwich.errors import ObjectFormatException
 from dulwich.object_store import DiskObjectStore
 from dulwich.objects import Commit, ObjectID, Tree, hex_to_filename
 
@@ -115,6 +116,8 @@ def check_connected(store: DiskObjectStore, known: Callable[[ObjectID], bool], t
             pending.extend((p, "commit", f"parent of {oid.decode()[:12]}", None) for p in obj.parents)
     except NotATreeError as exc:
         return f"{exc.oid.decode()} ({what}) is a {exc.kind}, not a tree"
+    except ObjectFormatException as exc:  # packs are indexed unparsed (packindex): parsed here, first
+        return f"{kind} {oid.decode()} ({what}) does not parse: {exc}"
     finally:
         sizes.close()
     return None

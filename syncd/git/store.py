@@ -33,6 +33,7 @@ import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from dulwich.errors import ObjectFormatException
 from dulwich.object_store import DiskObjectStore
 from dulwich.objects import ObjectID
 from dulwich.refs import Ref
@@ -155,7 +156,11 @@ class GitStore:
             return
         incoming = DiskObjectStore(os.fspath(received.incoming))
         try:
-            verify_tip(commit_info(incoming, received.tip))
+            try:
+                tip = commit_info(incoming, received.tip)
+            except ObjectFormatException as exc:  # the pack was indexed, not parsed (packindex)
+                raise IncompleteError(f"the tip {received.tip} does not parse: {exc} (nothing was kept)") from None
+            verify_tip(tip)
             missing = check_connected(incoming, known_ids(self.store), object_id(received.tip))
         finally:
             incoming.close()
