@@ -6,12 +6,18 @@ inside an id would be found if the diff ever trusted one."""
 
 from __future__ import annotations
 
+import hashlib
+import zlib
+from pathlib import Path
+
 import pytest
 from dulwich.errors import ObjectFormatException
-from dulwich.objects import ObjectID
+from dulwich.object_store import DiskObjectStore
+from dulwich.objects import Blob, ObjectID
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from syncd.git.objects import check_connected, nothing_known
 from syncd.git.treediff import Trees, derive, parse_whole
 
 FILE, DIR, LINK = 0o100644, 0o40000, 0o120000
@@ -98,3 +104,33 @@ def test_a_malformed_change_is_refused_as_dulwich_refuses_it() -> None:
     raws = {ObjectID(b"1" * 40): old.raw, ObjectID(b"2" * 40): broken}
     with pytest.raises(ObjectFormatException):
         Trees(raws.__getitem__).diff(ObjectID(b"1" * 40), ObjectID(b"2" * 40))
+
+
+def test_the_connectivity_check_refuses_a_tree_that_does_not_parse(tmp_path: Path) -> None:
+    """A pack is indexed unparsed (packindex): a malformed tree among the new
+    objects is refused by the connectivity check that reads it, and a tree
+    that differs from its parent's only in a malformed entry is, too."""
+    store = DiskObjectStore.init(str(tmp_path / "objects"))
+    blob = Blob.from_string(b"Subnet = 10.0.0.1\n")
+    good = b"100644 a\0" + bytes.fromhex(blob.id.decode())
+    store.add_object(blob)
+
+    def loose(kind: str, data: bytes) -> ObjectID:
+        raw = f"{kind} {len(data)}\0".encode() + data
+        oid = ObjectID(hashlib.sha1(raw).hexdigest().encode())
+        path = tmp_path / "objects" / oid.decode()[:2] / oid.decode()[2:]
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(zlib.compress(raw))
+        return oid
+
+    def commit(tree: ObjectID, parent: ObjectID | None) -> ObjectID:
+        head = f"tree {tree.decode()}\n" + (f"parent {parent.decode()}\n" if parent else "")
+        who = "a <a@example.org> 1700000000 +0000"
+        return loose("commit", f"{head}author {who}\ncommitter {who}\n\nx\n".encode())
+
+    base = commit(loose("tree", good), None)
+    assert check_connected(store, nothing_known, base) is None
+    for broken in (good + b"1x0644 b\0" + bytes(20), good + b"100644 b\0" + bytes(5)):
+        tip = commit(loose("tree", broken), base)
+        found = check_connected(store, nothing_known, tip)
+        assert found is not None and "does not parse" in found and "root tree of" in found, found

@@ -67,7 +67,10 @@ def _entry_at(raw: bytes, pos: int) -> tuple[str, Entry, int]:
     end = nul + 1 + ID_BYTES
     if end > len(raw):
         raise ValueError("an entry runs past the tree's end")
-    mode = int(raw[pos:space], 8)
+    digits = raw[pos:space]
+    if not digits.isdigit():  # int() would also take "+644" or "100_644"
+        raise ValueError("a mode that is not octal digits")
+    mode = int(digits, 8)
     return raw[space + 1 : nul].decode("utf-8", "replace"), (mode, ObjectID(raw[nul + 1 : end].hex().encode())), end
 
 
