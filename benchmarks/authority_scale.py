@@ -17,7 +17,10 @@ on 127.0.0.1, as a node fetches from its server (git packs what it sends).
 
 Printed: a table (wall time of the pass as a `syncd sync` process and inside
 one process, as `syncd run` does it: the median of --runs, then the fastest
-and the slowest; commits per second; goal: under 2 s for 1,000 commits) and a cProfile summary of the in-process pass.
+and the slowest; commits per second), each goal beside its measure (1,000
+commits in at most 2 s at 1,000 nodes; at 10,000 nodes at most 1.5 times the
+1,000-node figure: a commit costs what it changes, not the size of the
+network), and a cProfile summary of the in-process pass.
 
     python benchmarks/authority_scale.py [--nodes 1000 10000] [--commits 1000] [--runs 3]
 """
@@ -51,7 +54,8 @@ from sync_scale import free_port, make_node
 from syncd.tinc.keys import tinc_b64encode
 
 GIT_ENV = {**SCALE_GIT_ENV, "LC_ALL": "C"}
-GOAL_SECONDS = 2.0  # for 1,000 commits
+GOAL_SECONDS = 2.0  # for 1,000 commits at 1,000 nodes
+GOAL_GROWTH = 1.5  # the pass at 10,000 nodes against the pass at 1,000
 
 
 def run(*args: str | Path, cwd: Path | None = None, stdin: bytes | None = None) -> bytes:
@@ -321,7 +325,6 @@ def _bench(tmp: Path, nodes: int, url: str, commits: int, runs: int, top: int) -
         f"{commits / wall:,.0f}",
         f"{inside:.2f} ({min(insides):.2f}-{max(insides):.2f})",
         f"{share:.0%}",
-        "yes" if wall * 1000 / commits < GOAL_SECONDS else "NO",
     ]
     return row, profile
 
@@ -333,22 +336,34 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--top", type=int, default=15, help="functions shown in the profile")
     args = parser.parse_args()
-    rows, profiles = [], []
+    rows, profiles, walls = [], [], {}
     for nodes in args.nodes:
         with tempfile.TemporaryDirectory(prefix="syncd-authority-bench-") as tmp_name:
             row, profile = bench(Path(tmp_name), nodes, args.commits, args.runs, args.top)
             print(" | ".join(row), file=sys.stderr)  # a later, larger network may fail or be cut short
             rows.append(row)
             profiles.append((nodes, profile))
+            walls[nodes] = float(row[3].split()[0])
+    goals = [goal(nodes, walls, args.commits) for nodes in args.nodes]
     for nodes, profile in profiles:
         print(f"\n## cProfile of the in-process pass, {nodes:,} nodes\n\n```\n{profile.strip()}\n```")
     print()
     print("| nodes | new commits | files changed | `syncd sync` (s): median (min-max) | commits/s |", end="")
     print(" in-process pass (s): median (min-max) |", end="")
-    print(" verifying the history | goal < 2 s/1k |\n|---:|---|---:|---:|---:|---:|---:|---|")
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
-    return 0 if all(row[-1] == "yes" for row in rows) else 1
+    print(" verifying the history | goal | measured | met |\n|---:|---|---:|---:|---:|---:|---:|---|---:|---|")
+    for row, (wanted, measured, met) in zip(rows, goals, strict=True):
+        print("| " + " | ".join([*row, wanted, measured, "yes" if met else "NO"]) + " |")
+    return 0 if all(met for _, _, met in goals) else 1
+
+
+def goal(nodes: int, walls: dict[int, float], commits: int) -> tuple[str, str, bool]:
+    """The goal for the pass at ``nodes`` (the ``syncd sync`` median), the
+    measure it is held to, and whether it is met."""
+    per_1k = walls[nodes] * 1000 / commits
+    if nodes <= 1_000 or 1_000 not in walls:
+        return f"<= {GOAL_SECONDS:g} s per 1k commits", f"{per_1k:.2f} s", per_1k <= GOAL_SECONDS
+    growth = walls[nodes] / walls[1_000]
+    return f"<= {GOAL_GROWTH:g}x the 1k-node pass", f"{growth:.2f}x", growth <= GOAL_GROWTH
 
 
 if __name__ == "__main__":
