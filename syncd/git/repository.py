@@ -57,6 +57,7 @@ class GitRepository:
         self.store = store
         self.on_damage = on_damage  # what damage found while reading raises (given why)
         self._changed: dict[str, dict[str, ObjectID | None]] = {}
+        self._commits: dict[str, CommitInfo] = {}
         self._sizes = ObjectSizes(store)  # the pack list read once: dulwich lists the pack directory each time
         # trees parsed once per pass, a child's by way of its parent's
         self._trees = Trees(raw_tree_reader(store, self._sizes))
@@ -110,8 +111,11 @@ class GitRepository:
         return object_id(sha) in self.store
 
     def commit(self, sha: str) -> CommitInfo:
-        with self._repairing():
-            return commit_info(self.store, sha, self._sizes)
+        known = self._commits.get(sha)  # a pass reads each new commit more than once
+        if known is None:
+            with self._repairing():
+                known = self._commits[sha] = commit_info(self.store, sha, self._sizes)
+        return known
 
     def ancestors(self, tip: str, stop: str | None = None) -> Iterator[CommitInfo]:
         """Commits reachable from ``tip`` and not from ``stop``, newest first

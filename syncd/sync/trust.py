@@ -77,6 +77,7 @@ class RepoAuthority:
         self._roles: dict[str | None, Roles] = {}
         self._later: dict[str | None, tuple[str | None, CommitInfo, tuple[str, ...]]] = {}
         self._admins_memo: dict[str, tuple[AllowedSigner, ...]] = {}
+        self._admins_parsed: dict[bytes, tuple[AllowedSigner, ...]] = {}  # by the file's content
 
     # --- one commit -----------------------------------------------------------------
 
@@ -251,10 +252,14 @@ class RepoAuthority:
         data = self.repo.file_at(sha, REPO_SIGNERS, MAX_SIGNERS_BYTES)
         if data is None:
             return self.local
+        known = self._admins_parsed.get(data)  # most commits leave the file as it was
+        if known is not None:
+            return known
         try:
             admins = tuple(parse_allowed_signers(data, f"{REPO_SIGNERS} of commit {sha[:12]}"))
             if not any(s.allows_namespace("git") for s in admins):
                 raise AllowedSignersError("it lists no admin who may sign commits: no admin commit could follow it")
+            self._admins_parsed[data] = admins
             return admins
         except AllowedSignersError as exc:
             raise RefusedError(
