@@ -59,7 +59,7 @@ def run_check(repo: Path | None, hosts_dir: Path | None) -> Report:
     it, and the repository's own ``allowed_signers`` when it has one."""
     tree = WorkTree(repo, hosts_dir)
     with without_gc():  # the process exits right after the check
-        report, _ = check_tree(tree, installed=hosts_dir is not None)
+        report, _ = check_tree(tree, installed=hosts_dir is not None, lean=True)
     signers = read_repo_file(tree.root, "allowed_signers") if tree.root is not None else None
     if signers is not None:  # the admins, as the nodes read them (docs/trust.md)
         found = admin_findings(signers, time.time())
