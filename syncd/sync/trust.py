@@ -227,11 +227,14 @@ class RepoAuthority:
         """The roles at ``info`` from those at its parent and what it changed."""
         if any(host_name(p, roles.hosts_dir) is None for p in paths):
             return self._read_roles(info.sha)  # the policy or the admins may have changed
+        names = [n for p in paths if (n := host_name(p, roles.hosts_dir)) is not None]
+        files = self._host_files(info.sha, roles.hosts_dir, names)
+        if self._same_roles(roles, files):
+            return roles  # the usual commit: host files edited, their owner lines as they were
         owners = dict(roles.owners)
         comments = dict(roles.comments)
         dropped: set[bytes] = set()
-        names = [n for p in paths if (n := host_name(p, roles.hosts_dir)) is not None]
-        for name, data in self._host_files(info.sha, roles.hosts_dir, names).items():
+        for name, data in files.items():
             before = owners.pop(name, frozenset())
             if data is None:
                 dropped.update(before)
@@ -245,6 +248,17 @@ class RepoAuthority:
         for key in dropped - set().union(*owners.values()) if dropped else ():
             comments.pop(key, None)
         return roles.evolved(owners, comments, names)
+
+    def _same_roles(self, roles: Roles, files: dict[str, bytes | None]) -> bool:
+        """Whether host files changed to ``files`` leave ``roles`` as they
+        are: each file still there, with the owner keys and comments it had."""
+        for name, data in files.items():
+            if data is None or name not in roles.owners:
+                return False
+            keys, named = owner_keys(f"{roles.hosts_dir}/{name}", data)
+            if keys != roles.owners[name] or any(roles.comments.get(k) != c for k, c in named.items()):
+                return False
+        return True
 
     def _admins(self, sha: str) -> tuple[AllowedSigner, ...]:
         if not self.follow_repo:
