@@ -71,7 +71,7 @@ def test_trees_diff_carries_each_tree_over_to_the_next() -> None:
     trees = Trees(lambda tree: raws[tree][0], cached=2)
     previous: dict[str, tuple[int, ObjectID]] = {}
     prev_id: ObjectID | None = None
-    for tree, (_raw, now) in raws.items():
+    for step, (tree, (_raw, now)) in enumerate(raws.items()):
         changed = trees.diff(prev_id, tree)
         current = expected(now)
         assert changed == {
@@ -79,7 +79,10 @@ def test_trees_diff_carries_each_tree_over_to_the_next() -> None:
             for n in previous.keys() | current.keys()
             if previous.get(n) != current.get(n)
         }
-        assert trees.entries(tree) == current
+        for name in ("node0", "node7", "node299", "new4", "nothing", *list(current)[:3]):  # the chain, unflattened
+            assert trees.lookup(tree, name) == current.get(name)
+        if step % 10 == 9:  # now and then the whole map, built from the chain
+            assert trees.entries(tree) == current
         previous, prev_id = current, tree
 
 

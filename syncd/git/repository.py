@@ -237,7 +237,7 @@ class GitRepository:
             for part in path.split("/"):
                 if not stat.S_ISDIR(mode):
                     return None
-                found = self._trees.entries(oid).get(part)
+                found = self._trees.lookup(oid, part)
                 if found is None:
                     return None
                 mode, oid = found

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import cast
 
 from dulwich.objects import ObjectID, parse_tree
@@ -31,18 +30,57 @@ Entry = tuple[int, ObjectID]  # mode, id (hex)
 RawTree = Callable[[ObjectID], bytes]  # a tree's raw bytes, size- and type-checked by the caller
 ID_BYTES = 20
 CACHED_TREES = 16  # parsed trees kept (a 10k-node hosts tree is about a megabyte parsed)
+FLATTEN = 8  # derived trees chained before one holds its whole map again
 
 
-@dataclass(frozen=True, slots=True)
 class Parsed:
     """One tree: its raw bytes, the offset of each entry (then the length),
     and its entries by name.  ``unique``: no name twice, so ``entries`` is
-    the tree, and a child tree may be derived from it."""
+    the tree, and a child tree may be derived from it.
 
-    raw: bytes
-    starts: list[int]
-    entries: dict[str, Entry]
-    unique: bool
+    A derived tree holds its entries as the changes (``overlay``: name to
+    entry, None for one removed) over the tree it was derived from; the
+    whole map is built when first asked for, or after ``FLATTEN``
+    derivations in a row, so that a commit does not copy the entries of
+    every node."""
+
+    __slots__ = ("_base", "_depth", "_entries", "_overlay", "raw", "starts", "unique")
+
+    def __init__(
+        self,
+        raw: bytes,
+        starts: list[int],
+        entries: dict[str, Entry] | None,
+        unique: bool,
+        base: Parsed | None = None,
+        overlay: dict[str, Entry | None] | None = None,
+    ) -> None:
+        self.raw, self.starts, self.unique = raw, starts, unique
+        self._entries, self._base, self._overlay = entries, base, overlay
+        self._depth: int = 0 if base is None else base._depth + 1
+
+    @property
+    def entries(self) -> dict[str, Entry]:
+        if self._entries is None:
+            assert self._base is not None and self._overlay is not None
+            entries = dict(self._base.entries)
+            for name, entry in self._overlay.items():
+                if entry is None:
+                    entries.pop(name, None)
+                else:
+                    entries[name] = entry
+            self._entries, self._base, self._overlay, self._depth = entries, None, None, 0
+        return self._entries
+
+    def get(self, name: str) -> Entry | None:
+        """The entry ``name``, without building the whole map."""
+        node = self
+        while node._entries is None:
+            assert node._base is not None and node._overlay is not None
+            if name in node._overlay:
+                return node._overlay[name]
+            node = node._base
+        return node._entries.get(name)
 
 
 def parse_whole(raw: bytes) -> Parsed:
@@ -133,15 +171,14 @@ def derive(old: Parsed, raw: bytes) -> tuple[Parsed, Changed] | None:
     except ValueError:
         return None
     gone = dict(_entry_at(old.raw, p)[:2] for p in old.starts[first:at])
-    entries = dict(old.entries)
-    for name in gone:
-        del entries[name]
-    for name, entry in new_entries.items():
-        if name in entries:
-            return None  # a name twice: dulwich's reading decides
-        entries[name] = entry
+    if any(name not in gone and old.get(name) is not None for name in new_entries):
+        return None  # a name twice: dulwich's reading decides
+    if old._depth >= FLATTEN:
+        old.entries  # noqa: B018 (builds old's whole map: the chain stops here)
+    overlay: dict[str, Entry | None] = dict.fromkeys(gone)
+    overlay.update(new_entries)
     tail = old.starts[at:] if shift == 0 else [p + shift for p in old.starts[at:]]
-    parsed = Parsed(raw, old.starts[:first] + new_starts + tail, entries, True)
+    parsed = Parsed(raw, old.starts[:first] + new_starts + tail, None, True, old, overlay)
     changed: Changed = {}
     for name in gone.keys() | new_entries.keys():
         a, b = gone.get(name), new_entries.get(name)
@@ -168,6 +205,10 @@ class Trees:
     def entries(self, tree: ObjectID) -> dict[str, Entry]:
         """A tree's entries by name (mode, id)."""
         return self.parsed(tree).entries
+
+    def lookup(self, tree: ObjectID, name: str) -> Entry | None:
+        """One entry of a tree."""
+        return self.parsed(tree).get(name)
 
     def diff(self, old: ObjectID | None, new: ObjectID | None) -> Changed:
         """The names whose entries differ between two trees (None: empty),
