@@ -76,6 +76,7 @@ bench: $(BIN)/syncd
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python benchmarks/refuse_junk.py
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python benchmarks/authority_scale.py
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python benchmarks/fleet.py
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python benchmarks/show_scale.py
 
 clean:
 	rm -rf $(VENV) build .mypy_cache .ruff_cache .pytest_cache .hypothesis syncd_*.deb

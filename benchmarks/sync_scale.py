@@ -7,7 +7,10 @@ two subnets and an Ed25519 key.  Printed, as a table (best of --runs):
 * a no-op sync next to a no-op `git fetch` of the same repository into a
   clone (goal: <= 2x);
 * a one-file change: the signed commit is fetched, verified, validated and
-  exactly one file is written (goal: <= 3x `git fetch` of the same change).
+  exactly one file is written (goal: <= 3x `git fetch` of the same change);
+* the cost of asking every URL: a no-op pass with repo.url and two mirrors
+  next to the same pass with repo.url alone (the last column is then the
+  one-URL pass, not `git fetch`).
 
     python benchmarks/sync_scale.py [--nodes 10000] [--runs 3]
 """
@@ -117,6 +120,41 @@ def make_node(node: Path, url: str | Path, signers: Path) -> Path:
     return config
 
 
+def three_urls(tmp: Path, url: str, config: Path, runs: int, syncd: list[str]) -> list[tuple[str, float, float, str]]:
+    """The no-op pass with repo.url and two mirrors (every URL is asked for
+    its tip each pass) next to the same pass with repo.url alone; the
+    mirrors are `git clone --mirror` copies served by the same daemon."""
+    from syncd.node.config import load_config
+    from syncd.rules.validate import ParseCache
+    from syncd.sync.agent import sync_once
+
+    mirrors = []
+    for name in ("mirror1.git", "mirror2.git"):
+        run("git", "clone", "-q", "--mirror", tmp / "srv" / "hosts.git", tmp / "srv" / name)
+        mirrors.append(url.replace("hosts.git", name))
+    three = config.with_name("three.yaml")
+    text = config.read_text()
+    three.write_text(text.replace(f"url: '{url}'", f"url: '{url}', mirrors: {mirrors}"))
+    assert three.read_text() != text
+    one_loaded, three_loaded = load_config(config), load_config(three)
+    caches: tuple[ParseCache, ParseCache] = ({}, {})
+    one_times: list[float] = []
+    three_times: list[float] = []
+    for _ in range(runs + 1):  # the first round warms both caches
+        for loaded, cache, times in ((one_loaded, caches[0], one_times), (three_loaded, caches[1], three_times)):
+            start = time.perf_counter()
+            result = sync_once(loaded, parse_cache=cache)
+            times.append(time.perf_counter() - start)
+            assert result.status == "unchanged" and len(result.urls) == len(loaded.repo.urls), result
+            assert all(u.state == "current" for u in result.urls), result.urls
+    one_cli = [timed(*syncd, "sync", "-c", config)[0] for _ in range(runs)]
+    three_cli = [timed(*syncd, "sync", "-c", three)[0] for _ in range(runs)]
+    return [
+        ("no-op pass inside `syncd run`, 3 URLs (vs 1 URL)", min(three_times[1:]), min(one_times[1:]), "(3 vs 1)"),
+        ("no-op sync, 3 URLs (vs 1 URL)", min(three_cli), min(one_cli), "(3 vs 1)"),
+    ]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--nodes", type=int, default=10_000)
@@ -200,6 +238,7 @@ def main() -> int:
                 in_change.append(time.perf_counter() - start)
                 assert result.plan.update == ("node2",) and not result.plan.add, result.plan
             rows.append(("one-file change inside `syncd run`", min(in_change), min(git_change_times), "(steady state)"))
+            rows += three_urls(tmp, url, config, args.runs, syncd)
         finally:
             daemon.terminate()
             daemon.wait(timeout=10)

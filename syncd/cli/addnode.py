@@ -25,7 +25,7 @@ from syncd.findings import Finding, Severity
 from syncd.node.config import config_path, tinc_conf_name
 from syncd.node.privkeys import KeyPair, ed25519_keypair, rsa_keypair
 from syncd.node.tincdir import PlannedFile, existing, tinc_conf, tinc_down, tinc_up, write_all
-from syncd.rules.allocate import AllocationError, default_size, next_free, reserved
+from syncd.rules.allocate import AllocationError, claimed, default_size, next_free, reserved
 from syncd.rules.policy import POLICY_FILE, Policy
 from syncd.rules.tree import EntryKind, Snapshot, TreeEntry, snapshot
 from syncd.rules.validate import Report, check_tree
@@ -359,14 +359,8 @@ def _subnet(requested: str, policy: Policy, report: Report) -> Subnet:
         size = default_size(prefix)
     else:
         raise UsageError(f"--subnet auto needs `prefixes` or `allocate` in {POLICY_FILE}; give --subnet CIDR")
-    taken = [
-        s
-        for node, host in report.hosts.items()
-        for s, _ in host.subnets
-        if not (s.prefixlen < size and (policy.is_route(node, s) or policy.shared_entry(node, s) is not None))
-    ]
     try:
-        return next_free(prefix, size, taken)
+        return next_free(prefix, size, claimed(policy, report.hosts, size))
     except AllocationError as exc:
         raise RefusedError(str(exc)) from None  # no free subnet left: Reason.REFUSED
 

@@ -40,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     _completion_parser(commands)
     _log_parser(commands)
     _verify_parser(commands)
+    _show_parser(commands)
     return parser
 
 
@@ -228,6 +229,39 @@ def cmd_verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     options = Options.of(args.allowed_signers, args.no_follow_repo, args.verify, args.max_clock_skew, args.branch)
     repo = Path(args.repo or os.environ.get("GIT_DIR") or ".")
     return run(repo, options, args.revs, sys.stdin if args.pre_receive else None, out, err)
+
+
+def _show_parser(commands: _Commands) -> None:
+    show = commands.add_parser(
+        "show",
+        help="the network as the repository says it is: nodes, owners, last signed changes, allocation",
+        description=(
+            "Show every node of a hosts repository's working tree (default: .) with its subnets, Address "
+            "lines, key kinds, owners and the last signed change to its file (when, by whom, in which role), "
+            "the policy, how much of the allocate prefix is taken, and the nodes older than stale_after. "
+            "With -c CONFIG (or -c NET): the commit that node applied. Formats: a text table, JSON, a graphviz "
+            "graph (dot -Tsvg), or one self-contained HTML page. Exit 0; 2: usage or config error."
+        ),
+    )
+    show.add_argument("repo", nargs="?", default=None, metavar="REPO", help="repository working tree (default: .)")
+    show.add_argument("-c", "--config", metavar="CONFIG", help="a node's config (or NET): what it applied")
+    show.add_argument("--allowed-signers", metavar="FILE", help="the admins (default: REPO/allowed_signers)")
+    show.add_argument("--format", choices=("text", "json", "dot", "html"), default="text", help="output format")
+    show.add_argument("-o", "--output", metavar="FILE", help="write to FILE (atomically) instead of stdout")
+    show.set_defaults(handler=cmd_show)
+
+
+def cmd_show(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from syncd.cli.show import render, run
+
+    text = render(run(args.repo, args.config, args.allowed_signers), args.format)
+    if args.output is None:
+        out.write(text)
+    else:
+        from syncd.node.files import write_atomic
+
+        write_atomic(Path(args.output), text.encode(), 0o644)
+    return EXIT_OK
 
 
 def run_check(repo: Path | None, hosts_dir: Path | None) -> Report:

@@ -83,7 +83,11 @@ def node_status(config: Config, now: float | None = None) -> dict[str, object]:
         "hosts_dir": str(hosts),
         "healthy": not problems,
         "problems": problems,
-        "warnings": health_warnings(state, now),
+        "warnings": [
+            *health_warnings(state, now),
+            *own_file_stale(config, state, now),
+            *url_warnings(health),
+        ],
         "advice": advice,
         "last_applied": None
         if state.last_applied is None
@@ -108,6 +112,7 @@ def node_status(config: Config, now: float | None = None) -> dict[str, object]:
         if health.last_error is None
         else {"at": _iso(health.last_error_at), "reason": health.last_error_reason, "message": health.last_error},
         "consecutive_failures": health.failures,
+        "urls": health.urls,
     }
 
 
@@ -186,6 +191,62 @@ def health_warnings(state: State, now: float) -> list[str]:
     return warnings
 
 
+def own_file_stale(config: Config, state: State, now: float) -> list[str]:
+    """The node's own host file, when the applied commit's policy has
+    ``stale_after`` and the file had no signed change for that long: its
+    owners must renew it before an admin removes the node.  Read from the
+    store, which a pass only ever adds to."""
+    from syncd.errors import SyncdError
+    from syncd.git.repository import GitRepository
+    from syncd.node.state import STORE_DIR
+    from syncd.rules.owners import parse_owners
+    from syncd.rules.policy import policy_of
+    from syncd.rules.stale import is_stale, stale_message
+    from syncd.sync.lastchange import last_changes
+
+    store = config.state_dir / STORE_DIR
+    if state.last_applied is None or not (store / "objects").is_dir():
+        return []
+    repo = GitRepository.reading(store)
+    try:
+        policy, _ = policy_of(repo.policy_bytes(state.last_applied))
+        if policy.stale_after is None:
+            return []
+        history = last_changes(repo, state.last_applied, policy.hosts_dir, None)
+        path = f"{policy.hosts_dir}/{config.node}"
+        data = repo.file_at(state.last_applied, path, policy.max_file_bytes)
+    except SyncdError:
+        return []  # the next pass repairs the store and says so
+    finally:
+        repo.close()
+    change = history.changes.get(config.node)
+    when = change.when if change is not None else None
+    if data is None or not is_stale(when, policy.stale_after, now):
+        return []
+    owners = tuple((o.key, o.comment) for o in parse_owners(path, data).owners)
+    return [f"this node's own host file {path} is {stale_message(when, policy.stale_after, now, owners)}"]
+
+
+def url_warnings(health: Health) -> list[str]:
+    """A URL that lags, serves another line of history or fails: the node
+    may still be current through another one, but an operator should know."""
+    said = {
+        "behind": "serves an older commit than the applied one (a lagging or frozen mirror)",
+        "forked": "serves a commit of another line of history (a stale branch, or a hostile server)",
+        "ahead": "serves a newer commit that was not applied",
+        "failing": "offered no tip",
+    }
+    warnings = []
+    for url in health.urls:
+        state = str(url.get("state"))
+        if state in said:
+            tip = url.get("tip")
+            detail = _first_line(str(url.get("detail") or ""))
+            text = f"{url.get('url')} {said[state]}" + (f" ({tip[:12]})" if tip else "")
+            warnings.append(text + (f": {detail}" if detail else ""))
+    return warnings
+
+
 def verdict_line(status: dict[str, object]) -> str:
     """The first line: the verdict for a monitoring check (Nagios plugin
     style: ``SERVICE STATE: text | perfdata``)."""
@@ -246,6 +307,10 @@ def render_status(status: dict[str, object]) -> str:
     others = status["other_entries"]
     if isinstance(others, list) and others:
         lines.append(f"ignored:    {', '.join(others)} (not host files)")
+    urls = status.get("urls")
+    for url in urls if isinstance(urls, list) else []:
+        tip = str(url.get("tip") or "")[:12] or "-"
+        lines.append(f"url:        {url.get('url')} {url.get('state')} {tip}")
     reload = "pending" if status["reload_pending"] else f"last {status['last_reload'] or 'never'}"
     lines.append(f"reload:     {reload} ({status['reloads']} so far)")
     last = status["last_pass"]

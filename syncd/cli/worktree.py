@@ -7,13 +7,20 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from syncd.errors import UsageError
+from syncd.errors import UnsafeTreeError, UsageError
+from syncd.findings import Finding
 from syncd.rules.authority import admin_findings
 from syncd.rules.policy import POLICY_FILE
 from syncd.rules.tree import EntryKind, TreeEntry, without_gc
 from syncd.rules.validate import Report, check_tree
+
+if TYPE_CHECKING:
+    from syncd.signing.allowed_signers import AllowedSigner
+    from syncd.sync.lastchange import History
 
 
 class WorkTree:
@@ -57,15 +64,85 @@ class WorkTree:
 def run_check(repo: Path | None, hosts_dir: Path | None) -> Report:
     """``syncd check [REPO] [--hosts-dir DIR]``: read the tree and validate
     it, and the repository's own ``allowed_signers`` when it has one."""
+    return check_worktree(repo, hosts_dir, lean=True)[0]
+
+
+def check_worktree(
+    repo: Path | None,
+    hosts_dir: Path | None,
+    *,
+    with_history: bool = False,
+    signers: Sequence[AllowedSigner] | None = None,
+    lean: bool = False,
+) -> tuple[Report, dict[str, bytes], History]:
+    """``run_check``, with the valid nodes' host files and the history
+    (read when asked for, or when the policy has ``stale_after``: then the
+    nodes whose file had no signed change for that long are warned about).
+    ``signers``: the admins the history's roles are worked out from.
+    ``lean``: the findings are all the caller wants (``check_tree``): no
+    host file is returned, and each host's parse is kept only as far as the
+    checks across files need it."""
+    from syncd.sync.lastchange import NO_HISTORY
+
     tree = WorkTree(repo, hosts_dir)
     with without_gc():  # the process exits right after the check
-        report, _ = check_tree(tree, installed=hosts_dir is not None, lean=True)
-    signers = read_repo_file(tree.root, "allowed_signers") if tree.root is not None else None
-    if signers is not None:  # the admins, as the nodes read them (docs/trust.md)
-        found = admin_findings(signers, time.time())
+        report, files = check_tree(tree, installed=hosts_dir is not None, lean=lean)
+    found: list[Finding] = []
+    signers_file = read_repo_file(tree.root, "allowed_signers") if tree.root is not None else None
+    if signers_file is not None:  # the admins, as the nodes read them (docs/trust.md)
+        found += admin_findings(signers_file, time.time())
+    stale_after = report.policy.stale_after
+    history = NO_HISTORY
+    if tree.root is not None and hosts_dir is None and (with_history or stale_after is not None):
+        history = repo_history(tree.root, report.policy.hosts_dir, signers)
+    if stale_after is not None and history.known:  # a plain directory has no history to judge by
+        from syncd.rules.stale import stale_findings
+
+        last = {name: change.when for name, change in history.changes.items()}
+        hosts, where = report.hosts, report.policy.hosts_dir
+        found += stale_findings(hosts, where, last, history.at_tip, stale_after, time.time())
+    if found:
         findings = tuple(sorted((*report.findings, *found), key=lambda f: f.sort_key()))
         report = dataclasses.replace(report, findings=findings)
-    return report
+    return report, files, history
+
+
+def repo_history(root: Path, hosts_dir: str, admins: Sequence[AllowedSigner] | None) -> History:
+    """The last signed change of each host file, from the history of the
+    git repository at ``root`` (its ``HEAD``); ``NO_HISTORY`` when ``root``
+    is a plain directory or has no commit yet."""
+    from syncd.git.repository import GitRepository
+    from syncd.sync.lastchange import NO_HISTORY, last_changes
+
+    bare = (root / "objects").is_dir() and (root / "HEAD").is_file()
+    if not bare and not (root / ".git").exists():
+        return NO_HISTORY
+    dot_git = root / ".git"
+    if not bare and not _readable_git(dot_git):
+        raise UsageError(f"{dot_git}: not a git repository syncd can read", hint="git -C REPO status says why")
+    # a ".git" file (a linked worktree, a submodule) names the real one: git's reader follows it
+    repo = GitRepository.reading(root if bare or dot_git.is_file() else dot_git)
+    try:
+        try:
+            tip = repo.resolve("HEAD")
+        except UnsafeTreeError:
+            return NO_HISTORY  # no commit yet
+        return last_changes(repo, tip, hosts_dir, admins)
+    finally:
+        repo.close()
+
+
+def _readable_git(dot_git: Path) -> bool:
+    """A ``.git`` directory with its ``HEAD``, or a ``.git`` file naming
+    one (``gitdir: PATH``, relative to the file's directory)."""
+    if dot_git.is_dir():
+        return (dot_git / "HEAD").is_file()
+    try:
+        text = dot_git.read_text(errors="replace")
+    except OSError:
+        return False
+    target = text.removeprefix("gitdir:").strip()
+    return text.startswith("gitdir:") and (dot_git.parent / target / "HEAD").is_file()
 
 
 def read_policy(repo: Path) -> bytes | None:

@@ -32,7 +32,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from dulwich.client import get_transport_and_path
+from dulwich.client import GitClient, get_transport_and_path
 from dulwich.config import ConfigDict
 from dulwich.object_store import DiskObjectStore, ObjectStoreGraphWalker
 from dulwich.objects import Commit, ObjectID
@@ -124,41 +124,93 @@ class _Job:
     heads: tuple[ObjectID, ...]  # "have": the store holds every object they reach
     limits: FetchLimits
     objects: Path  # the quarantine's object directory
+    probe: bool = False  # only the ref advertisement: the tip, nothing fetched
+
+
+def advertised_tips(
+    urls: Sequence[str], ref: Ref, limits: FetchLimits, cancel: Callable[[], bool] | None = None
+) -> list[str | FetchError]:
+    """The tip of ``ref`` each URL advertises (or why it gave none): one
+    refs request per URL, all at once, each in a child process of its own
+    under the same ``repo.timeout``.  Nothing is fetched."""
+    jobs: list[_Job | FetchError] = []
+    for url in urls:
+        try:
+            _local_repository(url)
+        except FetchError as exc:
+            jobs.append(exc)
+            continue
+        jobs.append(_Job(url, ref, Path(), (), limits, Path(), probe=True))
+    answers = iter(_run_children([j for j in jobs if isinstance(j, _Job)], cancel))
+    tips: list[str | FetchError] = []
+    for job in jobs:
+        answer = job if isinstance(job, FetchError) else next(answers)
+        tips.append(answer if isinstance(answer, FetchError) else str(answer["tip"]))
+    return tips
 
 
 def _run_child(job: _Job, cancel: Callable[[], bool] | None) -> Mapping[str, object]:
-    url, limits = job.url, job.limits
-    shown = redact_url(url)
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: never returns
-        os.close(read_end)
-        _child(job, write_end)
-    os.close(write_end)
-    deadline = time.monotonic() + limits.timeout
-    data = b""
+    answer = _run_children([job], cancel)[0]
+    if isinstance(answer, FetchError):
+        raise answer
+    return answer
+
+
+def _run_children(jobs: Sequence[_Job], cancel: Callable[[], bool] | None) -> list[Mapping[str, object] | FetchError]:
+    """Run each job in a forked child, all at once; each child's report, or
+    why it gave none (``FetchTimeoutError`` when ``repo.timeout`` passed
+    first: the child's whole process group is killed)."""
+    children: dict[int, tuple[int, _Job]] = {}  # read end -> (pid, job)
+    data: dict[int, bytes] = {}
     try:
-        while True:
+        for job in jobs:
+            read_end, write_end = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # the child: never returns
+                os.close(read_end)
+                _child(job, write_end)
+            os.close(write_end)
+            children[read_end], data[read_end] = (pid, job), b""
+        deadline = time.monotonic() + max((j.limits.timeout for j in jobs), default=0)
+        waiting = set(children)
+        while waiting:
             if cancel is not None and cancel():
                 raise KeyboardInterrupt
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise FetchTimeoutError(f"{shown}: no complete answer within {limits.timeout:g} s (repo.timeout)")
-            ready, _, _ = select.select([read_end], [], [], min(POLL_SECONDS, remaining))
-            if ready:
-                chunk = os.read(read_end, 4096)
+                break
+            ready, _, _ = select.select(sorted(waiting), [], [], min(POLL_SECONDS, remaining))
+            for fd in ready:
+                chunk = os.read(fd, 4096)
                 if not chunk:
-                    break
-                data += chunk[: max(0, RESULT_LIMIT - len(data))]
-        os.waitpid(pid, 0)
-        pid = 0
+                    waiting.discard(fd)
+                data[fd] += chunk[: max(0, RESULT_LIMIT - len(data[fd]))]
+        answers: list[Mapping[str, object] | FetchError] = []
+        for fd, (pid, job) in list(children.items()):
+            shown = redact_url(job.url)
+            if fd in waiting:
+                _kill(pid)
+                limit = job.limits.timeout
+                answers.append(FetchTimeoutError(f"{shown}: no complete answer within {limit:g} s (repo.timeout)"))
+            else:
+                os.waitpid(pid, 0)
+                try:
+                    answers.append(_parse_report(data[fd], shown, job.limits))
+                except FetchError as exc:
+                    answers.append(exc)
+            children[fd] = (0, job)
+        return answers
     finally:
-        os.close(read_end)
-        if pid:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-    return _parse_report(data, shown, limits)
+        for fd, (pid, _) in children.items():
+            os.close(fd)
+            if pid:
+                _kill(pid)
+
+
+def _kill(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
 
 
 def _parse_report(data: bytes, shown: str, limits: FetchLimits) -> Mapping[str, object]:
@@ -183,7 +235,7 @@ def _child(job: _Job, report_fd: int) -> None:
         os.setsid()  # its own process group: ssh and friends die with it
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, signal.SIG_DFL)
-        report: dict[str, object] = {"kind": "ok", **_fetch_into(job)}
+        report: dict[str, object] = {"kind": "ok", **(_probe(job) if job.probe else _fetch_into(job))}
         code = 0
     except (_TooLargeError, PackTooLargeError) as exc:
         report = {"kind": "too-large", "message": str(exc)}
@@ -203,12 +255,25 @@ class _TooLargeError(Exception):
     pass
 
 
-def _fetch_into(job: _Job) -> dict[str, object]:
-    url, ref, store_path, heads, limits, objects = job.url, job.ref, job.store_path, job.heads, job.limits, job.objects
+def _client(job: _Job) -> tuple[GitClient, str]:
     settings = ConfigDict()
-    if limits.ca_file is not None:  # https:// with a private CA: git's http.sslCAInfo
-        settings.set((b"http",), b"sslCAInfo", os.fsencode(limits.ca_file))
-    client, path = get_transport_and_path(url, config=settings, ssh_command=limits.ssh_command, quiet=True)
+    if job.limits.ca_file is not None:  # https:// with a private CA: git's http.sslCAInfo
+        settings.set((b"http",), b"sslCAInfo", os.fsencode(job.limits.ca_file))
+    return get_transport_and_path(job.url, config=settings, ssh_command=job.limits.ssh_command, quiet=True)
+
+
+def _probe(job: _Job) -> dict[str, object]:
+    """The child's refs request: the tip of ``job.ref``, nothing fetched."""
+    client, path = _client(job)
+    tip = client.get_refs(path.encode() if isinstance(path, str) else path, ref_prefix=[job.ref]).refs.get(job.ref)
+    if tip is None:
+        raise NoBranchError(f"the remote has no branch {job.ref.decode()}")
+    return {"tip": tip.decode()}
+
+
+def _fetch_into(job: _Job) -> dict[str, object]:
+    ref, store_path, heads, limits, objects = job.ref, job.store_path, job.heads, job.limits, job.objects
+    client, path = _client(job)
     store = DiskObjectStore(os.fspath(store_path / "objects"))
     found: dict[str, ObjectID] = {}
 

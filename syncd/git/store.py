@@ -31,6 +31,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from dulwich.errors import ObjectFormatException
@@ -40,7 +41,7 @@ from dulwich.refs import Ref
 from dulwich.repo import Repo
 
 from syncd.errors import FetchError, IncompleteError, SignatureError, StoreRepairedError, SyncdError
-from syncd.git.fetch import FetchLimits, Received, fetch_failure, fetch_url
+from syncd.git.fetch import FetchLimits, Received, advertised_tips, fetch_failure, fetch_url
 from syncd.git.objects import check_connected, commit_info, complete, known_ids, object_id
 from syncd.git.repository import GitRepository
 from syncd.signing.commits import CommitInfo
@@ -48,6 +49,16 @@ from syncd.signing.commits import CommitInfo
 APPLIED_REF = Ref(b"refs/heads/syncd-applied")
 FETCHED_REF = Ref(b"refs/heads/syncd-fetched")
 BROKEN_SUFFIX = ".broken"  # where a corrupt store is set aside (one kept, for a post-mortem)
+
+
+@dataclass(frozen=True, slots=True)
+class Offer:
+    """What one URL offered in a fetch: the tip it advertises (its signature
+    verified, its objects complete in the store), or why it offered none."""
+
+    url: str  # redacted (``urls.redact_url``)
+    tip: str | None
+    error: SyncdError | None = None
 
 
 class GitStore:
@@ -113,49 +124,83 @@ class GitStore:
         limits: FetchLimits,
         verify_tip: Callable[[CommitInfo], object],
         cancel: Callable[[], bool] | None = None,
-    ) -> tuple[str, str]:
-        """Fetch ``branch`` from the first URL whose answer holds up.
+    ) -> list[Offer]:
+        """Ask every URL for ``branch`` and bring in what each offers.
 
-        Per URL, in order: fetch into a quarantine (deadline, size cap);
-        ``verify_tip`` the advertised tip's commit (it raises
-        ``SignatureError`` to refuse it) before anything else is read; check
-        that every object the new commits need arrived; then move the objects
-        in and record the tip.  A URL that fails any step costs nothing and
-        the next mirror is tried.  Returns ``(tip, redacted url)``."""
+        First every URL's refs request, all at once (``advertised_tips``;
+        with a single URL, its fetch is its refs request): when the store
+        holds a URL's tip, that is all the URL costs (its signature is
+        verified, unless it is the applied commit).  A tip not held yet is
+        fetched once, from the first URL advertising it, into a quarantine
+        (deadline, size cap); ``verify_tip`` its commit (it raises
+        ``SignatureError`` to refuse it) before anything else is read;
+        check that every object the new commits need arrived; then move the
+        objects in.  A URL that fails any step costs nothing more and its
+        ``Offer`` says why.  Which offered tip is applied is the apply
+        phase's choice (``sync.mirrors``).  Raises ``fetch_failure`` when no
+        URL offered a tip."""
         from syncd.git.urls import redact_url
 
         ref = Ref(f"refs/heads/{branch}".encode())
-        failures: list[SyncdError] = []
-        for url in urls:
-            heads = [sha for sha in map(self._ref, (APPLIED_REF, FETCHED_REF)) if sha is not None]
+        offers: list[Offer] = []
+        # one URL: its fetch is its refs request (a second connection would cost more than it saves)
+        advertising = advertised_tips(urls, ref, limits, cancel) if len(urls) > 1 else [None] * len(urls)
+        for url, advertised in zip(urls, advertising, strict=True):
+            shown = redact_url(url)
+            if isinstance(advertised, FetchError):
+                offers.append(Offer(shown, None, advertised))
+                continue
             try:
-                received = fetch_url(url, ref, self.path, list(dict.fromkeys(heads)), limits, cancel)
+                if advertised is not None and object_id(advertised) in self.store:  # only complete histories there
+                    self._accept(Received(advertised, None), verify_tip)
+                    offers.append(Offer(shown, advertised))
+                else:
+                    offers.append(Offer(shown, self._fetch_one(url, ref, limits, verify_tip, offers, cancel)))
             except (FetchError, SignatureError) as exc:
-                failures.append(exc)
-                continue
-            try:
-                self._accept(received, verify_tip)
-            except IncompleteError as exc:
-                if heads and not complete(self.store, heads):
-                    raise self.repaired(f"commits fetched before are missing objects ({exc.message})") from None
-                failures.append(FetchError(f"{redact_url(url)}: {exc.message}"))
-                continue
-            except SignatureError as exc:
-                failures.append(SignatureError(f"{exc.message} (from {redact_url(url)})"))
-                continue
-            finally:
-                received.discard()
-            return received.tip, redact_url(url)
-        raise fetch_failure(failures, branch)
+                offers.append(Offer(shown, None, _from(exc, shown)))
+        if all(o.tip is None for o in offers):
+            raise fetch_failure([o.error for o in offers if o.error is not None], branch)
+        return offers
+
+    def _fetch_one(
+        self,
+        url: str,
+        ref: Ref,
+        limits: FetchLimits,
+        verify_tip: Callable[[CommitInfo], object],
+        offers: list[Offer],
+        cancel: Callable[[], bool] | None,
+    ) -> str:
+        """Fetch ``ref`` from ``url`` (its tip is not in the store): the tip,
+        its objects moved in; raises ``FetchError`` or ``SignatureError``."""
+        known = [sha for sha in map(self._ref, (APPLIED_REF, FETCHED_REF)) if sha is not None]
+        known += [object_id(o.tip) for o in offers if o.tip is not None]
+        heads = list(dict.fromkeys(known))
+        received = fetch_url(url, ref, self.path, heads, limits, cancel)
+        try:
+            self._accept(received, verify_tip)
+        except IncompleteError:
+            if heads and not complete(self.store, heads):
+                raise self.repaired("commits fetched before are missing objects") from None
+            raise
+        finally:
+            received.discard()
+        return received.tip
 
     def _accept(self, received: Received, verify_tip: Callable[[CommitInfo], object]) -> None:
         if received.incoming is None:
             if self._ref(APPLIED_REF) != object_id(received.tip):  # the applied tip was verified when applied
                 verify_tip(self.repository.commit(received.tip))
-            self.repo.refs[FETCHED_REF] = object_id(received.tip)
+            if self._ref(FETCHED_REF) != object_id(received.tip):  # a no-op pass writes nothing
+                self.repo.refs[FETCHED_REF] = object_id(received.tip)
             return
         incoming = DiskObjectStore(os.fspath(received.incoming))
         try:
+            if object_id(received.tip) not in incoming:  # an empty pack, or one without the tip
+                raise IncompleteError(
+                    f"incomplete answer: it advertised {received.tip[:12]} but its pack does not hold it "
+                    "(nothing was kept)"
+                )
             try:
                 tip = commit_info(incoming, received.tip)
             except ObjectFormatException as exc:  # the pack was indexed, not parsed (packindex)
@@ -173,3 +218,12 @@ class GitStore:
     def pin_applied(self, sha: str) -> None:
         """Keep the applied commit referenced in the store (see module doc)."""
         self.repo.refs[APPLIED_REF] = object_id(sha)
+
+
+def _from(exc: FetchError | SignatureError, shown: str) -> SyncdError:
+    """One URL's failure, naming it once."""
+    if shown in exc.message:
+        return exc
+    if isinstance(exc, SignatureError):
+        return SignatureError(f"{exc.message} (from {shown})")
+    return type(exc)(f"{shown}: {exc.message}", reason=exc.reason, hint=exc.hint)

@@ -53,7 +53,7 @@ class RepoConfig:
     branch: str = "main"
     ssh_command: str | None = None  # e.g. "ssh -i /etc/syncd/deploy_key -o UserKnownHostsFile=..."
     ca_file: Path | None = None  # CA certificates for https:// (a private git server)
-    timeout: float = 60.0  # seconds for one URL's whole fetch; then the next mirror
+    timeout: float = 60.0  # seconds for one URL's whole fetch (the other URLs are asked all the same)
     max_fetch_bytes: int = 256 * 1024**2  # bytes received from one URL in one fetch
 
     @property

@@ -178,6 +178,27 @@ def _read_with_stat(path: str, limit: int) -> tuple[bytes, os.stat_result] | Non
         os.close(fd)
 
 
+def check_hosts_dir(hosts_dir: Path) -> None:
+    """``tinc.dir/hosts`` is a real directory (or not there yet): a symlink
+    would send every write and removal to wherever it points, and a file
+    cannot hold host files.  Asked before anything there is read or written;
+    exit 2 (``FatalIOError``), since no retry replaces it."""
+    try:
+        st = os.lstat(hosts_dir)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        return
+    link = stat.S_ISLNK(st.st_mode)
+    what = f"a symlink (to {hosts_dir.readlink()}), not a directory" if link else "not a directory"
+    raise FatalIOError(
+        f"{hosts_dir}: {what}; syncd installs host files only into a real directory, never through a link. "
+        "Nothing was read or installed",
+        hint=f"replace {hosts_dir} with a directory (rm {hosts_dir}; the next sync creates it and installs "
+        "every host file), or point tinc.dir in the node's config at the real tinc directory",
+    )
+
+
 def check_replaceable(hosts_dir: Path, names: tuple[str, ...]) -> None:
     """Before the first write: no name to be written is a directory, which
     the rename cannot replace (anything else there is replaced)."""
@@ -210,6 +231,7 @@ def apply_plan(hosts_dir: Path, plan: Plan, manifest: Mapping[str, FileStat]) ->
     """Write and remove what the plan says; return the new manifest.
 
     The caller saves the manifest (in the state) after this returns."""
+    check_hosts_dir(hosts_dir)
     make_dirs(hosts_dir)
     check_replaceable(hosts_dir, plan.writes)
     clean_temp_files(hosts_dir)
@@ -274,6 +296,7 @@ class HostsDir:
         self._read = installed_reader(path)
 
     def scan(self, manifest: Mapping[str, FileStat]) -> tuple[dict[str, str], set[str]]:
+        check_hosts_dir(self.path)
         return read_installed(self.path, manifest)
 
     def read(self, name: str) -> bytes | None:

@@ -54,14 +54,31 @@ def render(net: str, state: State, health: Health, max_age: float | None = None,
         "syncd_stale": None if age is None else int(stale),
         "syncd_learned_keys": sum(1 for f in state.manifest.values() if f.learned),
     }
-    label = net.replace("\\", "\\\\").replace('"', '\\"')
+    label = _label(net)
     lines = []
     for name, kind, help_text in _METRICS:
         value = values[name]
         if value is None:
             continue
         lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f'{name}{{net="{label}"}} {value}']
+    if health.urls:
+        lines += [f"# HELP {_URL_METRIC} {_URL_HELP}", f"# TYPE {_URL_METRIC} gauge"]
+        for url in health.urls:
+            tip = (url.get("tip") or "")[:12]
+            labels = f'net="{label}",url="{_label(url.get("url") or "")}",state="{_label(url.get("state") or "")}"'
+            lines.append(f'{_URL_METRIC}{{{labels},tip="{tip}"}} 1')
     return "\n".join(lines) + "\n"
+
+
+_URL_METRIC = "syncd_url_state"
+_URL_HELP = (
+    "Each URL of repo.url and repo.mirrors in the last pass that fetched: the tip it advertised and what that is "
+    "to the applied commit (current, behind, ahead, forked, failing)."
+)
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 def write_metrics(path: Path, net: str, state: State, health: Health, max_age: float | None = None) -> None:

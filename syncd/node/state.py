@@ -95,6 +95,9 @@ class Health:
     last_error_reason: str | None = None
     last_error_at: float | None = None
     failures: int = 0  # consecutive failed passes
+    # each URL of repo.url + repo.mirrors in the last pass that fetched:
+    # {"url", "tip", "state" (current, behind, ahead, forked, failing), "detail"}
+    urls: list[dict[str, str | None]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, object]:
         return {name: getattr(self, name) for name in self.__slots__}

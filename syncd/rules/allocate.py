@@ -8,9 +8,14 @@ sorted intervals and walked once: O(n log n), whatever the number of nodes.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
 from syncd.tinc.subnet import Kind, Subnet
+
+if TYPE_CHECKING:
+    from syncd.rules.policy import Policy
+    from syncd.tinc.hostfile import HostFile
 
 
 class AllocationError(ValueError):
@@ -54,3 +59,34 @@ def next_free(prefix: Subnet, size: int, taken: Iterable[Subnet]) -> Subnet:
     if candidate + step - 1 > prefix.last:
         raise AllocationError(f"no free /{size} left in {prefix}")
     return Subnet(prefix.kind, candidate, size)
+
+
+def claimed(policy: Policy, hosts: Mapping[str, HostFile], size: int) -> list[Subnet]:
+    """What takes space from blocks of ``/size``: every node's subnets but
+    a route or shared aggregate wider than a block (the gateway's ``::/0``
+    covers every node and takes nothing away)."""
+    return [
+        s
+        for node, host in hosts.items()
+        for s, _ in host.subnets
+        if not (s.prefixlen < size and (policy.is_route(node, s) or policy.shared_entry(node, s) is not None))
+    ]
+
+
+def used_blocks(prefix: Subnet, size: int, taken: Iterable[Subnet]) -> int:
+    """How many aligned ``/size`` blocks of ``prefix`` hold some of
+    ``taken``: the taken intervals merged, then counted block by block, in
+    one walk (O(n log n))."""
+    shift = prefix.bits - size
+    spans = sorted(
+        (max(s.first, prefix.first) >> shift, min(s.last, prefix.last) >> shift)
+        for s in taken
+        if s.kind == prefix.kind and s.overlaps(prefix)
+    )
+    used, end = 0, -1
+    for first, last in spans:
+        if last <= end:
+            continue
+        used += last - max(first, end + 1) + 1
+        end = last
+    return used

@@ -61,6 +61,7 @@ class Policy:
     legacy_rsa: bool = False  # tinc 1.1 networks: add-node also makes an RSA key for 1.0 peers
     join: str = "admins"  # one of JOIN_MODES
     max_blob_bytes: int = DEFAULT_MAX_BLOB_BYTES  # at least max_file_bytes
+    stale_after: float | None = None  # seconds: a host file with no signed change for longer is reported
     # where each node name was mentioned, for "names unknown nodes" findings
     node_mentions: tuple[tuple[str, str, int], ...] = ()  # (node, key path, line)
 
@@ -131,6 +132,7 @@ def parse_policy(data: bytes, path: str = POLICY_FILE) -> tuple[Policy, list[Fin
         "legacy_rsa": _bool,
         "join": _join,
         "max_blob_bytes": _blob_bytes,
+        "stale_after": _stale_after,
     }
     seen: set[str] = set()
     for key_node, value_node in root.value:
@@ -237,6 +239,20 @@ def _blob_bytes(node: yaml.Node, problems: _Problems) -> int | None:
         problems.add(node, "max_blob_bytes", f"{text!r} is over 1GiB")
         return None
     return size
+
+
+def _stale_after(node: yaml.Node, problems: _Problems) -> float | None:
+    """A duration (``365d``); ``null`` (the default) reports no node stale."""
+    from syncd.rules.units import parse_duration
+
+    text = _scalar(node, problems, "stale_after")
+    if text is None or node.tag == "tag:yaml.org,2002:null" or text in ("", "null", "~"):
+        return None
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        problems.add(node, "stale_after", str(exc))
+        return None
 
 
 def _subnet(node: yaml.Node, problems: _Problems, key: str) -> Subnet | None:

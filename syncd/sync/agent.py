@@ -23,10 +23,11 @@ from syncd.node.metrics import write_metrics
 from syncd.node.parseindex import ParseIndexFile, owners_of
 from syncd.node.privkeys import private_key_publics
 from syncd.node.reload import reload_tinc
-from syncd.node.state import FETCH_LOCK_FILE, StateDir, load_health, load_state, locked, save_health
+from syncd.node.state import FETCH_LOCK_FILE, StateDir, load_health, load_state, locked, read_log, save_health
 from syncd.rules.plan import Plan
+from syncd.sync.mirrors import Offered, apply_newest
 from syncd.sync.pipeline import run_pass
-from syncd.sync.ports import Ports, Settings, SyncResult
+from syncd.sync.ports import FAILING, Ports, Settings, SyncResult, UrlState
 from syncd.sync.trust import OwnerLookup, RepoAuthority
 
 if TYPE_CHECKING:
@@ -39,12 +40,12 @@ LOCK_TIMEOUT = 300.0  # seconds to wait for another sync of the same network
 
 @dataclass(frozen=True, slots=True)
 class Fetched:
-    """What the fetch phase brought: a tip whose signature verified, whose
-    objects are all in the store, and where it came from.  Who may have made
-    it is decided in the apply phase, commit by commit (``trust.RepoAuthority``)."""
+    """What the fetch phase brought: each URL's offer (a tip whose signature
+    verified and whose objects are all in the store, or why it offered
+    none).  Which tip is applied, and who may have made it, is decided in
+    the apply phase (``mirrors.apply_newest``, ``trust.RepoAuthority``)."""
 
-    tip: str
-    url: str
+    offers: tuple[Offered, ...]
 
 
 def sync_once(
@@ -82,9 +83,11 @@ def sync_once(
             fetched = _fetch(config, cancel, progress)
         except Exception as exc:
             if not dry_run:
+                failing = _all_failing(config, exc)
                 with contextlib.suppress(TransientError), locked(config.state_dir, LOCK_TIMEOUT):
-                    record_outcome(config, exc, pass_duration(started))
+                    record_outcome(config, exc, failing, pass_duration(started))
             raise
+    urls: list[tuple[UrlState, ...]] = []
     with locked(config.state_dir, LOCK_TIMEOUT):
         try:
             signers = load_signers(config)
@@ -95,15 +98,28 @@ def sync_once(
                 dry_run=dry_run,
                 allow_rewind=allow_rewind,
                 parse_cache=parse_cache,
+                on_states=urls.append,
             )
         except Exception as exc:
             if not dry_run:
-                record_outcome(config, exc, pass_duration(started))
+                record_outcome(config, exc, urls[-1] if urls else None, pass_duration(started))
             raise
         result = replace(result, duration_s=pass_duration(started))
         if not dry_run:
-            record_outcome(config, result, result.duration_s)
+            record_outcome(config, result, result.urls or None, result.duration_s)
         return result
+
+
+def _all_failing(config: Config, exc: Exception) -> tuple[UrlState, ...] | None:
+    """Each URL failing, when no URL offered a tip (``fetch_failure``: the
+    message names each); None for any other failure of the fetch phase."""
+    from syncd.errors import ConfigError, FetchError, SignatureError
+    from syncd.git.urls import redact_url
+
+    if not isinstance(exc, FetchError | SignatureError | ConfigError):
+        return None
+    message = outcome(exc).message
+    return tuple(UrlState(redact_url(url), None, FAILING, message) for url in config.repo.urls)
 
 
 def pass_duration(started: float) -> float:
@@ -112,19 +128,19 @@ def pass_duration(started: float) -> float:
 
 
 def _fetch(config: Config, cancel: Callable[[], bool] | None, progress: bool = False) -> Fetched:
-    """The fetch phase: the tip of the first URL whose answer holds up,
-    its signature verified (in git's own encoding) before anything else is
-    read, and complete in the store (``GitStore.fetch``)."""
+    """The fetch phase: the tip each URL advertises, its signature verified
+    (in git's own encoding) before anything else is read, and complete in
+    the store (``GitStore.fetch``)."""
     from syncd.signing.commits import signing_key
 
     with locked(config.state_dir, LOCK_TIMEOUT, FETCH_LOCK_FILE):
         store = GitStore(config.state_dir / "repo.git", writes=FETCHED_REF)
         try:
             limits = fetch_limits(config, progress)
-            tip, url = store.fetch(config.repo.urls, config.repo.branch, limits, signing_key, cancel)
+            offers = store.fetch(config.repo.urls, config.repo.branch, limits, signing_key, cancel)
         finally:
             store.close()
-    return Fetched(tip, url)
+    return Fetched(tuple((o.url, o.tip, o.error) for o in offers))
 
 
 def _sync(
@@ -135,17 +151,15 @@ def _sync(
     dry_run: bool,
     allow_rewind: bool,
     parse_cache: ParseCache | None = None,
+    on_states: Callable[[tuple[UrlState, ...]], None] = lambda _: None,
 ) -> SyncResult:
     """The apply phase (under the network's lock): ``pipeline.run_pass``
-    with the real ports."""
+    with the real ports, on the newest offered tip that passes
+    (``mirrors.apply_newest``)."""
     states = StateDir(config.state_dir)
-    if fetched is not None:
-        tip, url = fetched.tip, fetched.url
-    else:  # drift repair: the last applied commit, from the store
-        last = states.load().last_applied
-        if last is None:
-            return SyncResult("unchanged", "", None, "(local store)", Plan())
-        tip, url = last, "(local store)"
+    last = states.load().last_applied if fetched is None else None
+    if fetched is None and last is None:  # drift repair of a node that never synced
+        return SyncResult("unchanged", "", None, "(local store)", Plan())
     store = GitStore(config.state_dir / "repo.git", writes=APPLIED_REF)
     try:
         index = ParseIndexFile(config.state_dir)
@@ -160,6 +174,7 @@ def _sync(
             pin_applied=store.pin_applied,
             own_keys=lambda: private_key_publics(config.tinc.dir),
             reload=lambda: reload_tinc(config.tinc, config.net),
+            applied_log=lambda: {entry.commit for entry in read_log(config.state_dir)},
         )
         settings = Settings(
             node=config.node,
@@ -169,18 +184,39 @@ def _sync(
             tinc_dir=config.tinc.dir,
             rewind_command=config.command("sync --allow-rewind"),
         )
-        return run_pass(ports, settings, tip, url, dry_run=dry_run, allow_rewind=allow_rewind, parse_cache=parse_cache)
+
+        def run(tip: str, url: str) -> SyncResult:
+            return run_pass(
+                ports, settings, tip, url, dry_run=dry_run, allow_rewind=allow_rewind, parse_cache=parse_cache
+            )
+
+        if fetched is None:  # drift repair: the last applied commit, from the store
+            assert last is not None
+            return run(last, "(local store)")
+
+        def previous() -> list[UrlState]:  # --allow-rewind checks every tip afresh
+            return [] if allow_rewind else [UrlState.from_json(u) for u in load_health(config.state_dir).urls]
+
+        return apply_newest(repo, lambda: states.load().last_applied, fetched.offers, run, on_states, previous)
     finally:
         store.close()
 
 
-def record_outcome(config: Config, result: SyncResult | Exception, duration: float | None = None) -> None:
-    """Record a pass (and how long it took, in seconds) in ``health.json``
-    and the metrics file.  The caller
-    holds the network's lock (``state.locked``): two passes writing health at
-    once could count a failure twice or lose one."""
+def record_outcome(
+    config: Config,
+    result: SyncResult | Exception,
+    urls: tuple[UrlState, ...] | None = None,
+    duration: float | None = None,
+) -> None:
+    """Record a pass in ``health.json`` and the metrics file, with each
+    URL's offer (``urls``; None: as the last pass that fetched saw them) and
+    how long the pass took (``duration``, seconds).
+    The caller holds the network's lock (``state.locked``): two passes
+    writing health at once could count a failure twice or lose one."""
     now = time.time()
     health = load_health(config.state_dir)
+    if urls is not None:
+        health = replace(health, urls=[u.to_json() for u in urls])
     if isinstance(result, SyncResult):
         health = replace(health, last_outcome=result.status, last_success_at=now, failures=0)
     else:

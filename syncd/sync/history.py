@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import datetime
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import TYPE_CHECKING
 
 from syncd.errors import Reason, RefusedError, UnsafeTreeError
@@ -35,13 +35,15 @@ def verify_history(
     tip: CommitInfo,
     allow_rewind: bool,
     now: float | None = None,
+    applied: Callable[[], Collection[str]] | None = None,
 ) -> list[tuple[CommitInfo, Signed | None]]:
     """The rollback guard, the clock and size guards and the authority of
     every new commit (``authority``): the commits after the last
     applied one, newest first, each with who signed it and in which role
     (None when ``trust.verify: tip`` left it unchecked).  Raises
     ``RefusedError`` naming the offending commit.  ``now``: the verifier's
-    clock (default: the system's)."""
+    clock (default: the system's); ``applied()``: every commit this node
+    applied (its audit log), for a substituted branch (``resumed_branch``)."""
     last = state.last_applied
     guard = _Guard(repo, settings, state, time.time() if now is None else now)
     if tip.sha == last:
@@ -52,6 +54,8 @@ def verify_history(
     stop: str | None = last
     if last is not None and (not repo.has(last) or not repo.is_ancestor(last, tip.sha)):
         stop = _same_signed_content(repo, last, tip.sha)
+        if stop is None and applied is not None:
+            stop = resumed_branch(repo, last, tip.sha, applied)
         if stop is None and not allow_rewind:
             raise RefusedError(
                 f"the remote's {settings.branch} ({tip.sha[:12]}) does not descend from the last applied commit "
@@ -83,6 +87,37 @@ def _same_signed_content(repo: Repository, last: str, tip: str) -> str | None:
         return None
     wanted = repo.commit(last).payload
     return next((info.sha for info in repo.ancestors(tip) if info.payload == wanted), None)
+
+
+def resumed_branch(repo: Repository, last: str, tip: str, applied: Callable[[], Collection[str]]) -> str | None:
+    """The applied commit a tip that does not descend from the last applied
+    one resumes from, when the node was given a commit of another line of
+    history (docs/trust.md, "A substituted branch"): the newest commit on
+    the tip's first-parent chain that this node applied (its audit log),
+    provided the tip itself is no commit the node applied nor one the last
+    applied commit contains (never a step back), and has strictly more
+    commits on its first-parent chain after that commit than the last
+    applied one has.  None otherwise.  The commits after it are then checked
+    like any new commits."""
+    if not repo.has(last):
+        return None
+    done = applied()
+    if tip in done or not done or repo.is_ancestor(tip, last):
+        return None
+    ahead, at = 0, tip
+    while at not in done:
+        parents = repo.commit(at).parents
+        if not parents:
+            return None  # no applied commit on its first-parent chain
+        at, ahead = parents[0], ahead + 1
+    base = at
+    behind, at = 0, last
+    while at != base:
+        parents = repo.commit(at).parents
+        if not parents:
+            break  # the base is not on the applied commit's own first-parent chain: count all of it
+        at, behind = parents[0], behind + 1
+    return base if ahead > behind else None
 
 
 class _Guard:

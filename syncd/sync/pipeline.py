@@ -53,7 +53,9 @@ def run_pass(
     """One pass for ``tip`` (fetched from ``url``).  See the module doc."""
     state = ports.state.load()
     tip_info = ports.repo.commit(tip)
-    history = verify_history(ports.repo, ports.authority, settings, state, tip_info, allow_rewind)
+    history = verify_history(
+        ports.repo, ports.authority, settings, state, tip_info, allow_rewind, applied=ports.applied_log
+    )
     new_commits = len(history)
     signer = history[0][1] if history and history[0][1] is not None else Signed(state.signer or "")
     base = SyncResult("unchanged", tip, signer.name or None, url, Plan(), previous=state.last_applied)

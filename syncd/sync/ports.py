@@ -12,7 +12,7 @@ them, its installed files and its parse index (``syncd verify`` has neither).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -54,6 +54,41 @@ class Settings:
     rewind_command: str = "syncd sync --allow-rewind"
 
 
+# What a URL of repo.url + repo.mirrors offered, against the applied commit (``mirrors.url_states``)
+CURRENT, BEHIND, AHEAD, FORKED, FAILING = "current", "behind", "ahead", "forked", "failing"
+
+
+@dataclass(frozen=True, slots=True)
+class UrlState:
+    """One URL in the last pass: the tip it advertised and what that is to
+    the applied commit; ``detail`` says why it failed or was refused."""
+
+    url: str  # redacted
+    tip: str | None
+    state: str  # CURRENT, BEHIND, AHEAD, FORKED or FAILING
+    detail: str | None = None
+    reason: str | None = None  # the refusal's (errors.Reason), when the tip was refused
+    against: str | None = None  # the applied commit the state is relative to
+
+    def to_json(self) -> dict[str, str | None]:
+        return {
+            "url": self.url,
+            "tip": self.tip,
+            "state": self.state,
+            "detail": self.detail,
+            "reason": self.reason,
+            "applied": self.against,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, object]) -> UrlState:
+        def text(key: str) -> str | None:
+            value = data.get(key)
+            return value if isinstance(value, str) else None
+
+        return cls(text("url") or "", text("tip"), text("state") or "", text("detail"), text("reason"), text("applied"))
+
+
 @dataclass(frozen=True, slots=True)
 class SyncResult:
     status: str  # "applied", "unchanged" or "planned" (dry run)
@@ -69,6 +104,7 @@ class SyncResult:
     # Ed25519 keys tincd appended to installed files (name → key), first seen in this pass
     learned: Mapping[str, str] = field(default_factory=dict)
     duration_s: float | None = None  # seconds the pass took, fetch included (set by ``agent.sync_once``)
+    urls: tuple[UrlState, ...] = ()  # each URL's offer in this pass (none: no fetch)
 
     def __post_init__(self) -> None:
         # a reload that was due and did not happen (tincd not running) is
@@ -173,3 +209,5 @@ class Ports:
     pin_applied: Callable[[str], None]  # keep the applied commit referenced in the store (git.store.GitStore)
     own_keys: Callable[[], list[tuple[str, PublicKey]]]  # (file, public key) of the node's private keys
     reload: Callable[[], Reloaded]
+    # every commit this node applied (the audit log), read only for a tip that does not descend from the last
+    applied_log: Callable[[], Collection[str]] = frozenset
