@@ -297,6 +297,7 @@ def profile_summary(net: Network, saved: Path, top: int) -> tuple[float, str]:
 
 
 def bench(tmp: Path, nodes: int, commits: int, runs: int, top: int) -> tuple[list[str], str]:
+    (tmp / "srv").mkdir()  # git daemon serves what will be there
     with git_daemon(tmp / "srv") as url:
         return _bench(tmp, nodes, url, commits, runs, top)
 
