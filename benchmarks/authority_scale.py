@@ -12,11 +12,15 @@ The commits are real: each is signed by `ssh-keygen -Y sign -n git` with its
 signer's key, and written as git writes a signed commit (the `gpgsig`
 header last, ssh-keygen's armour); the objects are loose objects in the
 server's repository (`git fsck` checks them), the chain is checked by
-`git verify-commit` at its tip.  The node fetches from a local path.
+`git verify-commit` at its tip.  The node fetches from a real `git daemon`
+on 127.0.0.1, as a node fetches from its server (git packs what it sends).
 
 Printed: a table (wall time of the pass as a `syncd sync` process and inside
 one process, as `syncd run` does it: the median of --runs, then the fastest
-and the slowest; commits per second; goal: under 2 s for 1,000 commits) and a cProfile summary of the in-process pass.
+and the slowest; commits per second), each goal beside its measure (1,000
+commits in at most 2 s at 1,000 nodes; at 10,000 nodes at most 1.5 times the
+1,000-node figure: a commit costs what it changes, not the size of the
+network), and a cProfile summary of the in-process pass.
 
     python benchmarks/authority_scale.py [--nodes 1000 10000] [--commits 1000] [--runs 3]
 """
@@ -24,30 +28,34 @@ and the slowest; commits per second; goal: under 2 s for 1,000 commits) and a cP
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import hashlib
 import io
 import os
 import pstats
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from sync_scale import GIT_ENV as SCALE_GIT_ENV
-from sync_scale import make_node
+from sync_scale import free_port, make_node
 
 from syncd.tinc.keys import tinc_b64encode
 
 GIT_ENV = {**SCALE_GIT_ENV, "LC_ALL": "C"}
-GOAL_SECONDS = 2.0  # for 1,000 commits
+GOAL_SECONDS = 2.0  # for 1,000 commits at 1,000 nodes
+GOAL_GROWTH = 1.5  # the pass at 10,000 nodes against the pass at 1,000
 
 
 def run(*args: str | Path, cwd: Path | None = None, stdin: bytes | None = None) -> bytes:
@@ -130,7 +138,30 @@ class Network:
     root_files: dict[str, bytes]
 
 
-def make_network(tmp: Path, nodes: int) -> Network:
+@contextlib.contextmanager
+def git_daemon(base: Path) -> Iterator[str]:
+    """A ``git daemon`` serving the repositories under ``base`` on
+    127.0.0.1; the URL of ``hosts.git``.  Stopped (by its pid) on exit."""
+    port = free_port()
+    daemon = subprocess.Popen(
+        ["git", "daemon", "--reuseaddr", "--export-all", f"--base-path={base}", "--listen=127.0.0.1",
+         f"--port={port}", str(base)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 10
+        while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
+            if time.monotonic() > deadline:
+                raise SystemExit("git daemon did not start")
+            time.sleep(0.05)
+        yield f"git://127.0.0.1:{port}/hosts.git"
+    finally:
+        daemon.terminate()
+        daemon.wait(10)
+
+
+def make_network(tmp: Path, nodes: int, url: str) -> Network:
     keys = tmp / "keys"
     keys.mkdir()
     admin = new_signer(keys, "admin")
@@ -159,7 +190,7 @@ def make_network(tmp: Path, nodes: int) -> Network:
     base = run("git", "rev-parse", "HEAD", cwd=work).decode().strip()
 
     node_dir = tmp / "node"
-    config = make_node(node_dir, server, tmp / "allowed_signers")
+    config = make_node(node_dir, url, tmp / "allowed_signers")
     out = run(sys.executable, "-m", "syncd", "sync", "-c", config).decode()
     assert f"{nodes} added" in out, out
     return Network(server, config, node_dir, base, admin, owners, hosts, root_files)
@@ -266,8 +297,14 @@ def profile_summary(net: Network, saved: Path, top: int) -> tuple[float, str]:
 
 
 def bench(tmp: Path, nodes: int, commits: int, runs: int, top: int) -> tuple[list[str], str]:
+    (tmp / "srv").mkdir()  # git daemon serves what will be there
+    with git_daemon(tmp / "srv") as url:
+        return _bench(tmp, nodes, url, commits, runs, top)
+
+
+def _bench(tmp: Path, nodes: int, url: str, commits: int, runs: int, top: int) -> tuple[list[str], str]:
     t0 = time.perf_counter()
-    net = make_network(tmp, nodes)
+    net = make_network(tmp, nodes, url)
     made = time.perf_counter() - t0
     t0 = time.perf_counter()
     tip, admin_commits, owner_commits, changed = add_commits(net, commits)
@@ -289,7 +326,6 @@ def bench(tmp: Path, nodes: int, commits: int, runs: int, top: int) -> tuple[lis
         f"{commits / wall:,.0f}",
         f"{inside:.2f} ({min(insides):.2f}-{max(insides):.2f})",
         f"{share:.0%}",
-        "yes" if wall * 1000 / commits < GOAL_SECONDS else "NO",
     ]
     return row, profile
 
@@ -301,22 +337,34 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--top", type=int, default=15, help="functions shown in the profile")
     args = parser.parse_args()
-    rows, profiles = [], []
+    rows, profiles, walls = [], [], {}
     for nodes in args.nodes:
         with tempfile.TemporaryDirectory(prefix="syncd-authority-bench-") as tmp_name:
             row, profile = bench(Path(tmp_name), nodes, args.commits, args.runs, args.top)
             print(" | ".join(row), file=sys.stderr)  # a later, larger network may fail or be cut short
             rows.append(row)
             profiles.append((nodes, profile))
+            walls[nodes] = float(row[3].split()[0])
+    goals = [goal(nodes, walls, args.commits) for nodes in args.nodes]
     for nodes, profile in profiles:
         print(f"\n## cProfile of the in-process pass, {nodes:,} nodes\n\n```\n{profile.strip()}\n```")
     print()
     print("| nodes | new commits | files changed | `syncd sync` (s): median (min-max) | commits/s |", end="")
     print(" in-process pass (s): median (min-max) |", end="")
-    print(" verifying the history | goal < 2 s/1k |\n|---:|---|---:|---:|---:|---:|---:|---|")
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
-    return 0 if all(row[-1] == "yes" for row in rows) else 1
+    print(" verifying the history | goal | measured | met |\n|---:|---|---:|---:|---:|---:|---:|---|---:|---|")
+    for row, (wanted, measured, met) in zip(rows, goals, strict=True):
+        print("| " + " | ".join([*row, wanted, measured, "yes" if met else "NO"]) + " |")
+    return 0 if all(met for _, _, met in goals) else 1
+
+
+def goal(nodes: int, walls: dict[int, float], commits: int) -> tuple[str, str, bool]:
+    """The goal for the pass at ``nodes`` (the ``syncd sync`` median), the
+    measure it is held to, and whether it is met."""
+    per_1k = walls[nodes] * 1000 / commits
+    if nodes <= 1_000 or 1_000 not in walls:
+        return f"<= {GOAL_SECONDS:g} s per 1k commits", f"{per_1k:.2f} s", per_1k <= GOAL_SECONDS
+    growth = walls[nodes] / walls[1_000]
+    return f"<= {GOAL_GROWTH:g}x the 1k-node pass", f"{growth:.2f}x", growth <= GOAL_GROWTH
 
 
 if __name__ == "__main__":

@@ -216,6 +216,8 @@ def test_an_unexpected_error_does_not_stop_the_agent(tmp_path: Path, monkeypatch
 
     loop = runloop.RunLoop(config, Log())
     assert loop._pass(fetch=True) == 5.0
+    took = events[0][2].pop("duration_s")  # a failed pass says how long it took too
+    assert isinstance(took, float) and 0 <= took < 5
     assert events == [
         (
             "critical",

@@ -174,9 +174,16 @@ def test_metrics_file(tmp_path: Path) -> None:
     assert 'syncd_consecutive_failures{net="inet6"} 0' in text
     assert "# TYPE syncd_reloads_total counter" in text
     assert 'syncd_last_success_timestamp_seconds{net="inet6"}' in text
+    assert "# TYPE syncd_pass_duration_seconds gauge" in text
     hub.change("unsigned", lambda w: None, key=None)
+    started = time.monotonic()
     node.sync()
-    assert 'syncd_consecutive_failures{net="inet6"} 1' in metrics.read_text()
+    took = time.monotonic() - started
+    text = metrics.read_text()
+    assert 'syncd_consecutive_failures{net="inet6"} 1' in text
+    # a refused pass reports its duration too: more than nothing, less than the whole command
+    duration = float(text.split('syncd_pass_duration_seconds{net="inet6"} ', 1)[1].split()[0])
+    assert 0 < duration <= took
 
 
 def test_notifier_sends_datagrams(tmp_path: Path) -> None:

@@ -359,11 +359,15 @@ def test_log_mode_emits_journald_json_events(hub: Hub, node: Node) -> None:
     assert code == 0
     assert [(p, e["event"]) for p, e in events] == [("<6>", "sync.applied")]
     assert events[0][1]["added"] == 3 and events[0][1]["signer"] == "admin@example.org"
-    assert [e["event"] for _, e in logged()[1]] == ["sync.unchanged"]
+    unchanged = logged()[1]
+    assert [e["event"] for _, e in unchanged] == ["sync.unchanged"]
     hub.change("unsigned", lambda w: None, key=None)
-    code, events = logged()
+    code, refused = logged()
     assert code == 1
-    assert [(p, e["event"], e["reason"]) for p, e in events] == [("<3>", "sync.refused", "signature")]
+    assert [(p, e["event"], e["reason"]) for p, e in refused] == [("<3>", "sync.refused", "signature")]
+    # every pass says how long it took, whatever its outcome
+    for event in (events[0][1], unchanged[0][1], refused[0][1]):
+        assert isinstance(event["duration_s"], float) and 0 < event["duration_s"] < 60, event
 
 
 def test_a_state_of_the_sha256_manifest_is_upgraded_without_rewriting_a_file(hub: Hub, node: Node) -> None:

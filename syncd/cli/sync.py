@@ -80,19 +80,26 @@ def _sync_logged(config: Config, args: argparse.Namespace, err: TextIO) -> int:
     systemd timer: one JSON object per line in the journal).  A failure is
     logged exactly as ``run`` logs it."""
     from syncd.cli.logsetup import get_logger, setup_logging
-    from syncd.sync.agent import sync_once
+    from syncd.sync.agent import pass_duration, sync_once
     from syncd.sync.runloop import log_failure, log_result
 
     setup_logging(err)
     log = get_logger()
+    started = time.monotonic()
     try:
         result = sync_once(config, dry_run=args.dry_run, allow_rewind=args.allow_rewind)
     except (Exception, KeyboardInterrupt) as exc:
         failed = outcome(exc)
-        log_failure(log, config, failed)
+        log_failure(log, config, failed, duration_s=pass_duration(started))
         return failed.exit_code
     if args.dry_run:
-        log.info("sync.planned", net=config.net, commit=result.commit, plan=result.plan.describe())
+        log.info(
+            "sync.planned",
+            net=config.net,
+            commit=result.commit,
+            plan=result.plan.describe(),
+            duration_s=result.duration_s,
+        )
     else:
         log_result(log, config, result)
     return EXIT_OK

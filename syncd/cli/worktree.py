@@ -64,7 +64,7 @@ class WorkTree:
 def run_check(repo: Path | None, hosts_dir: Path | None) -> Report:
     """``syncd check [REPO] [--hosts-dir DIR]``: read the tree and validate
     it, and the repository's own ``allowed_signers`` when it has one."""
-    return check_worktree(repo, hosts_dir)[0]
+    return check_worktree(repo, hosts_dir, lean=True)[0]
 
 
 def check_worktree(
@@ -73,16 +73,20 @@ def check_worktree(
     *,
     with_history: bool = False,
     signers: Sequence[AllowedSigner] | None = None,
+    lean: bool = False,
 ) -> tuple[Report, dict[str, bytes], History]:
     """``run_check``, with the valid nodes' host files and the history
     (read when asked for, or when the policy has ``stale_after``: then the
     nodes whose file had no signed change for that long are warned about).
-    ``signers``: the admins the history's roles are worked out from."""
+    ``signers``: the admins the history's roles are worked out from.
+    ``lean``: the findings are all the caller wants (``check_tree``): no
+    host file is returned, and each host's parse is kept only as far as the
+    checks across files need it."""
     from syncd.sync.lastchange import NO_HISTORY
 
     tree = WorkTree(repo, hosts_dir)
     with without_gc():  # the process exits right after the check
-        report, files = check_tree(tree, installed=hosts_dir is not None)
+        report, files = check_tree(tree, installed=hosts_dir is not None, lean=lean)
     found: list[Finding] = []
     signers_file = read_repo_file(tree.root, "allowed_signers") if tree.root is not None else None
     if signers_file is not None:  # the admins, as the nodes read them (docs/trust.md)

@@ -50,6 +50,7 @@ from syncd.errors import (
     SignatureError,
     SyncdError,
 )
+from syncd.git.packindex import add_pack
 from syncd.git.packscan import PackFormatError, PackTooLargeError, scan_pack
 from syncd.git.urls import local_path, redact_url
 
@@ -316,7 +317,7 @@ def _fetch_into(job: _Job) -> dict[str, object]:
         scan_pack(fh, limits.max_bytes)
     incoming = DiskObjectStore(os.fspath(job.objects))
     with open(pack_path, "rb") as fh:
-        incoming.add_thin_pack(fh.read, None)
+        add_pack(incoming, fh.read)  # indexed, not parsed: the parent parses what it reads
     pack_path.unlink()
     return {"tip": tip.decode(), "new": True, "received": meter.received}
 

@@ -11,11 +11,13 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
+from dulwich.errors import ObjectFormatException
 from dulwich.object_store import DiskObjectStore
 from dulwich.objects import Commit, ObjectID, Tree, hex_to_filename, hex_to_sha
 
 from syncd.errors import UnsafeTreeError
 from syncd.git.packscan import PackFormatError, index_object_ids, inflate_prefix, packed_size
+from syncd.git.treediff import RawTree, Trees
 from syncd.rules.plan import blob_id as plan_blob_id
 from syncd.rules.tree import EntryKind
 from syncd.signing.commits import CommitInfo, split_commit
@@ -35,11 +37,12 @@ def entry_kind(mode: int) -> EntryKind:
     return EntryKind.FILE if stat.S_ISREG(mode) else EntryKind.OTHER
 
 
-def commit_info(store: DiskObjectStore, sha: str) -> CommitInfo:
-    """A commit read from ``store`` (size-checked first), its signature split
-    off exactly as git does (``commits.split_commit``)."""
+def commit_info(store: DiskObjectStore, sha: str, sizes: ObjectSizes | None = None) -> CommitInfo:
+    """A commit read from ``store`` (size-checked first, by ``sizes`` if
+    given), its signature split off exactly as git does
+    (``commits.split_commit``)."""
     oid = object_id(sha)
-    size = object_size(store, oid)
+    size = sizes(oid) if sizes is not None else object_size(store, oid)
     if size > MAX_COMMIT_BYTES:
         raise UnsafeTreeError(f"commit {sha} is {size} bytes, over {MAX_COMMIT_BYTES}")
     obj = store[oid]
@@ -51,47 +54,49 @@ def commit_info(store: DiskObjectStore, sha: str) -> CommitInfo:
     return CommitInfo(sha, signed.payload, signed.signature, obj.commit_time, parents, summary, signed.noncanonical)
 
 
-TreeEntries = Callable[[ObjectID], dict[str, tuple[int, ObjectID]]]  # a tree's entries by name: (mode, id)
 Changes = Iterator[tuple[str, ObjectID | None]]
 
 
-def diff_trees(entries: TreeEntries, old: ObjectID | None, new: ObjectID | None) -> Changes:
+def diff_trees(trees: Trees, old: ObjectID | None, new: ObjectID | None) -> Changes:
     """Every path whose entry differs between two trees, with the blob it names in
     ``new`` (None: removed, or a submodule's commit); identical subtrees are
-    skipped unread."""
-    yield from _diff(entries, old, new, "")
+    skipped unread, and a tree is compared with its old self on its raw
+    bytes (``treediff``): only the entries that differ are parsed."""
+    yield from _diff(trees, old, new, "")
 
 
-def _diff(entries: TreeEntries, old: ObjectID | None, new: ObjectID | None, prefix: str) -> Changes:
-    if old == new:
-        return
-    before = entries(old) if old is not None else {}
-    after = entries(new) if new is not None else {}
-    for name in before.keys() | after.keys():
-        a, b = before.get(name), after.get(name)
-        if a == b:
-            continue
+def _diff(trees: Trees, old: ObjectID | None, new: ObjectID | None, prefix: str) -> Changes:
+    for name, (a, b) in trees.diff(old, new).items():
         a_dir = a is not None and stat.S_ISDIR(a[0])
         b_dir = b is not None and stat.S_ISDIR(b[0])
         if a_dir or b_dir:
-            yield from _diff(entries, a[1] if a and a_dir else None, b[1] if b and b_dir else None, f"{prefix}{name}/")
+            yield from _diff(trees, a[1] if a and a_dir else None, b[1] if b and b_dir else None, f"{prefix}{name}/")
         if b is not None and not b_dir:
             yield prefix + name, None if b[0] == SUBMODULE_MODE else b[1]
         elif a is not None and not a_dir:
             yield prefix + name, None
 
 
+Pending = tuple[ObjectID, str, str, ObjectID | None]  # object, kind, what, a complete tree to compare it with
+
+
 def check_connected(store: DiskObjectStore, known: Callable[[ObjectID], bool], tip: ObjectID) -> str | None:
     """Walk everything ``tip`` reaches in ``store``, skipping objects in
     those ``known`` (complete by the store's invariant); return the first missing
     object, described, or None.  Blobs are checked for presence, never read;
-    commits and trees are size-checked before they are read."""
+    commits and trees are size-checked before they are read.
+
+    A commit's tree is compared with its first parent's (``treediff``):
+    only the entries that differ are followed, since the parent's tree is
+    itself complete (known, or walked here), so a commit costs what it
+    changes, not the size of its tree."""
     seen: set[ObjectID] = set()
-    pending: list[tuple[ObjectID, str, str]] = [(tip, "commit", "the tip")]
+    pending: list[Pending] = [(tip, "commit", "the tip", None)]
     sizes = ObjectSizes(store)
+    trees = Trees(raw_tree_reader(store, sizes))
     try:
         while pending:
-            oid, kind, what = pending.pop()
+            oid, kind, what, like = pending.pop()
             if oid in seen or known(oid):
                 continue
             seen.add(oid)
@@ -99,25 +104,73 @@ def check_connected(store: DiskObjectStore, known: Callable[[ObjectID], bool], t
                 return f"{kind} {oid.decode()} ({what}) is missing"
             if kind == "blob":
                 continue
-            limit = MAX_COMMIT_BYTES if kind == "commit" else MAX_TREE_BYTES
-            if sizes(oid) > limit:
-                raise UnsafeTreeError(f"{kind} {oid.decode()} is over {limit} bytes")
+            if kind == "tree":
+                pending.extend(_new_entries(trees, store, like, oid))
+                continue
+            if sizes(oid) > MAX_COMMIT_BYTES:
+                raise UnsafeTreeError(f"{kind} {oid.decode()} is over {MAX_COMMIT_BYTES} bytes")
             obj = store[oid]
-            if isinstance(obj, Commit) and kind == "commit":
-                pending.append((obj.tree, "tree", f"root tree of {oid.decode()[:12]}"))
-                pending.extend((p, "commit", f"parent of {oid.decode()[:12]}") for p in obj.parents)
-            elif isinstance(obj, Tree) and kind == "tree":
-                for name in obj:  # unsorted: iteritems() would sort every tree
-                    mode, child_id = obj[name]
-                    if mode == SUBMODULE_MODE or child_id in seen:
-                        continue  # a gitlink names a commit of another repository
-                    child = "tree" if stat.S_ISDIR(mode) else "blob"
-                    pending.append((child_id, child, name.decode("utf-8", "replace")))
-            else:
+            if not isinstance(obj, Commit):
                 return f"{oid.decode()} ({what}) is a {obj.type_name.decode()}, not a {kind}"
+            pending.append((obj.tree, "tree", f"root tree of {oid.decode()[:12]}", _tree_of(store, obj.parents)))
+            pending.extend((p, "commit", f"parent of {oid.decode()[:12]}", None) for p in obj.parents)
+    except NotATreeError as exc:
+        return f"{exc.oid.decode()} ({what}) is a {exc.kind}, not a tree"
+    except ObjectFormatException as exc:  # packs are indexed unparsed (packindex): parsed here, first
+        return f"{kind} {oid.decode()} ({what}) does not parse: {exc}"
     finally:
         sizes.close()
     return None
+
+
+def _tree_of(store: DiskObjectStore, parents: Sequence[ObjectID]) -> ObjectID | None:
+    """The root tree of the first parent, when it is there to compare with."""
+    if not parents or parents[0] not in store:
+        return None
+    parent = store[parents[0]]
+    return parent.tree if isinstance(parent, Commit) else None
+
+
+def _new_entries(trees: Trees, store: DiskObjectStore, like: ObjectID | None, tree: ObjectID) -> Iterator[Pending]:
+    """The entries of ``tree`` to follow: those not the same in ``like``
+    (None, or not there: all), each with its counterpart in ``like`` when
+    both are trees."""
+    changed = trees.diff(like if like is not None and like in store else None, tree)
+    for name, (before, entry) in changed.items():
+        if entry is None or entry[0] == SUBMODULE_MODE:
+            continue  # removed; or a gitlink, which names a commit of another repository
+        mode, child = entry
+        if stat.S_ISDIR(mode):
+            counterpart = before[1] if before is not None and stat.S_ISDIR(before[0]) else None
+            yield child, "tree", name, counterpart
+        else:
+            yield child, "blob", name, None
+
+
+class NotATreeError(UnsafeTreeError):
+    """An object named as a tree is something else."""
+
+    def __init__(self, oid: ObjectID, type_num: int) -> None:
+        self.oid = oid
+        self.kind = {1: "commit", 3: "blob", 4: "tag"}.get(type_num, f"object of type {type_num}")
+        super().__init__(f"{oid.decode()} is a {self.kind}, not a tree")
+
+
+def raw_tree_reader(store: DiskObjectStore, sizes: ObjectSizes) -> RawTree:
+    """A tree's raw bytes from ``store``, its size checked (from its header,
+    by ``sizes``) first; a missing object raises KeyError (damage: the
+    caller judges)."""
+
+    def raw(tree: ObjectID) -> bytes:
+        size = sizes(tree)
+        if size > MAX_TREE_BYTES:
+            raise UnsafeTreeError(f"tree {tree.decode()} is {size} bytes, over {MAX_TREE_BYTES}")
+        kind, data = store.get_raw(tree)
+        if kind != Tree.type_num:
+            raise NotATreeError(tree, kind)
+        return data
+
+    return raw
 
 
 def nothing_known(_oid: ObjectID) -> bool:
@@ -155,7 +208,19 @@ class ObjectSizes:
 
         Packed objects: see ``packscan.packed_size``; loose objects start
         with ``"<type> <size>\\0"`` (zlib).  At most a few dozen bytes are
-        inflated, whatever the object's size."""
+        inflated, whatever the object's size.  An object in none of the packs
+        listed at the start looks again in the packs there are now (one
+        kept for a whole pass sees a pack moved in meanwhile)."""
+        try:
+            return self._size(sha)
+        except KeyError:
+            packs = list(self.store.packs)
+            if [p.data.path for p in packs] == [p.data.path for p in self.packs]:
+                raise
+            self.packs = packs
+            return self._size(sha)
+
+    def _size(self, sha: ObjectID) -> int:
         for pack in self.packs:
             try:
                 offset = pack.index.object_offset(sha)

@@ -34,14 +34,14 @@ from syncd.git.objects import (
     diff_trees,
     entry_kind,
     object_id,
-    object_size,
+    raw_tree_reader,
 )
+from syncd.git.treediff import Trees
 from syncd.rules.policy import POLICY_FILE
 from syncd.rules.tree import EntryKind, TreeEntry
 from syncd.signing.commits import CommitInfo
 
 MAX_POLICY_BYTES = 1 << 20
-TREE_CACHE = 64  # parsed trees kept per pass (a 10k-node hosts tree is about a megabyte parsed)
 
 # What reading a damaged store raises (a missing object, a bad checksum or
 # zlib stream, an unparsable object): the store is repaired, not the input refused.
@@ -57,8 +57,10 @@ class GitRepository:
         self.store = store
         self.on_damage = on_damage  # what damage found while reading raises (given why)
         self._changed: dict[str, dict[str, ObjectID | None]] = {}
-        self._parsed: dict[ObjectID, dict[str, tuple[int, ObjectID]]] = {}
-        self._sizes: ObjectSizes | None = None
+        self._commits: dict[str, CommitInfo] = {}
+        self._sizes = ObjectSizes(store)  # the pack list read once: dulwich lists the pack directory each time
+        # trees parsed once per pass, a child's by way of its parent's
+        self._trees = Trees(raw_tree_reader(store, self._sizes))
 
     @classmethod
     def reading(cls, path: Path) -> GitRepository:
@@ -100,8 +102,7 @@ class GitRepository:
         return (target[16:].decode("utf-8", "replace"),) if target.startswith(b"ref: refs/heads/") else ()
 
     def close(self) -> None:
-        if self._sizes is not None:
-            self._sizes.close()
+        self._sizes.close()
         self.repo.close()
 
     # --- history --------------------------------------------------------------------
@@ -110,8 +111,11 @@ class GitRepository:
         return object_id(sha) in self.store
 
     def commit(self, sha: str) -> CommitInfo:
-        with self._repairing():
-            return commit_info(self.store, sha)
+        known = self._commits.get(sha)  # a pass reads each new commit more than once
+        if known is None:
+            with self._repairing():
+                known = self._commits[sha] = commit_info(self.store, sha, self._sizes)
+        return known
 
     def ancestors(self, tip: str, stop: str | None = None) -> Iterator[CommitInfo]:
         """Commits reachable from ``tip`` and not from ``stop``, newest first
@@ -166,8 +170,8 @@ class GitRepository:
         """The size of each blob ``sha`` adds or changes against its first
         parent (anywhere in its tree), by path, from the object headers."""
         changes = self._changes(sha)
-        with self._repairing(), contextlib.closing(ObjectSizes(self.store)) as sizes:
-            return {path: sizes(oid) for path, oid in changes.items() if oid is not None}
+        with self._repairing():
+            return {path: self._sizes(oid) for path, oid in changes.items() if oid is not None}
 
     def _changes(self, sha: str) -> dict[str, ObjectID | None]:
         known = self._changed.get(sha)
@@ -181,21 +185,9 @@ class GitRepository:
                 parent = self.store[commit.parents[0]]
                 assert isinstance(parent, Commit)
                 old = parent.tree
-            changes = dict(sorted(diff_trees(self._entries, old, commit.tree)))
+            changes = dict(sorted(diff_trees(self._trees, old, commit.tree)))
         self._changed[sha] = changes
         return changes
-
-    def _entries(self, tree: ObjectID) -> dict[str, tuple[int, ObjectID]]:
-        """A tree's entries by name (mode, id), parsed once per pass: a run of
-        commits shares its trees (each one is a child's parent)."""
-        known = self._parsed.get(tree)
-        if known is None:
-            parsed = self._tree(tree, "a tree")  # iterated unsorted: iteritems() sorts every time
-            known = {name.decode("utf-8", "replace"): parsed[name] for name in parsed}
-            if len(self._parsed) >= TREE_CACHE:
-                self._parsed.pop(next(iter(self._parsed)))
-            self._parsed[tree] = known
-        return known
 
     # --- trees ----------------------------------------------------------------------
 
@@ -222,21 +214,16 @@ class GitRepository:
             tree = self._hosts_tree(commit, hosts_dir, max_files)
             entries = []
             known = sizes or {}
-            header = ObjectSizes(self.store)
-            try:
-                for item in tree.iteritems():
-                    name = item.path.decode("utf-8", "replace")
-                    kind = entry_kind(item.mode)
-                    if kind is EntryKind.FILE:
-                        blob = item.sha.decode("ascii")
-                        size = known.get(blob)
-                        entries.append(
-                            TreeEntry(name, kind, size if size is not None else header(item.sha), None, blob)
-                        )
-                    else:
-                        entries.append(TreeEntry(name, kind, 0, None))
-            finally:
-                header.close()
+            for item in tree.iteritems():
+                name = item.path.decode("utf-8", "replace")
+                kind = entry_kind(item.mode)
+                if kind is EntryKind.FILE:
+                    blob = item.sha.decode("ascii")
+                    size = known.get(blob)
+                    size = size if size is not None else self._sizes(item.sha)
+                    entries.append(TreeEntry(name, kind, size, None, blob))
+                else:
+                    entries.append(TreeEntry(name, kind, 0, None))
             return entries
 
     def file_at(self, sha: str, path: str, limit: int) -> bytes | None:
@@ -250,7 +237,7 @@ class GitRepository:
             for part in path.split("/"):
                 if not stat.S_ISDIR(mode):
                     return None
-                found = self._entries(oid).get(part)
+                found = self._trees.lookup(oid, part)
                 if found is None:
                     return None
                 mode, oid = found
@@ -297,7 +284,7 @@ class GitRepository:
         return self._tree(info.tree, "the root tree")
 
     def _tree(self, sha: ObjectID, what: str) -> Tree:
-        size = object_size(self.store, sha)
+        size = self._sizes(sha)
         if size > MAX_TREE_BYTES:
             raise UnsafeTreeError(f"{what} is {size} bytes, over {MAX_TREE_BYTES}")
         tree = self.store[sha]
@@ -306,14 +293,7 @@ class GitRepository:
         return tree
 
     def _read_blob(self, sha: ObjectID, limit: int, what: str) -> bytes:
-        if self._sizes is None:  # the packs, listed once (a first sync reads 10k blobs)
-            self._sizes = ObjectSizes(self.store)
-        try:
-            size = self._sizes(sha)
-        except KeyError:  # perhaps in a pack that arrived since: list them again
-            self._sizes.close()
-            self._sizes = ObjectSizes(self.store)
-            size = self._sizes(sha)
+        size = self._sizes(sha)
         if size > limit:
             raise UnsafeTreeError(f"{what} is {size} bytes, over {limit}")
         return self._sizes.read(sha)

@@ -34,6 +34,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from dulwich.errors import ObjectFormatException
 from dulwich.object_store import DiskObjectStore
 from dulwich.objects import ObjectID
 from dulwich.refs import Ref
@@ -200,7 +201,11 @@ class GitStore:
                     f"incomplete answer: it advertised {received.tip[:12]} but its pack does not hold it "
                     "(nothing was kept)"
                 )
-            verify_tip(commit_info(incoming, received.tip))
+            try:
+                tip = commit_info(incoming, received.tip)
+            except ObjectFormatException as exc:  # the pack was indexed, not parsed (packindex)
+                raise IncompleteError(f"the tip {received.tip} does not parse: {exc} (nothing was kept)") from None
+            verify_tip(tip)
             missing = check_connected(incoming, known_ids(self.store), object_id(received.tip))
         finally:
             incoming.close()

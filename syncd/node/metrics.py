@@ -14,6 +14,7 @@ from syncd.node.state import Health, State
 _METRICS = (
     ("syncd_last_success_timestamp_seconds", "gauge", "When the last pass succeeded (Unix time)."),
     ("syncd_last_pass_timestamp_seconds", "gauge", "When the last pass ended, successful or not (Unix time)."),
+    ("syncd_pass_duration_seconds", "gauge", "How long the last pass took, successful or not (seconds)."),
     ("syncd_last_applied_commit_timestamp_seconds", "gauge", "Committer time of the last applied commit."),
     ("syncd_consecutive_failures", "gauge", "Passes that failed in a row (0 after a success)."),
     ("syncd_files_managed", "gauge", "Host files syncd installed and keeps in sync."),
@@ -44,6 +45,7 @@ def render(net: str, state: State, health: Health, max_age: float | None = None,
     values = {
         "syncd_last_success_timestamp_seconds": health.last_success_at,
         "syncd_last_pass_timestamp_seconds": health.last_pass_at,
+        "syncd_pass_duration_seconds": health.last_pass_duration,
         "syncd_last_applied_commit_timestamp_seconds": state.commit_time,
         "syncd_consecutive_failures": health.failures,
         "syncd_files_managed": len(state.manifest),

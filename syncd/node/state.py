@@ -88,6 +88,7 @@ class Health:
     state file itself byte-for-byte as it was."""
 
     last_pass_at: float | None = None
+    last_pass_duration: float | None = None  # seconds, from the pass's start to its outcome
     last_outcome: str | None = None  # applied, unchanged, refused, config, transient, ...
     last_success_at: float | None = None
     last_error: str | None = None

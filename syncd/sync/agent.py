@@ -74,6 +74,8 @@ def sync_once(
     ``status`` and metrics, while the network's lock is held: a pass that
     could not take the lock records nothing, since the pass that holds it
     records its own.  A Ctrl-C is not recorded: it says nothing about the node.
+    The pass's duration, from its start to its outcome, is the result's
+    ``duration_s`` and the metrics' ``syncd_pass_duration_seconds``.
 
     The fetch runs under a lock of its own (``fetch.lock``), not the
     network's: a fetch waiting on a slow server (up to ``repo.timeout`` per
@@ -88,6 +90,7 @@ def sync_once(
     is recorded with the outcome; ``on_applied(commit)`` is called once a
     fetched commit is installed and recorded, before tincd's reload (which
     may take a second): ``syncd run`` tells other agents then."""
+    started = time.monotonic()
     fetched: Fetched | None = None
     if fetch:
         try:
@@ -96,7 +99,7 @@ def sync_once(
             if not dry_run:
                 failing = _all_failing(config, exc)
                 with contextlib.suppress(TransientError), locked(config.state_dir, LOCK_TIMEOUT):
-                    record_outcome(config, exc, failing, trigger)
+                    record_outcome(config, exc, failing, trigger, pass_duration(started))
             raise
     urls: list[tuple[UrlState, ...]] = []
     with locked(config.state_dir, LOCK_TIMEOUT):
@@ -114,10 +117,11 @@ def sync_once(
             )
         except Exception as exc:
             if not dry_run:
-                record_outcome(config, exc, urls[-1] if urls else None, trigger)
+                record_outcome(config, exc, urls[-1] if urls else None, trigger, pass_duration(started))
             raise
+        result = replace(result, duration_s=pass_duration(started))
         if not dry_run:
-            record_outcome(config, result, result.urls or None, trigger)
+            record_outcome(config, result, result.urls or None, trigger, result.duration_s)
         return result
 
 
@@ -131,6 +135,11 @@ def _all_failing(config: Config, exc: Exception) -> tuple[UrlState, ...] | None:
         return None
     message = outcome(exc).message
     return tuple(UrlState(redact_url(url), None, FAILING, message) for url in config.repo.urls)
+
+
+def pass_duration(started: float) -> float:
+    """Seconds since ``started`` (``time.monotonic``), to the millisecond."""
+    return round(time.monotonic() - started, 3)
 
 
 def _fetch(config: Config, cancel: Callable[[], bool] | None, progress: bool = False) -> Fetched:
@@ -224,10 +233,11 @@ def record_outcome(
     result: SyncResult | Exception,
     urls: tuple[UrlState, ...] | None = None,
     trigger: Trigger | None = None,
+    duration: float | None = None,
 ) -> None:
     """Record a pass in ``health.json`` and the metrics file, with each
-    URL's offer (``urls``; None: as the last pass that fetched saw them)
-    and what started it (``trigger``).
+    URL's offer (``urls``; None: as the last pass that fetched saw them),
+    what started it (``trigger``) and how long it took (``duration``, seconds).
     The caller holds the network's lock (``state.locked``): two passes
     writing health at once could count a failure twice or lose one."""
     now = time.time()
@@ -235,12 +245,11 @@ def record_outcome(
     if urls is not None:
         health = replace(health, urls=[u.to_json() for u in urls])
     if isinstance(result, SyncResult):
-        health = replace(health, last_pass_at=now, last_outcome=result.status, last_success_at=now, failures=0)
+        health = replace(health, last_outcome=result.status, last_success_at=now, failures=0)
     else:
         failure = outcome(result)
         health = replace(
             health,
-            last_pass_at=now,
             last_outcome=failure.reason,
             last_error=failure.message,
             last_error_reason=failure.reason,
@@ -250,6 +259,7 @@ def record_outcome(
     quiet = trigger is not None and trigger.kind == "drift" and getattr(result, "status", "") == "unchanged"
     if trigger is not None and not quiet:  # a drift check after syncd's own writes is no pass worth showing
         health = trigger.recorded(health)
+    health = replace(health, last_pass_at=now, last_pass_duration=duration)
     # Neither a full disk nor an unreadable state file may hide the pass's
     # own outcome, which the caller returns or raises next.
     with contextlib.suppress(OSError, SyncdError):

@@ -103,6 +103,7 @@ class SyncResult:
     commit_time: int | None = None  # the committer time of ``commit`` (for staleness)
     # Ed25519 keys tincd appended to installed files (name → key), first seen in this pass
     learned: Mapping[str, str] = field(default_factory=dict)
+    duration_s: float | None = None  # seconds the pass took, fetch included (set by ``agent.sync_once``)
     urls: tuple[UrlState, ...] = ()  # each URL's offer in this pass (none: no fetch)
 
     def __post_init__(self) -> None:

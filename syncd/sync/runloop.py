@@ -46,7 +46,7 @@ from syncd.node.files import make_dirs
 from syncd.node.notify import Notifier
 from syncd.node.state import Trigger
 from syncd.rules.validate import ParseCache
-from syncd.sync.agent import stale_warning, sync_once
+from syncd.sync.agent import pass_duration, stale_warning, sync_once
 from syncd.sync.ears import Ears
 from syncd.sync.ports import SyncResult
 from syncd.tinc import learnedkey
@@ -201,6 +201,7 @@ class RunLoop:
         (a refused commit or a broken config waits for someone to act).
         A pass that applied a new tip tells other agents (``Ears.passed``)."""
         trigger = trigger or self.ears.trigger("poll")
+        started = time.monotonic()
         try:
             result = sync_once(
                 self.config,
@@ -213,7 +214,14 @@ class RunLoop:
         except Exception as exc:  # a bug or a library surprise too: the agent stays up
             self.failures += 1
             failed = outcome(exc)
-            log_failure(self.log, self.config, failed, failures=self.failures, **_trigger_fields(trigger))
+            log_failure(
+                self.log,
+                self.config,
+                failed,
+                failures=self.failures,
+                duration_s=pass_duration(started),
+                **_trigger_fields(trigger),
+            )
             verdict = "refused" if failed.exit_code == EXIT_REFUSED else "failing"
             self.notifier.status(f"{verdict} ({failed.reason}): {failed.message[:200]}")
             return self._backoff() if failed.retry else self._jittered()
@@ -312,6 +320,7 @@ def log_result(
         "added": len(plan.add),
         "updated": len(plan.update),
         "removed": len(plan.remove),
+        "duration_s": result.duration_s,
     }
     if result.status == "applied":
         if repair or result.previous == result.commit:
@@ -319,7 +328,9 @@ def log_result(
         else:
             log.info("sync.applied", **fields, new_commits=result.new_commits, url=redact_url(result.url))
     elif result.status == "unchanged" and not repair:
-        log.info("sync.unchanged", **(trigger or {}), net=config.net, commit=result.commit)
+        log.info(
+            "sync.unchanged", **(trigger or {}), net=config.net, commit=result.commit, duration_s=result.duration_s
+        )
     for warning in result.warnings:
         log.warning("check.warning", net=config.net, finding=warning)
     for name, key in result.learned.items():

@@ -77,6 +77,7 @@ class RepoAuthority:
         self._roles: dict[str | None, Roles] = {}
         self._later: dict[str | None, tuple[str | None, CommitInfo, tuple[str, ...]]] = {}
         self._admins_memo: dict[str, tuple[AllowedSigner, ...]] = {}
+        self._admins_parsed: dict[bytes, tuple[AllowedSigner, ...]] = {}  # by the file's content
 
     # --- one commit -----------------------------------------------------------------
 
@@ -226,11 +227,14 @@ class RepoAuthority:
         """The roles at ``info`` from those at its parent and what it changed."""
         if any(host_name(p, roles.hosts_dir) is None for p in paths):
             return self._read_roles(info.sha)  # the policy or the admins may have changed
+        names = [n for p in paths if (n := host_name(p, roles.hosts_dir)) is not None]
+        files = self._host_files(info.sha, roles.hosts_dir, names)
+        if self._same_roles(roles, files):
+            return roles  # the usual commit: host files edited, their owner lines as they were
         owners = dict(roles.owners)
         comments = dict(roles.comments)
         dropped: set[bytes] = set()
-        names = [n for p in paths if (n := host_name(p, roles.hosts_dir)) is not None]
-        for name, data in self._host_files(info.sha, roles.hosts_dir, names).items():
+        for name, data in files.items():
             before = owners.pop(name, frozenset())
             if data is None:
                 dropped.update(before)
@@ -245,16 +249,31 @@ class RepoAuthority:
             comments.pop(key, None)
         return roles.evolved(owners, comments, names)
 
+    def _same_roles(self, roles: Roles, files: dict[str, bytes | None]) -> bool:
+        """Whether host files changed to ``files`` leave ``roles`` as they
+        are: each file still there, with the owner keys and comments it had."""
+        for name, data in files.items():
+            if data is None or name not in roles.owners:
+                return False
+            keys, named = owner_keys(f"{roles.hosts_dir}/{name}", data)
+            if keys != roles.owners[name] or any(roles.comments.get(k) != c for k, c in named.items()):
+                return False
+        return True
+
     def _admins(self, sha: str) -> tuple[AllowedSigner, ...]:
         if not self.follow_repo:
             return self.local
         data = self.repo.file_at(sha, REPO_SIGNERS, MAX_SIGNERS_BYTES)
         if data is None:
             return self.local
+        known = self._admins_parsed.get(data)  # most commits leave the file as it was
+        if known is not None:
+            return known
         try:
             admins = tuple(parse_allowed_signers(data, f"{REPO_SIGNERS} of commit {sha[:12]}"))
             if not any(s.allows_namespace("git") for s in admins):
                 raise AllowedSignersError("it lists no admin who may sign commits: no admin commit could follow it")
+            self._admins_parsed[data] = admins
             return admins
         except AllowedSignersError as exc:
             raise RefusedError(
