@@ -59,6 +59,19 @@ def test_a_notice_round_trips_and_anything_else_is_not_one() -> None:
         ("Subnet = ::/0\nSubnet = 00:11:22:33:44:55\nSubnet = 2002:102:304::/64\n", "2002:102:304::1"),
         ("Address = 1.2.3.4\n", None),
         ("-----BEGIN RSA PUBLIC KEY-----\nSubnet = 10.0.0.1\n", None),
+        # never the wildcard (every interface), multicast or broadcast: an owner's line cannot make
+        # an agent listen beyond one address, nor others send beyond one host
+        ("Subnet = 10.0.0.1\n# syncd-notify: 0.0.0.0\n", None),
+        ("# syncd-notify: ::\nSubnet = 10.0.0.1\n", None),
+        ("# syncd-notify: 224.0.0.1\n", None),
+        ("# syncd-notify: ff02::1\n", None),
+        ("# syncd-notify: 255.255.255.255\n", None),
+        ("Subnet = 0.0.0.0/32\n", None),
+        ("Subnet = ::/128\n", None),
+        ("Subnet = 255.255.255.255/32\n", None),
+        # an IPv6 subnet's address stays IPv6, however small
+        ("Subnet = ::/96\n", "::1"),
+        ("Subnet = ::a00:5/128\n", "::a00:5"),
     ],
 )
 def test_an_agents_address_comes_from_its_host_file(text: str, expected: str | None) -> None:

@@ -135,14 +135,25 @@ def _first_address(text: str) -> str | None:
     if parsed.kind == Kind.MAC or parsed.prefixlen == 0:
         return None
     first = parsed.first if parsed.prefixlen == parsed.bits else parsed.first + 1
-    return str(ipaddress.ip_address(first) if parsed.kind == Kind.IPV6 else ipaddress.IPv4Address(first))
+    address = ipaddress.IPv6Address(first) if parsed.kind == Kind.IPV6 else ipaddress.IPv4Address(first)
+    return str(address) if _one_host(address) else None
 
 
 def _address(text: str) -> str | None:
     try:
-        return str(ipaddress.ip_address(text))
+        address = ipaddress.ip_address(text)
     except ValueError:
         return None
+    return str(address) if _one_host(address) else None
+
+
+def _one_host(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """An address of one host: not the wildcard (``0.0.0.0``, ``::``: an
+    agent bound there listens on every interface, and one sent to reaches
+    the sender itself), nor multicast or broadcast (a notification sent
+    there leaves the VPN for every host of the sender's link)."""
+    broadcast = address.version == 4 and address == ipaddress.IPv4Address("255.255.255.255")
+    return not (address.is_unspecified or address.is_multicast or broadcast)
 
 
 def directory(hosts_dir: Path) -> dict[str, str]:
