@@ -16,7 +16,10 @@ The mirror is untrusted like any server: every byte it sends counts against
 is checked against its own trailer and indexed by syncd (the server's index
 only says which pack to download); a pack that lacks an object its index
 lists, a truncated pack or a malformed index ends the fetch from that URL
-with a ``FetchError`` before anything reaches the store.
+with a ``FetchError`` before anything reaches the store.  Loose objects
+are written to the quarantine (as a pack) whenever ``HELD`` of their bytes
+are in memory: a loose object inflates to up to the cap from a few hundred
+bytes sent, so holding them all would cost a multiple of the cap.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from syncd.git.packscan import PackTooLargeError, scan_pack
 
 LOOSE_TYPES = {b"blob": 3, b"tree": 2, b"commit": 1, b"tag": 4}
 CHUNK = 64 << 10
+HELD = 32 << 20  # loose objects' bytes held in memory before they are written to the quarantine as a pack
 
 
 class Response(Protocol):
@@ -78,7 +82,8 @@ class StaticMirror:
         self._indexes: dict[str, PackIndex] = {}  # server pack name -> its index, as fetched
         self._pack_names: list[str] | None = None  # objects/info/packs, once read
         self._downloaded: set[str] = set()
-        self._loose: dict[ObjectID, ShaFile] = {}
+        self._loose: dict[ObjectID, ShaFile] = {}  # taken loose, not yet in the quarantine
+        self._held = 0  # their bytes (inflated: a few compressed bytes can be a large object)
 
     def close(self) -> None:
         self._incoming.close()
@@ -101,8 +106,13 @@ class StaticMirror:
                 pending += [(e.sha, stat.S_ISDIR(e.mode)) for e in obj.iteritems() if not S_ISGITLINK(e.mode)]
             elif isinstance(obj, Tag):
                 pending.append((obj.object[1], True))
+        self._write_loose()
+
+    def _write_loose(self) -> None:
+        """The loose objects taken so far, into the quarantine as one pack."""
         if self._loose:
             self._incoming.add_objects([(obj, None) for obj in self._loose.values()])
+        self._loose, self._held = {}, 0
 
     # --- one object -------------------------------------------------------------
 
@@ -124,6 +134,9 @@ class StaticMirror:
                 obj, malformed = None, exc
             if obj is not None:
                 self._loose[sha] = obj
+                self._held += obj.raw_length()
+                if self._held > HELD:
+                    self._write_loose()
                 return obj
             name = self._held_by(sha, fetch_more=True)
         if name is None and malformed is not None:
