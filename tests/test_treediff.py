@@ -109,6 +109,22 @@ def test_a_malformed_change_is_refused_as_dulwich_refuses_it() -> None:
         Trees(raws.__getitem__).diff(ObjectID(b"1" * 40), ObjectID(b"2" * 40))
 
 
+def test_a_mode_too_large_for_dulwich_is_refused_as_dulwich_refuses_it() -> None:
+    """git reads such a mode wrapped to 32 bits (40000000000 as 0: a
+    submodule; 100000100644 as a file) and pushes it; dulwich refuses it, and
+    ``stat.S_ISDIR`` would overflow on it: the diff refuses it too."""
+    old = parse_whole(serialize({b"a": (FILE, b"\1" * 20)}))
+    for mode in (b"40000000000", b"100000100644"):
+        broken = old.raw + mode + b" b\0" + b"\2" * 20
+        assert derive(old, broken) is None
+        raws = {ObjectID(b"1" * 40): old.raw, ObjectID(b"2" * 40): broken}
+        with pytest.raises(ObjectFormatException, match="too large"):
+            Trees(raws.__getitem__).diff(ObjectID(b"1" * 40), ObjectID(b"2" * 40))
+    widest = old.raw + b"37777777777 b\0" + b"\2" * 20  # the largest mode dulwich reads
+    derived = derive(old, widest)
+    assert derived is not None and derived[1] == {"b": (None, (0xFFFFFFFF, ObjectID(b"02" * 20)))}
+
+
 def test_the_connectivity_check_refuses_a_tree_that_does_not_parse(tmp_path: Path) -> None:
     """A pack is indexed unparsed (packindex): a malformed tree among the new
     objects is refused by the connectivity check that reads it, and a tree

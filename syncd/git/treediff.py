@@ -29,6 +29,7 @@ from dulwich.objects import ObjectID, parse_tree
 Entry = tuple[int, ObjectID]  # mode, id (hex)
 RawTree = Callable[[ObjectID], bytes]  # a tree's raw bytes, size- and type-checked by the caller
 ID_BYTES = 20
+MAX_MODE = 0xFFFFFFFF  # dulwich's parser refuses a larger mode ("number too large"), and stat.S_IS* overflow
 CACHED_TREES = 16  # parsed trees kept (a 10k-node hosts tree is about a megabyte parsed)
 FLATTEN = 8  # derived trees chained before one holds its whole map again
 
@@ -109,6 +110,8 @@ def _entry_at(raw: bytes, pos: int) -> tuple[str, Entry, int]:
     if not digits.isdigit():  # int() would also take "+644" or "100_644"
         raise ValueError("a mode that is not octal digits")
     mode = int(digits, 8)
+    if mode > MAX_MODE:
+        raise ValueError("a mode that does not fit in 32 bits")
     return raw[space + 1 : nul].decode("utf-8", "replace"), (mode, ObjectID(raw[nul + 1 : end].hex().encode())), end
 
 
