@@ -3,15 +3,21 @@ and Gitea's push event, the shared secret, and what is not a push."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import http.client
 import json
 import socket
+import struct
+import threading
 import time
 import urllib.parse
 from pathlib import Path
 
+import pytest
+
+from syncd.sync import webhook
 from tests.servers import free_port
 from tests.swarm import swarm
 
@@ -65,3 +71,45 @@ def test_a_signed_push_webhook_starts_a_pass_and_anything_else_does_not(tmp_path
         assert sw.applied(0) == sha
         heard = [e for e in sw.events(0) if e["event"] == "notify.heard"]
         assert [(e["by"], e["commit"]) for e in heard] == [("webhook", sha)]
+
+
+def test_a_client_that_trickles_bytes_is_cut_off_at_the_request_deadline(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """One request at a time: a client sending a byte now and then (each
+    read within the socket's timeout) must not hold the endpoint past
+    ``READ_TIMEOUT``; nor does a client that hangs up print a traceback."""
+    monkeypatch.setattr(webhook, "READ_TIMEOUT", 1.0)
+    heard: list[str] = []
+    hook = webhook.Webhook(("127.0.0.1", 0), "inet6", "main", lambda notice, _: heard.append(notice.commit))
+    hook.start()
+    port = int(hook.server.server_address[1])
+    stop = threading.Event()
+
+    def trickle() -> None:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as slow:
+            slow.sendall(b"POST / HTTP/1.1\r\n")
+            for _ in range(40):  # 8 s, a byte every 0.2 s
+                if stop.wait(0.2):
+                    return
+                with contextlib.suppress(OSError):
+                    slow.sendall(b"X")
+
+    thread = threading.Thread(target=trickle)
+    try:
+        thread.start()
+        time.sleep(0.2)
+        started = time.monotonic()
+        push = json.dumps({"ref": "refs/heads/main", "after": "a" * 40}).encode()
+        assert post(port, push, {"Content-Type": "application/json"}) == (202, f"notified: {'a' * 12}\n")
+        assert time.monotonic() - started < 3.0  # the trickler was cut off after 1 s, not after 8
+        assert heard == ["a" * 40]
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as gone:  # hangs up before the answer
+            gone.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            gone.sendall(b"POST / HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}")
+        assert post(port, b"{}", {"X-GitHub-Event": "ping"}) == (200, "pong\n")
+    finally:
+        stop.set()
+        thread.join()
+        hook.stop()
+    assert "Traceback" not in capfd.readouterr().err

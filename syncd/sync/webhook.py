@@ -7,11 +7,13 @@ With ``notify.webhook_secret_file``, a request must carry
 ``X-Hub-Signature-256: sha256=HMAC-SHA256(secret, body)`` (what GitHub and
 Gitea send): a forged request is refused with 403 before its body is read
 as JSON — though nothing depends on the secret.  One request at a time,
-each read within ``READ_TIMEOUT`` and at most ``MAX_BODY`` bytes.
+the whole of it within ``READ_TIMEOUT`` (a client that sends a byte now and
+then is cut off, not waited for) and at most ``MAX_BODY`` bytes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import http.server
@@ -44,6 +46,21 @@ class Webhook:
             def log_message(self, format: str, *args: object) -> None:
                 return  # a flood must not fill the logs; the agent logs each notified pass
 
+            def setup(self) -> None:
+                super().setup()  # the socket's timeout bounds each read; this, the whole request
+                self.deadline = threading.Timer(READ_TIMEOUT, self.cut)
+                self.deadline.daemon = True
+                self.deadline.start()
+
+            def cut(self) -> None:
+                with contextlib.suppress(OSError):
+                    self.connection.shutdown(socket.SHUT_RDWR)
+
+            def finish(self) -> None:
+                self.deadline.cancel()
+                with contextlib.suppress(OSError):  # a client gone before the answer
+                    super().finish()
+
             def do_POST(self) -> None:
                 code, text = hook.handle(self)
                 body = (text + "\n").encode()
@@ -53,7 +70,7 @@ class Webhook:
                 self.end_headers()
                 self.wfile.write(body)
 
-        self.server = (_Server6 if ":" in address[0] else http.server.HTTPServer)(address, Handler)
+        self.server = (_Server6 if ":" in address[0] else _Server)(address, Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, name="syncd-webhook", daemon=True)
 
     @property
@@ -111,7 +128,12 @@ class Webhook:
         return 202, f"notified: {after.lower()[:12]}"
 
 
-class _Server6(http.server.HTTPServer):
+class _Server(http.server.HTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        return  # a client that hangs up early is no error of the agent's, and must not fill the logs
+
+
+class _Server6(_Server):
     address_family = socket.AF_INET6
 
 
