@@ -132,6 +132,20 @@ def test_shared_subnets_and_hostile_text_in_dot(tmp_path: Path) -> None:
     assert page.count("<script>") == 1  # the page's own
 
 
+def test_terminal_escapes_in_a_host_file_are_shown_not_obeyed(tmp_path: Path) -> None:
+    """A host file under review may hold anything: an escape sequence (set
+    the terminal's title, clear the screen) or a bidi override reaches the
+    text table and the graph written out, never raw."""
+    repo = tmp_path / "repo"
+    shutil.copytree(EXAMPLE_REPO, repo)
+    with (repo / "hosts" / "my_pc").open("a") as host:
+        host.write("Address = evil\x1b]0;pwned\x07\x1b[2J\u202e.example\x9b\n")
+    for form in ("text", "dot"):
+        out = show(str(repo), "--format", form)
+        assert "evil\\x1b]0;pwned\\x07\\x1b[2J\\u202e.example\\x9b" in out, out
+        assert not re.search("[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e]", out)
+
+
 # --- the real networks ------------------------------------------------------------------
 
 

@@ -262,9 +262,9 @@ def render(doc: Doc, form: str) -> str:
     if form == "json":
         return showformats.render_json(doc)
     if form == "dot":
-        return showformats.render_dot(doc)
+        return showformats.visible(showformats.render_dot(doc))
     if form == "html":
         from syncd.cli.showhtml import render_html
 
         return render_html(doc)
-    return showformats.render_text(doc)
+    return showformats.visible(showformats.render_text(doc))  # a host file's bytes never reach a terminal raw

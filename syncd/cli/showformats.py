@@ -16,6 +16,17 @@ from collections.abc import Sequence
 
 Doc = dict[str, object]
 MAX_EDGES = 400  # above this many ConnectTo edges the nodes with an Address become one cluster
+# What a host file may hold that a terminal would obey (an escape sequence that sets the title,
+# the clipboard, or clears the screen) or that reorders what is shown (bidi controls): in the
+# text and graph outputs, shown as \xNN / \uNNNN.  The line breaks of the output itself stay.
+_UNSEEN = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0)) if c != 0x0A} | {
+    c: f"\\u{c:04x}" for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x2028, 0x2029)
+}
+
+
+def visible(text: str) -> str:
+    """``text`` with every control character written out (``_UNSEEN``)."""
+    return text.translate(_UNSEEN)
 
 
 def as_dict(value: object) -> Doc:
