@@ -348,3 +348,29 @@ def metrics_ok(node: Node, bad: str) -> None:
 
     text = render("inet6", load_state(node.state), load_health(node.state))
     assert f'url="{bad}",state="failing"' in text
+
+
+# --- a pack built to exhaust memory ---------------------------------------------------------------
+
+
+def test_a_delta_bomb_costs_one_failed_fetch_and_bounded_memory(hub: Hub, tmp_path: Path) -> None:
+    """A few KiB of pack whose chained deltas would hold 32 x 16 MiB while
+    indexed: the fetch child stops at its memory budget (256 MiB here), the
+    pass fails as transient naming the URL, nothing is installed, and the
+    honest server converges the next pass."""
+    node = node_at(hub, tmp_path, str(hub.server), repo__max_fetch_bytes="32MiB")
+    assert node.sync()[0] == 0
+    tip = hub.change("add alpha", add_host("alpha", "2002:102:304:10::/64", 40))
+    frozen = Frozen(node)
+    with hostile_git(hub.server, "deltabomb", size=16 << 20, levels=32) as url:
+        with_urls(node, url)
+        code, _, err = node.sync()
+    assert code == 3, err
+    assert url in err and "256 MiB of memory" in err, err
+    assert health(node)["last_error_reason"] == "fetch-failed"
+    frozen.assert_unchanged()
+    with honest(hub) as mirror:
+        with_urls(node, mirror)
+        code, _, err = node.sync()
+    assert code == 0, err
+    assert applied(node.state) == tip

@@ -50,6 +50,7 @@ from syncd.errors import (
     SignatureError,
     SyncdError,
 )
+from syncd.git.memcap import cap_memory, exhausted, memory_message
 from syncd.git.packindex import add_pack
 from syncd.git.packscan import PackFormatError, PackTooLargeError, scan_pack
 from syncd.git.urls import local_path, redact_url
@@ -239,12 +240,15 @@ def _child(job: _Job, report_fd: int) -> None:
     code = 1
     try:
         os.setsid()  # its own process group: ssh and friends die with it
+        cap_memory(job.limits.max_bytes)
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, signal.SIG_DFL)
         report: dict[str, object] = {"kind": "ok", **(_probe(job) if job.probe else _fetch_into(job))}
         code = 0
     except (_TooLargeError, PackTooLargeError) as exc:
         report = {"kind": "too-large", "message": str(exc)}
+    except MemoryError:
+        report = {"kind": "failed", "message": memory_message(job.limits.max_bytes)}
     except NoBranchError as exc:
         report = {"kind": "no-branch", "message": exc.message}
     except NotGitRepository:  # over HTTP: info/refs is missing (404)
@@ -256,7 +260,10 @@ def _child(job: _Job, report_fd: int) -> None:
     except PackFormatError as exc:
         report = {"kind": "failed", "message": f"the server sent a bad pack: {exc}"}
     except BaseException as exc:  # dulwich raises many kinds for network trouble
-        report = {"kind": "failed", "message": f"{type(exc).__name__}: {_one_line(exc, job.url)}"}
+        if exhausted(job.limits.max_bytes):
+            report = {"kind": "failed", "message": memory_message(job.limits.max_bytes)}
+        else:
+            report = {"kind": "failed", "message": f"{type(exc).__name__}: {_one_line(exc, job.url)}"}
     try:
         os.write(report_fd, json.dumps(report).encode()[:RESULT_LIMIT])
     finally:

@@ -32,6 +32,7 @@ MODES = (
     "substitute",
     "phantom",
     "flood",
+    "deltabomb",
     "garbage",
 )
 _OPTIONS: dict[str, set[str]] = {
@@ -40,6 +41,7 @@ _OPTIONS: dict[str, set[str]] = {
     "substitute": {"tip", "source", "branch"},
     "phantom": {"tip", "branch", "pack"},
     "flood": {"size"},
+    "deltabomb": {"size", "levels"},
     "garbage": {"data"},
 }
 OMIT_KINDS = ("tree", "blobs", "parent")
@@ -125,6 +127,8 @@ class HostileGitServer(Server):
             return self._pack_objects(source, "".join(f"{i}\n" for i in ids), revs=False, ofs=ofs, thin=False)
         if self.mode == "phantom":
             return _chunks([] if self.opts.get("pack") == "none" else [_empty_pack()])
+        if self.mode == "deltabomb":
+            return _chunks([_delta_bomb(int(self.opts.get("size", 16 << 20)), int(self.opts.get("levels", 24)))])  # type: ignore[call-overload]
         return _flood_pack(int(self.opts["size"]))  # type: ignore[call-overload]
 
     def _pack_objects(self, repo: Path, listing: str, *, revs: bool, ofs: bool, thin: bool) -> Generator[bytes]:
@@ -243,6 +247,66 @@ def _empty_pack() -> bytes:
     return header + hashlib.sha1(header).digest()
 
 
+def _delta_bomb(size: int, levels: int) -> bytes:
+    """A valid pack of a few KiB that expands while it is indexed: a blob
+    of ``size`` zero bytes, then per level two OFS deltas on the level
+    before (each copies its base and changes one byte), the leaf first.
+    An indexer that keeps a base until all its deltas are resolved holds
+    one whole ``size``-byte object per level."""
+
+    def varint(n: int) -> bytes:
+        out = bytearray()
+        while True:
+            out.append((n & 0x7F) | (0x80 if n >> 7 else 0))
+            n >>= 7
+            if not n:
+                return bytes(out)
+
+    def header(kind: int, n: int) -> bytes:
+        out, first, n = bytearray(), (kind << 4) | (n & 0x0F), n >> 4
+        out.append(first | (0x80 if n else 0))
+        while n:
+            out.append((n & 0x7F) | (0x80 if n >> 7 else 0))
+            n >>= 7
+        return bytes(out)
+
+    def offset(n: int) -> bytes:
+        out = bytearray([n & 0x7F])
+        n >>= 7
+        while n:
+            n -= 1
+            out.insert(0, 0x80 | (n & 0x7F))
+            n >>= 7
+        return bytes(out)
+
+    def delta(tag: int) -> bytes:  # copy all but the last byte, then insert ``tag``
+        ops, at, left = bytearray(), 0, size - 1
+        while left:
+            n = min(left, 0xFFFFFF)
+            ops += bytes([0x80 | 0x0F | 0x70]) + at.to_bytes(4, "little") + n.to_bytes(3, "little")
+            at, left = at + n, left - n
+        return varint(size) + varint(size) + bytes(ops) + bytes([1, tag])
+
+    body, count = bytearray(), 0
+
+    def add(head: bytes, data: bytes) -> int:
+        nonlocal count
+        at = 12 + len(body)
+        body.extend(head + zlib.compress(data, 9))
+        count += 1
+        return at
+
+    parent = add(header(3, size), bytes(size))
+    for level in range(levels):
+        for tag in (2 * level % 250 + 1, 2 * level % 250 + 2):  # the leaf, then the next link
+            data = delta(tag)
+            at = 12 + len(body)
+            last = add(header(6, len(data)) + offset(at - parent), data)
+        parent = last
+    pack = b"PACK" + struct.pack(">II", 2, count) + bytes(body)
+    return pack + hashlib.sha1(pack).digest()
+
+
 def _flood_pack(size: int) -> Generator[bytes]:
     """A valid pack of about ``size`` bytes (never fewer) holding one blob of
     random bytes, made as it is sent: memory stays flat whatever ``size``.
@@ -291,6 +355,8 @@ def hostile_git(repo: Path, mode: str, **opts: object) -> Iterator[HostileURL]:
     * ``phantom``: advertises ``tip`` (default ``PHANTOM_TIP``) and sends an
       empty pack (``pack="none"``: no pack at all);
     * ``flood``: the real refs, then a valid pack of at least ``size`` bytes;
+    * ``deltabomb``: the real refs, then a pack of a few KiB whose ``levels``
+      chained deltas each expand to ``size`` bytes (default 16 MiB, 24);
     * ``garbage``: answers the request with ``data``, which is no pkt-line.
 
     Yields the URL ``git://127.0.0.1:PORT/NAME`` (NAME is ``repo``'s name);
