@@ -13,7 +13,7 @@ from typing import BinaryIO
 
 from dulwich.errors import ObjectFormatException
 from dulwich.object_store import DiskObjectStore
-from dulwich.objects import Commit, ObjectID, Tree, hex_to_filename, hex_to_sha
+from dulwich.objects import Commit, ObjectID, ShaFile, Tree, hex_to_filename, hex_to_sha
 
 from syncd.errors import UnsafeTreeError
 from syncd.git.packscan import PackFormatError, index_object_ids, inflate_prefix, packed_size
@@ -41,17 +41,23 @@ def commit_info(store: DiskObjectStore, sha: str, sizes: ObjectSizes | None = No
     """A commit read from ``store`` (size-checked first, by ``sizes`` if
     given), its signature split off exactly as git does
     (``commits.split_commit``)."""
+    return read_commit(store, sha, sizes)[0]
+
+
+def read_commit(store: DiskObjectStore, sha: str, sizes: ObjectSizes | None = None) -> tuple[CommitInfo, ObjectID]:
+    """``commit_info``, and the id of the commit's root tree."""
     oid = object_id(sha)
     size = sizes(oid) if sizes is not None else object_size(store, oid)
     if size > MAX_COMMIT_BYTES:
         raise UnsafeTreeError(f"commit {sha} is {size} bytes, over {MAX_COMMIT_BYTES}")
-    obj = store[oid]
+    obj = sizes.object(oid) if sizes is not None else store[oid]
     if not isinstance(obj, Commit):
         raise UnsafeTreeError(f"{sha} is a {obj.type_name.decode()}, not a commit")
     signed = split_commit(obj.as_raw_string())
     summary = obj.message.split(b"\n", 1)[0].decode("utf-8", "replace")
     parents = tuple(p.decode() for p in obj.parents)
-    return CommitInfo(sha, signed.payload, signed.signature, obj.commit_time, parents, summary, signed.noncanonical)
+    info = CommitInfo(sha, signed.payload, signed.signature, obj.commit_time, parents, summary, signed.noncanonical)
+    return info, obj.tree
 
 
 Changes = Iterator[tuple[str, ObjectID | None]]
@@ -94,25 +100,27 @@ def check_connected(store: DiskObjectStore, known: Callable[[ObjectID], bool], t
     pending: list[Pending] = [(tip, "commit", "the tip", None)]
     sizes = ObjectSizes(store)
     trees = Trees(raw_tree_reader(store, sizes))
+    commits: dict[ObjectID, ShaFile] = {}  # a parent is read for its tree, then walked: read once
     try:
         while pending:
             oid, kind, what, like = pending.pop()
             if oid in seen or known(oid):
                 continue
             seen.add(oid)
-            if oid not in store:
+            if not sizes.has(oid):
                 return f"{kind} {oid.decode()} ({what}) is missing"
             if kind == "blob":
                 continue
             if kind == "tree":
-                pending.extend(_new_entries(trees, store, like, oid))
+                pending.extend(_new_entries(trees, sizes, like, oid))
                 continue
             if sizes(oid) > MAX_COMMIT_BYTES:
                 raise UnsafeTreeError(f"{kind} {oid.decode()} is over {MAX_COMMIT_BYTES} bytes")
-            obj = store[oid]
+            obj = commits.pop(oid, None) or sizes.object(oid)
             if not isinstance(obj, Commit):
                 return f"{oid.decode()} ({what}) is a {obj.type_name.decode()}, not a {kind}"
-            pending.append((obj.tree, "tree", f"root tree of {oid.decode()[:12]}", _tree_of(store, obj.parents)))
+            like = _tree_of(sizes, obj.parents, commits)
+            pending.append((obj.tree, "tree", f"root tree of {oid.decode()[:12]}", like))
             pending.extend((p, "commit", f"parent of {oid.decode()[:12]}", None) for p in obj.parents)
     except NotATreeError as exc:
         return f"{exc.oid.decode()} ({what}) is a {exc.kind}, not a tree"
@@ -123,19 +131,23 @@ def check_connected(store: DiskObjectStore, known: Callable[[ObjectID], bool], t
     return None
 
 
-def _tree_of(store: DiskObjectStore, parents: Sequence[ObjectID]) -> ObjectID | None:
-    """The root tree of the first parent, when it is there to compare with."""
-    if not parents or parents[0] not in store:
+def _tree_of(sizes: ObjectSizes, parents: Sequence[ObjectID], read: dict[ObjectID, ShaFile]) -> ObjectID | None:
+    """The root tree of the first parent, when it is there to compare with
+    (the parent kept in ``read``, for its own turn in the walk)."""
+    if not parents:
         return None
-    parent = store[parents[0]]
+    try:
+        parent = read[parents[0]] = sizes.object(parents[0])
+    except KeyError:
+        return None
     return parent.tree if isinstance(parent, Commit) else None
 
 
-def _new_entries(trees: Trees, store: DiskObjectStore, like: ObjectID | None, tree: ObjectID) -> Iterator[Pending]:
+def _new_entries(trees: Trees, sizes: ObjectSizes, like: ObjectID | None, tree: ObjectID) -> Iterator[Pending]:
     """The entries of ``tree`` to follow: those not the same in ``like``
     (None, or not there: all), each with its counterpart in ``like`` when
     both are trees."""
-    changed = trees.diff(like if like is not None and like in store else None, tree)
+    changed = trees.diff(like if like is not None and sizes.has(like) else None, tree)
     for name, (before, entry) in changed.items():
         if entry is None or entry[0] == SUBMODULE_MODE:
             continue  # removed; or a gitlink, which names a commit of another repository
@@ -165,7 +177,7 @@ def raw_tree_reader(store: DiskObjectStore, sizes: ObjectSizes) -> RawTree:
         size = sizes(tree)
         if size > MAX_TREE_BYTES:
             raise UnsafeTreeError(f"tree {tree.decode()} is {size} bytes, over {MAX_TREE_BYTES}")
-        kind, data = store.get_raw(tree)
+        kind, data = sizes.raw(tree)
         if kind != Tree.type_num:
             raise NotATreeError(tree, kind)
         return data
@@ -249,15 +261,35 @@ class ObjectSizes:
             raise UnsafeTreeError(f"object {sha.decode()} has a corrupt header") from None
 
     def read(self, sha: ObjectID) -> bytes:
-        """An object's content, from the packs listed once (dulwich lists the
-        pack directory again on each lookup), else from the store."""
+        """An object's content (``raw``)."""
+        return self.raw(sha)[1]
+
+    def raw(self, sha: ObjectID) -> tuple[int, bytes]:
+        """An object's type number and content, from the packs listed once
+        (dulwich lists the pack directory again on each lookup), else from
+        the store."""
         binsha = hex_to_sha(sha)
         for pack in self.packs:
             try:
-                return pack.get_raw(binsha)[1]
+                return pack.get_raw(binsha)
             except KeyError:
                 continue
-        return self.store[sha].as_raw_string()
+        return self.store.get_raw(sha)
+
+    def has(self, sha: ObjectID) -> bool:
+        """Whether the store holds an object (the packs listed once first)."""
+        binsha = hex_to_sha(sha)
+        for pack in self.packs:
+            try:
+                pack.index.object_offset(binsha)
+            except KeyError:
+                continue
+            return True
+        return sha in self.store
+
+    def object(self, sha: ObjectID) -> ShaFile:
+        """An object parsed (``raw``)."""
+        return ShaFile.from_raw_string(*self.raw(sha), sha=sha)
 
 
 def object_size(store: DiskObjectStore, sha: ObjectID) -> int:
@@ -277,7 +309,7 @@ def known_ids(store: DiskObjectStore) -> Callable[[ObjectID], bool]:
     base = os.fspath(store.path)
 
     def known(oid: ObjectID) -> bool:
-        return oid in ids or Path(hex_to_filename(base, oid)).exists()
+        return oid in ids or os.path.exists(hex_to_filename(base, oid))  # noqa: PTH110 (a path object per id costs)
 
     return known
 

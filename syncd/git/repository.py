@@ -30,11 +30,11 @@ from syncd.errors import SyncdError, UnsafeTreeError
 from syncd.git.objects import (
     MAX_TREE_BYTES,
     ObjectSizes,
-    commit_info,
     diff_trees,
     entry_kind,
     object_id,
     raw_tree_reader,
+    read_commit,
 )
 from syncd.git.treediff import Trees
 from syncd.rules.policy import POLICY_FILE
@@ -57,7 +57,7 @@ class GitRepository:
         self.store = store
         self.on_damage = on_damage  # what damage found while reading raises (given why)
         self._changed: dict[str, dict[str, ObjectID | None]] = {}
-        self._commits: dict[str, CommitInfo] = {}
+        self._commits: dict[str, tuple[CommitInfo, ObjectID]] = {}  # with its root tree
         self._sizes = ObjectSizes(store)  # the pack list read once: dulwich lists the pack directory each time
         # trees parsed once per pass, a child's by way of its parent's
         self._trees = Trees(raw_tree_reader(store, self._sizes))
@@ -111,10 +111,15 @@ class GitRepository:
         return object_id(sha) in self.store
 
     def commit(self, sha: str) -> CommitInfo:
-        known = self._commits.get(sha)  # a pass reads each new commit more than once
+        return self._commit(sha)[0]
+
+    def _commit(self, sha: str) -> tuple[CommitInfo, ObjectID]:
+        """A commit and its root tree, read once per pass (a pass asks for
+        each new commit's history, changes and files)."""
+        known = self._commits.get(sha)
         if known is None:
             with self._repairing():
-                known = self._commits[sha] = commit_info(self.store, sha, self._sizes)
+                known = self._commits[sha] = read_commit(self.store, sha, self._sizes)
         return known
 
     def ancestors(self, tip: str, stop: str | None = None) -> Iterator[CommitInfo]:
@@ -177,15 +182,10 @@ class GitRepository:
         known = self._changed.get(sha)
         if known is not None:
             return known
+        info, tree = self._commit(sha)
+        old = self._commit(info.parents[0])[1] if info.parents else None
         with self._repairing():
-            commit = self.store[object_id(sha)]
-            assert isinstance(commit, Commit)
-            old = None
-            if commit.parents:
-                parent = self.store[commit.parents[0]]
-                assert isinstance(parent, Commit)
-                old = parent.tree
-            changes = dict(sorted(diff_trees(self._trees, old, commit.tree)))
+            changes = dict(sorted(diff_trees(self._trees, old, tree)))
         self._changed[sha] = changes
         return changes
 
@@ -230,10 +230,8 @@ class GitRepository:
         """The regular file at ``path`` in commit ``sha`` (size-checked
         first), or None when there is none.  Trees come from the pass's
         cache: asking for many files of one commit parses its trees once."""
+        mode, oid = stat.S_IFDIR, self._commit(sha)[1]
         with self._repairing():
-            commit = self.store[object_id(sha)]
-            assert isinstance(commit, Commit)
-            mode, oid = stat.S_IFDIR, commit.tree
             for part in path.split("/"):
                 if not stat.S_ISDIR(mode):
                     return None

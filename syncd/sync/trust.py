@@ -167,7 +167,10 @@ class RepoAuthority:
             return self.local
         known = self._admins_memo.get(sha)
         if known is None:
-            known = self._admins_memo[sha] = self._admins(sha)
+            step = self._later.get(sha)  # a commit checked here: its parent's admins, unless it changed the file
+            parent = step[0] if step is not None and REPO_SIGNERS not in step[2] else None
+            inherited = self._admins_memo.get(parent) if parent is not None else None
+            known = self._admins_memo[sha] = inherited if inherited is not None else self._admins(sha)
         return known
 
     def _change(self, info: CommitInfo, roles: Roles, paths: tuple[str, ...]) -> Change:
