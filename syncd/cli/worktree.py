@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING
 
 from syncd.errors import UnsafeTreeError, UsageError
 from syncd.findings import Finding
-from syncd.rules.authority import admin_findings
 from syncd.rules.policy import POLICY_FILE
 from syncd.rules.tree import EntryKind, TreeEntry, without_gc
 from syncd.rules.validate import Report, check_tree
@@ -90,6 +89,8 @@ def check_worktree(
     found: list[Finding] = []
     signers_file = read_repo_file(tree.root, "allowed_signers") if tree.root is not None else None
     if signers_file is not None:  # the admins, as the nodes read them (docs/trust.md)
+        from syncd.rules.authority import admin_findings  # imported only for a repository with admins
+
         found += admin_findings(signers_file, time.time())
     stale_after = report.policy.stale_after
     history = NO_HISTORY

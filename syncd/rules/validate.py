@@ -118,8 +118,9 @@ def validate_network(
             # owner lines (# syncd-owner:) are comments to tincd: their
             # findings travel with the file's own, in every cache
             owners = parse_owners(path, entry.data)
-            host.findings.extend(owners.findings)
-            host.owners = tuple((o.key, o.comment) for o in owners.owners)
+            if owners.owners or owners.findings:
+                host.findings.extend(owners.findings)
+                host.owners = tuple((o.key, o.comment) for o in owners.owners)
         if fresh is not None:
             fresh[key] = host
         hosts[entry.name] = host

@@ -35,6 +35,9 @@ class Entry(NamedTuple):
     value: str
 
 
+_new_entry = tuple.__new__  # one per line of every file: skips the namedtuple's Python-level __new__
+
+
 class PemBlock(NamedTuple):
     begin: int  # line numbers, 1-based
     end: int | None  # None: never terminated
@@ -168,7 +171,7 @@ def read_config(path: str, data: bytes, findings: list[Finding], on_entry: Calla
                 error(path, line, "syntax", "indented line: tincd reads it as a nameless variable and ignores it")
             )
         else:
-            on_entry(Entry(line, variable, value))
+            on_entry(_new_entry(Entry, (line, variable, value)))
 
     if pem is not None:
         findings.append(_unclosed(path, pem))

@@ -112,7 +112,7 @@ class Claims:
         nodes = self.nodes
         for kind, keys in enumerate(self._keys):
             keys.sort()
-            bits = BITS[Kind(kind)]
+            bits = BITS[kind]
             stack: list[tuple[int, int]] = []  # (last address, number)
             for key in keys:
                 index = key & _INDEX_MASK

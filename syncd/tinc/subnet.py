@@ -39,7 +39,7 @@ class Kind(enum.IntEnum):
     IPV6 = 2
 
 
-BITS = {Kind.MAC: 48, Kind.IPV4: 32, Kind.IPV6: 128}
+BITS = (48, 32, 128)  # by Kind: a tuple, since an enum member hashes in Python
 
 
 class _SubnetFields(NamedTuple):
