@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from syncd.findings import Severity
-from syncd.tinc.conf import MAX_LINE_BYTES
+from syncd.tinc.conf import MAX_LINE_BYTES, Entry, read_config
 from syncd.tinc.hostfile import HostFile, parse_host_file
 from tests.keyfactory import ed25519_text, rsa_pem
 
@@ -335,3 +335,20 @@ def test_byte_order_mark_hides_the_first_line() -> None:
     host = parse(b"\xef\xbb\xbfSubnet = 10.0.0.0/24\n")
     assert (1, "error", "encoding") in codes(host)
     assert host.subnets == []  # tincd reads the variable "\ufeffSubnet" and ignores it
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet="Ab1é \t=#x-", min_size=1, max_size=14))
+def test_every_line_splits_as_tincd_splits_it(text: str) -> None:
+    """read_config's shortcut for the plain ``Name = value`` line agrees
+    with the general split (variable to the first blank or '=', then
+    blanks, one optional '=', blanks) on every line."""
+    entries: list[Entry] = []
+    read_config("x", f"{text}\n".encode(), [], entries.append)
+    stripped = text.rstrip(" \t")
+    if not stripped or stripped[0] in "#-":
+        return
+    end = min((i for i, c in enumerate(stripped) if c in " \t="), default=len(stripped))
+    variable, rest = stripped[:end], stripped[end:].lstrip(" \t")
+    value = rest[1:].lstrip(" \t") if rest.startswith("=") else rest
+    assert [(e.variable, e.value) for e in entries] == ([(variable, value)] if variable and value else [])

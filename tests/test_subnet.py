@@ -9,14 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from syncd.tinc.overlap import Claim, overlapping_pairs
 from syncd.tinc.subnet import (
-    Claim,
     Kind,
     Subnet,
     SubnetError,
     format_subnet,
     is_short_mac,
-    overlapping_pairs,
     parse_subnet,
 )
 

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING
 
 from syncd.errors import UnsafeTreeError, UsageError
 from syncd.findings import Finding
-from syncd.rules.authority import admin_findings
 from syncd.rules.policy import POLICY_FILE
 from syncd.rules.tree import EntryKind, TreeEntry, without_gc
 from syncd.rules.validate import Report, check_tree
@@ -64,7 +63,7 @@ class WorkTree:
 def run_check(repo: Path | None, hosts_dir: Path | None) -> Report:
     """``syncd check [REPO] [--hosts-dir DIR]``: read the tree and validate
     it, and the repository's own ``allowed_signers`` when it has one."""
-    return check_worktree(repo, hosts_dir, lean=True)[0]
+    return _checked(WorkTree(repo, hosts_dir), hosts_dir, False, None, lean=True)[0]
 
 
 def check_worktree(
@@ -82,20 +81,37 @@ def check_worktree(
     ``lean``: the findings are all the caller wants (``check_tree``): no
     host file is returned, and each host's parse is kept only as far as the
     checks across files need it."""
-    from syncd.sync.lastchange import NO_HISTORY
+    report, files, history = _checked(WorkTree(repo, hosts_dir), hosts_dir, with_history, signers, lean=lean)
+    if history is None:
+        from syncd.sync.lastchange import NO_HISTORY
 
-    tree = WorkTree(repo, hosts_dir)
+        history = NO_HISTORY
+    return report, files, history
+
+
+def _checked(
+    tree: WorkTree,
+    hosts_dir: Path | None,
+    with_history: bool,
+    signers: Sequence[AllowedSigner] | None,
+    *,
+    lean: bool,
+) -> tuple[Report, dict[str, bytes], History | None]:
+    """``check_worktree``; the history is ``None`` when it was not read."""
     with without_gc():  # the process exits right after the check
         report, files = check_tree(tree, installed=hosts_dir is not None, lean=lean)
     found: list[Finding] = []
     signers_file = read_repo_file(tree.root, "allowed_signers") if tree.root is not None else None
     if signers_file is not None:  # the admins, as the nodes read them (docs/trust.md)
+        from syncd.rules.authority import admin_findings  # imported only for a repository with admins
+
         found += admin_findings(signers_file, time.time())
     stale_after = report.policy.stale_after
-    history = NO_HISTORY
+    history: History | None = None  # not read: lastchange is imported only when it is
     if tree.root is not None and hosts_dir is None and (with_history or stale_after is not None):
         history = repo_history(tree.root, report.policy.hosts_dir, signers)
-    if stale_after is not None and history.known:  # a plain directory has no history to judge by
+    # a plain directory has no history to judge by
+    if stale_after is not None and history is not None and history.known:
         from syncd.rules.stale import stale_findings
 
         last = {name: change.when for name, change in history.changes.items()}

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from syncd.findings import Finding, Location, Severity, error
 from syncd.rules.owners import parse_owners
@@ -17,7 +18,8 @@ from syncd.rules.policy import DEFAULT_POLICY, POLICY_FILE, Policy, policy_of
 from syncd.rules.tree import EntryKind, TreeEntry, TreeSource
 from syncd.tinc.hostfile import HostFile, parse_host_file
 from syncd.tinc.names import NAME_RULE, SCRIPT_SUFFIXES, is_node_name, is_script_name, script_suffix
-from syncd.tinc.subnet import Claim, Kind, format_subnet, overlapping_pairs
+from syncd.tinc.overlap import Claim, Claims
+from syncd.tinc.subnet import Kind, format_subnet
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,14 +74,18 @@ def validate_network(
     (``check --hosts-dir``), where ``NAME-up`` / ``NAME-down`` scripts are the
     operator's own business rather than something a repository may carry.
 
-    ``lean``: of each host file keep only what the checks across files read
-    (its path, subnets, keys, owners and findings), for a caller that wants
-    the findings alone (``syncd check``: 100k nodes in half the memory)."""
+    ``lean``: of each host file keep only its path and owners (the checks
+    across files keep their own compact copy of the subnets and keys), for
+    a caller that wants the findings alone (``syncd check`` of 100k nodes)."""
     own_findings = tuple(policy_findings)
     findings: list[Finding] = list(own_findings)
     fresh: ParseCache | None = {} if cache is not None else None
     hosts: dict[str, HostFile] = {}
     prefix = f"{hosts_dir.rstrip('/')}/" if hosts_dir else ""
+    claims = Claims()  # the policy's prefixes, then every node's subnets
+    for subnet in policy.prefixes:
+        claims.add(subnet, "", 0)
+    holders = _KeyHolders()
 
     for entry in entries:
         if is_ignored(entry.name):
@@ -112,25 +118,24 @@ def validate_network(
             # owner lines (# syncd-owner:) are comments to tincd: their
             # findings travel with the file's own, in every cache
             owners = parse_owners(path, entry.data)
-            host.findings.extend(owners.findings)
-            host.owners = tuple((o.key, o.comment) for o in owners.owners)
+            if owners.owners or owners.findings:
+                host.findings.extend(owners.findings)
+                host.owners = tuple((o.key, o.comment) for o in owners.owners)
         if fresh is not None:
             fresh[key] = host
-        if lean:
-            host.firsts, host.pem_blocks = {}, []
         hosts[entry.name] = host
         findings.extend(host.findings)
+        _gather(entry.name, host, claims, holders, lean)
 
     if cache is not None and fresh is not None:
         cache.clear()
         cache.update(fresh)
     findings.extend(_name_collisions(hosts))
     findings.extend(_policy_mentions(policy, hosts))
-    claims = [Claim.of(subnet, name, line) for name, host in hosts.items() for subnet, line in host.subnets]
     findings.extend(_subnet_findings(policy, hosts, claims))
-    findings.extend(_duplicate_keys(hosts))
+    findings.extend(holders.findings(hosts))
     findings.sort(key=Finding.sort_key)
-    return Report(tuple(findings), hosts, len(claims), policy, own_findings)
+    return Report(tuple(findings), hosts, len(claims) - len(policy.prefixes), policy, own_findings)
 
 
 def check_tree(
@@ -216,27 +221,32 @@ def _overlap_allowed(policy: Policy, outer: Claim, inner: Claim) -> bool:
     return policy.is_route(outer.node, outer.subnet) or policy.shared_entry(outer.node, outer.subnet) is not None
 
 
-def _subnet_findings(policy: Policy, hosts: Mapping[str, HostFile], claims: list[Claim]) -> Iterable[Finding]:
+def _subnet_findings(policy: Policy, hosts: Mapping[str, HostFile], claims: Claims) -> Iterable[Finding]:
     """Overlaps between nodes and subnets outside the prefixes, in one sweep.
 
-    The policy's prefixes join the sweep as claims of the node "" (which
-    sorts before every real name): a claim with such an ancestor lies inside
-    a prefix.
+    The policy's prefixes are the first claims, of the node "" (which sorts
+    before every real name): a claim with such an ancestor lies inside a
+    prefix.
     """
-    prefixes = [Claim.of(prefix, "", 0) for prefix in policy.prefixes]
-    inside: set[int] = set()  # id() of the claims that lie inside a prefix
-    for outer, inner in overlapping_pairs(claims + prefixes):
-        if not inner.node:
+    prefixes = len(policy.prefixes)
+    inside = bytearray(len(claims))  # 1: the claim lies inside a prefix
+    for outer, inner in claims.pairs():
+        if inner < prefixes:
             continue  # a prefix inside some node's subnet (a default route, say)
-        if not outer.node:
-            inside.add(id(inner))
-        elif not _overlap_allowed(policy, outer, inner):
-            yield from _overlap_findings(hosts, outer, inner)
+        if outer < prefixes:
+            inside[inner] = 1
+            continue
+        outer_claim, inner_claim = claims.claim(outer), claims.claim(inner)
+        if not _overlap_allowed(policy, outer_claim, inner_claim):
+            yield from _overlap_findings(hosts, outer_claim, inner_claim)
     if not prefixes:
         return
     allowed = ", ".join(format_subnet(p) for p in policy.prefixes)
-    for claim in claims:
-        if id(claim) in inside or claim.kind == Kind.MAC or policy.is_route(claim.node, claim.subnet):
+    for index in range(prefixes, len(claims)):
+        if inside[index] or claims.kinds[index] == Kind.MAC:
+            continue
+        claim = claims.claim(index)
+        if policy.is_route(claim.node, claim.subnet):
             continue
         yield error(
             hosts[claim.node].path,
@@ -272,22 +282,50 @@ def _overlap_findings(hosts: Mapping[str, HostFile], outer: Claim, inner: Claim)
     )
 
 
-def _duplicate_keys(hosts: Mapping[str, HostFile]) -> Iterable[Finding]:
-    holders: dict[bytes, list[tuple[str, int]]] = defaultdict(list)
-    for name, host in hosts.items():
-        for key, line in host.keys:
-            holders[key.identity].append((name, line))
-    for places in holders.values():
-        nodes = sorted({name for name, _ in places})
-        if len(nodes) < 2:
-            continue
-        for name, line in places:
-            others = [n for n in nodes if n != name]
-            related = tuple(Location(hosts[n].path, ln) for n, ln in places if n != name)
-            yield error(
-                hosts[name].path,
-                line,
-                "key-duplicate",
-                f"the same public key is used by {', '.join([name, *others])}: each node needs its own key pair",
-                related,
-            )
+def _gather(name: str, host: HostFile, claims: Claims, holders: _KeyHolders, lean: bool) -> None:
+    """Copy what the checks across files read of one host file into their
+    compact records; for a lean report, let the file's own copies go."""
+    for subnet, line in host.subnets:
+        claims.add(subnet, name, line)
+    for public_key, line in host.keys:
+        holders.add(public_key.identity, name, line)
+    if lean:
+        host.firsts, host.pem_blocks = {}, []
+        host.subnets = host.keys = host.findings = _LET_GO
+
+
+_LET_GO: list[Any] = []  # a lean report's hosts share this empty list (never appended to)
+
+
+class _KeyHolders:
+    """Which nodes hold each public key (by its identity), gathered file by
+    file: the first holder of a key in one dict, the rare key held twice or
+    more in another."""
+
+    __slots__ = ("first", "shared")
+
+    def __init__(self) -> None:
+        self.first: dict[bytes, tuple[str, int]] = {}
+        self.shared: dict[bytes, list[tuple[str, int]]] = {}
+
+    def add(self, identity: bytes, name: str, line: int) -> None:
+        place = (name, line)
+        first = self.first.setdefault(identity, place)
+        if first is not place:
+            self.shared.setdefault(identity, [first]).append(place)
+
+    def findings(self, hosts: Mapping[str, HostFile]) -> Iterable[Finding]:
+        for places in self.shared.values():
+            nodes = sorted({name for name, _ in places})
+            if len(nodes) < 2:
+                continue
+            for name, line in places:
+                others = [n for n in nodes if n != name]
+                related = tuple(Location(hosts[n].path, ln) for n, ln in places if n != name)
+                yield error(
+                    hosts[name].path,
+                    line,
+                    "key-duplicate",
+                    f"the same public key is used by {', '.join([name, *others])}: each node needs its own key pair",
+                    related,
+                )

@@ -35,6 +35,9 @@ class Entry(NamedTuple):
     value: str
 
 
+_new_entry = tuple.__new__  # one per line of every file: skips the namedtuple's Python-level __new__
+
+
 class PemBlock(NamedTuple):
     begin: int  # line numbers, 1-based
     end: int | None  # None: never terminated
@@ -106,6 +109,7 @@ class ConfText(NamedTuple):
 # read_config_file(): the variable runs to the first space, tab or '=', then
 # blanks, one optional '=', blanks.  Applied after trailing blanks are cut.
 _SPLIT = re.compile(r"([^\t =]*)[\t ]*(?:=[\t ]*)?")
+_NOT_PLAIN = ("", " ", "\t")  # a value starting so would lose more blanks to _SPLIT
 
 
 def read_config(path: str, data: bytes, findings: list[Finding], on_entry: Callable[[Entry], None]) -> ConfText:
@@ -157,9 +161,12 @@ def read_config(path: str, data: bytes, findings: list[Finding], on_entry: Calla
         if stopped_at is not None:
             continue  # tincd never reads past the stop; only PEM blocks (OpenSSL) still count
         stripped = text.rstrip(" \t")
-        match = _SPLIT.match(stripped)
-        assert match is not None  # every group in the pattern may be empty
-        variable, value = match[1], stripped[match.end() :]
+        variable, sep, value = stripped.partition(" = ")
+        if not sep or not variable.isalnum() or value[:1] in _NOT_PLAIN:
+            # not the plain "Name = value" (where both ways agree): the general split
+            match = _SPLIT.match(stripped)
+            assert match is not None  # every group in the pattern may be empty
+            variable, value = match[1], stripped[match.end() :]
         if not value:
             findings.append(_stop(path, line, variable, line_count))
             stopped_at = line
@@ -168,7 +175,7 @@ def read_config(path: str, data: bytes, findings: list[Finding], on_entry: Calla
                 error(path, line, "syntax", "indented line: tincd reads it as a nameless variable and ignores it")
             )
         else:
-            on_entry(Entry(line, variable, value))
+            on_entry(_new_entry(Entry, (line, variable, value)))
 
     if pem is not None:
         findings.append(_unclosed(path, pem))

@@ -252,12 +252,13 @@ _NAME_ENDS = frozenset(" \t=")
 
 def _check_entry(host: HostFile, tinc: str, entry: Entry) -> None:
     """One ``Variable = value`` line: where it belongs, and its value."""
-    key = entry.variable.lower()
+    line, variable, value = entry
+    key = variable.lower()
     spec = HOST_VARIABLES.get(key)
     if spec is None:
         host.findings.append(_misplaced_variable(host.path, entry, key))
         return
-    path, line, value = host.path, entry.line, entry.value
+    path = host.path
     if tinc not in spec.tinc:
         host.findings.append(
             warning(

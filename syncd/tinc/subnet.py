@@ -1,4 +1,4 @@
-"""tinc subnets: parsing exactly as tincd does, and an O(n log n) overlap sweep.
+"""tinc subnets: parsing exactly as tincd does (overlaps: ``syncd.tinc.overlap``).
 
 The grammar mirrors ``str2net()`` in tinc's ``src/subnet_parse.c``:
 
@@ -26,7 +26,6 @@ import enum
 import ipaddress
 import re
 import socket
-from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
 DEFAULT_WEIGHT = 10  # subnet_parse.c: DEFAULT_WEIGHT
@@ -40,7 +39,7 @@ class Kind(enum.IntEnum):
     IPV6 = 2
 
 
-_BITS = {Kind.MAC: 48, Kind.IPV4: 32, Kind.IPV6: 128}
+BITS = (48, 32, 128)  # by Kind: a tuple, since an enum member hashes in Python
 
 
 class _SubnetFields(NamedTuple):
@@ -62,7 +61,7 @@ class Subnet(_SubnetFields):
     __slots__ = ()
 
     def __new__(cls, kind: Kind, address: int, prefixlen: int, weight: int = DEFAULT_WEIGHT) -> Subnet:
-        bits = _BITS[kind]
+        bits = BITS[kind]
         if not 0 <= prefixlen <= bits:
             raise ValueError(f"prefix length {prefixlen} out of range for {kind.name}")
         if not 0 <= address < (1 << bits):
@@ -73,7 +72,7 @@ class Subnet(_SubnetFields):
 
     @property
     def bits(self) -> int:
-        return _BITS[self.kind]
+        return BITS[self.kind]
 
     @property
     def host_mask(self) -> int:
@@ -213,7 +212,7 @@ def _parse_strict(text: str) -> Subnet:
     else:
         raise SubnetError("subnet-invalid", f"{text!r} is not a MAC address, IPv4 or IPv6 subnet")
 
-    bits = _BITS[kind]
+    bits = BITS[kind]
     if prefixlen is None:
         prefixlen = bits
     if prefixlen > bits:
@@ -333,7 +332,7 @@ def _lenient_tinc10(text: str) -> Subnet | None:
 
 
 def _masked(kind: Kind, address: int, prefixlen: int, weight: int) -> Subnet | None:
-    if address & ((1 << (_BITS[kind] - prefixlen)) - 1):
+    if address & ((1 << (BITS[kind] - prefixlen)) - 1):
         return None  # tincd rejects host bits too; the strict parser says so
     return Subnet(kind, address, prefixlen, weight)
 
@@ -355,53 +354,3 @@ def _expand_ipv6_like_tinc(text: str) -> str | None:
         head, _, tail = text.partition("::")
         text = ":".join([p for p in (head, ":".join(["0"] * zeros), tail) if p])
     return text
-
-
-# --- overlaps ----------------------------------------------------------------
-
-
-class Claim(NamedTuple):
-    """A subnet as announced by one node, with where it was written.
-
-    A plain tuple whose field order is the sweep's sort order, so that
-    sorting compares in C: family, first address, widest prefix first, then
-    node and line (which make the order total and the output deterministic).
-    """
-
-    kind: int
-    first: int
-    prefixlen: int
-    node: str
-    line: int
-    last: int
-    subnet: Subnet
-
-    @classmethod
-    def of(cls, subnet: Subnet, node: str, line: int) -> Claim:
-        kind, address, prefixlen, _ = subnet
-        last = address | ((1 << (_BITS[kind] - prefixlen)) - 1)
-        return _new_claim(cls, (kind, address, prefixlen, node, line, last, subnet))
-
-
-_new_claim = tuple.__new__  # Claim.of computes every field itself
-
-
-def overlapping_pairs(claims: Iterable[Claim]) -> Iterator[tuple[Claim, Claim]]:
-    """Every pair of claims by *different* nodes whose subnets overlap.
-
-    Yields ``(outer, inner)`` with ``outer`` containing ``inner``; identical
-    subnets come ordered by node name.  Prefixes never partially overlap: two
-    of them are either disjoint or nested.  So one sort by (first address,
-    widest first) and a sweep that keeps the chain of enclosing prefixes on a
-    stack finds all pairs in O(n log n + pairs): each claim is compared only
-    with its ancestors on the stack (at most ``bits + 1`` distinct prefixes
-    deep), never with every other claim.
-    """
-    stack: list[Claim] = []
-    for claim in sorted(claims):
-        while stack and (stack[-1].kind != claim.kind or stack[-1].last < claim.first):
-            stack.pop()
-        for outer in stack:
-            if outer.node != claim.node:
-                yield outer, claim
-        stack.append(claim)
