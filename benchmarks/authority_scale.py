@@ -35,7 +35,6 @@ import io
 import os
 import pstats
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -49,7 +48,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from sync_scale import GIT_ENV as SCALE_GIT_ENV
-from sync_scale import free_port, make_node
+from sync_scale import free_port, make_node, wait_for_port
 
 from syncd.tinc.keys import tinc_b64encode
 
@@ -150,11 +149,7 @@ def git_daemon(base: Path) -> Iterator[str]:
         stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 10
-        while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
-            if time.monotonic() > deadline:
-                raise SystemExit("git daemon did not start")
-            time.sleep(0.05)
+        wait_for_port(port, "git daemon")
         yield f"git://127.0.0.1:{port}/hosts.git"
     finally:
         daemon.terminate()

@@ -75,7 +75,10 @@ def free_port() -> int:
 
 def wait_for_port(port: int, what: str, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
-    while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
+    while True:
+        with socket.socket() as probe:  # one socket a try, closed
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
         if time.monotonic() > deadline:
             raise SystemExit(f"{what} did not start")
         time.sleep(0.05)
