@@ -10,7 +10,7 @@ A refusal leaves the fakes exactly as they were."""
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -120,7 +120,9 @@ class FakeHosts:
         self.reads += 1
         return self.files.get(name)
 
-    def apply(self, plan: Plan, manifest: Mapping[str, FileStat]) -> dict[str, FileStat]:
+    def apply(
+        self, plan: Plan, manifest: Mapping[str, FileStat], recheck: Collection[str] | None = None
+    ) -> dict[str, FileStat]:
         for name in plan.writes:
             self.files[name] = plan.desired[name]
             self.writes.append(name)

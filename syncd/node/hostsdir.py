@@ -45,7 +45,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
 from typing import NamedTuple
 
@@ -59,6 +59,7 @@ from syncd.tinc.names import is_node_name
 # any repository file, so it is not read (and counts as different).
 MAX_INSTALLED_BYTES = 16 * 1024 * 1024
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
 
 class FileStat(NamedTuple):
@@ -93,6 +94,39 @@ class FileStat(NamedTuple):
         )
 
 
+Stat = tuple[int, int, int, int]  # (size, mtime_ns, ctime_ns, ino): what ``FileStat`` compares
+
+
+def stat_hosts(
+    hosts_dir: Path, manifest: Mapping[str, FileStat], names: Iterable[str] | None = None
+) -> tuple[dict[str, Stat], tuple[int, int] | None]:
+    """``(size, mtime_ns, ctime_ns, ino)`` of each valid-named regular file
+    in ``hosts_dir`` (of ``names`` only, when given), and the directory's
+    ``(st_dev, st_ino)`` (None: no directory).  Plain tuples from one
+    ``fstatat`` per file relative to the directory's descriptor: no object
+    per file, no path built per file."""
+    try:
+        fd = os.open(hosts_dir, _DIR_FLAGS)
+    except FileNotFoundError:
+        return {}, None
+    stats: dict[str, Stat] = {}
+    lstat, isreg = os.stat, stat.S_ISREG
+    try:
+        dir_st = os.fstat(fd)
+        for name in os.listdir(fd) if names is None else names:  # noqa: PTH208 -- listing the descriptor: the directory walked is the one fstat names
+            if name not in manifest and not is_node_name(name):  # a name in the manifest is a valid one
+                continue
+            try:
+                st = lstat(name, dir_fd=fd, follow_symlinks=False)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            if isreg(st.st_mode):
+                stats[name] = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+    finally:
+        os.close(fd)
+    return stats, (dir_st.st_dev, dir_st.st_ino)
+
+
 def read_installed(
     hosts_dir: Path, manifest: Mapping[str, FileStat], limit: int = MAX_INSTALLED_BYTES
 ) -> tuple[dict[str, str], set[str]]:
@@ -102,29 +136,26 @@ def read_installed(
 
     A file whose stat still matches the manifest is not read again.  A file
     over ``limit`` bytes is not read: its id matches no content."""
+    return installed_from(hosts_dir, stat_hosts(hosts_dir, manifest)[0], manifest, limit)
+
+
+def installed_from(
+    hosts_dir: Path, stats: Mapping[str, Stat], manifest: Mapping[str, FileStat], limit: int = MAX_INSTALLED_BYTES
+) -> tuple[dict[str, str], set[str]]:
+    """``read_installed`` from the files' stats (``stat_hosts``): a file
+    whose stat matches the manifest has the manifest's blob id; any other is
+    read (and its id computed from its bytes)."""
     installed: dict[str, str] = {}
     stale: set[str] = set()
-    try:
-        entries = list(os.scandir(hosts_dir))
-    except FileNotFoundError:
-        return installed, stale
-    for entry in entries:
-        name = entry.name
-        known = manifest.get(name)  # a name in the manifest is a valid one
-        if known is None and not is_node_name(name):
-            continue
-        try:
-            st = entry.stat(follow_symlinks=False)
-        except FileNotFoundError:
-            continue
-        if not stat.S_ISREG(st.st_mode):
-            continue
-        if known is not None and known.matches(st):
-            installed[name] = known.blob
-            continue
+    base = os.fspath(hosts_dir)
+    for name, now in stats.items():
+        known = manifest.get(name)
         if known is not None:
+            if known[1:5] == now:
+                installed[name] = known.blob
+                continue
             stale.add(name)
-        data = _read_regular(entry.path, limit)
+        data = _read_regular(f"{base}/{name}", limit)
         if data is not None:
             installed[name] = blob_id(data) if len(data) <= limit else f"over {limit} bytes"
     return installed, stale
@@ -229,8 +260,19 @@ def clean_temp_files(hosts_dir: Path) -> list[str]:
     return removed
 
 
-def apply_plan(hosts_dir: Path, plan: Plan, manifest: Mapping[str, FileStat]) -> dict[str, FileStat]:
+def apply_plan(
+    hosts_dir: Path, plan: Plan, manifest: Mapping[str, FileStat], recheck: Collection[str] | None = None
+) -> dict[str, FileStat]:
     """Write and remove what the plan says; return the new manifest.
+
+    ``recheck``: the managed names whose stat no longer matched the
+    manifest when the pass read the directory (``read_installed``'s
+    ``stale``); None: every name is checked.  Only those, the files written,
+    the names the manifest lacks (adopted) and those whose learned key
+    changed are looked at: any other name keeps the manifest's record as it
+    is, stat included, so a file changed since the pass read the directory
+    still fails the stat comparison next pass and is read then, rather than
+    recorded with content it may not have.
 
     The caller saves the manifest (in the state) after this returns."""
     check_hosts_dir(hosts_dir)
@@ -244,13 +286,16 @@ def apply_plan(hosts_dir: Path, plan: Plan, manifest: Mapping[str, FileStat]) ->
     for name in plan.remove:
         (hosts_dir / name).unlink(missing_ok=True)
     fsync_dir(hosts_dir)
-    base = os.fspath(hosts_dir)
+    base, learned_keys = os.fspath(hosts_dir), plan.learned
     for name, blob in plan.ids.items():
         if name in new_manifest:
             continue
         known = manifest.get(name)
+        learned = learned_keys.get(name, "")
+        if known is not None and known.learned == learned and recheck is not None and name not in recheck:
+            new_manifest[name] = known
+            continue
         st = os.lstat(f"{base}/{name}")  # a valid node name has no "/"
-        learned = plan.learned.get(name, "")
         if known is not None and known.matches(st) and known.learned == learned:
             new_manifest[name] = known
         elif learned:
@@ -303,5 +348,7 @@ class HostsDir:
     def read(self, name: str) -> bytes | None:
         return self._read(name)
 
-    def apply(self, plan: Plan, manifest: Mapping[str, FileStat]) -> dict[str, FileStat]:
-        return apply_plan(self.path, plan, manifest)
+    def apply(
+        self, plan: Plan, manifest: Mapping[str, FileStat], recheck: Collection[str] | None = None
+    ) -> dict[str, FileStat]:
+        return apply_plan(self.path, plan, manifest, recheck)

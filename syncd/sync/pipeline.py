@@ -90,14 +90,14 @@ def run_pass(
     if tip == state.last_applied and not plan.changes_files:
         # the one "unchanged" path: a touched but identical file, an adopted
         # one, is recorded quietly (its new stat), never reported as a change
-        manifest = ports.hosts.apply(plan, state.manifest)
+        manifest = ports.hosts.apply(plan, state.manifest, stale)
         if manifest != state.manifest or held != state.held_back:
             state = replace(state, manifest=manifest, held_back=held)
             ports.state.save(state)
         return _unchanged(ports, state, base)
     if plan.changes_files:
         _after_last_reload_second(state)
-    manifest = ports.hosts.apply(plan, state.manifest)
+    manifest = ports.hosts.apply(plan, state.manifest, stale)
     ports.pin_applied(tip)
     now = time.time()
     if tip != state.last_applied:

@@ -163,7 +163,13 @@ class InstalledHosts(Protocol):
         ...
 
     def read(self, name: str) -> bytes | None: ...
-    def apply(self, plan: Plan, manifest: Mapping[str, FileStat]) -> dict[str, FileStat]: ...
+
+    def apply(
+        self, plan: Plan, manifest: Mapping[str, FileStat], recheck: Collection[str] | None = None
+    ) -> dict[str, FileStat]:
+        """Carry out ``plan``; the new manifest.  ``recheck``: the names
+        ``scan`` found stale (None: every name is looked at again)."""
+        ...
 
 
 class StateFile(Protocol):
