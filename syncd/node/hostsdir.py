@@ -97,34 +97,42 @@ class FileStat(NamedTuple):
 Stat = tuple[int, int, int, int]  # (size, mtime_ns, ctime_ns, ino): what ``FileStat`` compares
 
 
-def stat_hosts(
-    hosts_dir: Path, manifest: Mapping[str, FileStat], names: Iterable[str] | None = None
-) -> tuple[dict[str, Stat], tuple[int, int] | None]:
+class Walked(NamedTuple):
+    """What ``stat_hosts`` saw: each valid-named regular file's ``Stat``,
+    the directory's ``(st_dev, st_ino)`` (None: no directory), and whether
+    any of those files has another link (``st_nlink`` > 1)."""
+
+    stats: dict[str, Stat]
+    directory: tuple[int, int] | None = None
+    linked: bool = False
+
+
+def stat_hosts(hosts_dir: Path, manifest: Mapping[str, FileStat], names: Iterable[str] | None = None) -> Walked:
     """``(size, mtime_ns, ctime_ns, ino)`` of each valid-named regular file
-    in ``hosts_dir`` (of ``names`` only, when given), and the directory's
-    ``(st_dev, st_ino)`` (None: no directory).  Plain tuples from one
+    in ``hosts_dir`` (of ``names`` only, when given).  Plain tuples from one
     ``fstatat`` per file relative to the directory's descriptor: no object
     per file, no path built per file."""
     try:
         fd = os.open(hosts_dir, _DIR_FLAGS)
     except FileNotFoundError:
-        return {}, None
+        return Walked({})
     stats: dict[str, Stat] = {}
-    lstat, isreg = os.stat, stat.S_ISREG
+    lstat, isreg, linked = os.stat, stat.S_ISREG, False
     try:
         dir_st = os.fstat(fd)
-        for name in os.listdir(fd) if names is None else names:  # noqa: PTH208 -- listing the descriptor: the directory walked is the one fstat names
+        for name in os.listdir(fd) if names is None else names:  # noqa: PTH208 -- the descriptor fstat names
             if name not in manifest and not is_node_name(name):  # a name in the manifest is a valid one
                 continue
             try:
                 st = lstat(name, dir_fd=fd, follow_symlinks=False)
-            except (FileNotFoundError, NotADirectoryError):
+            except FileNotFoundError:
                 continue
             if isreg(st.st_mode):
                 stats[name] = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+                linked = linked or st.st_nlink > 1
     finally:
         os.close(fd)
-    return stats, (dir_st.st_dev, dir_st.st_ino)
+    return Walked(stats, (dir_st.st_dev, dir_st.st_ino), linked)
 
 
 def read_installed(
@@ -136,7 +144,7 @@ def read_installed(
 
     A file whose stat still matches the manifest is not read again.  A file
     over ``limit`` bytes is not read: its id matches no content."""
-    return installed_from(hosts_dir, stat_hosts(hosts_dir, manifest)[0], manifest, limit)
+    return installed_from(hosts_dir, stat_hosts(hosts_dir, manifest).stats, manifest, limit)
 
 
 def installed_from(

@@ -36,7 +36,7 @@ from syncd.node.state import (
 from syncd.rules.plan import Plan
 from syncd.sync.mirrors import Offered, apply_newest
 from syncd.sync.pipeline import run_pass
-from syncd.sync.ports import FAILING, Ports, Settings, SyncResult, UrlState
+from syncd.sync.ports import FAILING, InstalledHosts, Ports, Settings, SyncResult, UrlState
 from syncd.sync.trust import OwnerLookup, RepoAuthority
 
 if TYPE_CHECKING:
@@ -64,6 +64,7 @@ def sync_once(
     allow_rewind: bool = False,
     fetch: bool = True,
     parse_cache: ParseCache | None = None,
+    hosts: InstalledHosts | None = None,
     cancel: Callable[[], bool] | None = None,
     progress: bool = False,
     trigger: Trigger | None = None,
@@ -85,7 +86,9 @@ def sync_once(
     ``fetch=False`` re-applies the last applied commit from the local store
     (drift repair: no network, same verification and validation).
     ``parse_cache`` lets a long-running caller skip re-parsing unchanged
-    host files (see ``validate_network``); ``cancel()`` turning true stops a
+    host files (see ``validate_network``); ``hosts`` is the installed hosts
+    directory when the caller keeps one between passes (``syncd run``'s
+    watched one), else ``tinc.dir/hosts`` is read afresh; ``cancel()`` turning true stops a
     fetch in flight (``KeyboardInterrupt``); ``trigger`` (``syncd run``)
     is recorded with the outcome; ``on_applied(commit)`` is called once a
     fetched commit is installed and recorded, before tincd's reload (which
@@ -112,6 +115,7 @@ def sync_once(
                 dry_run=dry_run,
                 allow_rewind=allow_rewind,
                 parse_cache=parse_cache,
+                hosts=hosts,
                 on_states=urls.append,
                 on_applied=on_applied,
             )
@@ -166,6 +170,7 @@ def _sync(
     dry_run: bool,
     allow_rewind: bool,
     parse_cache: ParseCache | None = None,
+    hosts: InstalledHosts | None = None,
     on_states: Callable[[tuple[UrlState, ...]], None] = lambda _: None,
     on_applied: Callable[[str], None] | None = None,
 ) -> SyncResult:
@@ -184,7 +189,7 @@ def _sync(
         authority = RepoAuthority(repo, signers, follow_repo=config.trust.follow_repo, owners_of=_indexed_owners(index))
         ports = Ports(
             repo=repo,
-            hosts=HostsDir(config.tinc.hosts_dir),
+            hosts=hosts or HostsDir(config.tinc.hosts_dir),
             state=states,
             index=index,
             authority=authority,

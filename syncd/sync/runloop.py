@@ -13,7 +13,10 @@ The loop only decides *when* to run a pass; ``sync_once`` does the work.
   modified or deleted behind syncd's back, the last verified commit is
   re-applied from the local store within a second (no fetch) and
   ``drift.repaired`` is logged.  syncd's own writes trigger a check too, which
-  finds nothing to do.
+  finds nothing to do.  The same watch spares a pass the stat of every
+  installed file: it stats only the names the watch reported since the
+  last pass, and all of them when the watch cannot vouch for the rest
+  (``node.hostswatch`` says when, and why that is exact).
 * A fetch pass runs in a worker thread: while it waits on a slow server
   (never longer than ``repo.timeout`` per URL), SIGTERM still stops the agent
   within seconds (the fetch is killed) and drift is still repaired.
@@ -35,14 +38,12 @@ import signal
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from syncd.errors import EXIT_REFUSED, Outcome, outcome
 from syncd.git.urls import redact_url
 from syncd.node.config import Config
-from syncd.node.files import make_dirs
 from syncd.node.notify import Notifier
 from syncd.node.state import Trigger
 from syncd.rules.validate import ParseCache
@@ -50,7 +51,9 @@ from syncd.sync.agent import pass_duration, stale_warning, sync_once
 from syncd.sync.ears import Ears
 from syncd.sync.ports import SyncResult
 from syncd.tinc import learnedkey
-from syncd.tinc.names import is_node_name
+
+if TYPE_CHECKING:
+    from syncd.node.hostswatch import WatchedHosts
 
 FIRST_RETRY = 5.0
 JITTER = 0.10
@@ -82,6 +85,7 @@ class RunLoop:
         self.progress = time.monotonic()  # the main loop's last tick
         self.fetch_started = 0.0
         self.ears = Ears(config, log, self.cond)
+        self.hosts: WatchedHosts | None = None  # the watched hosts directory, once ``run`` starts
 
     # --- triggers (signal handlers, file events) -------------------------------------
 
@@ -103,7 +107,7 @@ class RunLoop:
     def run(self) -> int:
         for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_signal)
-        observer = self._watch_hosts()
+        self.hosts = self._watch_hosts()
         heartbeat = self._start_heartbeat()
         self.log.info(
             "run.started",
@@ -122,9 +126,8 @@ class RunLoop:
             self.ears.stop()
             self.notifier.stopping()
             heartbeat.set()
-            if observer is not None:
-                observer.stop()
-                observer.join(timeout=5)
+            if self.hosts is not None:
+                self.hosts.stop()
             self.log.info("run.stopped", net=self.config.net)
         return 0
 
@@ -207,6 +210,7 @@ class RunLoop:
                 self.config,
                 fetch=fetch,
                 parse_cache=self.parse_cache,
+                hosts=self.hosts,
                 cancel=self.cancel.is_set,
                 trigger=trigger,
                 on_applied=lambda commit: self.ears.applied_now(commit, trigger),
@@ -244,29 +248,15 @@ class RunLoop:
 
     # --- helpers -------------------------------------------------------------------------------
 
-    def _watch_hosts(self) -> Any:
-        from watchdog.events import FileSystemEvent, FileSystemEventHandler
-        from watchdog.observers import Observer
+    def _watch_hosts(self) -> WatchedHosts:
+        """The hosts directory under a watch: an event on a valid node name
+        asks for a repair pass, and a pass stats only what the watch
+        reported (``node.hostswatch``)."""
+        from syncd.node.hostswatch import WatchedHosts
 
-        hosts = self.config.tinc.hosts_dir
-        make_dirs(hosts)  # 0755 whatever the umask, as a sync makes it
-        loop = self
-
-        class Handler(FileSystemEventHandler):
-            def on_any_event(self, event: FileSystemEvent) -> None:
-                if event.event_type in ("opened", "closed_no_write"):
-                    return
-                for raw in (event.src_path, getattr(event, "dest_path", "")):
-                    name = Path(str(raw)).name if raw else ""
-                    if name and is_node_name(name):
-                        loop.request(repair=True)
-                        return
-
-        observer = Observer()
-        observer.schedule(Handler(), str(hosts), recursive=False)
-        observer.daemon = True
-        observer.start()
-        return observer
+        hosts = WatchedHosts(self.config.tinc.hosts_dir, on_change=lambda: self.request(repair=True))
+        hosts.start()
+        return hosts
 
     def _start_heartbeat(self) -> threading.Event:
         """WATCHDOG=1 from its own thread, so that a long pass does not make
