@@ -240,15 +240,18 @@ def main() -> int:
             # The same inside one process, as the `syncd run` loop does it:
             # no interpreter start-up and imports on every pass.
             from syncd.node.config import load_config
+            from syncd.node.hostswatch import WatchedHosts
             from syncd.rules.validate import ParseCache
             from syncd.sync.agent import sync_once
 
             loaded = load_config(config)
             cache: ParseCache = {}  # what RunLoop keeps between passes
+            watched = WatchedHosts(loaded.tinc.hosts_dir)  # and its watched hosts directory
+            watched.start()
             in_noop = []
             for _ in range(args.runs):
                 start = time.perf_counter()
-                assert sync_once(loaded, parse_cache=cache).status == "unchanged"
+                assert sync_once(loaded, parse_cache=cache, hosts=watched).status == "unchanged"
                 in_noop.append(time.perf_counter() - start)
             rows.append(("no-op pass inside `syncd run`", min(in_noop), min(git_noop), 1.2))
             in_change = []
@@ -257,10 +260,11 @@ def main() -> int:
                     fh.write(f"# change {run_index}\n")
                 commit_signed(work, key, f"in-process change {run_index}")
                 start = time.perf_counter()
-                result = sync_once(loaded, parse_cache=cache)
+                result = sync_once(loaded, parse_cache=cache, hosts=watched)
                 in_change.append(time.perf_counter() - start)
                 assert result.plan.update == ("node2",) and not result.plan.add, result.plan
             rows.append(("one-file change inside `syncd run`", min(in_change), min(git_change_times), 2.0))
+            watched.stop()
             rows += three_urls(tmp, url, config, args.runs, syncd)
         finally:
             daemon.terminate()

@@ -68,6 +68,7 @@ class WatchedHosts(HostsDir):
         self._stats: dict[str, Stat] = {}  # the last walk's, updated by name since
         self._walked: tuple[int, int] | None = None  # the directory that walk read
         self._walked_at = 0.0
+        self._result: tuple[Mapping[str, FileStat], dict[str, str], set[str]] | None = None  # the last scan's
         self.walks = 0  # full walks so far (for tests and benchmarks)
 
     # --- the watch ---------------------------------------------------------------------------
@@ -121,7 +122,32 @@ class WatchedHosts(HostsDir):
     # --- the port ----------------------------------------------------------------------------
 
     def scan(self, manifest: Mapping[str, FileStat]) -> tuple[dict[str, str], set[str]]:
+        """``read_installed``'s answer.  The last one is kept with the
+        manifest it was computed against: when the manifest is that very
+        object again (``state.load_state`` returns the same State while its
+        file is unchanged) only the names re-stat'ed are computed again.  A
+        blob id kept for a file whose stat did not match the manifest is
+        exact for the same reason its stat is: no event, no change."""
         check_hosts_dir(self.path)
+        restated = self._restat(manifest)
+        kept = self._result
+        if restated is None or kept is None or kept[0] is not manifest:
+            installed, stale = installed_from(self.path, self._stats, manifest)
+        else:
+            installed, stale = kept[1], kept[2]
+            for name in restated:
+                installed.pop(name, None)
+                stale.discard(name)
+            now = {name: self._stats[name] for name in restated if name in self._stats}
+            again, again_stale = installed_from(self.path, now, manifest)
+            installed.update(again)
+            stale |= again_stale
+        self._result = (manifest, installed, stale)
+        return dict(installed), set(stale)
+
+    def _restat(self, manifest: Mapping[str, FileStat]) -> set[str] | None:
+        """Bring ``_stats`` up to date: the names re-stat'ed, or None after
+        a walk of every file (see the module doc for when)."""
         with self._lock:  # emptied before the stats are taken: later events count next pass
             dirty, everything = self._dirty, self._everything
             self._dirty, self._everything = set(), False
@@ -140,13 +166,13 @@ class WatchedHosts(HostsDir):
             self._stats.update(fresh.stats)
             if fresh.linked:
                 self._walked = None  # the next pass walks, until no file has another link
-        else:
-            if self._observer is not None and (not self._watching() or here != self._watched):
-                self.start()  # a new watch before the walk it vouches for
-                with self._lock:
-                    self._dirty, self._everything = set(), False
-            self._stats, self._walked = self._walk(manifest)
-        return installed_from(self.path, self._stats, manifest)
+            return dirty
+        if self._observer is not None and (not self._watching() or here != self._watched):
+            self.start()  # a new watch before the walk it vouches for
+            with self._lock:
+                self._dirty, self._everything = set(), False
+        self._stats, self._walked = self._walk(manifest)
+        return None
 
     def _walk(self, manifest: Mapping[str, FileStat]) -> tuple[dict[str, Stat], tuple[int, int] | None]:
         self.walks += 1

@@ -62,7 +62,7 @@ def run_pass(
     base = replace(base, commit_time=tip_info.committer_time)
 
     installed, stale = ports.hosts.scan(state.manifest)
-    settled = state.held_back is None and all(n in installed for n in state.manifest)
+    settled = state.held_back is None and state.manifest.keys() <= installed.keys()
     if tip == state.last_applied and not dry_run and not stale and settled:
         # nothing new, every managed file as installed (by stat): nothing is read
         return _unchanged(ports, state, base)
