@@ -456,3 +456,38 @@ def test_own_file_without_the_nodes_ed25519_key_is_installed(legacy_node: Node) 
     assert node.sync("c3") == "unchanged"
     held = node.state.state.held_back
     assert held is not None and f"but this node holds Ed25519PublicKey = {ed25519_text(1)}" in held
+
+
+def test_an_applied_pass_saves_the_state_once_after_the_reload(node: Node) -> None:
+    node.repo.add("c2", {**node.repo.trees["c1"], "charlie": host("10.3.0.0/16", 3)}, ("c1",))
+    saves = node.state.saves
+    assert node.sync("c2") == "applied"
+    assert node.state.saves == saves + 1 and node.reloads == 2
+    assert node.state.state.last_applied == "c2" and not node.state.state.reload_pending
+
+
+@pytest.mark.parametrize("change", ["update", "add", "remove"])
+def test_a_pass_stopped_between_its_writes_and_its_save_leaves_the_reload_to_the_next(node: Node, change: str) -> None:
+    """The pass dies after writing the files and before tincd's reload and
+    the state's save: the next pass finds the files already right, and
+    still reloads tincd, which has not read them."""
+    tree = dict(node.repo.trees["c1"])
+    if change == "update":
+        tree["alpha"] = host("10.9.0.0/16", 1)
+    elif change == "add":
+        tree["charlie"] = host("10.3.0.0/16", 3)
+    else:
+        del tree["bravo"]
+    node.repo.add("c2", tree, ("c1",))
+    ports = node.ports()
+
+    def power_cut(tip: str) -> None:
+        raise SystemExit(77)
+
+    with pytest.raises(SystemExit):
+        run_pass(replace(ports, pin_applied=power_cut), node.settings, "c2", "fake://")
+    assert node.state.state.last_applied == "c1" and node.reloads == 1
+    assert node.hosts.files == tree
+    assert node.sync("c2") == "applied"
+    assert node.reloads == 2 and not node.state.state.reload_pending
+    assert node.state.state.last_applied == "c2" and set(node.state.state.manifest) == set(tree)

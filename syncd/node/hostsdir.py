@@ -11,10 +11,12 @@ Crash safety, point by point (the next run must converge whatever happens):
   (a leading dot is not a valid node name).
 * The directory is fsync'd after the renames and removals, and the state
   file (manifest and last applied commit) is written last, the same way
-  (``state.py``).
+  (``state.py``), once per pass, after tincd's reload.
   If the run dies before that, the next run finds files whose stat no longer
   matches the old manifest, hashes them, sees they already equal the repo,
-  and only records them: no rewrite, so no mtime change for tincd.
+  and only records them: no rewrite, so no mtime change for tincd; and it
+  reloads tincd, since files are installed that the state does not record
+  (``pipeline._unrecorded``).
 * Only files whose bytes differ are written; unchanged ones keep their inode
   and mtime (tincd 1.0 drops the connection of a peer whose host file has a
   newer mtime at reload).

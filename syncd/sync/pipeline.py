@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -31,6 +31,7 @@ from syncd.sync.history import verify_history
 from syncd.sync.ports import Ports, Repository, Settings, Signed, StateFile, SyncResult
 
 if TYPE_CHECKING:
+    from syncd.node.hostsdir import FileStat
     from syncd.node.reload import Reloaded
     from syncd.node.state import State
     from syncd.rules.validate import ParseCache, Report
@@ -109,14 +110,33 @@ def run_pass(
         commit_time=tip_info.committer_time,
         applied_at=now,
         manifest=manifest,
-        reload_pending=state.reload_pending or plan.changes_files,
+        reload_pending=state.reload_pending
+        or plan.changes_files
+        or _unrecorded(state.manifest, installed, stale, plan),
         held_back=held,
         admins_until=admins_valid_until(ports.authority.admins_at(tip), now),
         max_blob_bytes=report.policy.max_blob_bytes,
     )
-    ports.state.save(state)
-    reloaded = _reload(ports.reload, ports.state, state) if state.reload_pending else None
-    return replace(base, status="applied", reloaded=reloaded)
+    if not state.reload_pending:
+        ports.state.save(state)
+        return replace(base, status="applied")
+    return replace(base, status="applied", reloaded=_reload(ports.reload, ports.state, state))
+
+
+def _unrecorded(
+    recorded: Mapping[str, FileStat], installed: Mapping[str, str], stale: Collection[str], plan: Plan
+) -> bool:
+    """Are files installed that the state does not record, as a pass leaves
+    them when it stops between its writes and its one save of the state
+    (which follows tincd's reload)?  Then tincd may not have read them, and
+    this pass reloads it: a file that is already as the repository has it
+    but recorded with other content, an adopted one, or a recorded one
+    that is gone and no longer wanted.  (A file someone else made equal to
+    the repository's is reloaded too: tincd may not have read it either.)"""
+    if plan.adopt or recorded.keys() - installed.keys() - plan.ids.keys():
+        return True
+    ids = plan.ids
+    return any(name in installed and installed[name] == ids.get(name) != recorded[name].blob for name in stale)
 
 
 def _new_keys(plan: Plan, state: State) -> dict[str, str]:
@@ -151,12 +171,19 @@ def _unchanged(ports: Ports, state: State, base: SyncResult) -> SyncResult:
 
 
 def _reload(reload: Callable[[], Reloaded], states: StateFile, state: State) -> Reloaded:
-    """Reload tincd; on success the state no longer has a reload pending.
-    On failure (``ReloadError``, exit 3) the files stay installed and the
-    reload stays pending for the next pass.  tincd not running is not a
+    """Reload tincd, then save ``state`` (the pass's one save): on success
+    it no longer has a reload pending.  On failure (``ReloadError``, exit 3)
+    the files stay installed and the state is saved with the reload still
+    pending for the next pass.  A pass that stops before the save leaves
+    files the state does not record, and the next pass reloads
+    (``_unrecorded``).  tincd not running is not a
     failure: it reads every host file when it starts, so nothing stays
     pending, and the result carries the warning."""
-    reloaded = reload()
+    try:
+        reloaded = reload()
+    except BaseException:
+        states.save(state)  # the commit and its files are recorded, the reload still pending
+        raise
     if reloaded.method == "none":
         states.save(replace(state, reload_pending=False))
     else:
