@@ -117,14 +117,29 @@ def test_syncds_own_writes_are_accounted_for_by_name(watched: tuple[Path, Manife
     desired["node1"] = b"Subnet = 10.42.0.0/16\n"
     desired["node50"] = b"Subnet = 10.50.0.0/16\n"
     plan = make_plan(desired, installed, {n: f.blob for n, f in manifest.items()})
-    watch.after(lambda: manifest.update(watch.hosts.apply(plan, manifest, set())))
-    for name in [n for n in manifest if n not in plan.ids]:
-        del manifest[name]
+    applied: list[Manifest] = []
+    watch.after(lambda: applied.append(watch.hosts.apply(plan, manifest, set())))
+    manifest = applied[0]  # a new object, as the next pass loads it
     assert (
         watch.hosts.scan(manifest)
         == read_installed(hosts, manifest)
         == ({n: blob_id(d) for n, d in desired.items()}, set())
     )
+    assert watch.hosts.walks == 1
+
+
+def test_a_manifest_that_changed_without_an_event_is_compared_again(watched: tuple[Path, Manifest, Watched]) -> None:
+    hosts, manifest, watch = watched
+    watch.hosts.scan(manifest)
+    other = {
+        **manifest,
+        "node8": manifest["node8"]._replace(mtime_ns=1),
+        "node9": manifest["node9"]._replace(blob="0" * 40),
+    }
+    del other["node10"]
+    assert watch.hosts.scan(other) == read_installed(hosts, other)
+    assert watch.hosts.scan(other)[1] == {"node8"}  # node9: its stat matches, so the record is believed
+    assert watch.hosts.scan(manifest) == read_installed(hosts, manifest)
     assert watch.hosts.walks == 1
 
 
@@ -162,6 +177,22 @@ def test_a_file_with_another_link_is_walked_every_pass(tmp_path: Path, watched: 
     assert watch.hosts.walks == 3
 
 
+def queue_limit() -> int:
+    """How many events the kernel queues for an inotify instance."""
+    return int(Path("/proc/sys/fs/inotify/max_queued_events").read_text())
+
+
+def stop(pid: int) -> None:
+    """SIGSTOP ``pid`` and wait until it is stopped: from then on it reads
+    no event, and its queue fills."""
+    os.kill(pid, signal.SIGSTOP)
+
+    def stopped() -> bool:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "T"
+
+    assert wait_until(stopped, 5) is not None, f"pid {pid} did not stop"
+
+
 CHILD = """
 import json, sys
 from pathlib import Path
@@ -195,9 +226,8 @@ def test_an_overflowed_queue_means_a_walk(tmp_path: Path) -> None:
 
     try:
         assert scan()["walks"] == scan()["walks"] == 1
-        child.send_signal(signal.SIGSTOP)
-        limit = int(Path("/proc/sys/fs/inotify/max_queued_events").read_text())
-        for i in range(limit + 100):  # two names in turn: the kernel merges only an event equal to the last
+        stop(child.pid)
+        for i in range(queue_limit() + 100):  # two names in turn: the kernel merges only an event equal to the last
             os.utime(hosts / f"node{i % 2}")
         append(hosts / "node9")
         child.send_signal(signal.SIGCONT)
@@ -252,11 +282,10 @@ def test_syncd_run_repairs_each_drift_and_an_overflowed_watch(agent: tuple[Node,
     (node.hosts / "gateway").chmod(0o600)  # same bytes: the pass reads it again and records its new stat
     ctime = os.lstat(node.hosts / "gateway").st_ctime_ns
     assert wait_until(lambda: recorded(node, "gateway")[3] == ctime, 5) is not None, running.log_path.read_text()
-    running.proc.send_signal(signal.SIGSTOP)
+    stop(running.proc.pid)
     try:
-        limit = int(Path("/proc/sys/fs/inotify/max_queued_events").read_text())
         (node.hosts / ".flood").write_bytes(b"")  # not a node name: left alone
-        for i in range(limit + 100):  # none of them names gateway
+        for i in range(queue_limit() + 100):  # none of them names gateway
             os.utime(node.hosts / (".flood" if i % 2 else "my_laptop"))
         append(node.hosts / "gateway")  # its event is lost in the overflow
     finally:

@@ -123,25 +123,30 @@ class WatchedHosts(HostsDir):
 
     def scan(self, manifest: Mapping[str, FileStat]) -> tuple[dict[str, str], set[str]]:
         """``read_installed``'s answer.  The last one is kept with the
-        manifest it was computed against: when the manifest is that very
-        object again (``state.load_state`` returns the same State while its
-        file is unchanged) only the names re-stat'ed are computed again.  A
-        blob id kept for a file whose stat did not match the manifest is
-        exact for the same reason its stat is: no event, no change."""
+        manifest it was computed against, and only the names whose stat or
+        manifest entry changed since are computed again (the manifest is
+        compared by identity first: ``state.load_state`` returns the same
+        State while its file is unchanged).  A blob id kept for a file whose
+        stat did not match the manifest is exact for the same reason its
+        stat is: no event, no change."""
         check_hosts_dir(self.path)
         restated = self._restat(manifest)
         kept = self._result
-        if restated is None or kept is None or kept[0] is not manifest:
+        if restated is None or kept is None:
             installed, stale = installed_from(self.path, self._stats, manifest)
         else:
-            installed, stale = kept[1], kept[2]
-            for name in restated:
+            before, installed, stale = kept
+            again = set(restated)
+            if before is not manifest:
+                again.update(name for name, known in manifest.items() if before.get(name) != known)
+                again.update(before.keys() - manifest.keys())
+            for name in again:
                 installed.pop(name, None)
                 stale.discard(name)
-            now = {name: self._stats[name] for name in restated if name in self._stats}
-            again, again_stale = installed_from(self.path, now, manifest)
-            installed.update(again)
-            stale |= again_stale
+            now = {name: self._stats[name] for name in again if name in self._stats}
+            fresh, fresh_stale = installed_from(self.path, now, manifest)
+            installed.update(fresh)
+            stale |= fresh_stale
         self._result = (manifest, installed, stale)
         return dict(installed), set(stale)
 
