@@ -14,7 +14,11 @@ two subnets and an Ed25519 key.  Printed, as a table (best of --runs):
 * the floor under a fresh process: `python -c 'import dulwich.client'`;
 * the cost of asking every URL: a no-op pass with repo.url and two mirrors
   next to the same pass with repo.url alone (in those two rows the
-  `git fetch` column holds the one-URL pass).
+  `git fetch` column holds the one-URL pass);
+* the stat walk a fresh pass makes of the installed files
+  (``hostsdir.read_installed``, every file as recorded) next to its floor,
+  a bare ``os.scandir`` + ``stat`` loop in Python over the same directory
+  (in that row the `git fetch` column holds the floor).
 
 syncd runs as installed (bytecode compiled: PYTHONDONTWRITEBYTECODE is
 dropped from its environment, and a first run writes it).
@@ -179,6 +183,29 @@ def three_urls(tmp: Path, url: str, config: Path, runs: int, syncd: list[str]) -
     ]
 
 
+def stat_walk(hosts: Path, state_dir: Path, runs: int) -> Row:
+    """``read_installed`` of every installed file against the bare loop."""
+    from syncd.node.hostsdir import read_installed
+    from syncd.node.state import load_state
+
+    manifest = load_state(state_dir).manifest
+
+    def floor() -> None:
+        for entry in os.scandir(hosts):
+            entry.stat(follow_symlinks=False)
+
+    ours, bare = [], []
+    for _ in range(max(runs, 5)):  # interleaved: the same load on both
+        start = time.perf_counter()
+        installed, stale = read_installed(hosts, manifest)
+        ours.append(time.perf_counter() - start)
+        assert not stale and len(installed) == len(manifest)
+        start = time.perf_counter()
+        floor()
+        bare.append(time.perf_counter() - start)
+    return (f"stat walk of {len(manifest)} installed files (vs os.scandir + stat)", min(ours), min(bare), None)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--nodes", type=int, default=10_000)
@@ -265,6 +292,7 @@ def main() -> int:
                 assert result.plan.update == ("node2",) and not result.plan.add, result.plan
             rows.append(("one-file change inside `syncd run`", min(in_change), min(git_change_times), 2.0))
             watched.stop()
+            rows.append(stat_walk(hosts, loaded.state_dir, args.runs))
             rows += three_urls(tmp, url, config, args.runs, syncd)
         finally:
             daemon.terminate()
