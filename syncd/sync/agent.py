@@ -91,7 +91,7 @@ def sync_once(
     watched one), else ``tinc.dir/hosts`` is read afresh; ``cancel()`` turning true stops a
     fetch in flight (``KeyboardInterrupt``); ``trigger`` (``syncd run``)
     is recorded with the outcome; ``on_applied(commit)`` is called once a
-    fetched commit is installed and recorded, before tincd's reload (which
+    fetched commit is installed and in the audit log, before tincd's reload (which
     may take a second): ``syncd run`` tells other agents then."""
     started = time.monotonic()
     fetched: Fetched | None = None
@@ -227,7 +227,7 @@ def _sync(
 
 
 def _reload(config: Config, fetched: str | None, on_applied: Callable[[str], None] | None) -> Reloaded:
-    """The reload port: the state already records the commit as applied."""
+    """The reload port: the commit is installed and in the audit log; the state is saved after this."""
     if on_applied is not None and fetched is not None:
         on_applied(fetched)
     return reload_tinc(config.tinc, config.net)
