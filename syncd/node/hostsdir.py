@@ -109,28 +109,40 @@ class Walked(NamedTuple):
     linked: bool = False
 
 
-def stat_hosts(hosts_dir: Path, manifest: Mapping[str, FileStat], names: Iterable[str] | None = None) -> Walked:
+def stat_hosts(
+    hosts_dir: Path,
+    manifest: Mapping[str, FileStat],
+    names: Iterable[str] | None = None,
+    matched: dict[str, str] | None = None,
+) -> Walked:
     """``(size, mtime_ns, ctime_ns, ino)`` of each valid-named regular file
     in ``hosts_dir`` (of ``names`` only, when given).  Plain tuples from one
     ``fstatat`` per file relative to the directory's descriptor: no object
-    per file, no path built per file."""
+    per file, no path built per file.  With ``matched``, a file whose stat
+    matches the manifest goes there instead (name → the manifest's blob id),
+    in the same loop."""
     try:
         fd = os.open(hosts_dir, _DIR_FLAGS)
     except FileNotFoundError:
         return Walked({})
     stats: dict[str, Stat] = {}
-    lstat, isreg, linked = os.stat, stat.S_ISREG, False
+    lstat, isreg, get, linked = os.stat, stat.S_ISREG, manifest.get, False
     try:
         dir_st = os.fstat(fd)
         for name in os.listdir(fd) if names is None else names:  # noqa: PTH208 -- the descriptor fstat names
-            if name not in manifest and not is_node_name(name):  # a name in the manifest is a valid one
+            known = get(name)
+            if known is None and not is_node_name(name):  # a name in the manifest is a valid one
                 continue
             try:
                 st = lstat(name, dir_fd=fd, follow_symlinks=False)
             except FileNotFoundError:
                 continue
             if isreg(st.st_mode):
-                stats[name] = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+                now = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+                if matched is not None and known is not None and known[1:5] == now:
+                    matched[name] = known[0]
+                else:
+                    stats[name] = now
                 linked = linked or st.st_nlink > 1
     finally:
         os.close(fd)
@@ -146,7 +158,11 @@ def read_installed(
 
     A file whose stat still matches the manifest is not read again.  A file
     over ``limit`` bytes is not read: its id matches no content."""
-    return installed_from(hosts_dir, stat_hosts(hosts_dir, manifest).stats, manifest, limit)
+    installed: dict[str, str] = {}
+    others = stat_hosts(hosts_dir, manifest, matched=installed).stats
+    read, stale = installed_from(hosts_dir, others, manifest, limit)
+    installed.update(read)
+    return installed, stale
 
 
 def installed_from(
