@@ -17,10 +17,7 @@ from typing import TYPE_CHECKING
 from syncd.errors import FetchTimeoutError, SyncdError, TransientError, outcome
 from syncd.node.config import Config, load_signers
 from syncd.node.hostsdir import HostsDir
-from syncd.node.metrics import write_metrics
-from syncd.node.parseindex import ParseIndexFile, owners_of
-from syncd.node.privkeys import private_key_publics
-from syncd.node.reload import Reloaded, reload_tinc
+from syncd.node.parseindex import ParseIndexFile
 from syncd.node.state import (
     FETCH_LOCK_FILE,
     StateDir,
@@ -36,13 +33,15 @@ from syncd.sync.mirrors import Offered, apply_newest
 from syncd.sync.noop import AppliedOnly, LoadedOnce, NoAuthority, NotUnchanged, loose_ref, store_refs_agree
 from syncd.sync.pipeline import run_pass
 from syncd.sync.ports import BEHIND, FAILING, FORKED, Ports, Settings, SyncResult, UrlState
-from syncd.sync.trust import OwnerLookup, RepoAuthority
 
 if TYPE_CHECKING:
     from syncd.git.fetch import FetchLimits
     from syncd.node.parseindex import Record as IndexRecord
+    from syncd.node.reload import Reloaded
     from syncd.rules.validate import ParseCache
     from syncd.signing.allowed_signers import AllowedSigner
+    from syncd.sync.trust import OwnerLookup
+    from syncd.tinc.keys import PublicKey
 
 LOCK_TIMEOUT = 300.0  # seconds to wait for another sync of the same network
 
@@ -230,7 +229,7 @@ def _unchanged_pass(
             index=ParseIndexFile(config.state_dir),
             authority=NoAuthority(),
             pin_applied=lambda _: None,
-            own_keys=lambda: private_key_publics(config.tinc.dir),
+            own_keys=lambda: _own_keys(config),
             reload=lambda: _reload(config, applied, on_applied),
         )
 
@@ -283,6 +282,7 @@ def _sync(
     if fetched is None and last is None:  # drift repair of a node that never synced
         return SyncResult("unchanged", "", None, "(local store)", Plan())
     from syncd.git.store import APPLIED_REF, GitStore
+    from syncd.sync.trust import RepoAuthority
 
     store = GitStore(config.state_dir / "repo.git", writes=APPLIED_REF)
     applying: list[str] = []  # the fetched tip run_pass is applying, for on_applied
@@ -297,7 +297,7 @@ def _sync(
             index=index,
             authority=authority,
             pin_applied=store.pin_applied,
-            own_keys=lambda: private_key_publics(config.tinc.dir),
+            own_keys=lambda: _own_keys(config),
             reload=lambda: _reload(config, applying[-1] if applying else None, on_applied),
             applied_log=lambda: {entry.commit for entry in read_log(config.state_dir)},
         )
@@ -322,8 +322,17 @@ def _sync(
         store.close()
 
 
+def _own_keys(config: Config) -> list[tuple[str, PublicKey]]:
+    """The own-keys port: read only when a commit's host files are validated."""
+    from syncd.node.privkeys import private_key_publics
+
+    return private_key_publics(config.tinc.dir)
+
+
 def _reload(config: Config, fetched: str | None, on_applied: Callable[[str], None] | None) -> Reloaded:
     """The reload port: the state already records the commit as applied."""
+    from syncd.node.reload import reload_tinc
+
     if on_applied is not None and fetched is not None:
         on_applied(fetched)
     return reload_tinc(config.tinc, config.net)
@@ -366,6 +375,8 @@ def record_outcome(
     with contextlib.suppress(OSError, SyncdError):
         save_health(config.state_dir, health)
     if config.metrics_file is not None:
+        from syncd.node.metrics import write_metrics
+
         with contextlib.suppress(OSError, SyncdError):
             write_metrics(config.metrics_file, config.net, load_state(config.state_dir), health, config.trust.max_age)
 
@@ -394,6 +405,8 @@ def fetch_limits(config: Config, progress: bool = False) -> FetchLimits:
 def _indexed_owners(index: ParseIndexFile) -> OwnerLookup:
     """The owner lines of a file the node validated before, by blob id (from
     the parse index, read when first asked: most passes never ask)."""
+    from syncd.node.parseindex import owners_of
+
     by_blob: dict[str, IndexRecord] | None = None
 
     def owners(blob: str) -> tuple[frozenset[bytes], dict[bytes, str]] | None:
