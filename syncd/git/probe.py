@@ -122,7 +122,7 @@ def _answer(
     except _Refused as exc:
         return FetchError(f"{shown}: {exc}")
     except (OSError, ValueError) as exc:
-        if watch.expired:
+        if watch.expired or time.monotonic() >= watch.deadline:
             return FetchTimeoutError(f"{shown}: no complete answer within {timeout:g} s (repo.timeout)")
         if watch.cancelled:
             return None
@@ -160,7 +160,8 @@ class _Watch:
 
     def remaining(self, cap: float = POLL_SECONDS) -> float:
         """Seconds left (at most ``cap``); ``TimeoutError`` after the
-        deadline, ``InterruptedError`` once cancelled."""
+        deadline, ``InterruptedError`` once cancelled.  A socket's own
+        timeout is set a second past the deadline: the watch ends it first."""
         left = self.deadline - time.monotonic()
         if left <= 0:
             self.expired = True
@@ -197,7 +198,7 @@ def _git_refs(parts: urllib.parse.SplitResult, watch: _Watch) -> dict[bytes, byt
     host, port = parts.hostname, parts.port or GIT_PORT
     if not host or parts.username or parts.query or "%" in parts.path or not parts.path:
         raise _Unsure
-    sock = socket.create_connection((host, port), timeout=watch.remaining(math.inf))
+    sock = socket.create_connection((host, port), timeout=watch.remaining(math.inf) + 1)
     watch.guard(sock)
     request = b"git-upload-pack " + parts.path.encode() + b"\0host=" + host.encode("idna") + b"\0"
     sock.settimeout(watch.remaining())
@@ -270,7 +271,7 @@ def parse_advertisement(read: Callable[[], bytes | None]) -> dict[bytes, bytes]:
         if name.endswith(b"^{}") or name == b"capabilities^{}":
             continue
         if name in refs:
-            raise _Refused(f"the ref advertisement names {name.decode(errors='replace')} twice")
+            raise _Refused(f"the ref advertisement names {name[:80].decode(errors='replace')} twice")
         refs[name] = sha
     return refs
 
@@ -296,10 +297,10 @@ def _http_refs(parts: urllib.parse.SplitResult, watch: _Watch, ca_file: Path | N
     conn: http.client.HTTPConnection
     if parts.scheme == "https":
         conn = http.client.HTTPSConnection(
-            parts.hostname, parts.port, timeout=watch.remaining(math.inf), context=_tls(ca_file)
+            parts.hostname, parts.port, timeout=watch.remaining(math.inf) + 1, context=_tls(ca_file)
         )
     else:
-        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=watch.remaining(math.inf))
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=watch.remaining(math.inf) + 1)
     try:
         conn.connect()
         assert conn.sock is not None
@@ -377,21 +378,44 @@ def parse_info_refs(body: bytes) -> dict[bytes, bytes]:
 
 
 def _local_refs(path: Path, ref: bytes) -> dict[bytes, bytes]:
-    """A local repository's loose ref, as git reads it; anything else (a
-    packed or symbolic ref, a ``.git`` file, no repository) is the fetch
-    path's."""
+    """A local repository's ref as git reads it: the loose ref file, else
+    its line in ``packed-refs``; anything else (a symbolic ref, a ``.git``
+    file, no repository, an unreadable file) is the fetch path's."""
     git_dir = path / ".git" if (path / ".git").is_dir() else path
     if not ((git_dir / "HEAD").is_file() and (git_dir / "objects").is_dir()):
         raise _Unsure
     try:
         with open(git_dir / os.fsdecode(ref), "rb") as fh:
             data = fh.read(100)
-    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+    except FileNotFoundError:
+        return _packed_ref(git_dir, ref)
+    except OSError:
         raise _Unsure from None
     sha = data.rstrip(b"\n")
     if not SHA.fullmatch(sha) or data != sha + b"\n":
         raise _Unsure
     return {ref: sha}
+
+
+def _packed_ref(git_dir: Path, ref: bytes) -> dict[bytes, bytes]:
+    try:
+        with open(git_dir / "packed-refs", "rb") as fh:
+            data = fh.read(ADVERTISEMENT_LIMIT + 1)
+    except FileNotFoundError:
+        return {}
+    except OSError:
+        raise _Unsure from None
+    if len(data) > ADVERTISEMENT_LIMIT:
+        raise _Unsure
+    for line in data.splitlines():
+        if line.startswith((b"#", b"^")):
+            continue
+        sha, _, name = line.partition(b" ")
+        if not SHA.fullmatch(sha):
+            raise _Unsure
+        if name == ref:
+            return {ref: sha}
+    return {}
 
 
 def fetch_failure(failures: list[SyncdError], branch: str) -> SyncdError:
