@@ -7,7 +7,9 @@ process that must not load dulwich when nothing changed."""
 
 from __future__ import annotations
 
+import getpass
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -18,10 +20,11 @@ import pytest
 import yaml
 
 from syncd.errors import FetchError, FetchTimeoutError, outcome
-from syncd.git.probe import advertised, pkt_line
-from tests.gitutil import git
-from tests.hostile import hostile_git, stalling_http
-from tests.servers import git_daemon, git_http, self_signed_certificate, static_http
+from syncd.git.pktline import pkt_line
+from syncd.git.probe import advertised
+from tests.gitutil import git, make_key
+from tests.hostile import hostile_git, stalled_ssh_pids, stalling_http, stalling_ssh_command
+from tests.servers import git_daemon, git_http, self_signed_certificate, ssh_server, static_http
 from tests.syncenv import Hub, Node
 from tests.test_faults import add_host, node_at
 
@@ -86,7 +89,37 @@ def test_the_probe_reads_each_real_transport_as_the_fetch_does(hub: Hub, tmp_pat
     assert not (hub.server / "refs" / "heads" / "main").exists()
     assert advertised([str(hub.server)], "main", 5) == [hub.tip]
     git(hub.server, "symbolic-ref", "refs/heads/other", "refs/heads/main")
-    assert advertised(["ssh://git@127.0.0.1:1/hosts.git", str(hub.server)], "other", 5) == [None, None]
+    assert advertised(["git@127.0.0.1:hosts.git", str(hub.server)], "other", 5) == [None, None]
+
+
+def test_the_probe_runs_the_configured_ssh_command_as_the_fetch_does(hub: Hub, tmp_path: Path) -> None:
+    client = make_key(tmp_path / "client", "deploy")
+    with ssh_server(tmp_path / "sshd", client.public) as (port, known_line):
+        known = tmp_path / "known_hosts"
+        known.write_text(known_line + "\n")
+        ssh = f"ssh -i {client.private} -o UserKnownHostsFile={known} -o StrictHostKeyChecking=yes -o BatchMode=yes"
+        url = f"ssh://{getpass.getuser()}@127.0.0.1:{port}{hub.server}"
+        assert advertised([url], "main", 20, ssh_command=ssh) == [hub.tip]
+        # a host key that is not the pinned one: no tip (ssh refuses), and the fetch path says why
+        other = tmp_path / "other_known_hosts"
+        other.write_text(f"[127.0.0.1]:{port} {make_key(tmp_path / 'other', 'impostor').public_line()}\n")
+        (refused,) = advertised([url], "main", 20, ssh_command=ssh.replace(str(known), str(other)))
+        assert isinstance(refused, FetchError) and "closed the connection" in refused.message, refused
+        node = node_at(hub, tmp_path, url, repo__ssh_command=ssh)
+        assert child_sync(node)[0] == 0
+        code, modules, err = child_sync(node)
+        assert (code, modules) == (0, []), err
+
+
+def test_a_stalling_ssh_command_is_killed_at_the_deadline(tmp_path: Path) -> None:
+    command = stalling_ssh_command(tmp_path / "stall")
+    started = time.monotonic()
+    (answer,) = advertised(["ssh://git@127.0.0.1/hosts.git"], "main", 1.5, ssh_command=command)
+    assert isinstance(answer, FetchTimeoutError), answer
+    assert time.monotonic() - started < 3.5
+    (pid,) = stalled_ssh_pids(tmp_path / "stall")
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # killed with its session, and reaped
 
 
 def test_a_refused_connection_names_the_url_without_its_password(tmp_path: Path) -> None:

@@ -179,12 +179,13 @@ def _probe(config: Config, cancel: Callable[[], bool] | None) -> list[Offered] |
     tip is the store's applied commit or one the last pass settled against
     it.  None otherwise: the fetch path asks again.  Raises the fetch's
     own ``fetch_failure`` when every URL timed out."""
-    from syncd.git.probe import advertised, fetch_failure
+    from syncd.git.failures import fetch_failure
+    from syncd.git.probe import advertised
     from syncd.git.urls import redact_url
     from syncd.sync.noop import APPLIED_REF_PATH
 
     repo = config.repo
-    answers = advertised(repo.urls, repo.branch, repo.timeout, repo.ca_file, cancel)
+    answers = advertised(repo.urls, repo.branch, repo.timeout, repo.ca_file, repo.ssh_command, cancel)
     offers: list[Offered] = []
     for url, answer in zip(repo.urls, answers, strict=True):
         if isinstance(answer, str):
