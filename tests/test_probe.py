@@ -84,7 +84,7 @@ def test_the_probe_reads_each_real_transport_as_the_fetch_does(hub: Hub, tmp_pat
         with pytest.MonkeyPatch.context() as env:
             env.setenv("https_proxy", "http://127.0.0.1:1")
             assert advertised([f"{smart}/hosts.git"], "main", 5) == [None]
-    # a packed ref is read as git reads it; ssh and a symbolic ref are the fetch path's
+    # a packed ref is read as git reads it; an scp-like URL and a symbolic ref are the fetch path's
     git(hub.server, "pack-refs", "--all")
     assert not (hub.server / "refs" / "heads" / "main").exists()
     assert advertised([str(hub.server)], "main", 5) == [hub.tip]
