@@ -156,7 +156,7 @@ def _git_refs(parts: urllib.parse.SplitResult, watch: Watch) -> dict[bytes, byte
         raise Unsure
     sock = socket.create_connection((host, port), timeout=watch.remaining(math.inf) + 1)
     watch.guard(sock)
-    request = b"git-upload-pack " + parts.path.encode() + b"\0host=" + host.encode("idna") + b"\0"
+    request = b"git-upload-pack " + parts.path.encode() + b"\0host=" + host.encode("ascii") + b"\0"
     sock.settimeout(watch.remaining())
     sock.sendall(pkt_line(request))
     refs = parse_advertisement(PktReader(socket_recv(sock, watch), watch))
