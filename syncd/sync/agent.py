@@ -76,6 +76,11 @@ def sync_once(
     The pass's duration, from its start to its outcome, is the result's
     ``duration_s`` and the metrics' ``syncd_pass_duration_seconds``.
 
+    A pass first asks every URL for its tip alone (``git.probe``, in this
+    process, under ``repo.timeout``): when each offers the applied commit
+    or a tip settled against it, the pass runs without the store or the
+    fetch child (``sync.noop``); anything else, the whole pass as below.
+
     The fetch runs under a lock of its own (``fetch.lock``), not the
     network's: a fetch waiting on a slow server (up to ``repo.timeout`` per
     URL) never holds up a drift repair, which needs only the store's
