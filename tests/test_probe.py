@@ -116,7 +116,7 @@ def test_a_stalling_ssh_command_is_killed_at_the_deadline(tmp_path: Path) -> Non
     started = time.monotonic()
     (answer,) = advertised(["ssh://git@127.0.0.1/hosts.git"], "main", 1.5, ssh_command=command)
     assert isinstance(answer, FetchTimeoutError), answer
-    assert time.monotonic() - started < 3.5
+    assert time.monotonic() - started < 5
     (pid,) = stalled_ssh_pids(tmp_path / "stall")
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)  # killed with its session, and reaped
@@ -149,7 +149,7 @@ def test_a_stalling_or_dripping_server_is_cut_off_at_the_deadline(hub: Hub, mode
     assert isinstance(answer, FetchTimeoutError), answer
     assert answer.message == f"{url}: no complete answer within 2 s (repo.timeout)"
     assert outcome(answer).exit_code == 3
-    assert 1.9 <= took < 3.5, took
+    assert 1.9 <= took < 6, took  # the advertisement would take minutes at this pace
 
 
 def test_a_stalling_http_server_is_cut_off_at_the_deadline() -> None:
@@ -158,7 +158,7 @@ def test_a_stalling_http_server_is_cut_off_at_the_deadline() -> None:
         (answer,) = advertised([str(url)], "main", 1.5)
         took = time.monotonic() - started
     assert isinstance(answer, FetchTimeoutError), answer
-    assert took < 3.0, took
+    assert took < 5, took
 
 
 def test_cancel_stops_a_probe_in_flight(hub: Hub) -> None:
@@ -168,7 +168,7 @@ def test_cancel_stops_a_probe_in_flight(hub: Hub) -> None:
         started = time.monotonic()
         with pytest.raises(KeyboardInterrupt):
             advertised([url], "main", 30, cancel=stop.is_set)
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 5  # not the 30 s deadline
 
 
 @pytest.mark.parametrize(
