@@ -8,12 +8,11 @@ import json
 import os
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from syncd import __version__
-from syncd.cli import notify
 from syncd.cli.netarg import config_option
 from syncd.errors import EXIT_OK, EXIT_REFUSED, Reason, outcome
 from syncd.findings import plural
@@ -26,24 +25,28 @@ if TYPE_CHECKING:
     _Commands: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line; with ``command`` (a command's name, as
+    ``main`` finds it first on its command line) that command's parser
+    alone: it parses that command line exactly as the whole one does (the
+    usage names no commands: ``COMMAND``) and costs a fresh process one
+    parser instead of ten."""
     parser = argparse.ArgumentParser(
         prog="syncd",
         description="Keep a tinc VPN's host files in sync from a signed git repository.",
     )
     parser.add_argument("--version", action="version", version=f"syncd {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    _check_parser(commands)
-    _sync_parser(commands)
-    _run_parser(commands)
-    _status_parser(commands)
-    _add_node_parser(commands)
-    _completion_parser(commands)
-    _log_parser(commands)
-    _verify_parser(commands)
-    notify.add_parser(commands)
-    _show_parser(commands)
+    for name, add in _PARSERS:
+        if command is None or command == name:
+            add(commands)
     return parser
+
+
+def _notify_parser(commands: _Commands) -> None:
+    from syncd.cli import notify
+
+    notify.add_parser(commands)
 
 
 def _check_parser(commands: _Commands) -> None:
@@ -349,7 +352,9 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
     command = "syncd"
     try:
         try:
-            args = build_parser().parse_args(argv)
+            words = list(sys.argv[1:] if argv is None else argv)
+            named = words[0] if words and words[0] in _COMMANDS else None
+            args = build_parser(named).parse_args(words)
         except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
             return int(exc.code or 0)
         command = f"syncd {args.command}"
@@ -361,3 +366,18 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
         err.write(f"{command}: {failed.line()}\n")
         return failed.exit_code
     return code
+
+
+_PARSERS: tuple[tuple[str, Callable[[_Commands], None]], ...] = (
+    ("check", _check_parser),
+    ("sync", _sync_parser),
+    ("run", _run_parser),
+    ("status", _status_parser),
+    ("add-node", _add_node_parser),
+    ("completion", _completion_parser),
+    ("log", _log_parser),
+    ("verify", _verify_parser),
+    ("notify", _notify_parser),
+    ("show", _show_parser),
+)
+_COMMANDS = frozenset(name for name, _ in _PARSERS)

@@ -41,14 +41,11 @@ from dulwich.objects import Commit, ObjectID
 from dulwich.refs import Ref
 
 from syncd.errors import (
-    ConfigError,
     FetchError,
     FetchTimeoutError,
     FetchTooLargeError,
     NoBranchError,
     NotARepositoryError,
-    SignatureError,
-    SyncdError,
 )
 from syncd.git.memcap import cap_memory, exhausted, memory_message
 from syncd.git.packindex import add_pack
@@ -413,28 +410,3 @@ def _local_repository(url: str) -> None:
         return
     what = "not a git repository" if path.is_dir() else "not a directory" if path.exists() else "no such directory"
     raise NotARepositoryError(f"{url}: {what}")
-
-
-def fetch_failure(failures: list[SyncdError], branch: str) -> SyncdError:
-    """The one error for a fetch no URL survived: a refused signature wins
-    (exit 1: only a new commit can fix it); no URL having the branch is a
-    config error; else the URLs' failures, of one class when they agree."""
-    summary = "; ".join(f.message for f in failures)
-    refusals = [f for f in failures if isinstance(f, SignatureError)]
-    if refusals:
-        return SignatureError("; ".join(f.message for f in refusals))
-    if failures and all(isinstance(f, NoBranchError) for f in failures):
-        return ConfigError(
-            f"no repository URL has the branch {branch}: {summary}",
-            hint="check repo.branch (and repo.url) in the node's config",
-        )
-    if failures and all(isinstance(f, NoBranchError | NotARepositoryError) for f in failures):
-        return ConfigError(
-            f"no repository URL could be fetched: {summary}",
-            hint="check repo.url (and repo.mirrors) in the node's config: a local path must be a git repository "
-            "(a bare repository or a clone); a server is named by its URL (ssh://, https://, git://)",
-        )
-    for kind in (FetchTimeoutError, FetchTooLargeError):
-        if failures and all(isinstance(f, kind) for f in failures):
-            return kind(f"no repository URL could be fetched: {summary}")
-    return FetchError(f"no repository URL could be fetched: {summary}")

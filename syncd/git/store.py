@@ -41,7 +41,8 @@ from dulwich.refs import Ref
 from dulwich.repo import Repo
 
 from syncd.errors import FetchError, IncompleteError, SignatureError, StoreRepairedError, SyncdError
-from syncd.git.fetch import FetchLimits, Received, advertised_tips, fetch_failure, fetch_url
+from syncd.git.failures import fetch_failure
+from syncd.git.fetch import FetchLimits, Received, advertised_tips, fetch_url
 from syncd.git.objects import check_connected, commit_info, complete, known_ids, object_id
 from syncd.git.repository import GitRepository
 from syncd.signing.commits import CommitInfo

@@ -10,7 +10,6 @@ every message and log line shows ``git.urls.redact_url`` of one instead.
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import shlex
@@ -154,6 +153,8 @@ def unknown_keys(data: object, source: str) -> ConfigError | None:
 
 
 def _unknown(key: str, prefix: str, known: tuple[str, ...]) -> str:
+    import difflib  # only for a config with a typo
+
     close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
     if close:
         return f"{prefix}{key}: unknown key (did you mean {prefix}{close[0]}?)"

@@ -172,13 +172,31 @@ def _parse_state(path: Path, raw: object) -> State:
     if not isinstance(raw, dict):
         raise StateError(f"{path}: malformed state (not a JSON object)", hint=_STATE_HINT)
     try:
-        manifest = {str(n): FileStat(*v) for n, v in raw.get("manifest", {}).items()}
+        manifest = _manifest(raw.get("manifest", {}))
         if raw.get("version", 1) < STATE_VERSION:  # sha256 digests: unknown ids, so each file is read again
             manifest = {n: f._replace(blob="", ino=-1) for n, f in manifest.items()}
         fields = {k: v for k, v in raw.items() if k in State.__slots__ and k != "manifest"}
         return State(manifest=manifest, **fields)
     except (TypeError, AttributeError) as exc:
         raise StateError(f"{path}: malformed state ({exc})", hint=_STATE_HINT) from None
+
+
+def _manifest(raw: Mapping[str, list[object]]) -> dict[str, FileStat]:
+    """The manifest's entries (``FileStat.to_json``), as ``FileStat(*entry)``
+    builds them: five fields, or six with the learned key.  Built as tuples
+    directly, which costs half as much at 10k entries (a no-op pass reads
+    them all); any other length is the ``TypeError`` the constructor raises."""
+    manifest: dict[str, FileStat] = {}
+    new = tuple.__new__
+    for name, entry in raw.items():
+        size = len(entry)
+        if size == 5:
+            manifest[str(name)] = new(FileStat, (*entry, ""))
+        elif size == 6:
+            manifest[str(name)] = new(FileStat, entry)
+        else:
+            raise TypeError(f"manifest entry {name!r} has {size} fields, not 5 or 6")
+    return manifest
 
 
 def save_state(state_dir: Path, state: State) -> None:

@@ -14,15 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from syncd.errors import SyncdError, TransientError, outcome
-from syncd.git.fetch import FetchLimits
-from syncd.git.store import APPLIED_REF, FETCHED_REF, GitStore
+from syncd.errors import FetchTimeoutError, SyncdError, TransientError, outcome
 from syncd.node.config import Config, load_signers
 from syncd.node.hostsdir import HostsDir
-from syncd.node.metrics import write_metrics
-from syncd.node.parseindex import ParseIndexFile, owners_of
-from syncd.node.privkeys import private_key_publics
-from syncd.node.reload import Reloaded, reload_tinc
+from syncd.node.parseindex import ParseIndexFile
 from syncd.node.state import (
     FETCH_LOCK_FILE,
     StateDir,
@@ -35,14 +30,18 @@ from syncd.node.state import (
 )
 from syncd.rules.plan import Plan
 from syncd.sync.mirrors import Offered, apply_newest
+from syncd.sync.noop import AppliedOnly, LoadedOnce, NoAuthority, NotUnchanged, loose_ref, store_refs_agree
 from syncd.sync.pipeline import run_pass
-from syncd.sync.ports import FAILING, InstalledHosts, Ports, Settings, SyncResult, UrlState
-from syncd.sync.trust import OwnerLookup, RepoAuthority
+from syncd.sync.ports import BEHIND, FAILING, FORKED, InstalledHosts, Ports, Settings, SyncResult, UrlState
 
 if TYPE_CHECKING:
+    from syncd.git.fetch import FetchLimits
     from syncd.node.parseindex import Record as IndexRecord
+    from syncd.node.reload import Reloaded
     from syncd.rules.validate import ParseCache
     from syncd.signing.allowed_signers import AllowedSigner
+    from syncd.sync.trust import OwnerLookup
+    from syncd.tinc.keys import PublicKey
 
 LOCK_TIMEOUT = 300.0  # seconds to wait for another sync of the same network
 
@@ -78,6 +77,11 @@ def sync_once(
     The pass's duration, from its start to its outcome, is the result's
     ``duration_s`` and the metrics' ``syncd_pass_duration_seconds``.
 
+    A pass first asks every URL for its tip alone (``git.probe``, in this
+    process, under ``repo.timeout``): when each offers the applied commit
+    or a tip settled against it, the pass runs without the store or the
+    fetch child (``sync.noop``); anything else, the whole pass as below.
+
     The fetch runs under a lock of its own (``fetch.lock``), not the
     network's: a fetch waiting on a slow server (up to ``repo.timeout`` per
     URL) never holds up a drift repair, which needs only the store's
@@ -85,24 +89,29 @@ def sync_once(
 
     ``fetch=False`` re-applies the last applied commit from the local store
     (drift repair: no network, same verification and validation).
-    ``parse_cache`` lets a long-running caller skip re-parsing unchanged
-    host files (see ``validate_network``); ``hosts`` is the installed hosts
-    directory when the caller keeps one between passes (``syncd run``'s
-    watched one), else ``tinc.dir/hosts`` is read afresh; ``cancel()`` turning true stops a
-    fetch in flight (``KeyboardInterrupt``); ``trigger`` (``syncd run``)
-    is recorded with the outcome; ``on_applied(commit)`` is called once a
-    fetched commit is installed and in the audit log, before tincd's reload (which
-    may take a second): ``syncd run`` tells other agents then."""
+    ``parse_cache`` and ``hosts`` (a watched ``HostsDir``) spare a long-running caller
+    re-parsing and re-stating unchanged files; ``cancel()`` turning true stops a fetch in
+    flight (``KeyboardInterrupt``); ``trigger`` is recorded with the outcome; ``on_applied(commit)``
+    is called once a fetched commit is installed, before tincd's reload: ``syncd run`` tells others then."""
     started = time.monotonic()
     fetched: Fetched | None = None
+    if fetch and not dry_run and not allow_rewind:  # first its refs requests alone: a no-op pass is no more
+        try:
+            probed = _probe(config, cancel)
+        except Exception as exc:
+            _fetch_failed(config, exc, trigger, started)
+            raise
+        unchanged = (
+            _unchanged_pass(config, probed, parse_cache, hosts, trigger, on_applied, started) if probed else None
+        )
+        if unchanged is not None:
+            return unchanged
     if fetch:
         try:
             fetched = _fetch(config, cancel, progress)
         except Exception as exc:
             if not dry_run:
-                failing = _all_failing(config, exc)
-                with contextlib.suppress(TransientError), locked(config.state_dir, LOCK_TIMEOUT):
-                    record_outcome(config, exc, failing, trigger, pass_duration(started))
+                _fetch_failed(config, exc, trigger, started)
             raise
     urls: list[tuple[UrlState, ...]] = []
     with locked(config.state_dir, LOCK_TIMEOUT):
@@ -129,6 +138,13 @@ def sync_once(
         return result
 
 
+def _fetch_failed(config: Config, exc: Exception, trigger: Trigger | None, started: float) -> None:
+    """Record a pass that failed in its fetch phase."""
+    failing = _all_failing(config, exc)
+    with contextlib.suppress(TransientError), locked(config.state_dir, LOCK_TIMEOUT):
+        record_outcome(config, exc, failing, trigger, pass_duration(started))
+
+
 def _all_failing(config: Config, exc: Exception) -> tuple[UrlState, ...] | None:
     """Each URL failing, when no URL offered a tip (``fetch_failure``: the
     message names each); None for any other failure of the fetch phase."""
@@ -150,6 +166,7 @@ def _fetch(config: Config, cancel: Callable[[], bool] | None, progress: bool = F
     """The fetch phase: the tip each URL advertises, its signature verified
     (in git's own encoding) before anything else is read, and complete in
     the store (``GitStore.fetch``)."""
+    from syncd.git.store import FETCHED_REF, GitStore
     from syncd.signing.commits import signing_key
 
     with locked(config.state_dir, LOCK_TIMEOUT, FETCH_LOCK_FILE):
@@ -160,6 +177,99 @@ def _fetch(config: Config, cancel: Callable[[], bool] | None, progress: bool = F
         finally:
             store.close()
     return Fetched(tuple((o.url, o.tip, o.error) for o in offers))
+
+
+def _probe(config: Config, cancel: Callable[[], bool] | None) -> list[Offered] | None:
+    """Each URL's offer from its refs request alone (``git.probe``: no
+    dulwich, no child process), when the pass may change nothing: every
+    URL answered (a tip, or a timeout, in the fetch's own words) and each
+    tip is the store's applied commit or one the last pass settled against
+    it.  None otherwise: the fetch path asks again.  Raises the fetch's
+    own ``fetch_failure`` when every URL timed out."""
+    from syncd.git.failures import fetch_failure
+    from syncd.git.probe import advertised
+    from syncd.git.urls import redact_url
+    from syncd.sync.noop import APPLIED_REF_PATH
+
+    repo = config.repo
+    answers = advertised(repo.urls, repo.branch, repo.timeout, repo.ca_file, repo.ssh_command, cancel)
+    offers: list[Offered] = []
+    for url, answer in zip(repo.urls, answers, strict=True):
+        if isinstance(answer, str):
+            offers.append((redact_url(url), answer, None))
+        elif isinstance(answer, FetchTimeoutError):
+            offers.append((redact_url(url), None, answer))
+        else:
+            return None
+    if all(tip is None for _, tip, _ in offers):
+        raise fetch_failure([error for _, _, error in offers if error is not None], repo.branch)
+    applied = loose_ref(config.state_dir / "repo.git", APPLIED_REF_PATH)
+    settled = {u.get("tip") for u in load_health(config.state_dir).urls if u.get("state") in (BEHIND, FORKED)}
+    tips = {tip for _, tip, _ in offers if tip is not None}
+    return offers if applied in tips and tips <= {applied, *settled} else None
+
+
+def _unchanged_pass(
+    config: Config,
+    offers: list[Offered],
+    parse_cache: ParseCache | None,
+    hosts: InstalledHosts | None,
+    trigger: Trigger | None,
+    on_applied: Callable[[str], None] | None,
+    started: float,
+) -> SyncResult | None:
+    """The apply phase of a pass whose URLs offer nothing new (``_probe``),
+    without opening the store (``sync.noop``: why it is exact); recorded
+    like any pass.  None when the pass turns out to need more (drift to
+    read, a tip to compare): nothing was written, the caller runs it whole."""
+    urls: list[tuple[UrlState, ...]] = []
+    with locked(config.state_dir, LOCK_TIMEOUT):
+        states = StateDir(config.state_dir)
+        state = states.load()
+        applied, committed = state.last_applied, state.commit_time
+        store = config.state_dir / "repo.git"
+        if applied is None or committed is None or not store_refs_agree(store, applied, [t for _, t, _ in offers]):
+            return None
+        repo = AppliedOnly(applied, committed)
+        ports = Ports(
+            repo=repo,
+            hosts=hosts or HostsDir(config.tinc.hosts_dir),
+            state=LoadedOnce(states, state),
+            index=ParseIndexFile(config.state_dir),
+            authority=NoAuthority(),
+            pin_applied=lambda _: None,
+            own_keys=lambda: _own_keys(config),
+            reload=lambda: _reload(config, applied, on_applied),
+        )
+
+        def run(tip: str, url: str) -> SyncResult:
+            return run_pass(ports, _settings(config), tip, url, parse_cache=parse_cache)
+
+        def previous() -> list[UrlState]:
+            return [UrlState.from_json(u) for u in load_health(config.state_dir).urls]
+
+        try:
+            load_signers(config)  # a broken allowed_signers fails every pass alike
+            result = apply_newest(repo, lambda: applied, offers, run, urls.append, previous)
+        except NotUnchanged:
+            return None
+        except Exception as exc:
+            record_outcome(config, exc, urls[-1] if urls else None, trigger, pass_duration(started))
+            raise
+        result = replace(result, duration_s=pass_duration(started))
+        record_outcome(config, result, result.urls or None, trigger, result.duration_s)
+        return result
+
+
+def _settings(config: Config) -> Settings:
+    return Settings(
+        node=config.node,
+        branch=config.repo.branch,
+        verify_all=config.trust.verify == "all",
+        max_clock_skew=config.trust.max_clock_skew,
+        tinc_dir=config.tinc.dir,
+        rewind_command=config.command("sync --allow-rewind"),
+    )
 
 
 def _sync(
@@ -181,6 +291,9 @@ def _sync(
     last = states.load().last_applied if fetched is None else None
     if fetched is None and last is None:  # drift repair of a node that never synced
         return SyncResult("unchanged", "", None, "(local store)", Plan())
+    from syncd.git.store import APPLIED_REF, GitStore
+    from syncd.sync.trust import RepoAuthority
+
     store = GitStore(config.state_dir / "repo.git", writes=APPLIED_REF)
     applying: list[str] = []  # the fetched tip run_pass is applying, for on_applied
     try:
@@ -194,18 +307,11 @@ def _sync(
             index=index,
             authority=authority,
             pin_applied=store.pin_applied,
-            own_keys=lambda: private_key_publics(config.tinc.dir),
+            own_keys=lambda: _own_keys(config),
             reload=lambda: _reload(config, applying[-1] if applying else None, on_applied),
             applied_log=lambda: {entry.commit for entry in read_log(config.state_dir)},
         )
-        settings = Settings(
-            node=config.node,
-            branch=config.repo.branch,
-            verify_all=config.trust.verify == "all",
-            max_clock_skew=config.trust.max_clock_skew,
-            tinc_dir=config.tinc.dir,
-            rewind_command=config.command("sync --allow-rewind"),
-        )
+        settings = _settings(config)
 
         def run(tip: str, url: str) -> SyncResult:
             if fetched is not None:
@@ -226,8 +332,17 @@ def _sync(
         store.close()
 
 
+def _own_keys(config: Config) -> list[tuple[str, PublicKey]]:
+    """The own-keys port: read only when a commit's host files are validated."""
+    from syncd.node.privkeys import private_key_publics
+
+    return private_key_publics(config.tinc.dir)
+
+
 def _reload(config: Config, fetched: str | None, on_applied: Callable[[str], None] | None) -> Reloaded:
     """The reload port: the commit is installed and in the audit log; the state is saved after this."""
+    from syncd.node.reload import reload_tinc
+
     if on_applied is not None and fetched is not None:
         on_applied(fetched)
     return reload_tinc(config.tinc, config.net)
@@ -270,6 +385,8 @@ def record_outcome(
     with contextlib.suppress(OSError, SyncdError):
         save_health(config.state_dir, health)
     if config.metrics_file is not None:
+        from syncd.node.metrics import write_metrics
+
         with contextlib.suppress(OSError, SyncdError):
             write_metrics(config.metrics_file, config.net, load_state(config.state_dir), health, config.trust.max_age)
 
@@ -289,6 +406,8 @@ def stale_warning(config: Config, result: SyncResult, now: float) -> str | None:
 
 
 def fetch_limits(config: Config, progress: bool = False) -> FetchLimits:
+    from syncd.git.fetch import FetchLimits
+
     repo = config.repo
     return FetchLimits(repo.timeout, repo.max_fetch_bytes, repo.ssh_command, repo.ca_file, progress)
 
@@ -296,6 +415,8 @@ def fetch_limits(config: Config, progress: bool = False) -> FetchLimits:
 def _indexed_owners(index: ParseIndexFile) -> OwnerLookup:
     """The owner lines of a file the node validated before, by blob id (from
     the parse index, read when first asked: most passes never ask)."""
+    from syncd.node.parseindex import owners_of
+
     by_blob: dict[str, IndexRecord] | None = None
 
     def owners(blob: str) -> tuple[frozenset[bytes], dict[bytes, str]] | None:
