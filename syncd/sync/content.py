@@ -15,10 +15,16 @@ from syncd.errors import Reason, RefusedError, UnsafeTreeError
 from syncd.findings import Finding, Severity, plural
 
 MAX_LISTED = 20  # findings a refusal lists, one a line
+# files changed since the parse index was last saved, past which a pass that
+# follows the last tree (and so needs no index) saves it again: the index is
+# a cache for the next process, which parses what it lacks
+_UNSAVED = 64
 
 if TYPE_CHECKING:
     from syncd.node.parseindex import Key as IndexKey
     from syncd.node.parseindex import Record as IndexRecord
+    from syncd.rules.incremental import Network
+    from syncd.rules.policy import Policy
     from syncd.rules.tree import TreeEntry
     from syncd.rules.validate import ParseCache, Report
     from syncd.sync.ports import ParseIndex, Repository
@@ -49,13 +55,18 @@ def read_and_validate(
     id: as firmly bound to the signed commit as the store's copy."""
     from syncd.node.parseindex import size_of
     from syncd.rules.policy import policy_of
-    from syncd.rules.validate import validate_network
+    from syncd.rules.validate import ParseCache
 
-    cache: ParseCache = parse_cache if parse_cache is not None else {}
+    cache = parse_cache if parse_cache is not None else ParseCache()
     try:
-        policy, policy_findings = policy_of(repo.policy_bytes(commit))
-        known = index.load() if index is not None else {}
-        sizes = {blob: size_of(record) for (blob, _, _), record in known.items()}
+        policy_bytes = repo.policy_bytes(commit)
+        policy, policy_findings = policy_of(policy_bytes)
+        context = (policy_bytes, policy.hosts_dir)
+        network = cache.network if isinstance(cache, ParseCache) else None
+        network = network if network is not None and network.context == context else None
+        # a network carried from the last tree has every unchanged file: the index is not read
+        known = index.load() if index is not None and network is None else {}
+        sizes = network.sizes if network is not None else {blob: size_of(r) for (blob, _, _), r in known.items()}
         entries = repo.host_entries(commit, policy.hosts_dir, policy.max_files, policy.max_file_bytes, sizes)
         files = _Files(repo, installed or {}, read_installed, policy.max_file_bytes)
         _prime(cache, known, entries, policy.hosts_dir, policy.tinc, policy.min_rsa_bits)
@@ -65,9 +76,13 @@ def read_and_validate(
         ]
     except UnsafeTreeError as exc:
         raise UnsafeTreeError(f"commit {commit[:12]}: {exc.message}; nothing was installed") from None
-    report = validate_network(policy, entries, policy.hosts_dir, policy_findings, cache)
-    if save_index and index is not None:
+    report = _validate(cache, network, context, policy, tuple(policy_findings), entries)
+    network = cache.network if isinstance(cache, ParseCache) else None
+    if save_index and index is not None and (network is None or network.unsaved > _UNSAVED):
+        known = known or index.load()
         _update_index(index, known, cache, entries, policy.tinc, policy.min_rsa_bits)
+        if network is not None:
+            network.unsaved = 0
     errors = [f for f in report.findings if f.severity is Severity.ERROR]
     if errors:
         raise invalid_content(commit, errors)
@@ -87,6 +102,34 @@ def invalid_content(commit: str, errors: Sequence[Finding]) -> RefusedError:
         lines.append(f"... and {len(errors) - MAX_LISTED} more (syncd check on a clone at {sha} lists them all)")
     summary = f"commit {sha} has invalid content [{codes}]: {plural(len(errors), 'error')}; nothing was installed"
     return RefusedError("\n".join([summary, *lines]), reason=Reason.INVALID_CONTENT)
+
+
+def _validate(
+    cache: ParseCache,
+    network: Network | None,
+    context: tuple[object, ...],
+    policy: Policy,
+    policy_findings: tuple[Finding, ...],
+    entries: list[TreeEntry],
+) -> Report:
+    """``validate_network`` of the entries, or its exact result from the
+    network carried from the last tree (``rules.incremental``) when there is
+    one for this context; a caller that keeps a ``ParseCache`` keeps the
+    network of this tree in it."""
+    from syncd.rules.incremental import Network
+    from syncd.rules.validate import ParseCache, validate_network
+
+    keeping = isinstance(cache, ParseCache)
+    if keeping:
+        cache.network = None  # until this tree's network is whole
+    report = network.update(context, policy, policy_findings, entries, cache) if network is not None else None
+    if report is None:
+        report = validate_network(policy, entries, policy.hosts_dir, policy_findings, cache)
+        prefix = f"{policy.hosts_dir.rstrip('/')}/" if policy.hosts_dir else ""
+        network = Network.of(context, policy, prefix, entries, report) if keeping else None
+    if keeping:
+        cache.network = network
+    return report
 
 
 def _path(hosts_dir: str, entry: TreeEntry) -> str:
