@@ -31,7 +31,7 @@ check runs (``sync.content`` decides).
 from __future__ import annotations
 
 from bisect import bisect_left, insort
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from itertools import pairwise
 
 from syncd.findings import Finding
@@ -113,31 +113,41 @@ class Network:
         context: tuple[object, ...],
         policy: Policy,
         policy_findings: tuple[Finding, ...],
-        entries: Sequence[TreeEntry],
+        entries: list[TreeEntry],
         cache: dict[CacheKey, HostFile],
+        fill: Callable[[TreeEntry], TreeEntry] | None = None,
     ) -> Report | None:
         """The report of ``entries``, exactly as ``validate_network`` would
         give it, with this network brought to them; None (and this network
-        unusable) when they are not a tree this network can follow.  The
-        entries of changed files carry their bytes, unless ``cache`` has
-        them; ``cache`` is kept as ``validate_network`` keeps it."""
+        unusable) when they are not a tree this network can follow.  A
+        changed file must carry its bytes unless ``cache`` has it: ``fill``
+        gives them, in ``entries`` too.  ``cache`` is kept as
+        ``validate_network`` keeps it."""
         names = _names(entries) if context == self.context else None
         if names is None:
             return None
-        current = {entry.name: entry for entry in entries if not is_ignored(entry.name)}
         signatures = self.signatures
-        changed = [e for n, e in current.items() if signatures.get(n) != (e.kind, e.blob, e.size)]
-        gone = [name for name in signatures if name not in current]
+        changed = [
+            i
+            for i, e in enumerate(entries)
+            if signatures.get(e.name) != (e.kind, e.blob, e.size) and not is_ignored(e.name)
+        ]
+        added = sum(1 for i in changed if entries[i].name not in signatures)
+        gone = [n for n in signatures if n not in set(names)] if len(names) - added < len(signatures) else []
         self.policy = policy
         keys: set[bytes] = set()
         groups: set[str] = set()
-        for name in [*gone, *(e.name for e in changed if e.name in signatures)]:
+        for name in [*gone, *(entries[i].name for i in changed if entries[i].name in signatures)]:
             cache.pop(self._key(name, signatures[name][1]), None)
             self._take(name, keys, groups)
         numbers: list[int] = []
-        for entry in changed:
+        for i in changed:
+            entry = entries[i]
             key = self._key(entry.name, entry.blob)
-            result = check_entry(entry, key[0], policy, cache.get(key), False)
+            cached = cache.get(key)
+            if cached is None and fill is not None:
+                entry = entries[i] = fill(entry)
+            result = check_entry(entry, key[0], policy, cached, False)
             if isinstance(result, HostFile):
                 cache[key] = result
                 groups.add(entry.name.lower())

@@ -15,10 +15,10 @@ from syncd.errors import Reason, RefusedError, UnsafeTreeError
 from syncd.findings import Finding, Severity, plural
 
 MAX_LISTED = 20  # findings a refusal lists, one a line
-# files changed since the parse index was last saved, past which a pass that
-# follows the last tree (and so needs no index) saves it again: the index is
-# a cache for the next process, which parses what it lacks
-_UNSAVED = 64
+# Files changed since the parse index was saved, past which a pass that
+# follows the last tree (and so reads no index) saves it again.  The index is
+# a cache for the next process, which parses what it lacks: at most this many.
+UNSAVED = 64
 
 if TYPE_CHECKING:
     from syncd.node.parseindex import Key as IndexKey
@@ -26,8 +26,9 @@ if TYPE_CHECKING:
     from syncd.rules.incremental import Network
     from syncd.rules.policy import Policy
     from syncd.rules.tree import TreeEntry
-    from syncd.rules.validate import ParseCache, Report
+    from syncd.rules.validate import CacheKey, ParseCache, Report
     from syncd.sync.ports import ParseIndex, Repository
+    from syncd.tinc.hostfile import HostFile
 
 
 def read_and_validate(
@@ -57,28 +58,27 @@ def read_and_validate(
     from syncd.rules.policy import policy_of
     from syncd.rules.validate import ParseCache
 
-    cache = parse_cache if parse_cache is not None else ParseCache()
+    cache: dict[CacheKey, HostFile] = parse_cache if parse_cache is not None else {}
+    keeping = parse_cache if isinstance(parse_cache, ParseCache) else None
     try:
         policy_bytes = repo.policy_bytes(commit)
         policy, policy_findings = policy_of(policy_bytes)
         context = (policy_bytes, policy.hosts_dir)
-        network = cache.network if isinstance(cache, ParseCache) else None
+        network = keeping.network if keeping is not None else None
         network = network if network is not None and network.context == context else None
-        # a network carried from the last tree has every unchanged file: the index is not read
+        # the network of the last tree has every unchanged file: the index is not read
         known = index.load() if index is not None and network is None else {}
         sizes = network.sizes if network is not None else {blob: size_of(r) for (blob, _, _), r in known.items()}
         entries = repo.host_entries(commit, policy.hosts_dir, policy.max_files, policy.max_file_bytes, sizes)
         files = _Files(repo, installed or {}, read_installed, policy.max_file_bytes)
-        _prime(cache, known, entries, policy.hosts_dir, policy.tinc, policy.min_rsa_bits)
-        entries = [
-            files.fill(e) if (_path(policy.hosts_dir, e), e.blob, policy.tinc, policy.min_rsa_bits) not in cache else e
-            for e in entries
-        ]
+        if network is None:
+            _prime(cache, known, entries, policy.hosts_dir, policy.tinc, policy.min_rsa_bits)
+            entries = [_fill(files, cache, policy, e) for e in entries]
+        report = _validate(cache, keeping, network, context, policy, tuple(policy_findings), entries, files)
     except UnsafeTreeError as exc:
         raise UnsafeTreeError(f"commit {commit[:12]}: {exc.message}; nothing was installed") from None
-    report = _validate(cache, network, context, policy, tuple(policy_findings), entries)
-    network = cache.network if isinstance(cache, ParseCache) else None
-    if save_index and index is not None and (network is None or network.unsaved > _UNSAVED):
+    network = keeping.network if keeping is not None else None
+    if save_index and index is not None and (network is None or network.unsaved >= UNSAVED):
         known = known or index.load()
         _update_index(index, known, cache, entries, policy.tinc, policy.min_rsa_bits)
         if network is not None:
@@ -105,31 +105,48 @@ def invalid_content(commit: str, errors: Sequence[Finding]) -> RefusedError:
 
 
 def _validate(
-    cache: ParseCache,
+    cache: dict[CacheKey, HostFile],
+    keeping: ParseCache | None,
     network: Network | None,
     context: tuple[object, ...],
     policy: Policy,
     policy_findings: tuple[Finding, ...],
     entries: list[TreeEntry],
+    files: _Files,
 ) -> Report:
     """``validate_network`` of the entries, or its exact result from the
-    network carried from the last tree (``rules.incremental``) when there is
-    one for this context; a caller that keeps a ``ParseCache`` keeps the
-    network of this tree in it."""
+    network of the last tree (``rules.incremental``) when there is one for
+    this context; a caller that keeps a ``ParseCache`` keeps the network of
+    this tree in it.  Without a network the entries not in ``cache`` carry
+    their bytes; with one, the changed ones are filled here."""
     from syncd.rules.incremental import Network
-    from syncd.rules.validate import ParseCache, validate_network
+    from syncd.rules.validate import validate_network
 
-    keeping = isinstance(cache, ParseCache)
-    if keeping:
-        cache.network = None  # until this tree's network is whole
-    report = network.update(context, policy, policy_findings, entries, cache) if network is not None else None
+    if keeping is not None:
+        keeping.network = None  # until this tree's network is whole
+    report = None
+    if network is not None:
+
+        def fill(entry: TreeEntry) -> TreeEntry:
+            return _fill(files, cache, policy, entry)
+
+        report = network.update(context, policy, policy_findings, entries, cache, fill)
+        if report is None:  # not a tree the network can follow: read every file as the full check does
+            entries[:] = [_fill(files, cache, policy, e) for e in entries]
     if report is None:
         report = validate_network(policy, entries, policy.hosts_dir, policy_findings, cache)
         prefix = f"{policy.hosts_dir.rstrip('/')}/" if policy.hosts_dir else ""
-        network = Network.of(context, policy, prefix, entries, report) if keeping else None
-    if keeping:
-        cache.network = network
+        network = Network.of(context, policy, prefix, entries, report) if keeping is not None else None
+    if keeping is not None:
+        keeping.network = network
     return report
+
+
+def _fill(files: _Files, cache: Mapping[CacheKey, HostFile], policy: Policy, entry: TreeEntry) -> TreeEntry:
+    """The entry with its bytes, unless ``cache`` has its file parsed."""
+    if (_path(policy.hosts_dir, entry), entry.blob, policy.tinc, policy.min_rsa_bits) in cache:
+        return entry
+    return files.fill(entry)
 
 
 def _path(hosts_dir: str, entry: TreeEntry) -> str:
@@ -137,7 +154,7 @@ def _path(hosts_dir: str, entry: TreeEntry) -> str:
 
 
 def _prime(
-    cache: ParseCache,
+    cache: dict[CacheKey, HostFile],
     index: Mapping[IndexKey, IndexRecord],
     entries: list[TreeEntry],
     hosts_dir: str,
@@ -160,7 +177,7 @@ def _prime(
 def _update_index(
     index: ParseIndex,
     known: dict[IndexKey, IndexRecord],
-    cache: ParseCache,
+    cache: dict[CacheKey, HostFile],
     entries: list[TreeEntry],
     tinc: str,
     min_rsa_bits: int,
