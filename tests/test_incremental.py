@@ -186,3 +186,28 @@ def test_agent_passes_follow_the_tree_and_match_a_fresh_check(tmp_path: Path) ->
             assert report is None and str(exc) == refusal
         followed.append(cache.network is not None)
     assert all(followed)
+
+
+def test_an_indexed_file_comes_back_as_parsed() -> None:
+    """A record of the parse index gives back the host file validation saw."""
+    from syncd.node.parseindex import host_of, record_of
+    from syncd.rules.validate import check_entry
+
+    policy, _ = policy_of(POLICIES[2])
+    data = f"Subnet = 10.1.2.0/24#5\nSubnet = fd00:1::/64\nSubnet = 00:11:22:33:44:55\nPort = 655\n{KEYS[0]}\n{OWNER}\n"
+    for text in (data, data + "Bogus line\n"):
+        entry = TreeEntry("alpha", EntryKind.FILE, len(text), text.encode(), blob_id(text.encode()))
+        host = check_entry(entry, "hosts/alpha", policy, None, False)
+        assert not isinstance(host, tuple)
+        record = record_of(host, entry.size)
+        assert record is not None
+        back = host_of("hosts/alpha", record)
+        assert (back.path, back.findings, back.subnets, back.keys, back.owners) == (
+            host.path,
+            host.findings,
+            host.subnets,
+            host.keys,
+            host.owners,
+        )
+        assert [type(s.kind) for s, _ in back.subnets] == [type(s.kind) for s, _ in host.subnets]
+        assert [type(k) for k, _ in back.keys] == [type(k) for k, _ in host.keys]

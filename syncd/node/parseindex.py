@@ -15,9 +15,10 @@ missing, unreadable or foreign file is ignored and rebuilt.
 
 from __future__ import annotations
 
+import functools
 import marshal
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from syncd.tinc.hostfile import HostFile
@@ -43,25 +44,38 @@ def record_of(host: HostFile, size: int) -> Record | None:
 
 
 def host_of(path: str, record: Record) -> HostFile:
-    """The ``HostFile`` validation sees, rebuilt for the file at ``path``."""
+    """The ``HostFile`` validation sees, rebuilt for the file at ``path``.
+
+    A fresh pass rebuilds one per node, so the values are built as tuples
+    underneath (``Subnet``, ``PublicKey``), from fields the record was made
+    of, without their constructors' checks."""
+    finding, location, severity_of, host_file, public_key, subnet, kinds = _types()
+    findings, subnets, keys, _size, owners = record
+    host: HostFile = host_file(path)
+    if findings:
+        host.findings = [
+            finding(path, line, severity_of(severity), code, message, tuple(location(path, r) for r in related))
+            for line, severity, code, message, related in findings  # type: ignore[attr-defined]
+        ]
+    new = tuple.__new__
+    host.subnets = [
+        (new(subnet, (kinds[kind], address, prefixlen, weight)), line)
+        for kind, address, prefixlen, weight, line in subnets  # type: ignore[attr-defined]
+    ]
+    host.keys = [(new(public_key, (algorithm, bits, identity)), line) for algorithm, bits, identity, line in keys]  # type: ignore[attr-defined]
+    host.owners = owners  # type: ignore[assignment]
+    return host
+
+
+@functools.cache
+def _types() -> tuple[Any, ...]:
+    """What ``host_of`` builds with (imported when first needed)."""
     from syncd.findings import Finding, Location, Severity
     from syncd.tinc.hostfile import HostFile
     from syncd.tinc.keys import PublicKey
     from syncd.tinc.subnet import Kind, Subnet
 
-    findings, subnets, keys, _size, owners = record
-    host = HostFile(path)
-    host.findings = [
-        Finding(path, line, Severity(severity), code, message, tuple(Location(path, r) for r in related))
-        for line, severity, code, message, related in findings  # type: ignore[attr-defined]
-    ]
-    host.subnets = [
-        (tuple.__new__(Subnet, (Kind(kind), address, prefixlen, weight)), line)
-        for kind, address, prefixlen, weight, line in subnets  # type: ignore[attr-defined]
-    ]
-    host.keys = [(PublicKey(algorithm, bits, identity), line) for algorithm, bits, identity, line in keys]  # type: ignore[attr-defined]
-    host.owners = owners  # type: ignore[assignment]
-    return host
+    return Finding, Location, Severity, HostFile, PublicKey, Subnet, tuple(Kind)
 
 
 def owners_of(record: Record) -> tuple[frozenset[bytes], dict[bytes, str]]:
