@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+from typing import Any
 
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -143,7 +144,9 @@ def test_agent_passes_follow_the_tree_and_match_a_fresh_check(tmp_path: Path) ->
     """Through sync.content on a real repository: a kept ParseCache follows
     commit after commit (one edits a file, one adds an overlap, one changes
     the policy) and each report is the one of a fresh validation."""
+    from syncd.errors import RefusedError
     from syncd.git.repository import GitRepository
+    from syncd.node.parseindex import ParseIndexFile
     from syncd.sync.content import read_and_validate
 
     work = tmp_path / "repo"
@@ -169,23 +172,41 @@ def test_agent_passes_follow_the_tree_and_match_a_fresh_check(tmp_path: Path) ->
     (work / "hosts" / "n0").unlink()
     shas.append(commit())
 
-    repo = GitRepository.reading(work)
-    cache = ParseCache()
-    followed = []
-    for sha in shas:
+    def fresh(sha: str) -> tuple[Report | None, str]:
         try:
-            report = read_and_validate(repo, sha, parse_cache=cache)[0]
-        except Exception as exc:  # a tree with errors is refused: compare the refusals
-            report = None
-            refusal = str(exc)
-        fresh_repo = GitRepository.reading(work)
+            return read_and_validate(GitRepository.reading(work), sha)[0], ""
+        except RefusedError as exc:  # a tree with errors is refused: compare the refusals
+            return None, str(exc)
+
+    def same(sha: str, **kwargs: Any) -> None:
         try:
-            fresh = read_and_validate(fresh_repo, sha)[0]
-            assert report is not None and report.findings == fresh.findings and list(report.hosts) == list(fresh.hosts)
-        except Exception as exc:
-            assert report is None and str(exc) == refusal
-        followed.append(cache.network is not None)
-    assert all(followed)
+            got: tuple[Report | None, str] = read_and_validate(GitRepository.reading(work), sha, **kwargs)[0], ""
+        except RefusedError as exc:
+            got = None, str(exc)
+        want = fresh(sha)
+        assert (got[1], got[0] and got[0].findings, got[0] and list(got[0].hosts)) == (
+            want[1],
+            want[0] and want[0].findings,
+            want[0] and list(want[0].hosts),
+        )
+        if got[0] is not None and want[0] is not None:
+            for name, host in want[0].hosts.items():
+                assert got[0].hosts[name].keys == host.keys and got[0].hosts[name].subnets == host.subnets
+
+    cache = ParseCache()  # the agent's: the network in memory
+    state = tmp_path / "state"
+    state.mkdir()
+    for number, sha in enumerate(shas):
+        same(sha, parse_cache=cache)
+        assert cache.network is not None
+        # a fresh process each time: the network saved with the parse index
+        same(sha, index=ParseIndexFile(state))
+        saved = ParseIndexFile(state).network()
+        assert (saved is not None) == (number > 0)  # a first sync keeps no network
+    # a saved network that does not hold together is let go: the full check
+    index = ParseIndexFile(state)
+    index.add({}, ("nonsense",), set)
+    same(shas[1], index=ParseIndexFile(state))
 
 
 def test_an_indexed_file_comes_back_as_parsed() -> None:

@@ -31,8 +31,9 @@ check runs (``sync.content`` decides).
 from __future__ import annotations
 
 from bisect import bisect_left, insort
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from itertools import pairwise
+from typing import cast
 
 from syncd.findings import Finding
 from syncd.rules.policy import Policy
@@ -57,7 +58,19 @@ from syncd.tinc.subnet import BITS, Kind, Subnet
 _ID_BITS = 40  # a claim's number, in the low bits of its key
 _ID_MASK = (1 << _ID_BITS) - 1
 
-Signature = tuple[EntryKind, str | None, int]  # what a file's own findings depend on: kind, blob id, size
+Signature = tuple[str, str | None, int]  # what a file's own findings depend on: kind, blob id, size
+Plain = tuple[int, int, int, int]  # a Subnet's fields: kind, address, prefix length, weight
+
+
+class Indexed:
+    """A valid node of a network read back from the parse index file
+    (``Network.restore``): where its file is; its ``HostFile`` is rebuilt
+    from the index's record when a report is asked for it."""
+
+    __slots__ = ("path",)
+
+    def __init__(self, path: str) -> None:
+        self.path = path
 
 
 class Network:
@@ -66,12 +79,14 @@ class Network:
     def __init__(self, context: tuple[object, ...], policy: Policy, prefix: str) -> None:
         self.context, self.policy, self.prefix = context, policy, prefix
         self.signatures: dict[str, Signature] = {}
-        self.hosts: dict[str, HostFile] = {}
+        self.hosts: dict[str, HostFile | Indexed] = {}
+        self.indexed = 0  # how many of them are Indexed
+        self.identities: dict[str, tuple[bytes, ...]] = {}  # the keys each valid node holds
         self.own: dict[str, tuple[Finding, ...]] = {}  # only the files that have some
         # claims: per family the sorted keys (network << 8 | prefix length) << _ID_BITS | number
         self.keys: tuple[list[int], list[int], list[int]] = ([], [], [])
         self.lengths: tuple[dict[int, int], dict[int, int], dict[int, int]] = ({}, {}, {})  # in use: how many
-        self.claims: dict[int, tuple[str, int, Subnet, int]] = {}  # number → node, line, subnet, key
+        self.claims: dict[int, tuple[str, int, Plain, int]] = {}  # number → node, line, subnet, key
         self.by_node: dict[str, list[int]] = {}
         self.numbered = 0
         self.overlaps: dict[tuple[int, int], tuple[Finding, Finding]] = {}  # only the pairs not allowed
@@ -80,6 +95,8 @@ class Network:
         self.duplicates: dict[bytes, tuple[Finding, ...]] = {}
         self.groups: dict[str, list[str]] = {}  # lower-case name → the valid nodes
         self.collisions: dict[str, tuple[Finding, ...]] = {}
+        # the HostFile of an Indexed node's file, by path and blob id (from the parse index)
+        self.indexed_file: Callable[[str, str], HostFile] = _nothing_indexed
         self.sizes: dict[str, int] = {}  # blob id → size, of the files seen (``host_entries`` reads no header)
         self.unsaved = 0  # files changed since the parse index was saved (``sync.content``)
 
@@ -107,6 +124,9 @@ class Network:
             network._sweep(family, BITS[kind])
         network._settle(keys, set(network.groups))
         return network
+
+    def _rebuild(self, name: str) -> HostFile:
+        return self.indexed_file(self.prefix + name, self.signatures[name][1] or "")
 
     def update(
         self,
@@ -171,7 +191,8 @@ class Network:
         findings.extend(policy_mentions(self.policy, self.hosts))
         findings.sort(key=finding_order)
         hosts = {name: self.hosts[name] for name in names if name in self.hosts}  # in the tree's order
-        return Report(tuple(findings), hosts, len(self.claims), self.policy, policy_findings)
+        shown = _Rebuilt(hosts, self._rebuild) if self.indexed else cast("dict[str, HostFile]", hosts)
+        return Report(tuple(findings), shown, len(self.claims), self.policy, policy_findings)
 
     def _key(self, name: str, blob: str | None) -> CacheKey:
         return (self.prefix + name, blob or b"", self.policy.tinc, self.policy.min_rsa_bits)
@@ -179,7 +200,7 @@ class Network:
     def _put(self, entry: TreeEntry, result: HostFile | tuple[Finding, ...], keys: set[bytes], sort: bool) -> list[int]:
         """Add one file's part; its claims' numbers."""
         name = entry.name
-        self.signatures[name] = (entry.kind, entry.blob, entry.size)
+        self.signatures[name] = (entry.kind.value, entry.blob, entry.size)
         if entry.blob is not None:
             self.sizes[entry.blob] = entry.size
         if not isinstance(result, HostFile):
@@ -195,7 +216,7 @@ class Network:
             number = self.numbered
             self.numbered += 1
             key = (address << 8 | prefixlen) << _ID_BITS | number
-            self.claims[number] = (name, line, subnet, key)
+            self.claims[number] = (name, line, (int(kind), address, prefixlen, subnet.weight), key)
             numbers.append(number)
             lengths = self.lengths[kind]
             lengths[prefixlen] = lengths.get(prefixlen, 0) + 1
@@ -210,6 +231,7 @@ class Network:
         for index, (public_key, line) in enumerate(result.keys):
             insort(self.holders.setdefault(public_key.identity, []), (name, index, line))
             keys.add(public_key.identity)
+        self.identities[name] = tuple(public_key.identity for public_key, _ in result.keys)
         self.groups.setdefault(name.lower(), []).append(name)
         if own:
             self.own[name] = tuple(own)
@@ -222,20 +244,20 @@ class Network:
         host = self.hosts.pop(name, None)
         if host is None:
             return
+        self.indexed -= isinstance(host, Indexed)
         for number in self.by_node.pop(name):
-            _, _, subnet, key = self.claims.pop(number)
-            family = self.keys[subnet.kind]
+            _, _, (kind, _, prefixlen, _), key = self.claims.pop(number)
+            family = self.keys[kind]
             del family[bisect_left(family, key)]
-            lengths = self.lengths[subnet.kind]
-            lengths[subnet.prefixlen] -= 1
-            if not lengths[subnet.prefixlen]:
-                del lengths[subnet.prefixlen]
+            lengths = self.lengths[kind]
+            lengths[prefixlen] -= 1
+            if not lengths[prefixlen]:
+                del lengths[prefixlen]
             for pair in self.pairs.pop(number, ()):
                 del self.overlaps[pair]
                 other = pair[0] if pair[1] == number else pair[1]
                 self.pairs[other].remove(pair)
-        for public_key, _ in host.keys:
-            identity = public_key.identity
+        for identity in self.identities.pop(name):
             places = [place for place in self.holders.get(identity, ()) if place[0] != name]
             if places:
                 self.holders[identity] = places
@@ -315,8 +337,8 @@ class Network:
         other_node, other_line, other_subnet, other_key = self.claims[two]
         if node == other_node:
             return
-        first = Claim.of(subnet, node, line)
-        second = Claim.of(other_subnet, other_node, other_line)
+        first = Claim.of(_subnet(subnet), node, line)
+        second = Claim.of(_subnet(other_subnet), other_node, other_line)
         # the wider prefix is the outer one; of two equal ones either (their
         # findings are the same two, each naming the other)
         outer, inner = (first, second) if key >> _ID_BITS <= other_key >> _ID_BITS else (second, first)
@@ -336,6 +358,40 @@ def _names(entries: Sequence[TreeEntry]) -> list[str] | None:
     if any(entry.kind is EntryKind.FILE and entry.blob is None for entry in entries):
         return None
     return names
+
+
+class _Rebuilt(Mapping[str, HostFile]):
+    """The valid nodes of a report, each ``Indexed`` one rebuilt when first asked for."""
+
+    def __init__(self, hosts: dict[str, HostFile | Indexed], rebuild: Callable[[str], HostFile]) -> None:
+        self.hosts, self.rebuild = hosts, rebuild
+
+    def __getitem__(self, name: str) -> HostFile:
+        host = self.hosts[name]
+        if isinstance(host, Indexed):
+            host = self.hosts[name] = self.rebuild(name)
+        return host
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.hosts)
+
+    def __len__(self) -> int:
+        return len(self.hosts)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.hosts
+
+
+def _nothing_indexed(path: str, blob: str) -> HostFile:
+    raise KeyError(f"{path}: no file of a restored network ({blob})")
+
+
+def _subnet(plain: Plain) -> Subnet:
+    kind, address, prefixlen, weight = plain
+    return tuple.__new__(Subnet, (_KINDS[kind], address, prefixlen, weight))  # the fields of a Subnet once built
+
+
+_KINDS = tuple(Kind)
 
 
 def _inside(prefixes: Sequence[Subnet], subnet: Subnet) -> bool:

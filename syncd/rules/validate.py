@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from syncd.findings import Finding, Location, Severity, error
 from syncd.rules.owners import parse_owners
@@ -50,6 +50,13 @@ def is_ignored(name: str) -> bool:
     """Dot files (``.gitkeep``, ``.gitattributes``) are repository plumbing,
     never host files; tincd skips them too."""
     return name.startswith(".")
+
+
+class Located(Protocol):
+    """What the findings across files read of a node: where its file is."""
+
+    @property
+    def path(self) -> str: ...
 
 
 # (path, blob id or bytes, tinc version, min_rsa_bits) → the parsed file
@@ -218,7 +225,7 @@ def _name_collisions(hosts: Mapping[str, HostFile]) -> Iterable[Finding]:
         yield from collision_findings(names, hosts)
 
 
-def collision_findings(names: list[str], hosts: Mapping[str, HostFile]) -> Iterable[Finding]:
+def collision_findings(names: list[str], hosts: Mapping[str, Located]) -> Iterable[Finding]:
     """The findings of the host files whose names differ only in case (one group)."""
     if len(names) >= 2:
         for name in names:
@@ -233,7 +240,7 @@ def collision_findings(names: list[str], hosts: Mapping[str, HostFile]) -> Itera
             )
 
 
-def policy_mentions(policy: Policy, hosts: Mapping[str, HostFile]) -> Iterable[Finding]:
+def policy_mentions(policy: Policy, hosts: Mapping[str, Located]) -> Iterable[Finding]:
     for node, key, line in policy.node_mentions:
         if node not in hosts:
             yield error(POLICY_FILE, line, "policy-invalid", f"{key}: names {node!r}, which has no host file")
@@ -289,7 +296,7 @@ def outside_finding(policy: Policy, path: str, subnet: Subnet, line: int) -> Fin
     )
 
 
-def overlap_findings(hosts: Mapping[str, HostFile], outer: Claim, inner: Claim) -> tuple[Finding, Finding]:
+def overlap_findings(hosts: Mapping[str, Located], outer: Claim, inner: Claim) -> tuple[Finding, Finding]:
     """One finding on each file: either one may be the mistake (the new
     file that claims a gateway's subnet, or the new aggregate that covers
     old nodes), and an annotation on only one would blame the wrong file
@@ -351,7 +358,7 @@ class _KeyHolders:
             yield from key_findings(places, hosts)
 
 
-def key_findings(places: list[tuple[str, int]], hosts: Mapping[str, HostFile]) -> Iterable[Finding]:
+def key_findings(places: list[tuple[str, int]], hosts: Mapping[str, Located]) -> Iterable[Finding]:
     """The findings of one public key held by several nodes, at ``places``
     (node, line) in the order of the files, then of their lines."""
     nodes = sorted({name for name, _ in places})

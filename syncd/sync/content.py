@@ -67,22 +67,26 @@ def read_and_validate(
         network = keeping.network if keeping is not None else None
         network = network if network is not None and network.context == context else None
         # the network of the last tree has every unchanged file: the index is not read
-        known = index.load() if index is not None and network is None else {}
+        known, network, restored = _stored(index, network, context, policy)
         sizes = network.sizes if network is not None else {blob: size_of(r) for (blob, _, _), r in known.items()}
         entries = repo.host_entries(commit, policy.hosts_dir, policy.max_files, policy.max_file_bytes, sizes)
         files = _Files(repo, installed or {}, read_installed, policy.max_file_bytes)
         if network is None:
             _prime(cache, known, entries, policy.hosts_dir, policy.tinc, policy.min_rsa_bits)
             entries = [_fill(files, cache, policy, e) for e in entries]
-        report = _validate(cache, keeping, network, context, policy, tuple(policy_findings), entries, files)
+        build = keeping is not None or bool(known)  # a network worth keeping: not for a first sync
+        report, network, full = _validate(
+            cache, network, restored, build, context, policy, policy_findings, entries, files
+        )
     except UnsafeTreeError as exc:
         raise UnsafeTreeError(f"commit {commit[:12]}: {exc.message}; nothing was installed") from None
-    network = keeping.network if keeping is not None else None
-    if save_index and index is not None and (network is None or network.unsaved >= UNSAVED):
-        known = known or index.load()
-        _update_index(index, known, cache, entries, policy.tinc, policy.min_rsa_bits)
-        if network is not None:
-            network.unsaved = 0
+    if keeping is not None:
+        keeping.network = network
+    if save_index and index is not None:
+        if network is None:
+            _update_index(index, known, cache, entries, policy.tinc, policy.min_rsa_bits)
+        elif full or network.unsaved >= (UNSAVED if keeping is not None else 1):
+            _save_network(index, cache, network, full)
     errors = [f for f in report.findings if f.severity is Severity.ERROR]
     if errors:
         raise invalid_content(commit, errors)
@@ -104,42 +108,94 @@ def invalid_content(commit: str, errors: Sequence[Finding]) -> RefusedError:
     return RefusedError("\n".join([summary, *lines]), reason=Reason.INVALID_CONTENT)
 
 
+def _stored(
+    index: ParseIndex | None, network: Network | None, context: tuple[object, ...], policy: Policy
+) -> tuple[dict[IndexKey, IndexRecord], Network | None, bool]:
+    """The parse index's records (none when ``network`` is at hand), and
+    the network: ``network``, or the one saved with the index for this
+    context (restored: True), or None."""
+    from syncd.node.parseindex import ParseIndexFile, host_of
+    from syncd.rules.netstore import restore
+
+    if network is not None or index is None:
+        return {}, network, False
+    if not isinstance(index, ParseIndexFile):
+        return index.load(), None, False
+
+    def indexed_file(path: str, blob: str) -> HostFile:
+        return host_of(path, index.load()[(blob, policy.tinc, policy.min_rsa_bits)])
+
+    saved = index.network()
+    network = restore(saved, context, policy, indexed_file) if saved is not None else None
+    return ({}, network, True) if network is not None else (index.load(), None, False)
+
+
 def _validate(
     cache: dict[CacheKey, HostFile],
-    keeping: ParseCache | None,
     network: Network | None,
+    restored: bool,
+    build: bool,
     context: tuple[object, ...],
     policy: Policy,
-    policy_findings: tuple[Finding, ...],
+    policy_findings: Sequence[Finding],
     entries: list[TreeEntry],
     files: _Files,
-) -> Report:
+) -> tuple[Report, Network | None, bool]:
     """``validate_network`` of the entries, or its exact result from the
     network of the last tree (``rules.incremental``) when there is one for
-    this context; a caller that keeps a ``ParseCache`` keeps the network of
-    this tree in it.  Without a network the entries not in ``cache`` carry
-    their bytes; with one, the changed ones are filled here."""
+    this context; the network of this tree (when ``build``, or one was
+    followed); whether the full check ran.  Without a network the entries not in ``cache`` carry their
+    bytes; with one, the changed ones are filled here."""
     from syncd.rules.incremental import Network
     from syncd.rules.validate import validate_network
 
-    if keeping is not None:
-        keeping.network = None  # until this tree's network is whole
     report = None
     if network is not None:
 
         def fill(entry: TreeEntry) -> TreeEntry:
             return _fill(files, cache, policy, entry)
 
-        report = network.update(context, policy, policy_findings, entries, cache, fill)
-        if report is None:  # not a tree the network can follow: read every file as the full check does
+        try:
+            report = network.update(context, policy, tuple(policy_findings), entries, cache, fill)
+        except (KeyError, TypeError, ValueError, IndexError):
+            if not restored:
+                raise
+            report = None  # a saved network that does not hold together (it is a cache): the full check
+        if report is None:  # not a tree the network can follow: every file as the full check reads it
             entries[:] = [_fill(files, cache, policy, e) for e in entries]
     if report is None:
         report = validate_network(policy, entries, policy.hosts_dir, policy_findings, cache)
         prefix = f"{policy.hosts_dir.rstrip('/')}/" if policy.hosts_dir else ""
-        network = Network.of(context, policy, prefix, entries, report) if keeping is not None else None
-    if keeping is not None:
-        keeping.network = network
-    return report
+        network = Network.of(context, policy, prefix, entries, report) if build else None
+        return report, network, True
+    return report, network, False
+
+
+def _save_network(index: ParseIndex, cache: Mapping[CacheKey, HostFile], network: Network, full: bool) -> None:
+    """Add the records of the files parsed (``cache``) to the parse index,
+    with this tree's network beside them when the index is the state
+    directory's file and has a record of each valid node's file.  Records of
+    files no longer in the tree stay a while (it is a cache)."""
+    from syncd.node.parseindex import ParseIndexFile, record_of
+    from syncd.rules.netstore import plain
+
+    tinc, bits = network.policy.tinc, network.policy.min_rsa_bits
+    known = index.load() if full or len(cache) > UNSAVED else {}  # else: the few changed files
+    fresh: dict[IndexKey, IndexRecord] = {}
+    whole = True  # the cache holds valid nodes' files alone
+    for (_, blob, _, _), host in cache.items():
+        key = (str(blob), tinc, bits)
+        if key not in known and blob in network.sizes:
+            record = record_of(host, network.sizes[key[0]])
+            whole = whole and record is not None
+            if record is not None:
+                fresh[key] = record
+    if isinstance(index, ParseIndexFile):
+        current = lambda: {b or "" for _, b, _ in network.signatures.values()}  # noqa: E731
+        index.add(fresh, plain(network) if whole else None, current)
+    else:
+        index.save({**index.load(), **fresh})
+    network.unsaved = 0
 
 
 def _fill(files: _Files, cache: Mapping[CacheKey, HostFile], policy: Policy, entry: TreeEntry) -> TreeEntry:
