@@ -95,7 +95,7 @@ class Network:
         self.duplicates: dict[bytes, tuple[Finding, ...]] = {}
         self.groups: dict[str, list[str]] = {}  # lower-case name → the valid nodes
         self.collisions: dict[str, tuple[Finding, ...]] = {}
-        # the HostFile of an Indexed node's file, by path and blob id (from the parse index)
+        # the HostFile of an Indexed node's file, by name and blob id
         self.indexed_file: Callable[[str, str], HostFile] = _nothing_indexed
         self.sizes: dict[str, int] = {}  # blob id → size, of the files seen (``host_entries`` reads no header)
         self.unsaved = 0  # files changed since the parse index was saved (``sync.content``)
@@ -126,7 +126,7 @@ class Network:
         return network
 
     def _rebuild(self, name: str) -> HostFile:
-        return self.indexed_file(self.prefix + name, self.signatures[name][1] or "")
+        return self.indexed_file(name, self.signatures[name][1] or "")
 
     def update(
         self,
@@ -382,8 +382,8 @@ class _Rebuilt(Mapping[str, HostFile]):
         return name in self.hosts
 
 
-def _nothing_indexed(path: str, blob: str) -> HostFile:
-    raise KeyError(f"{path}: no file of a restored network ({blob})")
+def _nothing_indexed(name: str, blob: str) -> HostFile:
+    raise KeyError(f"{name}: no file of a restored network ({blob})")
 
 
 def _subnet(plain: Plain) -> Subnet:

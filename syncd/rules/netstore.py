@@ -26,8 +26,8 @@ def restore(
     data: object, context: tuple[object, ...], policy: Policy, indexed_file: Callable[[str, str], HostFile]
 ) -> Network | None:
     """The network ``plain`` gave, for ``context``; ``indexed_file`` gives
-    its valid nodes' files, by path and blob id, from the parse index (a
-    network is saved only with a record of each).  None when it is another
+    its valid nodes' files, by name and blob id, when a report is asked for
+    one.  None when it is another
     context's, or not of the shape ``plain`` writes."""
     if not isinstance(data, tuple) or len(data) != len(_FIELDS) + 2 or data[0] != context:
         return None

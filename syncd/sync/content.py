@@ -67,10 +67,10 @@ def read_and_validate(
         network = keeping.network if keeping is not None else None
         network = network if network is not None and network.context == context else None
         # the network of the last tree has every unchanged file: the index is not read
-        known, network, restored = _stored(index, network, context, policy)
+        files = _Files(repo, installed or {}, read_installed, policy.max_file_bytes)
+        known, network, restored = _stored(index, network, context, policy, files)
         sizes = network.sizes if network is not None else {blob: size_of(r) for (blob, _, _), r in known.items()}
         entries = repo.host_entries(commit, policy.hosts_dir, policy.max_files, policy.max_file_bytes, sizes)
-        files = _Files(repo, installed or {}, read_installed, policy.max_file_bytes)
         if network is None:
             _prime(cache, known, entries, policy.hosts_dir, policy.tinc, policy.min_rsa_bits)
             entries = [_fill(files, cache, policy, e) for e in entries]
@@ -109,21 +109,33 @@ def invalid_content(commit: str, errors: Sequence[Finding]) -> RefusedError:
 
 
 def _stored(
-    index: ParseIndex | None, network: Network | None, context: tuple[object, ...], policy: Policy
+    index: ParseIndex | None, network: Network | None, context: tuple[object, ...], policy: Policy, files: _Files
 ) -> tuple[dict[IndexKey, IndexRecord], Network | None, bool]:
     """The parse index's records (none when ``network`` is at hand), and
     the network: ``network``, or the one saved with the index for this
     context (restored: True), or None."""
-    from syncd.node.parseindex import ParseIndexFile, host_of
+    from syncd.node.parseindex import ParseIndexFile
     from syncd.rules.netstore import restore
+    from syncd.rules.tree import EntryKind, TreeEntry
+    from syncd.rules.validate import check_entry
+    from syncd.tinc.hostfile import HostFile
 
     if network is not None or index is None:
         return {}, network, False
     if not isinstance(index, ParseIndexFile):
         return index.load(), None, False
 
-    def indexed_file(path: str, blob: str) -> HostFile:
-        return host_of(path, index.load()[(blob, policy.tinc, policy.min_rsa_bits)])
+    def indexed_file(name: str, blob: str) -> HostFile:
+        """A valid node's file of the restored network, when a report is
+        asked for it (the node's own, say): read and parsed again, which
+        gives what its record holds (parsing is deterministic), at the cost
+        of one file rather than of reading every record."""
+        data = files.read(name, blob)
+        entry = TreeEntry(name, EntryKind.FILE, len(data), data, blob)
+        host = check_entry(entry, _path(policy.hosts_dir, entry), policy, None, False)
+        if not isinstance(host, HostFile):
+            raise UnsafeTreeError(f"{_path(policy.hosts_dir, entry)} is no longer a valid host file")
+        return host
 
     saved = index.network()
     network = restore(saved, context, policy, indexed_file) if saved is not None else None
