@@ -199,6 +199,10 @@ def test_agent_passes_follow_the_tree_and_match_a_fresh_check(tmp_path: Path) ->
     for number, sha in enumerate(shas):
         same(sha, parse_cache=cache)
         assert cache.network is not None
+        if number == 2:  # an agent started again: its first pass restores the saved network, then keeps it
+            cache = ParseCache()
+            same(sha, parse_cache=cache, index=ParseIndexFile(state))
+            assert cache.network is not None and cache.network.indexed
         # a fresh process each time: the network saved with the parse index
         same(sha, index=ParseIndexFile(state))
         saved = ParseIndexFile(state).network()

@@ -153,7 +153,10 @@ class Network:
             if signatures.get(e.name) != (e.kind, e.blob, e.size) and not is_ignored(e.name)
         ]
         added = sum(1 for i in changed if entries[i].name not in signatures)
-        gone = [n for n in signatures if n not in set(names)] if len(names) - added < len(signatures) else []
+        gone: list[str] = []
+        if len(names) - added < len(signatures):  # some names are no longer there
+            present = set(names)
+            gone = [name for name in signatures if name not in present]
         self.policy = policy
         keys: set[bytes] = set()
         groups: set[str] = set()

@@ -66,6 +66,8 @@ def read_and_validate(
         context = (policy_bytes, policy.hosts_dir)
         network = keeping.network if keeping is not None else None
         network = network if network is not None and network.context == context else None
+        if keeping is not None:
+            keeping.network = None  # until this tree's network is whole (an error may leave it half updated)
         # the network of the last tree has every unchanged file: the index is not read
         files = _Files(repo, installed or {}, read_installed, policy.max_file_bytes)
         known, network, restored = _stored(index, network, context, policy, files)
@@ -120,13 +122,8 @@ def _stored(
     from syncd.rules.validate import check_entry
     from syncd.tinc.hostfile import HostFile
 
-    if network is not None or index is None:
-        return {}, network, False
-    if not isinstance(index, ParseIndexFile):
-        return index.load(), None, False
-
     def indexed_file(name: str, blob: str) -> HostFile:
-        """A valid node's file of the restored network, when a report is
+        """A valid node's file of a restored network, when a report is
         asked for it (the node's own, say): read and parsed again, which
         gives what its record holds (parsing is deterministic), at the cost
         of one file rather than of reading every record."""
@@ -137,9 +134,16 @@ def _stored(
             raise UnsafeTreeError(f"{_path(policy.hosts_dir, entry)} is no longer a valid host file")
         return host
 
-    saved = index.network()
-    network = restore(saved, context, policy, indexed_file) if saved is not None else None
-    return ({}, network, True) if network is not None else (index.load(), None, False)
+    if network is None and isinstance(index, ParseIndexFile):
+        saved = index.network()
+        network = restore(saved, context, policy, indexed_file) if saved is not None else None
+        if network is None:
+            return index.load(), None, False
+        return {}, network, True
+    if network is not None:
+        network.indexed_file = indexed_file  # this pass's files (a kept network outlives its first)
+        return {}, network, False
+    return (index.load() if index is not None else {}), None, False
 
 
 def _validate(
