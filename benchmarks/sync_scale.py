@@ -165,7 +165,7 @@ def three_urls(tmp: Path, url: str, config: Path, runs: int, syncd: list[str]) -
     three.write_text(text.replace(f"url: '{url}'", f"url: '{url}', mirrors: {mirrors}"))
     assert three.read_text() != text
     one_loaded, three_loaded = load_config(config), load_config(three)
-    caches: tuple[ParseCache, ParseCache] = ({}, {})
+    caches = (ParseCache(), ParseCache())
     one_times: list[float] = []
     three_times: list[float] = []
     for _ in range(runs + 1):  # the first round warms both caches
@@ -272,7 +272,7 @@ def main() -> int:
             from syncd.sync.agent import sync_once
 
             loaded = load_config(config)
-            cache: ParseCache = {}  # what RunLoop keeps between passes
+            cache = ParseCache()  # what RunLoop keeps between passes
             watched = WatchedHosts(loaded.tinc.hosts_dir)  # and its watched hosts directory
             watched.start()
             in_noop = []

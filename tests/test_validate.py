@@ -222,7 +222,7 @@ def test_parse_cache_reuses_unchanged_files_and_forgets_removed_ones() -> None:
 
     files = seed_network()
     policy, _ = parse_policy(SEED_POLICY)
-    cache: ParseCache = {}
+    cache = ParseCache()
     first = validate_network(policy, entries(files), "hosts", cache=cache)
     assert len(cache) == 3
     files["my_pc"] = host(["2002:102:304:4::/64"], 2, "Port = 656\n")

@@ -214,16 +214,16 @@ class GitRepository:
             tree = self._hosts_tree(commit, hosts_dir, max_files)
             entries = []
             known = sizes or {}
-            for item in tree.iteritems():
-                name = item.path.decode("utf-8", "replace")
-                kind = entry_kind(item.mode)
-                if kind is EntryKind.FILE:
-                    blob = item.sha.decode("ascii")
+            file, new = EntryKind.FILE, tuple.__new__  # a TreeEntry of fields known good, built without its __new__
+            for path, mode, sha in tree.iteritems():
+                name = path.decode("utf-8", "replace")
+                if mode & 0o170000 == stat.S_IFREG:  # entry_kind(mode) is EntryKind.FILE
+                    blob = sha.decode("ascii")
                     size = known.get(blob)
-                    size = size if size is not None else self._sizes(item.sha)
-                    entries.append(TreeEntry(name, kind, size, None, blob))
+                    size = size if size is not None else self._sizes(sha)
+                    entries.append(new(TreeEntry, (name, file, size, None, blob)))
                 else:
-                    entries.append(TreeEntry(name, kind, 0, None))
+                    entries.append(TreeEntry(name, entry_kind(mode), 0, None))
             return entries
 
     def file_at(self, sha: str, path: str, limit: int) -> bytes | None:

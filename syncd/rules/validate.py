@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from syncd.findings import Finding, Location, Severity, error
 from syncd.rules.owners import parse_owners
@@ -19,7 +19,7 @@ from syncd.rules.tree import EntryKind, TreeEntry, TreeSource
 from syncd.tinc.hostfile import HostFile, parse_host_file
 from syncd.tinc.names import NAME_RULE, SCRIPT_SUFFIXES, is_node_name, is_script_name, script_suffix
 from syncd.tinc.overlap import Claim, Claims
-from syncd.tinc.subnet import Kind, format_subnet
+from syncd.tinc.subnet import Kind, Subnet, format_subnet
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,8 +52,24 @@ def is_ignored(name: str) -> bool:
     return name.startswith(".")
 
 
+class Located(Protocol):
+    """What the findings across files read of a node: where its file is."""
+
+    @property
+    def path(self) -> str: ...
+
+
 # (path, blob id or bytes, tinc version, min_rsa_bits) → the parsed file
-ParseCache = dict[tuple[str, bytes | str, str, int], HostFile]
+CacheKey = tuple[str, bytes | str, str, int]
+
+
+class ParseCache(dict[CacheKey, HostFile]):
+    """Parsed host files by ``CacheKey``, kept by a caller that validates
+    tree after tree (the agent); and the last tree's checks across files
+    (an ``incremental.Network``), from which the next tree, when it differs
+    only in some host files, is validated by updating them."""
+
+    network: Any = None
 
 
 def validate_network(
@@ -61,7 +77,7 @@ def validate_network(
     entries: Iterable[TreeEntry],
     hosts_dir: str,
     policy_findings: Iterable[Finding] = (),
-    cache: ParseCache | None = None,
+    cache: dict[CacheKey, HostFile] | None = None,
     installed: bool = False,
     lean: bool = False,
 ) -> Report:
@@ -79,7 +95,7 @@ def validate_network(
     a caller that wants the findings alone (``syncd check`` of 100k nodes)."""
     own_findings = tuple(policy_findings)
     findings: list[Finding] = list(own_findings)
-    fresh: ParseCache | None = {} if cache is not None else None
+    fresh: dict[CacheKey, HostFile] | None = {} if cache is not None else None
     hosts: dict[str, HostFile] = {}
     prefix = f"{hosts_dir.rstrip('/')}/" if hosts_dir else ""
     claims = Claims()  # the policy's prefixes, then every node's subnets
@@ -91,36 +107,12 @@ def validate_network(
         if is_ignored(entry.name):
             continue
         path = prefix + entry.name
-        if entry.kind is not EntryKind.FILE:
-            findings.append(error(path, 1, "file-type", _file_type_message(entry.kind)))
-            continue
-        if not is_node_name(entry.name):
-            if not (installed and is_script_name(entry.name)):
-                findings.append(error(path, 1, "name-invalid", _name_message(entry.name)))
-            continue
         key = (path, entry.blob or entry.data or b"", policy.tinc, policy.min_rsa_bits)
-        cached = cache.get(key) if cache is not None and entry.size <= policy.max_file_bytes else None
-        if cached is None and (entry.size > policy.max_file_bytes or entry.data is None):
-            findings.append(
-                error(
-                    path,
-                    1,
-                    "file-too-large",
-                    f"{entry.size} bytes, over the policy's max_file_bytes ({policy.max_file_bytes})",
-                )
-            )
+        result = check_entry(entry, path, policy, cache.get(key) if cache is not None else None, installed)
+        if not isinstance(result, HostFile):
+            findings.extend(result)
             continue
-        if cached is not None:
-            host = cached
-        else:
-            assert entry.data is not None
-            host = parse_host_file(path, entry.data, tinc=policy.tinc, min_rsa_bits=policy.min_rsa_bits)
-            # owner lines (# syncd-owner:) are comments to tincd: their
-            # findings travel with the file's own, in every cache
-            owners = parse_owners(path, entry.data)
-            if owners.owners or owners.findings:
-                host.findings.extend(owners.findings)
-                host.owners = tuple((o.key, o.comment) for o in owners.owners)
+        host = result
         if fresh is not None:
             fresh[key] = host
         hosts[entry.name] = host
@@ -131,15 +123,47 @@ def validate_network(
         cache.clear()
         cache.update(fresh)
     findings.extend(_name_collisions(hosts))
-    findings.extend(_policy_mentions(policy, hosts))
+    findings.extend(policy_mentions(policy, hosts))
     findings.extend(_subnet_findings(policy, hosts, claims))
     findings.extend(holders.findings(hosts))
-    findings.sort(key=Finding.sort_key)
+    findings.sort(key=finding_order)
     return Report(tuple(findings), hosts, len(claims) - len(policy.prefixes), policy, own_findings)
 
 
+def check_entry(
+    entry: TreeEntry, path: str, policy: Policy, cached: HostFile | None, installed: bool
+) -> HostFile | tuple[Finding, ...]:
+    """One entry of a hosts directory on its own: its parsed host file
+    (``cached`` when the cache had it), or the finding that keeps it from
+    being one (none for the scripts of an installed directory)."""
+    if entry.kind is not EntryKind.FILE:
+        return (error(path, 1, "file-type", _file_type_message(entry.kind)),)
+    if not is_node_name(entry.name):
+        if installed and is_script_name(entry.name):
+            return ()
+        return (error(path, 1, "name-invalid", _name_message(entry.name)),)
+    if entry.size > policy.max_file_bytes or (cached is None and entry.data is None):
+        too_large = f"{entry.size} bytes, over the policy's max_file_bytes ({policy.max_file_bytes})"
+        return (error(path, 1, "file-too-large", too_large),)
+    if cached is not None:
+        return cached
+    assert entry.data is not None
+    host = parse_host_file(path, entry.data, tinc=policy.tinc, min_rsa_bits=policy.min_rsa_bits)
+    # owner lines (# syncd-owner:) are comments to tincd: their
+    # findings travel with the file's own, in every cache
+    owners = parse_owners(path, entry.data)
+    if owners.owners or owners.findings:
+        host.findings.extend(owners.findings)
+        host.owners = tuple((o.key, o.comment) for o in owners.owners)
+    return host
+
+
 def check_tree(
-    source: TreeSource, *, installed: bool = False, parse_cache: ParseCache | None = None, lean: bool = False
+    source: TreeSource,
+    *,
+    installed: bool = False,
+    parse_cache: dict[CacheKey, HostFile] | None = None,
+    lean: bool = False,
 ) -> tuple[Report, dict[str, bytes]]:
     """Validate a tree under its own policy: the report, and the host files
     of its valid nodes (name → bytes), which are what a node installs.
@@ -186,13 +210,24 @@ def _name_message(name: str) -> str:
     return f"{name!r} is not a valid tinc node name ({NAME_RULE}); tincd ignores this file"
 
 
+def finding_order(finding: Finding) -> tuple[str, int, str, str, str, tuple[Location, ...]]:
+    """The order of a report's findings: by file, line, code and message,
+    then (for the rare two that agree on all four) severity and related
+    places, so that the order never depends on the order they were found in."""
+    return (*finding.sort_key(), finding.severity, finding.related)
+
+
 def _name_collisions(hosts: Mapping[str, HostFile]) -> Iterable[Finding]:
     groups: dict[str, list[str]] = defaultdict(list)
     for name in hosts:
         groups[name.lower()].append(name)
     for names in groups.values():
-        if len(names) < 2:
-            continue
+        yield from collision_findings(names, hosts)
+
+
+def collision_findings(names: list[str], hosts: Mapping[str, Located]) -> Iterable[Finding]:
+    """The findings of the host files whose names differ only in case (one group)."""
+    if len(names) >= 2:
         for name in names:
             others = sorted(n for n in names if n != name)
             yield error(
@@ -205,13 +240,13 @@ def _name_collisions(hosts: Mapping[str, HostFile]) -> Iterable[Finding]:
             )
 
 
-def _policy_mentions(policy: Policy, hosts: Mapping[str, HostFile]) -> Iterable[Finding]:
+def policy_mentions(policy: Policy, hosts: Mapping[str, Located]) -> Iterable[Finding]:
     for node, key, line in policy.node_mentions:
         if node not in hosts:
             yield error(POLICY_FILE, line, "policy-invalid", f"{key}: names {node!r}, which has no host file")
 
 
-def _overlap_allowed(policy: Policy, outer: Claim, inner: Claim) -> bool:
+def overlap_allowed(policy: Policy, outer: Claim, inner: Claim) -> bool:
     if outer.subnet.network == inner.subnet.network:
         # Identical subnets cover each other: both sides must be declared.
         return (policy.is_route(outer.node, outer.subnet) and policy.is_route(inner.node, inner.subnet)) or (
@@ -237,27 +272,31 @@ def _subnet_findings(policy: Policy, hosts: Mapping[str, HostFile], claims: Clai
             inside[inner] = 1
             continue
         outer_claim, inner_claim = claims.claim(outer), claims.claim(inner)
-        if not _overlap_allowed(policy, outer_claim, inner_claim):
-            yield from _overlap_findings(hosts, outer_claim, inner_claim)
+        if not overlap_allowed(policy, outer_claim, inner_claim):
+            yield from overlap_findings(hosts, outer_claim, inner_claim)
     if not prefixes:
         return
-    allowed = ", ".join(format_subnet(p) for p in policy.prefixes)
     for index in range(prefixes, len(claims)):
         if inside[index] or claims.kinds[index] == Kind.MAC:
             continue
         claim = claims.claim(index)
-        if policy.is_route(claim.node, claim.subnet):
-            continue
-        yield error(
-            hosts[claim.node].path,
-            claim.line,
-            "subnet-outside-prefix",
-            f"{format_subnet(claim.subnet)} lies outside the network's prefixes ({allowed}); "
-            "list it under routes in syncd.yaml if this node routes it on purpose",
-        )
+        if not policy.is_route(claim.node, claim.subnet):
+            yield outside_finding(policy, hosts[claim.node].path, claim.subnet, claim.line)
 
 
-def _overlap_findings(hosts: Mapping[str, HostFile], outer: Claim, inner: Claim) -> tuple[Finding, Finding]:
+def outside_finding(policy: Policy, path: str, subnet: Subnet, line: int) -> Finding:
+    """A subnet that lies in none of the policy's prefixes, and is no route."""
+    allowed = ", ".join(format_subnet(p) for p in policy.prefixes)
+    return error(
+        path,
+        line,
+        "subnet-outside-prefix",
+        f"{format_subnet(subnet)} lies outside the network's prefixes ({allowed}); "
+        "list it under routes in syncd.yaml if this node routes it on purpose",
+    )
+
+
+def overlap_findings(hosts: Mapping[str, Located], outer: Claim, inner: Claim) -> tuple[Finding, Finding]:
     """One finding on each file: either one may be the mistake (the new
     file that claims a gateway's subnet, or the new aggregate that covers
     old nodes), and an annotation on only one would blame the wrong file
@@ -316,16 +355,22 @@ class _KeyHolders:
 
     def findings(self, hosts: Mapping[str, HostFile]) -> Iterable[Finding]:
         for places in self.shared.values():
-            nodes = sorted({name for name, _ in places})
-            if len(nodes) < 2:
-                continue
-            for name, line in places:
-                others = [n for n in nodes if n != name]
-                related = tuple(Location(hosts[n].path, ln) for n, ln in places if n != name)
-                yield error(
-                    hosts[name].path,
-                    line,
-                    "key-duplicate",
-                    f"the same public key is used by {', '.join([name, *others])}: each node needs its own key pair",
-                    related,
-                )
+            yield from key_findings(places, hosts)
+
+
+def key_findings(places: list[tuple[str, int]], hosts: Mapping[str, Located]) -> Iterable[Finding]:
+    """The findings of one public key held by several nodes, at ``places``
+    (node, line) in the order of the files, then of their lines."""
+    nodes = sorted({name for name, _ in places})
+    if len(nodes) < 2:
+        return
+    for name, line in places:
+        others = [n for n in nodes if n != name]
+        related = tuple(Location(hosts[n].path, ln) for n, ln in places if n != name)
+        yield error(
+            hosts[name].path,
+            line,
+            "key-duplicate",
+            f"the same public key is used by {', '.join([name, *others])}: each node needs its own key pair",
+            related,
+        )

@@ -78,7 +78,7 @@ class RunLoop:
         self.cond = threading.Condition()
         self.wake = _Wake()
         self.failures = 0
-        self.parse_cache: ParseCache = {}  # unchanged host files are parsed once per agent
+        self.parse_cache = ParseCache()  # files parsed once per agent, the checks across files updated
         self.cancel = threading.Event()  # set on stop: a fetch in flight is killed
         self.worker: threading.Thread | None = None  # the fetch pass in flight
         self.done: float | None = None  # the worker's delay until the next fetch, once it ends
