@@ -82,11 +82,6 @@ class FileStat(NamedTuple):
     def of(cls, blob: str, st: os.stat_result, learned: str = "") -> FileStat:
         return cls(blob, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, learned)
 
-    def to_json(self) -> list[object]:
-        """``[blob, size, mtime_ns, ctime_ns, ino]``, and the learned key when
-        there is one: compact, for 100k nodes."""
-        return list(self) if self.learned else list(self[:5])
-
     def matches(self, st: os.stat_result) -> bool:
         return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino) == (
             self.size,

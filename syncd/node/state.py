@@ -63,7 +63,10 @@ class State:
         for name in self.__slots__:
             if name != "manifest":
                 data[name] = getattr(self, name)
-        data["manifest"] = {name: f.to_json() for name, f in sorted(self.manifest.items())}
+        # each file as [blob, size, mtime_ns, ctime_ns, ino], and the learned
+        # key when there is one: compact for 100k nodes (json writes a tuple
+        # as an array; a call and a list per file were most of a save)
+        data["manifest"] = {name: f if f.learned else f[:5] for name, f in sorted(self.manifest.items())}
         return data
 
 
@@ -182,7 +185,7 @@ def _parse_state(path: Path, raw: object) -> State:
 
 
 def _manifest(raw: Mapping[str, list[object]]) -> dict[str, FileStat]:
-    """The manifest's entries (``FileStat.to_json``), as ``FileStat(*entry)``
+    """The manifest's entries (``State.to_json``), as ``FileStat(*entry)``
     builds them: five fields, or six with the learned key.  Built as tuples
     directly, which costs half as much at 10k entries (a no-op pass reads
     them all); any other length is the ``TypeError`` the constructor raises."""
