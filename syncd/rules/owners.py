@@ -91,7 +91,7 @@ class Owners:
 def might_have_owner_lines(data: bytes) -> bool:
     """False when no line of ``data`` can be an owner line or a near miss:
     a cheap test that spares ``syncd run`` splitting every unchanged file."""
-    return b"owner" in data.lower()
+    return data.lower().find(b"owner") >= 0  # not "in": on bytes it raises and clears a TypeError first
 
 
 def owner_keys(path: str, data: bytes) -> tuple[frozenset[bytes], dict[bytes, str]]:

@@ -185,20 +185,23 @@ def _parse_strict(text: str) -> Subnet:
         weight = int(weight_text)
         if not -(2**31) <= weight < 2**31:
             raise SubnetError("subnet-invalid", f"weight {weight_text} in {text!r} is out of range")
-    prefixlen: int | None = None
+    prefixlen = -1  # none written
     if "/" in rest:
         rest, _, prefix_text = rest.partition("/")
         if not _PREFIX.match(prefix_text):
             raise SubnetError("subnet-invalid", f"prefix length {prefix_text!r} in {text!r} is not a number")
         prefixlen = int(prefix_text)
 
-    kind: Kind
-    if rest.count(":") == 5 and _MAC.match(rest):
+    if ":" not in rest:
+        if not IPV4_RE.match(rest):
+            raise SubnetError("subnet-invalid", f"{text!r} is not a MAC address, IPv4 or IPv6 subnet")
+        kind, bits, address = _IPV4, 32, int.from_bytes(socket.inet_aton(rest), "big")
+    elif rest.count(":") == 5 and _MAC.match(rest):
         # tincd tries MAC first: six short groups are a MAC, never IPv6
-        if prefixlen is not None:
+        if prefixlen >= 0:
             raise SubnetError("subnet-invalid", f"{text!r}: a MAC address takes no prefix length")
-        kind, address, prefixlen = Kind.MAC, int("".join(f"{int(g, 16):02x}" for g in rest.split(":")), 16), 48
-    elif ":" in rest:
+        kind, bits, address = _MAC_KIND, 48, int("".join(f"{int(g, 16):02x}" for g in rest.split(":")), 16)
+    else:
         # inet_pton() accepts exactly the IPv6 forms tincd reads alike
         # (one '::', 1-4 hex digits a group, a dotted quad at the end), and
         # rejects zones and brackets, which tincd rejects too.
@@ -206,16 +209,11 @@ def _parse_strict(text: str) -> Subnet:
             address = int.from_bytes(socket.inet_pton(socket.AF_INET6, rest), "big")
         except OSError:
             raise SubnetError("subnet-invalid", f"{text!r} is not a valid IPv6 address") from None
-        kind = Kind.IPV6
-    elif IPV4_RE.match(rest):
-        kind, address = Kind.IPV4, int.from_bytes(socket.inet_aton(rest), "big")
-    else:
-        raise SubnetError("subnet-invalid", f"{text!r} is not a MAC address, IPv4 or IPv6 subnet")
+        kind, bits = _IPV6, 128
 
-    bits = BITS[kind]
-    if prefixlen is None:
+    if prefixlen < 0:
         prefixlen = bits
-    if prefixlen > bits:
+    elif prefixlen > bits:
         raise SubnetError("subnet-invalid", f"prefix length /{prefixlen} in {text!r} exceeds {bits} bits")
     host_mask = (1 << (bits - prefixlen)) - 1
     if address & host_mask:
@@ -228,6 +226,7 @@ def _parse_strict(text: str) -> Subnet:
     return _new_subnet(Subnet, (kind, address, prefixlen, weight))
 
 
+_MAC_KIND, _IPV4, _IPV6 = Kind.MAC, Kind.IPV4, Kind.IPV6  # module globals: no enum lookup a subnet
 _new_subnet = tuple.__new__  # the fields were validated just above
 
 
