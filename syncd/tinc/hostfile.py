@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 from syncd.findings import Finding, Location, error, warning
 from syncd.tinc import keys
-from syncd.tinc.conf import Entry, PemBlock, read_config
+from syncd.tinc.conf import Entry, PemBlock, line_count_of, plain_entries, read_lines
 from syncd.tinc.hostkeys import load_keys
 from syncd.tinc.subnet import IPV4_RE as _IPV4_RE
 from syncd.tinc.subnet import Kind, Subnet, SubnetError, is_short_mac, parse_subnet
@@ -255,8 +255,14 @@ class HostFile:
 def parse_host_file(path: str, data: bytes, *, tinc: str = "1.0", min_rsa_bits: int = 2048) -> HostFile:
     """Parse ``data`` as tincd reads a host file; findings carry ``path``."""
     host = HostFile(path)
-    conf = read_config(path, data, host.findings, partial(_check_entry, host, tinc))
-    host.pem_blocks, host.stopped_at, host.line_count = conf
+    plain = plain_entries(data)
+    if plain is None:
+        conf = read_lines(path, data, host.findings, partial(_check_entry, host, tinc))
+        host.pem_blocks, host.stopped_at, host.line_count = conf
+    else:  # read_config's shortcut, without a call through partial() a line
+        for entry in plain:
+            _check_entry(host, tinc, entry)
+        host.line_count = line_count_of(data)
     host.keys, found = load_keys(
         path, host.firsts, host.pem_blocks, host.stopped_at, tinc=tinc, min_rsa_bits=min_rsa_bits
     )
