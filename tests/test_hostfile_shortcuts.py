@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from syncd.findings import Finding
 from syncd.tinc.conf import MAX_LINE_BYTES, ConfText, Entry, plain_entries, read_config, read_lines
-from syncd.tinc.hostfile import _USUAL_ADDRESS_RE, address_problem, parse_host_file
+from syncd.tinc.hostfile import _USUAL_ADDRESS_RE, HOST_VARIABLES, address_problem, parse_host_file
 from tests.keyfactory import ed25519_text
 
 USUAL = (
@@ -101,16 +101,31 @@ def test_the_shortcut_reads_what_the_line_reader_reads(lines: list[str], end: st
         st.text(alphabet="ab0159.-_: \tZ%[", max_size=30),
         st.builds(
             "{}{}{}".format,
-            st.sampled_from(["a", "node1.example.org", "x-1.y_z.", "1.2.3", "1a.2", "-a", "a-", "a..b", "a" * 64]),
+            st.sampled_from(
+                [
+                    "a",
+                    "node1.example.org",
+                    "x-1.y_z.",
+                    "1.2.3",
+                    "1a.2",
+                    "-a",
+                    "a-",
+                    "a..b",
+                    "a" * 64,
+                    "a." * 126 + "b",
+                    "a." * 126 + "bc",
+                    "a." * 127,
+                ]
+            ),
             st.sampled_from(["", " ", "  ", " \t"]),
             st.sampled_from(["", "655", "0", "0655", "65535", "65536", "99999", "http", "1 2"]),
         ),
     )
 )
 def test_the_usual_address_match_accepts_only_what_the_full_check_accepts(value: str) -> None:
-    usual = _USUAL_ADDRESS_RE.match(value)
-    if usual is not None and (usual[1] is None or int(usual[1]) <= 65535):
-        assert address_problem(value) is None, value
+    check = HOST_VARIABLES["address"].check
+    assert check is not None
+    assert check(value, "1.1") == address_problem(value), value
 
 
 def test_the_usual_address_match_takes_the_usual_addresses() -> None:

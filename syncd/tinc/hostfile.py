@@ -97,14 +97,13 @@ def host_problem(host: str) -> str | None:
 # The usual Address, in one match: a DNS name with a letter, '_' or '-' in
 # it (so neither of the IP forms host_problem tries first), then nothing, or
 # one space and a port number without a leading zero (at most 65535: checked
-# after).  Whatever this refuses, _address reads in full.
-_USUAL_ADDRESS_RE = re.compile(
-    rf"(?=[^ ]*[A-Za-z_-])(?=[^ ]{{1,253}}\.?(?: |\Z)){_LABEL}(?:\.{_LABEL})*\.?(?: ([1-9][0-9]{{0,4}}))?\Z"
-)
+# after).  Whatever this refuses, _address reads in full.  A value of at most
+# 253 characters has a name short enough (_DNS_NAME_RE's lookahead).
+_USUAL_ADDRESS_RE = re.compile(rf"(?=[^ ]*?[A-Za-z_-]){_LABEL}(?:\.{_LABEL})*\.?(?: ([1-9][0-9]{{0,4}}))?\Z")
 
 
 def _address(value: str, _tinc: str) -> str | None:
-    usual = _USUAL_ADDRESS_RE.match(value)
+    usual = _USUAL_ADDRESS_RE.match(value) if len(value) <= 253 else None
     if usual is not None and (usual[1] is None or int(usual[1]) <= 65535):
         return None
     return address_problem(value)
