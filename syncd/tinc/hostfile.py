@@ -12,7 +12,7 @@ The parser never raises on any input; everything wrong is a ``Finding``.
 from __future__ import annotations
 
 import re
-import socket
+from _socket import AF_INET6, inet_pton  # what socket re-exports, without socket.py's enums to build
 from collections.abc import Callable
 from functools import partial
 from typing import NamedTuple
@@ -85,7 +85,7 @@ def host_problem(host: str) -> str | None:
         if host.startswith("[") or "%" in host:
             return f"{host!r}: write IPv6 addresses without brackets or zone (tincd passes HOST to getaddrinfo)"
         try:
-            socket.inet_pton(socket.AF_INET6, host)
+            inet_pton(AF_INET6, host)
         except OSError:
             return f"{host!r} is not a valid IPv6 address"
         return None

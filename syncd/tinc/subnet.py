@@ -25,7 +25,7 @@ from __future__ import annotations
 import enum
 import ipaddress
 import re
-import socket
+from _socket import AF_INET6, inet_pton  # what socket re-exports, without socket.py's enums to build
 from typing import NamedTuple
 
 DEFAULT_WEIGHT = 10  # subnet_parse.c: DEFAULT_WEIGHT
@@ -210,7 +210,7 @@ def _parse_strict(text: str) -> Subnet:
         # (one '::', 1-4 hex digits a group, a dotted quad at the end), and
         # rejects zones and brackets, which tincd rejects too.
         try:
-            address = int.from_bytes(socket.inet_pton(socket.AF_INET6, rest), "big")
+            address = int.from_bytes(inet_pton(AF_INET6, rest), "big")
         except OSError:
             raise SubnetError("subnet-invalid", f"{text!r} is not a valid IPv6 address") from None
         kind, bits = _IPV6, 128
