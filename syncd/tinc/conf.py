@@ -127,8 +127,8 @@ def plain_entries(data: bytes) -> list[Entry] | None:
     if not data.isascii():
         return None
     text = data.decode("ascii")  # a str: "in" on bytes raises and clears a TypeError first (CPython 3.11)
-    if "\r" in text or "\0" in text:
-        return None
+    if "\r" in text or "\0" in text or text.startswith("-") or "\n-" in text:
+        return None  # (a PEM block, the usual reason, is seen before reading any line)
     lines = text.split("\n")
     if len(text) > MAX_LINE_BYTES and max(map(len, lines)) > MAX_LINE_BYTES:
         return None
