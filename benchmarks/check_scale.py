@@ -11,7 +11,11 @@ Each is run several times over a warm page cache; the best time is shown.
 Goals, each printed beside its measure: 10k nodes in <= 3x the bare read
 (wall), 100k nodes in <= 150 MiB peak RSS and within 12x of 10k.
 
-    python benchmarks/check_scale.py [--sizes 1000,10000,100000] [--runs 3]
+    python benchmarks/check_scale.py [--sizes 1000,10000,100000] [--runs 3] [--keep DIR]
+
+--keep DIR leaves the networks (DIR/netN) and the bare-read script
+(DIR/bare_read.py) there, to time the two commands again with other tools:
+python DIR/bare_read.py DIR/net10000/hosts against syncd check DIR/net10000.
 """
 
 from __future__ import annotations
@@ -83,16 +87,24 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="1000,10000,100000")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--keep", type=Path, metavar="DIR", help="generate the networks in DIR and keep them")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
 
     rows = []
-    with tempfile.TemporaryDirectory(prefix="syncd-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="syncd-bench-") as scratch:
+        tmp = scratch if args.keep is None else str(args.keep)
+        if args.keep is not None:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            (args.keep / "bare_read.py").write_text(BARE_READ.lstrip())
         for nodes in sizes:
             root = Path(tmp) / f"net{nodes}"
             t0 = time.perf_counter()
-            make_network(root, nodes)
-            print(f"generated {nodes} nodes in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+            if args.keep is not None and root.exists():
+                print(f"reusing {root}", file=sys.stderr)  # kept by an earlier --keep
+            else:
+                make_network(root, nodes)
+                print(f"generated {nodes} nodes in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
             bare, bare_cpu, _, _ = best([sys.executable, "-c", BARE_READ, str(root / "hosts")], args.runs)
             check, cpu, rss, output = best([sys.executable, "-m", "syncd", "check", str(root)], args.runs)
             if f"{nodes} nodes, {2 * nodes} subnets: 0 errors" not in output:

@@ -217,9 +217,13 @@ def read_hosts_dir(directory: Path, max_file_bytes: int) -> list[TreeEntry]:
             raise UsageError(f"{item.path}: cannot read: {exc.strerror}") from None
         finally:
             os.close(fd)
-        entries.append(TreeEntry(item.name, EntryKind.FILE, size, data if size <= max_file_bytes else None))
-    entries.sort(key=lambda e: e.name)
+        entries.append(_new_entry(TreeEntry, (item.name, _FILE, size, data if size <= max_file_bytes else None, None)))
+    entries.sort()  # by name: names in one directory differ
     return entries
+
+
+_new_entry = tuple.__new__  # one per file: skips the namedtuple's Python-level __new__
+_FILE = EntryKind.FILE
 
 
 def _read_at_most(fd: int, limit: int) -> bytes:

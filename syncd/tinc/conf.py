@@ -52,7 +52,7 @@ def physical_lines(path: str, data: bytes) -> tuple[Iterable[tuple[int, str]], l
     Almost every host file is short ASCII without CR or NUL: for those the
     chunks are just the lines.  Anything else takes the exact path below.
     """
-    if data.isascii() and b"\r" not in data and b"\0" not in data:
+    if data.isascii() and data.find(b"\r") < 0 and data.find(b"\0") < 0:
         lines = data.decode("ascii").split("\n")
         if lines[-1] == "":
             lines.pop()
@@ -112,10 +112,56 @@ _SPLIT = re.compile(r"([^\t =]*)[\t ]*(?:=[\t ]*)?")
 _NOT_PLAIN = ("", " ", "\t")  # a value starting so would lose more blanks to _SPLIT
 
 
+def plain_entries(data: bytes) -> list[Entry] | None:
+    """The entries of a file every line of which is empty, a comment, or the
+    plain ``Name = value``; ``None`` for any other file (``read_lines``
+    reads those).  Most host files are like this: read so, they cost a
+    third less than line by line.
+
+    Exact: ASCII without CR or NUL and no line over ``MAX_LINE_BYTES`` makes
+    ``physical_lines`` return the lines as they are, with no finding (and no
+    byte order mark).  A plain line (an alphanumeric name, " = ", a value
+    that starts with no blank) splits alike both ways (``_SPLIT``); it
+    opens no PEM block (it starts with no "-") and stops nothing (its value
+    is not empty), so no line after it is read differently either."""
+    if not data.isascii():
+        return None
+    text = data.decode("ascii")  # a str: "in" on bytes raises and clears a TypeError first (CPython 3.11)
+    if "\r" in text or "\0" in text or text.startswith("-") or "\n-" in text:
+        return None  # (a PEM block, the usual reason, is seen before reading any line)
+    lines = text.split("\n")
+    if len(text) > MAX_LINE_BYTES and max(map(len, lines)) > MAX_LINE_BYTES:
+        return None
+    entries = []
+    for number, line in enumerate(lines, 1):
+        if not line or line[0] == "#":
+            continue
+        variable, sep, value = line.rstrip(" \t").partition(" = ")
+        if not sep or not variable.isalnum() or value[:1] in _NOT_PLAIN:
+            return None
+        entries.append(_new_entry(Entry, (number, variable, value)))
+    return entries
+
+
+def line_count_of(data: bytes) -> int:
+    """The number of lines, a last one without its newline included."""
+    return data.count(b"\n") + (0 if data.endswith(b"\n") or not data else 1)
+
+
 def read_config(path: str, data: bytes, findings: list[Finding], on_entry: Callable[[Entry], None]) -> ConfText:
     """Read ``data`` line by line as tincd does: each stored variable goes to
     ``on_entry`` as it is read, each finding (and those of ``on_entry``, in
     line order) to ``findings``."""
+    plain = plain_entries(data)
+    if plain is None:
+        return read_lines(path, data, findings, on_entry)
+    for entry in plain:
+        on_entry(entry)
+    return ConfText([], None, line_count_of(data))
+
+
+def read_lines(path: str, data: bytes, findings: list[Finding], on_entry: Callable[[Entry], None]) -> ConfText:
+    """``read_config`` for any file, line by line."""
     chunks, problems = physical_lines(path, data)
     findings.extend(problems)
     if data.startswith(b"\xef\xbb\xbf"):
@@ -128,7 +174,7 @@ def read_config(path: str, data: bytes, findings: list[Finding], on_entry: Calla
                 "variable's name and ignores that line; save the file without a BOM",
             )
         )
-    line_count = data.count(b"\n") + (0 if data.endswith(b"\n") or not data else 1)
+    line_count = line_count_of(data)
     pem_blocks: list[PemBlock] = []
     stopped_at: int | None = None
     pem: PemBlock | None = None

@@ -12,14 +12,14 @@ The parser never raises on any input; everything wrong is a ``Finding``.
 from __future__ import annotations
 
 import re
-import socket
+from _socket import AF_INET6, inet_pton  # what socket re-exports, without socket.py's enums to build
 from collections.abc import Callable
 from functools import partial
 from typing import NamedTuple
 
 from syncd.findings import Finding, Location, error, warning
 from syncd.tinc import keys
-from syncd.tinc.conf import Entry, PemBlock, read_config
+from syncd.tinc.conf import Entry, PemBlock, line_count_of, plain_entries, read_lines
 from syncd.tinc.hostkeys import load_keys
 from syncd.tinc.subnet import IPV4_RE as _IPV4_RE
 from syncd.tinc.subnet import Kind, Subnet, SubnetError, is_short_mac, parse_subnet
@@ -85,7 +85,7 @@ def host_problem(host: str) -> str | None:
         if host.startswith("[") or "%" in host:
             return f"{host!r}: write IPv6 addresses without brackets or zone (tincd passes HOST to getaddrinfo)"
         try:
-            socket.inet_pton(socket.AF_INET6, host)
+            inet_pton(AF_INET6, host)
         except OSError:
             return f"{host!r} is not a valid IPv6 address"
         return None
@@ -94,7 +94,23 @@ def host_problem(host: str) -> str | None:
     return f"{host!r} is not an IP address or a DNS name"
 
 
+# The usual Address, in one match: a DNS name with a letter, '_' or '-' in
+# it (so neither of the IP forms host_problem tries first), then nothing, or
+# one space and a port number without a leading zero (at most 65535: checked
+# after).  Whatever this refuses, _address reads in full.  A value of at most
+# 253 characters has a name short enough (_DNS_NAME_RE's lookahead).
+_USUAL_ADDRESS_RE = re.compile(rf"(?=[^ ]*?[A-Za-z_-]){_LABEL}(?:\.{_LABEL})*\.?(?: ([1-9][0-9]{{0,4}}))?\Z")
+
+
 def _address(value: str, _tinc: str) -> str | None:
+    usual = _USUAL_ADDRESS_RE.match(value) if len(value) <= 253 else None
+    if usual is not None and (usual[1] is None or int(usual[1]) <= 65535):
+        return None
+    return address_problem(value)
+
+
+def address_problem(value: str) -> str | None:
+    """Why an ``Address`` value is not one tincd can use, read in full."""
     # tincd splits at the first space only: "HOST PORT"; a third word ends up
     # in the port and getaddrinfo() fails on it.
     # getaddrinfo() reads the service with strtoul(), which skips leading
@@ -238,8 +254,14 @@ class HostFile:
 def parse_host_file(path: str, data: bytes, *, tinc: str = "1.0", min_rsa_bits: int = 2048) -> HostFile:
     """Parse ``data`` as tincd reads a host file; findings carry ``path``."""
     host = HostFile(path)
-    conf = read_config(path, data, host.findings, partial(_check_entry, host, tinc))
-    host.pem_blocks, host.stopped_at, host.line_count = conf
+    plain = plain_entries(data)
+    if plain is None:
+        conf = read_lines(path, data, host.findings, partial(_check_entry, host, tinc))
+        host.pem_blocks, host.stopped_at, host.line_count = conf
+    else:  # read_config's shortcut, without a call through partial() a line
+        for entry in plain:
+            _check_entry(host, tinc, entry)
+        host.line_count = line_count_of(data)
     host.keys, found = load_keys(
         path, host.firsts, host.pem_blocks, host.stopped_at, tinc=tinc, min_rsa_bits=min_rsa_bits
     )
@@ -251,53 +273,54 @@ _NAME_ENDS = frozenset(" \t=")
 
 
 def _check_entry(host: HostFile, tinc: str, entry: Entry) -> None:
-    """One ``Variable = value`` line: where it belongs, and its value."""
+    """One ``Variable = value`` line: where it belongs, and its value.  Runs
+    for every line of every host file: the usual line (a known variable of
+    this tinc, not repeated) takes three lookups before its value's check."""
     line, variable, value = entry
     key = variable.lower()
     spec = HOST_VARIABLES.get(key)
     if spec is None:
         host.findings.append(_misplaced_variable(host.path, entry, key))
         return
-    path = host.path
-    if tinc not in spec.tinc:
+    name, multi, check, versions = spec
+    if tinc not in versions:
         host.findings.append(
             warning(
-                path,
+                host.path,
                 line,
                 "variable-unknown",
-                f"{spec.name} is a tinc {'/'.join(spec.tinc)} variable; tincd {tinc} ignores it",
+                f"{name} is a tinc {'/'.join(versions)} variable; tincd {tinc} ignores it",
             )
         )
     n = len(key)
     if value[n : n + 1] in _NAME_ENDS and value[:n].lower() == key:
         host.findings.append(
             error(
-                path,
+                host.path,
                 line,
                 "value-invalid",
-                f"the value repeats the variable name ({value[:60]!r}): "
-                f"write '{spec.name} = {value[n:].lstrip(' =')[:60]}'",
+                f"the value repeats the variable name ({value[:60]!r}): write '{name} = {value[n:].lstrip(' =')[:60]}'",
             )
         )
         return
     first = host.firsts.setdefault(key, entry)
-    if first is not entry and not spec.multi:
+    if first is not entry and not multi:
         host.findings.append(
             warning(
-                path,
+                host.path,
                 line,
                 "variable-duplicate",
-                f"{spec.name} is set again; tincd uses the first value (line {first.line}) and ignores this one",
-                (Location(path, first.line),),
+                f"{name} is set again; tincd uses the first value (line {first.line}) and ignores this one",
+                (Location(host.path, first.line),),
             )
         )
         return
-    if spec.name == "Subnet":
-        _check_subnet(host, entry)
-    elif spec.check is not None:
-        problem = spec.check(value, tinc)
+    if name == "Subnet":
+        _check_subnet(host, line, value)
+    elif check is not None:
+        problem = check(value, tinc)
         if problem is not None:
-            host.findings.append(error(path, line, "value-invalid", f"{spec.name}: {problem}"))
+            host.findings.append(error(host.path, line, "value-invalid", f"{name}: {problem}"))
 
 
 def _misplaced_variable(path: str, entry: Entry, key: str) -> Finding:
@@ -336,19 +359,19 @@ def _misplaced_variable(path: str, entry: Entry, key: str) -> Finding:
     return warning(path, line, "variable-unknown", f"unknown variable {variable!r}; tincd ignores it")
 
 
-def _check_subnet(host: HostFile, entry: Entry) -> None:
+def _check_subnet(host: HostFile, line: int, value: str) -> None:
     try:
-        subnet = parse_subnet(entry.value)
+        subnet = parse_subnet(value)
     except SubnetError as exc:
-        host.findings.append(error(host.path, entry.line, exc.code, f"Subnet {exc.message}"))
+        host.findings.append(error(host.path, line, exc.code, f"Subnet {exc.message}"))
         return
-    if subnet.kind is Kind.MAC and is_short_mac(entry.value):
+    if subnet[0] is Kind.MAC and is_short_mac(value):
         host.findings.append(
             warning(
                 host.path,
-                entry.line,
+                line,
                 "subnet-invalid",
-                f"Subnet {entry.value!r} is read as the MAC address {subnet}: write it that way",
+                f"Subnet {value!r} is read as the MAC address {subnet}: write it that way",
             )
         )
-    host.subnets.append((subnet, entry.line))
+    host.subnets.append((subnet, line))

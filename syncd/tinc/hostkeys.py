@@ -47,21 +47,21 @@ def load_keys(
     """Every key of the host file ``path`` (its first entry of each variable,
     its PEM blocks, the line where tincd stops reading), in tinc's order of
     precedence, checked: the keys with their lines, and the findings."""
+    if tinc == "1.1" and not pem_blocks and "publickey" not in firsts:
+        # the common tinc 1.1 file: one Ed25519PublicKey line and nothing
+        # else, so nothing for the general path below to find
+        ed = firsts.get("ed25519publickey")
+        if ed is not None:
+            try:
+                return [(keys.ed25519_from_text(ed.value), ed.line)], []
+            except keys.KeyFormatError:
+                pass  # the general path below reports it
     host = _Loaded(path, firsts, pem_blocks, stopped_at)
     _load(host, tinc, min_rsa_bits)
     return host.keys, host.findings
 
 
 def _load(host: _Loaded, tinc: str, min_rsa_bits: int) -> None:
-    if not host.pem_blocks and "publickey" not in host.firsts:
-        # the common tinc 1.1 file: one Ed25519PublicKey line and nothing else
-        ed = host.firsts.get("ed25519publickey")
-        if ed is not None and tinc == "1.1":
-            try:
-                host.keys.append((keys.ed25519_from_text(ed.value), ed.line))
-                return
-            except keys.KeyFormatError:
-                pass  # the general path below reports it
     for block in host.pem_blocks:
         if _PRIVATE_LABEL_RE.match(block.label):
             host.findings.append(

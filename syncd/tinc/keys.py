@@ -114,7 +114,10 @@ def ed25519_from_text(text: str) -> PublicKey:
     # y >= 2^255 - 19 needs y's top byte to be 0x7f; only then is the full compare needed
     if key[31] & 0x7F == 0x7F and int.from_bytes(key, "little") & ((1 << 255) - 1) >= _P:
         raise KeyFormatError("not a canonical Ed25519 key (y is not below 2^255 - 19)")
-    return PublicKey("ed25519", 256, key)
+    return _new_key(PublicKey, ("ed25519", 256, key))
+
+
+_new_key = tuple.__new__  # one key per node: skips the namedtuple's Python-level __new__
 
 
 # --- RSA -----------------------------------------------------------------------

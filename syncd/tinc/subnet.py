@@ -25,7 +25,7 @@ from __future__ import annotations
 import enum
 import ipaddress
 import re
-import socket
+from _socket import AF_INET6, inet_pton  # what socket re-exports, without socket.py's enums to build
 from typing import NamedTuple
 
 DEFAULT_WEIGHT = 10  # subnet_parse.c: DEFAULT_WEIGHT
@@ -185,37 +185,39 @@ def _parse_strict(text: str) -> Subnet:
         weight = int(weight_text)
         if not -(2**31) <= weight < 2**31:
             raise SubnetError("subnet-invalid", f"weight {weight_text} in {text!r} is out of range")
-    prefixlen: int | None = None
+    prefixlen = -1  # none written
     if "/" in rest:
         rest, _, prefix_text = rest.partition("/")
-        if not _PREFIX.match(prefix_text):
-            raise SubnetError("subnet-invalid", f"prefix length {prefix_text!r} in {text!r} is not a number")
-        prefixlen = int(prefix_text)
+        try:
+            prefixlen = _PREFIXES[prefix_text]
+        except KeyError:
+            raise SubnetError("subnet-invalid", f"prefix length {prefix_text!r} in {text!r} is not a number") from None
 
-    kind: Kind
-    if rest.count(":") == 5 and _MAC.match(rest):
+    if ":" not in rest:
+        try:  # what IPV4_RE matches, four _OCTETS
+            a, b, c, d = rest.split(".")
+            address = (_OCTETS[a] << 24) | (_OCTETS[b] << 16) | (_OCTETS[c] << 8) | _OCTETS[d]
+        except (ValueError, KeyError):
+            raise SubnetError("subnet-invalid", f"{text!r} is not a MAC address, IPv4 or IPv6 subnet") from None
+        kind, bits = _IPV4, 32
+    elif rest.count(":") == 5 and _MAC.match(rest):
         # tincd tries MAC first: six short groups are a MAC, never IPv6
-        if prefixlen is not None:
+        if prefixlen >= 0:
             raise SubnetError("subnet-invalid", f"{text!r}: a MAC address takes no prefix length")
-        kind, address, prefixlen = Kind.MAC, int("".join(f"{int(g, 16):02x}" for g in rest.split(":")), 16), 48
-    elif ":" in rest:
+        kind, bits, address = _MAC_KIND, 48, int("".join(f"{int(g, 16):02x}" for g in rest.split(":")), 16)
+    else:
         # inet_pton() accepts exactly the IPv6 forms tincd reads alike
         # (one '::', 1-4 hex digits a group, a dotted quad at the end), and
         # rejects zones and brackets, which tincd rejects too.
         try:
-            address = int.from_bytes(socket.inet_pton(socket.AF_INET6, rest), "big")
+            address = int.from_bytes(inet_pton(AF_INET6, rest), "big")
         except OSError:
             raise SubnetError("subnet-invalid", f"{text!r} is not a valid IPv6 address") from None
-        kind = Kind.IPV6
-    elif IPV4_RE.match(rest):
-        kind, address = Kind.IPV4, int.from_bytes(socket.inet_aton(rest), "big")
-    else:
-        raise SubnetError("subnet-invalid", f"{text!r} is not a MAC address, IPv4 or IPv6 subnet")
+        kind, bits = _IPV6, 128
 
-    bits = BITS[kind]
-    if prefixlen is None:
+    if prefixlen < 0:
         prefixlen = bits
-    if prefixlen > bits:
+    elif prefixlen > bits:
         raise SubnetError("subnet-invalid", f"prefix length /{prefixlen} in {text!r} exceeds {bits} bits")
     host_mask = (1 << (bits - prefixlen)) - 1
     if address & host_mask:
@@ -227,6 +229,13 @@ def _parse_strict(text: str) -> Subnet:
         )
     return _new_subnet(Subnet, (kind, address, prefixlen, weight))
 
+
+_MAC_KIND, _IPV4, _IPV6 = Kind.MAC, Kind.IPV4, Kind.IPV6  # module globals: no enum lookup a subnet
+# What _PREFIX and _OCTET match (each number in its one decimal spelling), as
+# dictionaries: a lookup costs a fraction of a regular expression's match
+# and int(), on every subnet of every file.
+_PREFIXES = {str(n): n for n in range(1000)}
+_OCTETS = {str(n): n for n in range(256)}
 
 _new_subnet = tuple.__new__  # the fields were validated just above
 
