@@ -21,6 +21,7 @@ wins), as a tree with no known relative is.
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import cast
 
@@ -197,7 +198,7 @@ class Trees:
     def __init__(self, raw: RawTree, cached: int = CACHED_TREES) -> None:
         self.raw = raw
         self.cached = cached
-        self._parsed: dict[ObjectID, Parsed] = {}
+        self._parsed: OrderedDict[ObjectID, Parsed] = OrderedDict()  # popped from the front in O(1)
 
     def parsed(self, tree: ObjectID) -> Parsed:
         known = self._parsed.pop(tree, None)
@@ -241,5 +242,5 @@ class Trees:
     def _keep(self, tree: ObjectID, parsed: Parsed) -> Parsed:
         self._parsed[tree] = parsed  # the most recent last
         if len(self._parsed) > self.cached:
-            self._parsed.pop(next(iter(self._parsed)))
+            self._parsed.popitem(last=False)
         return parsed
