@@ -7,17 +7,19 @@ from __future__ import annotations
 import os
 import stat
 import zlib
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from dulwich.errors import ObjectFormatException
 from dulwich.object_store import DiskObjectStore
-from dulwich.objects import Commit, ObjectID, ShaFile, Tree, hex_to_filename, hex_to_sha
+from dulwich.objects import Commit, ObjectID, ShaFile, Tree, hex_to_filename
+from dulwich.pack import Pack
 
 from syncd.errors import UnsafeTreeError
 from syncd.git.commitdiff import SUBMODULE_MODE, MissingTreeError, commit_diff
-from syncd.git.packscan import PackFormatError, index_object_ids, inflate_prefix, packed_size
+from syncd.git.packscan import PackFormatError, index_object_ids, index_offsets, inflate_prefix, packed_size
 from syncd.git.treediff import RawTree, Trees
 from syncd.rules.plan import blob_id as plan_blob_id
 from syncd.rules.tree import EntryKind
@@ -25,6 +27,8 @@ from syncd.signing.commits import CommitInfo, split_commit
 
 MAX_COMMIT_BYTES = 1 << 20  # a commit (with its signature) larger than this is refused
 MAX_TREE_BYTES = 64 << 20  # 100k entries of ~40 bytes fit easily
+KEPT_COMMITS = 4096  # commits read kept in a process (a pass reads each new one twice)
+MAPPED_AFTER = 256  # object lookups before the pack indexes are read into maps (10k ids: a few ms)
 
 
 def entry_kind(mode: int) -> EntryKind:
@@ -45,7 +49,13 @@ def commit_info(store: DiskObjectStore, sha: str, sizes: ObjectSizes | None = No
 
 
 def read_commit(store: DiskObjectStore, sha: str, sizes: ObjectSizes | None = None) -> tuple[CommitInfo, ObjectID]:
-    """``commit_info``, and the id of the commit's root tree."""
+    """``commit_info``, and the id of the commit's root tree.  A commit
+    read before in this process (by a fetch's connectivity check, as a
+    rule) is not read again: an id names the same bytes in any store."""
+    known = _READ.get(sha)
+    if known is not None:
+        _READ.move_to_end(sha)
+        return known
     oid = object_id(sha)
     size = sizes(oid) if sizes is not None else object_size(store, oid)
     if size > MAX_COMMIT_BYTES:
@@ -53,11 +63,22 @@ def read_commit(store: DiskObjectStore, sha: str, sizes: ObjectSizes | None = No
     obj = sizes.object(oid) if sizes is not None else store[oid]
     if not isinstance(obj, Commit):
         raise UnsafeTreeError(f"{sha} is a {obj.type_name.decode()}, not a commit")
+    return _keep_commit(sha, obj)
+
+
+def _keep_commit(sha: str, obj: Commit) -> tuple[CommitInfo, ObjectID]:
+    """Commit ``sha`` (size-checked, parsed) as ``read_commit`` gives it, kept."""
     signed = split_commit(obj.as_raw_string())
     summary = obj.message.split(b"\n", 1)[0].decode("utf-8", "replace")
     parents = tuple(p.decode() for p in obj.parents)
     info = CommitInfo(sha, signed.payload, signed.signature, obj.commit_time, parents, summary, signed.noncanonical)
+    _READ[sha] = info, obj.tree
+    if len(_READ) > KEPT_COMMITS:
+        _READ.popitem(last=False)
     return info, obj.tree
+
+
+_READ: OrderedDict[str, tuple[CommitInfo, ObjectID]] = OrderedDict()  # most recently read last
 
 
 def check_connected(store: DiskObjectStore, known: Callable[[ObjectID], bool], tip: ObjectID) -> str | None:
@@ -114,6 +135,7 @@ def _new_commits(
         if not isinstance(obj, Commit):
             return f"{oid.decode()} ({what}) is a {obj.type_name.decode()}, not a commit"
         commits[oid] = obj
+        _keep_commit(oid.decode(), obj)  # for the pass's history
         pending.extend((p, f"parent of {oid.decode()[:12]}") for p in reversed(obj.parents))
     return None
 
@@ -233,6 +255,31 @@ class ObjectSizes:
         self.store = store
         self.packs = list(store.packs)  # dulwich rescans the pack directory on each access
         self.files: dict[str, BinaryIO] = {}
+        self.lookups = 0
+        self.offsets: list[dict[bytes, int]] | None = None  # of each pack, once looked up often
+
+    def _find(self, sha: ObjectID) -> tuple[Pack, int] | None:
+        """The pack holding ``sha`` and its offset there.  dulwich bisects
+        the index in Python for each id; after ``MAPPED_AFTER`` lookups,
+        every pack index is read into a map once (``packscan.index_offsets``)."""
+        if self.offsets is None:
+            self.lookups += 1
+            if self.lookups > MAPPED_AFTER:
+                self.offsets = [
+                    index_offsets(Path(pack.data.path).with_suffix(".idx").read_bytes()) for pack in self.packs
+                ]
+        if self.offsets is not None:
+            for pack, offsets in zip(self.packs, self.offsets, strict=True):
+                offset = offsets.get(sha)
+                if offset is not None:
+                    return pack, offset
+            return None
+        for pack in self.packs:
+            try:
+                return pack, pack.index.object_offset(sha)
+            except KeyError:
+                continue
+        return None
 
     def close(self) -> None:
         for fh in self.files.values():
@@ -253,15 +300,13 @@ class ObjectSizes:
             packs = list(self.store.packs)
             if [p.data.path for p in packs] == [p.data.path for p in self.packs]:
                 raise
-            self.packs = packs
+            self.packs, self.offsets, self.lookups = packs, None, 0
             return self._size(sha)
 
     def _size(self, sha: ObjectID) -> int:
-        for pack in self.packs:
-            try:
-                offset = pack.index.object_offset(sha)
-            except KeyError:
-                continue
+        found = self._find(sha)
+        if found is not None:
+            pack, offset = found
             path = os.fspath(pack.data.path)
             fh = self.files.get(path)
             if fh is None:
@@ -292,24 +337,17 @@ class ObjectSizes:
         """An object's type number and content, from the packs listed once
         (dulwich lists the pack directory again on each lookup), else from
         the store."""
-        binsha = hex_to_sha(sha)
-        for pack in self.packs:
-            try:
-                return pack.get_raw(binsha)
-            except KeyError:
-                continue
-        return self.store.get_raw(sha)
+        found = self._find(sha)
+        if found is None:
+            return self.store.get_raw(sha)
+        pack, offset = found
+        kind, obj = pack.data.get_object_at(offset)
+        kind, chunks = pack.resolve_object(offset, kind, obj)  # a delta's base: in the same pack
+        return kind, b"".join(cast(list[bytes], chunks))
 
     def has(self, sha: ObjectID) -> bool:
         """Whether the store holds an object (the packs listed once first)."""
-        binsha = hex_to_sha(sha)
-        for pack in self.packs:
-            try:
-                pack.index.object_offset(binsha)
-            except KeyError:
-                continue
-            return True
-        return sha in self.store
+        return self._find(sha) is not None or sha in self.store
 
     def object(self, sha: ObjectID) -> ShaFile:
         """An object parsed (``raw``)."""
