@@ -17,6 +17,7 @@ from dulwich.objects import Blob, ObjectID
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from syncd.git import treediff
 from syncd.git.objects import check_connected, nothing_known
 from syncd.git.treediff import Trees, derive, parse_whole
 
@@ -57,7 +58,10 @@ def test_a_derived_tree_is_the_tree_parsed_whole(old: Entries, new: Entries, sha
     assert changed == {n: (a.get(n), b.get(n)) for n in a.keys() | b.keys() if a.get(n) != b.get(n)}
 
 
-def test_trees_diff_carries_each_tree_over_to_the_next() -> None:
+@pytest.mark.parametrize("flatten", [2, 5, treediff.FLATTEN])
+def test_trees_diff_carries_each_tree_over_to_the_next(flatten: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chains of derived trees, cut (each whole map built once) every ``flatten`` derivations."""
+    monkeypatch.setattr(treediff, "FLATTEN", flatten)
     entries: Entries = {b"node%d" % i: (FILE, bytes([i % 256]) * 20) for i in range(300)}
     raws = {}
     for step in range(50):  # edits, additions and removals, one after another
