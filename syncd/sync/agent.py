@@ -20,7 +20,7 @@ from syncd.git.store import APPLIED_REF, FETCHED_REF, GitStore
 from syncd.node.config import Config, load_signers
 from syncd.node.hostsdir import HostsDir
 from syncd.node.metrics import write_metrics
-from syncd.node.parseindex import ParseIndexFile, owners_of
+from syncd.node.parseindex import ParseIndexFile, owners_of, size_of
 from syncd.node.privkeys import private_key_publics
 from syncd.node.reload import Reloaded, reload_tinc
 from syncd.node.state import (
@@ -37,7 +37,7 @@ from syncd.rules.plan import Plan
 from syncd.sync.mirrors import Offered, apply_newest
 from syncd.sync.pipeline import run_pass
 from syncd.sync.ports import FAILING, Ports, Settings, SyncResult, UrlState
-from syncd.sync.trust import OwnerLookup, RepoAuthority
+from syncd.sync.trust import RepoAuthority
 
 if TYPE_CHECKING:
     from syncd.node.parseindex import Record as IndexRecord
@@ -181,7 +181,10 @@ def _sync(
     try:
         index = ParseIndexFile(config.state_dir)
         repo = store.repository
-        authority = RepoAuthority(repo, signers, follow_repo=config.trust.follow_repo, owners_of=_indexed_owners(index))
+        owners = _IndexedOwners(index)
+        authority = RepoAuthority(
+            repo, signers, follow_repo=config.trust.follow_repo, owners_of=owners, sizes_of=owners.sizes
+        )
         ports = Ports(
             repo=repo,
             hosts=HostsDir(config.tinc.hosts_dir),
@@ -288,16 +291,23 @@ def fetch_limits(config: Config, progress: bool = False) -> FetchLimits:
     return FetchLimits(repo.timeout, repo.max_fetch_bytes, repo.ssh_command, repo.ca_file, progress)
 
 
-def _indexed_owners(index: ParseIndexFile) -> OwnerLookup:
+class _IndexedOwners:
     """The owner lines of a file the node validated before, by blob id (from
-    the parse index, read when first asked: most passes never ask)."""
-    by_blob: dict[str, IndexRecord] | None = None
+    the parse index, read when first asked: most passes never ask); and the
+    sizes of those blobs."""
 
-    def owners(blob: str) -> tuple[frozenset[bytes], dict[bytes, str]] | None:
-        nonlocal by_blob
-        if by_blob is None:
-            by_blob = {b: record for (b, _, _), record in index.load().items()}
-        record = by_blob.get(blob)
+    def __init__(self, index: ParseIndexFile) -> None:
+        self.index = index
+        self.by_blob: dict[str, IndexRecord] | None = None
+
+    def records(self) -> dict[str, IndexRecord]:
+        if self.by_blob is None:
+            self.by_blob = {b: record for (b, _, _), record in self.index.load().items()}
+        return self.by_blob
+
+    def __call__(self, blob: str) -> tuple[frozenset[bytes], dict[bytes, str]] | None:
+        record = self.records().get(blob)
         return None if record is None else owners_of(record)
 
-    return owners
+    def sizes(self) -> dict[str, int]:
+        return {blob: size_of(record) for blob, record in self.records().items()}
