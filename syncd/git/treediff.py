@@ -32,6 +32,7 @@ RawTree = Callable[[ObjectID], bytes]  # a tree's raw bytes, size- and type-chec
 ID_BYTES = 20
 MAX_MODE = 0xFFFFFFFF  # dulwich's parser refuses a larger mode ("number too large"), and stat.S_IS* overflow
 CACHED_TREES = 16  # parsed trees kept (a 10k-node hosts tree is about a megabyte parsed)
+RECENT_TREES = 4  # parsed trees kept from one pass to the next (the applied tip's root and hosts trees)
 FLATTEN = 64  # derived trees chained before one holds its whole map again (a chain holds maps only)
 
 
@@ -210,6 +211,38 @@ def derive(old: Parsed, raw: bytes) -> tuple[Parsed, Changed] | None:
     return parsed, changed
 
 
+class _Recent:
+    """The trees a diff parsed last in this process, whatever the store: the
+    next pass (``syncd run``) compares its first new commit with the tree
+    applied last, which it parsed then.  Exact: a tree's id names its bytes,
+    and a tree is parsed from its bytes alone.  Only ever the old side of a
+    diff: the new side of a diff is read from the store at hand, so that
+    a store that lacks it is noticed (``objects.check_connected``)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.trees: OrderedDict[ObjectID, Parsed] = OrderedDict()
+
+    def get(self, tree: ObjectID) -> Parsed | None:
+        return self.trees.get(tree)
+
+    def keep(self, tree: ObjectID, parsed: Parsed) -> Parsed:
+        self.trees[tree] = parsed
+        self.trees.move_to_end(tree)
+        if len(self.trees) > self.size:
+            self.trees.popitem(last=False)
+        return parsed
+
+
+_RECENT = _Recent(RECENT_TREES)
+
+
+def forget() -> None:
+    """Drop the trees kept from one pass to the next (for tests whose tree
+    ids are made up, not the hashes of their bytes)."""
+    _RECENT.trees.clear()
+
+
 class Trees:
     """Parsed trees of one store for one pass (a few kept, most recent
     first out last), and the one-level difference of two of them."""
@@ -243,14 +276,15 @@ class Trees:
             return {n: (None, e) for n, e in self.entries(new).items()}
         if new is None:
             return {n: (e, None) for n, e in self.entries(old).items()}
-        before = self.parsed(old)
+        before = self._parsed.pop(old, None) or _RECENT.get(old)
+        before = self._keep(old, before if before is not None else parse_whole(self.raw(old)))
         after = self._parsed.pop(new, None)
         if before.unique:
             derived = derive(before, self.raw(new) if after is None else after.raw)
             if derived is not None:
-                self._keep(new, derived[0] if after is None else after)
+                _RECENT.keep(new, self._keep(new, derived[0] if after is None else after))
                 return derived[1]
-        after = self._keep(new, after if after is not None else parse_whole(self.raw(new)))
+        after = _RECENT.keep(new, self._keep(new, after if after is not None else parse_whole(self.raw(new))))
         names = before.entries.keys() | after.entries.keys()
         return {
             n: (before.entries.get(n), after.entries.get(n))
