@@ -120,3 +120,24 @@ def test_a_delta_that_builds_a_huge_object_is_refused() -> None:
     entry = _entry(7, len(delta), b"\x11" * 20 + zlib.compress(delta))
     with pytest.raises(PackFormatError, match="builds"):
         scan_pack(io.BytesIO(_pack(entry)), 1 << 20)
+
+
+def test_index_offsets_reads_small_and_large_offsets() -> None:
+    """Each id of a version 2 index with its offset, past 2 GiB too (git's
+    large-offset table), as dulwich reads the same index."""
+    from dulwich.object_format import SHA1
+    from dulwich.objects import ObjectID
+    from dulwich.pack import load_pack_index_file, write_pack_index
+
+    from syncd.git.packscan import index_offsets
+
+    offsets = [12, 0x7FFFFFFF, 0x80000000, (1 << 40) + 5, 4096]
+    entries = sorted((bytes([i]) * 19 + bytes([i * 7]), offset, 0) for i, offset in enumerate(offsets))
+    buf = io.BytesIO()
+    write_pack_index(buf, entries, b"\0" * 20, version=2)
+    found = index_offsets(buf.getvalue())
+    assert found == {sha.hex().encode(): offset for sha, offset, _ in entries}
+    index = load_pack_index_file("x.idx", io.BytesIO(buf.getvalue()), SHA1)
+    assert all(index.object_offset(ObjectID(sha)) == offset for sha, offset in found.items())
+    with pytest.raises(PackFormatError):
+        index_offsets(buf.getvalue()[: 8 + 1024 + 24 * len(entries) + 8])

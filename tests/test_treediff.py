@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,10 +18,21 @@ from dulwich.objects import Blob, ObjectID
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from syncd.git import treediff
 from syncd.git.objects import check_connected, nothing_known
 from syncd.git.treediff import Trees, derive, parse_whole
 
 FILE, DIR, LINK = 0o100644, 0o40000, 0o120000
+
+
+@pytest.fixture(autouse=True)
+def made_up_ids() -> Iterator[None]:
+    """These tests name trees by made-up ids: none is kept for the next."""
+    treediff.forget()
+    yield
+    treediff.forget()
+
+
 Entries = dict[bytes, tuple[int, bytes]]
 
 
@@ -57,7 +69,10 @@ def test_a_derived_tree_is_the_tree_parsed_whole(old: Entries, new: Entries, sha
     assert changed == {n: (a.get(n), b.get(n)) for n in a.keys() | b.keys() if a.get(n) != b.get(n)}
 
 
-def test_trees_diff_carries_each_tree_over_to_the_next() -> None:
+@pytest.mark.parametrize("flatten", [2, 5, treediff.FLATTEN])
+def test_trees_diff_carries_each_tree_over_to_the_next(flatten: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chains of derived trees, cut (each whole map built once) every ``flatten`` derivations."""
+    monkeypatch.setattr(treediff, "FLATTEN", flatten)
     entries: Entries = {b"node%d" % i: (FILE, bytes([i % 256]) * 20) for i in range(300)}
     raws = {}
     for step in range(50):  # edits, additions and removals, one after another
@@ -84,6 +99,37 @@ def test_trees_diff_carries_each_tree_over_to_the_next() -> None:
         if step % 10 == 9:  # now and then the whole map, built from the chain
             assert trees.entries(tree) == current
         previous, prev_id = current, tree
+
+
+def test_the_next_pass_takes_the_old_tree_parsed_but_reads_the_new() -> None:
+    """A tree parsed by one pass's diff serves the next pass as the old side
+    without being read; the new side is always read from the store at hand
+    (a store that lacks it says so), even when it was parsed before."""
+    one = {b"node%d" % i: (FILE, bytes([i]) * 20) for i in range(50)}
+    two = {**one, b"node7": (FILE, b"\7" * 19 + b"\0")}
+    three = {**two, b"node9": (FILE, b"\0" * 20)}
+    ids = [ObjectID(b"%040d" % n) for n in (1, 2, 3)]
+    raws = dict(zip(ids, map(serialize, (one, two, three)), strict=True))
+    Trees(raws.__getitem__).diff(ids[0], ids[1])
+    reads: list[ObjectID] = []
+
+    def only_the_new(tree: ObjectID) -> bytes:
+        reads.append(tree)
+        if tree == ids[1]:
+            raise KeyError(tree)  # parsed by the pass before: never read again as the old side
+        return raws[tree]
+
+    changed = Trees(only_the_new).diff(ids[1], ids[2])
+    assert changed == {"node9": ((FILE, ObjectID(b"09" * 20)), (FILE, ObjectID(b"00" * 20)))}
+    assert reads == [ids[2]]
+
+    def lacking_the_new(tree: ObjectID) -> bytes:
+        if tree == ids[2]:
+            raise KeyError(tree)
+        return raws[tree]
+
+    with pytest.raises(KeyError):  # the new side, parsed just now, from a store that lacks it
+        Trees(lacking_the_new).diff(ids[1], ids[2])
 
 
 def test_a_name_twice_is_read_as_dulwich_reads_it() -> None:

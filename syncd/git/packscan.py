@@ -16,6 +16,7 @@ gigabyte is refused before anything holds it (``scan_pack``).
 
 from __future__ import annotations
 
+import struct
 import zlib
 from collections.abc import Callable
 from typing import BinaryIO
@@ -196,6 +197,29 @@ def index_object_ids(data: bytes) -> set[bytes]:
     """The object ids (hex, as dulwich spells them) a pack index lists; only
     version 2 (git's Documentation/gitformat-pack.txt: a magic, the version,
     a 256-entry fan-out whose last entry is the count, then the sorted ids)."""
+    return set(_index_ids(data)[0])
+
+
+def index_offsets(data: bytes) -> dict[bytes, int]:
+    """Each object id (hex) a version 2 pack index lists, with its offset in
+    the pack: after the ids, a CRC-32 each, then a 4-byte offset each whose
+    top bit set makes the rest an index into the 8-byte offsets that follow."""
+    ids, count = _index_ids(data)
+    start = 8 + 1024 + 24 * count
+    if len(data) < start + 4 * count:
+        raise PackFormatError("truncated pack index")
+    offsets = list(struct.unpack_from(f">{count}I", data, start))
+    large = start + 4 * count
+    for i, value in enumerate(offsets):
+        if value & 0x80000000:
+            at = large + 8 * (value & 0x7FFFFFFF)
+            if at + 8 > len(data):
+                raise PackFormatError("truncated pack index")
+            offsets[i] = int.from_bytes(data[at : at + 8], "big")
+    return dict(zip(ids, offsets, strict=True))
+
+
+def _index_ids(data: bytes) -> tuple[list[bytes], int]:
     if data[:8] != b"\xfftOc\x00\x00\x00\x02" or len(data) < 8 + 1024:
         raise PackFormatError("not a version 2 pack index")
     count = int.from_bytes(data[8 + 1020 : 8 + 1024], "big")
@@ -203,4 +227,4 @@ def index_object_ids(data: bytes) -> set[bytes]:
     if len(table) != 20 * count:
         raise PackFormatError("truncated pack index")
     hexed = table.hex().encode()
-    return {hexed[i : i + 40] for i in range(0, 40 * count, 40)}
+    return [hexed[i : i + 40] for i in range(0, 40 * count, 40)], count

@@ -27,10 +27,10 @@ from dulwich.refs import Ref
 from dulwich.repo import Repo
 
 from syncd.errors import SyncdError, UnsafeTreeError
+from syncd.git.commitdiff import CommitDiff, commit_diff, known_diff
 from syncd.git.objects import (
     MAX_TREE_BYTES,
     ObjectSizes,
-    diff_trees,
     entry_kind,
     object_id,
     raw_tree_reader,
@@ -60,7 +60,7 @@ class GitRepository:
         self._commits: dict[str, tuple[CommitInfo, ObjectID]] = {}  # with its root tree
         self._sizes = ObjectSizes(store)  # the pack list read once: dulwich lists the pack directory each time
         # trees parsed once per pass, a child's by way of its parent's
-        self._trees = Trees(raw_tree_reader(store, self._sizes))
+        self._trees = Trees(raw_tree_reader(self._sizes))
 
     @classmethod
     def reading(cls, path: Path) -> GitRepository:
@@ -180,14 +180,17 @@ class GitRepository:
 
     def _changes(self, sha: str) -> dict[str, ObjectID | None]:
         known = self._changed.get(sha)
-        if known is not None:
-            return known
+        if known is None:
+            known = self._changed[sha] = self._diff(sha).blobs()
+        return known
+
+    def _diff(self, sha: str) -> CommitDiff:
+        """What ``sha`` changes (``commitdiff``: the fetch that brought it
+        computed it already, as a rule)."""
         info, tree = self._commit(sha)
         old = self._commit(info.parents[0])[1] if info.parents else None
         with self._repairing():
-            changes = dict(sorted(diff_trees(self._trees, old, tree)))
-        self._changed[sha] = changes
-        return changes
+            return commit_diff(self._trees, object_id(sha), old, tree)
 
     # --- trees ----------------------------------------------------------------------
 
@@ -230,6 +233,13 @@ class GitRepository:
         """The regular file at ``path`` in commit ``sha`` (size-checked
         first), or None when there is none.  Trees come from the pass's
         cache: asking for many files of one commit parses its trees once."""
+        changed = known_diff(object_id(sha))
+        if changed is not None and changed.plain and path in changed.entries:  # the entry the commit wrote
+            found = changed.entries[path]
+            if found is None or not stat.S_ISREG(found[0]):
+                return None
+            with self._repairing():
+                return self._read_blob(found[1], limit, f"{path} in commit {sha[:12]}")
         mode, oid = stat.S_IFDIR, self._commit(sha)[1]
         with self._repairing():
             for part in path.split("/"):

@@ -21,6 +21,7 @@ wins), as a tree with no known relative is.
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import cast
 
@@ -31,45 +32,44 @@ RawTree = Callable[[ObjectID], bytes]  # a tree's raw bytes, size- and type-chec
 ID_BYTES = 20
 MAX_MODE = 0xFFFFFFFF  # dulwich's parser refuses a larger mode ("number too large"), and stat.S_IS* overflow
 CACHED_TREES = 16  # parsed trees kept (a 10k-node hosts tree is about a megabyte parsed)
-FLATTEN = 8  # derived trees chained before one holds its whole map again
+RECENT_TREES = 4  # parsed trees kept from one pass to the next (the applied tip's root and hosts trees)
+FLATTEN = 64  # derived trees chained before one holds its whole map again (a chain holds maps only)
 
 
-class Parsed:
-    """One tree: its raw bytes, the offset of each entry (then the length),
-    and its entries by name.  ``unique``: no name twice, so ``entries`` is
-    the tree, and a child tree may be derived from it.
+class Names:
+    """A tree's entries by name: a whole map, or the changes (``overlay``:
+    name to entry, None for one removed) over the entries of the tree it was
+    derived from.  The whole map is built when first asked for, or after
+    ``FLATTEN`` derivations in a row, so that a commit does not copy the
+    entries of every node; a chain holds only maps, never the trees' bytes."""
 
-    A derived tree holds its entries as the changes (``overlay``: name to
-    entry, None for one removed) over the tree it was derived from; the
-    whole map is built when first asked for, or after ``FLATTEN``
-    derivations in a row, so that a commit does not copy the entries of
-    every node."""
-
-    __slots__ = ("_base", "_depth", "_entries", "_overlay", "raw", "starts", "unique")
+    __slots__ = ("_base", "_depth", "_entries", "_overlay")
 
     def __init__(
         self,
-        raw: bytes,
-        starts: list[int],
         entries: dict[str, Entry] | None,
-        unique: bool,
-        base: Parsed | None = None,
+        base: Names | None = None,
         overlay: dict[str, Entry | None] | None = None,
     ) -> None:
-        self.raw, self.starts, self.unique = raw, starts, unique
         self._entries, self._base, self._overlay = entries, base, overlay
         self._depth: int = 0 if base is None else base._depth + 1
 
     @property
     def entries(self) -> dict[str, Entry]:
         if self._entries is None:
-            assert self._base is not None and self._overlay is not None
-            entries = dict(self._base.entries)
-            for name, entry in self._overlay.items():
-                if entry is None:
-                    entries.pop(name, None)
-                else:
-                    entries[name] = entry
+            overlays: list[dict[str, Entry | None]] = []
+            node: Names = self
+            while node._entries is None:  # one copy of the nearest whole map, not one per link
+                assert node._base is not None and node._overlay is not None
+                overlays.append(node._overlay)
+                node = node._base
+            entries = dict(node._entries)
+            for overlay in reversed(overlays):
+                for name, entry in overlay.items():
+                    if entry is None:
+                        entries.pop(name, None)
+                    else:
+                        entries[name] = entry
             self._entries, self._base, self._overlay, self._depth = entries, None, None, 0
         return self._entries
 
@@ -84,6 +84,25 @@ class Parsed:
         return node._entries.get(name)
 
 
+class Parsed:
+    """One tree: its raw bytes, the offset of each entry (then the length),
+    and its entries by name (``Names``).  ``unique``: no name twice, so
+    ``entries`` is the tree, and a child tree may be derived from it."""
+
+    __slots__ = ("names", "raw", "starts", "unique")
+
+    def __init__(self, raw: bytes, starts: list[int], names: Names, unique: bool) -> None:
+        self.raw, self.starts, self.names, self.unique = raw, starts, names, unique
+
+    @property
+    def entries(self) -> dict[str, Entry]:
+        return self.names.entries
+
+    def get(self, name: str) -> Entry | None:
+        """The entry ``name``, without building the whole map."""
+        return self.names.get(name)
+
+
 def parse_whole(raw: bytes) -> Parsed:
     """Every entry of a tree (dulwich's parser: a malformed tree raises
     ``ObjectFormatException``), and their offsets."""
@@ -95,7 +114,7 @@ def parse_whole(raw: bytes) -> Parsed:
         starts.append(pos)
         pos = raw.index(b"\0", pos) + 1 + ID_BYTES
     starts.append(end)
-    return Parsed(raw, starts, entries, len(entries) == len(items) == len(starts) - 1)
+    return Parsed(raw, starts, Names(entries), len(entries) == len(items) == len(starts) - 1)
 
 
 def _entry_at(raw: bytes, pos: int) -> tuple[str, Entry, int]:
@@ -116,12 +135,13 @@ def _entry_at(raw: bytes, pos: int) -> tuple[str, Entry, int]:
 
 
 def common_prefix(a: bytes, b: bytes) -> int:
-    """How many leading bytes ``a`` and ``b`` share (binary search over
-    slices: about twice the shorter's bytes compared, at memcmp speed)."""
+    """How many leading bytes ``a`` and ``b`` share (binary search: about
+    twice the shorter's bytes compared, at memcmp speed, none copied)."""
     lo, hi = 0, min(len(a), len(b))
+    view = memoryview(b)
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if a[lo:mid] == b[lo:mid]:
+        if a.startswith(view[lo:mid], lo):
             lo = mid
         else:
             hi = mid - 1
@@ -132,9 +152,10 @@ def common_suffix(a: bytes, b: bytes, limit: int) -> int:
     """How many trailing bytes ``a`` and ``b`` share, at most ``limit``."""
     la, lb = len(a), len(b)
     lo, hi = 0, limit
+    view = memoryview(b)
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if a[la - mid : la - lo] == b[lb - mid : lb - lo]:
+        if a.endswith(view[lb - mid : lb - lo], la - mid, la - lo):
             lo = mid
         else:
             hi = mid - 1
@@ -176,18 +197,50 @@ def derive(old: Parsed, raw: bytes) -> tuple[Parsed, Changed] | None:
     gone = dict(_entry_at(old.raw, p)[:2] for p in old.starts[first:at])
     if any(name not in gone and old.get(name) is not None for name in new_entries):
         return None  # a name twice: dulwich's reading decides
-    if old._depth >= FLATTEN:
+    if old.names._depth >= FLATTEN:
         old.entries  # noqa: B018 (builds old's whole map: the chain stops here)
     overlay: dict[str, Entry | None] = dict.fromkeys(gone)
     overlay.update(new_entries)
     tail = old.starts[at:] if shift == 0 else [p + shift for p in old.starts[at:]]
-    parsed = Parsed(raw, old.starts[:first] + new_starts + tail, None, True, old, overlay)
+    parsed = Parsed(raw, old.starts[:first] + new_starts + tail, Names(None, old.names, overlay), True)
     changed: Changed = {}
     for name in gone.keys() | new_entries.keys():
         a, b = gone.get(name), new_entries.get(name)
         if a != b:
             changed[name] = (a, b)
     return parsed, changed
+
+
+class _Recent:
+    """The trees a diff parsed last in this process, whatever the store: the
+    next pass (``syncd run``) compares its first new commit with the tree
+    applied last, which it parsed then.  Exact: a tree's id names its bytes,
+    and a tree is parsed from its bytes alone.  Only ever the old side of a
+    diff: the new side of a diff is read from the store at hand, so that
+    a store that lacks it is noticed (``objects.check_connected``)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.trees: OrderedDict[ObjectID, Parsed] = OrderedDict()
+
+    def get(self, tree: ObjectID) -> Parsed | None:
+        return self.trees.get(tree)
+
+    def keep(self, tree: ObjectID, parsed: Parsed) -> Parsed:
+        self.trees[tree] = parsed
+        self.trees.move_to_end(tree)
+        if len(self.trees) > self.size:
+            self.trees.popitem(last=False)
+        return parsed
+
+
+_RECENT = _Recent(RECENT_TREES)
+
+
+def forget() -> None:
+    """Drop the trees kept from one pass to the next (for tests whose tree
+    ids are made up, not the hashes of their bytes)."""
+    _RECENT.trees.clear()
 
 
 class Trees:
@@ -197,7 +250,7 @@ class Trees:
     def __init__(self, raw: RawTree, cached: int = CACHED_TREES) -> None:
         self.raw = raw
         self.cached = cached
-        self._parsed: dict[ObjectID, Parsed] = {}
+        self._parsed: OrderedDict[ObjectID, Parsed] = OrderedDict()  # popped from the front in O(1)
 
     def parsed(self, tree: ObjectID) -> Parsed:
         known = self._parsed.pop(tree, None)
@@ -223,14 +276,15 @@ class Trees:
             return {n: (None, e) for n, e in self.entries(new).items()}
         if new is None:
             return {n: (e, None) for n, e in self.entries(old).items()}
-        before = self.parsed(old)
+        before = self._parsed.pop(old, None) or _RECENT.get(old)
+        before = self._keep(old, before if before is not None else parse_whole(self.raw(old)))
         after = self._parsed.pop(new, None)
         if before.unique:
             derived = derive(before, self.raw(new) if after is None else after.raw)
             if derived is not None:
-                self._keep(new, derived[0] if after is None else after)
+                _RECENT.keep(new, self._keep(new, derived[0] if after is None else after))
                 return derived[1]
-        after = self._keep(new, after if after is not None else parse_whole(self.raw(new)))
+        after = _RECENT.keep(new, self._keep(new, after if after is not None else parse_whole(self.raw(new))))
         names = before.entries.keys() | after.entries.keys()
         return {
             n: (before.entries.get(n), after.entries.get(n))
@@ -241,5 +295,5 @@ class Trees:
     def _keep(self, tree: ObjectID, parsed: Parsed) -> Parsed:
         self._parsed[tree] = parsed  # the most recent last
         if len(self._parsed) > self.cached:
-            self._parsed.pop(next(iter(self._parsed)))
+            self._parsed.popitem(last=False)
         return parsed

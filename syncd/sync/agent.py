@@ -40,7 +40,6 @@ if TYPE_CHECKING:
     from syncd.node.reload import Reloaded
     from syncd.rules.validate import ParseCache
     from syncd.signing.allowed_signers import AllowedSigner
-    from syncd.sync.trust import OwnerLookup
     from syncd.tinc.keys import PublicKey
 
 LOCK_TIMEOUT = 300.0  # seconds to wait for another sync of the same network
@@ -299,7 +298,10 @@ def _sync(
     try:
         index = ParseIndexFile(config.state_dir)
         repo = store.repository
-        authority = RepoAuthority(repo, signers, follow_repo=config.trust.follow_repo, owners_of=_indexed_owners(index))
+        owners = _IndexedOwners(index)
+        authority = RepoAuthority(
+            repo, signers, follow_repo=config.trust.follow_repo, owners_of=owners, sizes_of=owners.sizes
+        )
         ports = Ports(
             repo=repo,
             hosts=hosts or HostsDir(config.tinc.hosts_dir),
@@ -412,18 +414,27 @@ def fetch_limits(config: Config, progress: bool = False) -> FetchLimits:
     return FetchLimits(repo.timeout, repo.max_fetch_bytes, repo.ssh_command, repo.ca_file, progress)
 
 
-def _indexed_owners(index: ParseIndexFile) -> OwnerLookup:
+class _IndexedOwners:
     """The owner lines of a file the node validated before, by blob id (from
-    the parse index, read when first asked: most passes never ask)."""
-    from syncd.node.parseindex import owners_of
+    the parse index, read when first asked: most passes never ask); and the
+    sizes of those blobs."""
 
-    by_blob: dict[str, IndexRecord] | None = None
+    def __init__(self, index: ParseIndexFile) -> None:
+        self.index = index
+        self.by_blob: dict[str, IndexRecord] | None = None
 
-    def owners(blob: str) -> tuple[frozenset[bytes], dict[bytes, str]] | None:
-        nonlocal by_blob
-        if by_blob is None:
-            by_blob = {b: record for (b, _, _), record in index.load().items()}
-        record = by_blob.get(blob)
+    def records(self) -> dict[str, IndexRecord]:
+        if self.by_blob is None:
+            self.by_blob = {b: record for (b, _, _), record in self.index.load().items()}
+        return self.by_blob
+
+    def __call__(self, blob: str) -> tuple[frozenset[bytes], dict[bytes, str]] | None:
+        from syncd.node.parseindex import owners_of
+
+        record = self.records().get(blob)
         return None if record is None else owners_of(record)
 
-    return owners
+    def sizes(self) -> dict[str, int]:
+        from syncd.node.parseindex import size_of
+
+        return {blob: size_of(record) for blob, record in self.records().items()}

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, NoReturn
 
 from syncd.errors import AllowedSignersError, Reason, RefusedError, SignatureError
@@ -67,6 +67,7 @@ class RepoAuthority:
         *,
         follow_repo: bool = True,
         owners_of: OwnerLookup | None = None,
+        sizes_of: Callable[[], Mapping[str, int]] | None = None,
         now: Callable[[], float] = time.time,
     ) -> None:
         self.repo = repo
@@ -74,6 +75,7 @@ class RepoAuthority:
         self.local = tuple(local)
         self.follow_repo = follow_repo
         self.owners_of = owners_of or (lambda _blob: None)
+        self.sizes_of = sizes_of  # blob -> size, of blobs whose owners ``owners_of`` knows
         self._roles: dict[str | None, Roles] = {}
         self._later: dict[str | None, tuple[str | None, CommitInfo, tuple[str, ...]]] = {}
         self._admins_memo: dict[str, tuple[AllowedSigner, ...]] = {}
@@ -214,7 +216,8 @@ class RepoAuthority:
         policy, _ = policy_of(self.repo.policy_bytes(sha))
         owners: dict[str, frozenset[bytes]] = {}
         comments: dict[bytes, str] = {}
-        entries = self.repo.host_entries(sha, policy.hosts_dir, policy.max_files, policy.max_file_bytes)
+        sizes = self.sizes_of() if self.sizes_of is not None else None  # else each read from its header
+        entries = self.repo.host_entries(sha, policy.hosts_dir, policy.max_files, policy.max_file_bytes, sizes)
         for entry in entries:
             if entry.kind is not EntryKind.FILE or entry.blob is None or entry.size > policy.max_file_bytes:
                 continue
