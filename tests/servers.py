@@ -9,6 +9,7 @@ started by pid.
 from __future__ import annotations
 
 import contextlib
+import getpass
 import http.server
 import os
 import shutil
@@ -241,6 +242,33 @@ def ssh_server(workdir: Path, client_public_key: Path) -> Iterator[tuple[int, st
         yield port, f"[127.0.0.1]:{port} {kind} {blob}"
     finally:
         _stop(proc)
+
+
+@dataclass(frozen=True)
+class PinnedSsh:
+    """An ssh:// URL of a repository on ``ssh_server``, and ssh commands for
+    it: ``command`` pins the server's host key; ``impostor`` pins another
+    key, so ssh refuses the server."""
+
+    url: str
+    command: str
+    impostor: str
+
+
+@contextlib.contextmanager
+def pinned_ssh(workdir: Path, repository: Path) -> Iterator[PinnedSsh]:
+    """``ssh_server`` with a fresh client key, and the commands that reach
+    ``repository`` on it (``PinnedSsh``)."""
+    from tests.gitutil import make_key
+
+    client = make_key(workdir / "client", "deploy")
+    with ssh_server(workdir / "sshd", client.public) as (port, known_line):
+        known, other = workdir / "known_hosts", workdir / "other_known_hosts"
+        known.write_text(known_line + "\n")
+        other.write_text(f"[127.0.0.1]:{port} {make_key(workdir / 'other', 'impostor').public_line()}\n")
+        ssh = f"ssh -i {client.private} -o StrictHostKeyChecking=yes -o BatchMode=yes -o UserKnownHostsFile="
+        url = f"ssh://{getpass.getuser()}@127.0.0.1:{port}{repository}"
+        yield PinnedSsh(url, f"{ssh}{known}", f"{ssh}{other}")
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,6 @@ process that must not load dulwich when nothing changed."""
 
 from __future__ import annotations
 
-import getpass
 import json
 import os
 import subprocess
@@ -22,9 +21,9 @@ import yaml
 from syncd.errors import FetchError, FetchTimeoutError, outcome
 from syncd.git.pktline import pkt_line
 from syncd.git.probe import advertised
-from tests.gitutil import git, make_key
+from tests.gitutil import git
 from tests.hostile import hostile_git, stalled_ssh_pids, stalling_http, stalling_ssh_command
-from tests.servers import git_daemon, git_http, self_signed_certificate, ssh_server, static_http
+from tests.servers import git_daemon, git_http, pinned_ssh, self_signed_certificate, static_http
 from tests.syncenv import Hub, Node
 from tests.test_faults import add_host, node_at
 
@@ -93,19 +92,13 @@ def test_the_probe_reads_each_real_transport_as_the_fetch_does(hub: Hub, tmp_pat
 
 
 def test_the_probe_runs_the_configured_ssh_command_as_the_fetch_does(hub: Hub, tmp_path: Path) -> None:
-    client = make_key(tmp_path / "client", "deploy")
-    with ssh_server(tmp_path / "sshd", client.public) as (port, known_line):
-        known = tmp_path / "known_hosts"
-        known.write_text(known_line + "\n")
-        ssh = f"ssh -i {client.private} -o UserKnownHostsFile={known} -o StrictHostKeyChecking=yes -o BatchMode=yes"
-        url = f"ssh://{getpass.getuser()}@127.0.0.1:{port}{hub.server}"
-        assert advertised([url], "main", 20, ssh_command=ssh) == [hub.tip]
+    with pinned_ssh(tmp_path, hub.server) as ssh:
+        url = ssh.url
+        assert advertised([url], "main", 20, ssh_command=ssh.command) == [hub.tip]
         # a host key that is not the pinned one: no tip (ssh refuses), and the fetch path says why
-        other = tmp_path / "other_known_hosts"
-        other.write_text(f"[127.0.0.1]:{port} {make_key(tmp_path / 'other', 'impostor').public_line()}\n")
-        (refused,) = advertised([url], "main", 20, ssh_command=ssh.replace(str(known), str(other)))
+        (refused,) = advertised([url], "main", 20, ssh_command=ssh.impostor)
         assert isinstance(refused, FetchError) and "closed the connection" in refused.message, refused
-        node = node_at(hub, tmp_path, url, repo__ssh_command=ssh)
+        node = node_at(hub, tmp_path, url, repo__ssh_command=ssh.command)
         assert child_sync(node)[0] == 0
         code, modules, err = child_sync(node)
         assert (code, modules) == (0, []), err

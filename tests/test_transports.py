@@ -4,11 +4,9 @@ http-backend) and ssh:// (OpenSSH sshd, host key checked)."""
 
 from __future__ import annotations
 
-import getpass
 from pathlib import Path
 
-from tests.gitutil import make_key
-from tests.servers import git_daemon, git_http, self_signed_certificate, ssh_server
+from tests.servers import git_daemon, git_http, pinned_ssh, self_signed_certificate
 from tests.syncenv import Hub, Node, make_node
 
 
@@ -58,20 +56,12 @@ def test_https_with_a_private_ca(hub: Hub, tmp_path: Path) -> None:
 
 
 def test_ssh_with_known_hosts(hub: Hub, tmp_path: Path) -> None:
-    client = make_key(tmp_path / "client", "deploy")
-    with ssh_server(tmp_path / "sshd", client.public) as (port, known_line):
-        known = tmp_path / "known_hosts"
-        known.write_text(known_line + "\n")
-        ssh = f"ssh -i {client.private} -o UserKnownHostsFile={known} -o StrictHostKeyChecking=yes -o BatchMode=yes"
-        url = f"ssh://{getpass.getuser()}@127.0.0.1:{port}{hub.server}"
+    with pinned_ssh(tmp_path, hub.server) as ssh:
         signers = tmp_path / "keys" / "allowed_signers"
-        sync_twice(hub, make_node(tmp_path / "n", url, signers, repo__ssh_command=ssh))
+        sync_twice(hub, make_node(tmp_path / "n", ssh.url, signers, repo__ssh_command=ssh.command))
 
         # The same server with a host key that is not the pinned one: refused.
-        other = tmp_path / "other_known_hosts"
-        other.write_text(f"[127.0.0.1]:{port} {make_key(tmp_path / 'other', 'impostor').public_line()}\n")
-        bad = ssh.replace(str(known), str(other))
-        node = make_node(tmp_path / "n2", url, signers, repo__ssh_command=bad)
+        node = make_node(tmp_path / "n2", ssh.url, signers, repo__ssh_command=ssh.impostor)
         code, _, err = node.sync()
         assert code == 3, err
         assert node.snapshot() == {}
