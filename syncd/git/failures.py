@@ -1,5 +1,7 @@
-"""The one error of a fetch that no URL survived (no dulwich here: the
-unchanged pass of ``sync.agent`` raises it from the refs probe alone)."""
+"""The errors of a fetch that the refs probe raises too (no dulwich here:
+the unchanged pass of ``sync.agent`` runs on the probe alone): one URL
+that did not answer in time, and the one error of a fetch that no URL
+survived."""
 
 from __future__ import annotations
 
@@ -13,6 +15,11 @@ from syncd.errors import (
     SignatureError,
     SyncdError,
 )
+
+
+def timed_out(shown: str, timeout: float) -> FetchTimeoutError:
+    """``shown`` (a redacted URL) gave no complete answer within ``repo.timeout``."""
+    return FetchTimeoutError(f"{shown}: no complete answer within {timeout:g} s (repo.timeout)")
 
 
 def fetch_failure(failures: list[SyncdError], branch: str) -> SyncdError:

@@ -42,11 +42,11 @@ from dulwich.refs import Ref
 
 from syncd.errors import (
     FetchError,
-    FetchTimeoutError,
     FetchTooLargeError,
     NoBranchError,
     NotARepositoryError,
 )
+from syncd.git.failures import timed_out
 from syncd.git.memcap import cap_memory, exhausted, memory_message
 from syncd.git.packindex import add_pack
 from syncd.git.packscan import PackFormatError, PackTooLargeError, scan_pack
@@ -194,8 +194,7 @@ def _run_children(jobs: Sequence[_Job], cancel: Callable[[], bool] | None) -> li
             shown = redact_url(job.url)
             if fd in waiting:
                 _kill(pid)
-                limit = job.limits.timeout
-                answers.append(FetchTimeoutError(f"{shown}: no complete answer within {limit:g} s (repo.timeout)"))
+                answers.append(timed_out(shown, job.limits.timeout))
             else:
                 os.waitpid(pid, 0)
                 try:

@@ -44,7 +44,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from syncd.errors import FetchError, FetchTimeoutError
+from syncd.errors import FetchError
+from syncd.git.failures import timed_out
 from syncd.git.pktline import (
     ADVERTISEMENT_LIMIT,
     SHA,
@@ -124,7 +125,7 @@ def _answer(
         return FetchError(f"{shown}: {exc}")
     except (OSError, ValueError) as exc:
         if watch.expired or time.monotonic() >= watch.deadline:
-            return FetchTimeoutError(f"{shown}: no complete answer within {timeout:g} s (repo.timeout)")
+            return timed_out(shown, timeout)
         if watch.cancelled:
             return None
         return FetchError(f"{shown}: {type(exc).__name__}: {str(exc).replace(url, shown)[:300]}")
