@@ -44,11 +44,12 @@ from syncd.errors import FetchError, IncompleteError, SignatureError, StoreRepai
 from syncd.git.failures import fetch_failure
 from syncd.git.fetch import FetchLimits, Received, advertised_tips, fetch_url
 from syncd.git.objects import check_connected, commit_info, complete, known_ids, object_id
+from syncd.git.refnames import APPLIED_REF_NAME, FETCHED_REF_NAME
 from syncd.git.repository import GitRepository
 from syncd.signing.commits import CommitInfo
 
-APPLIED_REF = Ref(b"refs/heads/syncd-applied")
-FETCHED_REF = Ref(b"refs/heads/syncd-fetched")
+APPLIED_REF = Ref(APPLIED_REF_NAME.encode())
+FETCHED_REF = Ref(FETCHED_REF_NAME.encode())
 BROKEN_SUFFIX = ".broken"  # where a corrupt store is set aside (one kept, for a post-mortem)
 
 

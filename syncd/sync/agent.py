@@ -187,8 +187,8 @@ def _probe(config: Config, cancel: Callable[[], bool] | None) -> list[Offered] |
     own ``fetch_failure`` when every URL timed out."""
     from syncd.git.failures import fetch_failure
     from syncd.git.probe import advertised
+    from syncd.git.refnames import APPLIED_REF_NAME
     from syncd.git.urls import redact_url
-    from syncd.sync.noop import APPLIED_REF_PATH
 
     repo = config.repo
     answers = advertised(repo.urls, repo.branch, repo.timeout, repo.ca_file, repo.ssh_command, cancel)
@@ -202,7 +202,7 @@ def _probe(config: Config, cancel: Callable[[], bool] | None) -> list[Offered] |
             return None
     if all(tip is None for _, tip, _ in offers):
         raise fetch_failure([error for _, _, error in offers if error is not None], repo.branch)
-    applied = loose_ref(config.state_dir / "repo.git", APPLIED_REF_PATH)
+    applied = loose_ref(config.state_dir / "repo.git", APPLIED_REF_NAME)
     settled = {u.get("tip") for u in load_health(config.state_dir).urls if u.get("state") in (BEHIND, FORKED)}
     tips = {tip for _, tip, _ in offers if tip is not None}
     return offers if applied in tips and tips <= {applied, *settled} else None

@@ -25,6 +25,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
+from syncd.git.refnames import APPLIED_REF_NAME, FETCHED_REF_NAME
 from syncd.signing.commits import CommitInfo
 
 if TYPE_CHECKING:
@@ -34,8 +35,6 @@ if TYPE_CHECKING:
     from syncd.sync.ports import Signed, StateFile
 
 _SHA = re.compile(r"[0-9a-f]{40}\n")
-APPLIED_REF_PATH = "refs/heads/syncd-applied"  # store.APPLIED_REF, as a loose ref file
-FETCHED_REF_PATH = "refs/heads/syncd-fetched"  # store.FETCHED_REF
 
 
 class NotUnchanged(BaseException):
@@ -116,9 +115,9 @@ def store_refs_agree(store: Path, applied: str, tips: Sequence[str | None]) -> b
     """The store's applied ref names ``applied`` and its fetched ref the tip
     of the last URL offering one (what the fetch path would write)."""
     offered = [t for t in tips if t is not None]
-    if not offered or loose_ref(store, APPLIED_REF_PATH) != applied:
+    if not offered or loose_ref(store, APPLIED_REF_NAME) != applied:
         return False
-    return loose_ref(store, FETCHED_REF_PATH) == offered[-1]
+    return loose_ref(store, FETCHED_REF_NAME) == offered[-1]
 
 
 class LoadedOnce:
